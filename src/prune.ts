@@ -1,0 +1,375 @@
+/**
+ * The pipeline, and the one place that knows its order:
+ * validate → attach to the model → calibration windows → (dense pass + allocation) → sequential method → write-back.
+ */
+import { createHash } from 'node:crypto';
+import { AutoTokenizer } from '@huggingface/transformers';
+import { DsaPruneError } from './errors.js';
+import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern, ProgressCallback } from './types.js';
+import { attachModel, type PrunableModel } from './model/index.js';
+import { getMethod, validateMethodRequest, type PruningMethod } from './methods/index.js';
+import { uniform, type Allocation, type Allocator, type BlockAllocationStats } from './allocators/index.js';
+import { wandaMetric } from './methods/metrics.js';
+import { denseStatistics, runCalibration } from './calibration/index.js';
+import { readTextFile, takeWindows, tokenizeText } from './data/text.js';
+
+/** Where calibration tokens come from. A string is the calibration text itself. */
+export type CalibrationSource =
+  | string
+  | {
+      /** Calibration text (tokenized as one string, like the reference). */
+      text?: string;
+      /** Text files, concatenated with a newline. */
+      files?: string[];
+      /** Token ids, used as they are. */
+      ids?: Int32Array;
+      /** Sample windows at random positions with this seed instead of taking the first ones. */
+      seed?: number;
+    };
+
+export interface PruneOptions {
+  /** `magnitude`, `wanda`, `sparsegpt`, or your own PruningMethod. */
+  method: string | PruningMethod;
+  /** Global target sparsity in [0, 1). */
+  sparsity: number;
+  /** `unstructured` (default) or N:M such as `'2:4'` / `{ kind: 'nm', n: 2, m: 4 }`. */
+  pattern?: Pattern | string;
+  /** Layer-wise allocation (default: uniform). */
+  allocator?: Allocator;
+  /** `exact` (default): realised sparsity = target; `reference`: the reference code's rounding (reproduces reference.json). */
+  budget?: BudgetMode;
+  /** Calibration data; required by wanda, sparsegpt and every non-uniform allocator. */
+  calibration?: CalibrationSource;
+  /** Calibration sequences (default 128, as in the papers). */
+  nsamples?: number;
+  /** Tokens per calibration sequence (default min(2048, the model's context)). */
+  seqlen?: number;
+  /** `sequential` (default: block b sees the outputs of the already pruned blocks 0..b-1) or `oneshot`. */
+  mode?: 'sequential' | 'oneshot';
+  /** Only linears whose name matches one of these (substring or RegExp). */
+  include?: (string | RegExp)[];
+  /** Skip linears whose name matches one of these. */
+  exclude?: (string | RegExp)[];
+  /** Only these roles (q, k, v, o, gate, up, down, …). */
+  roles?: LinearRole[];
+  /** Leave the first / last n blocks dense. */
+  skipFirstBlocks?: number;
+  skipLastBlocks?: number;
+  /** Also prune lm_head (off by default: it is often tied to the embeddings). */
+  lmHead?: boolean;
+  /** Model folder, for a model loaded before dsa-prune was imported. */
+  source?: string;
+  /** onnxruntime intra-op threads for the calibration sessions. */
+  threads?: number;
+  /** Calibration batch size (sequences per onnxruntime run, default 8). */
+  batchSize?: number;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+}
+
+export interface LinearReport {
+  name: string;
+  block: number;
+  role: LinearRole;
+  params: number;
+  target: number;
+  sparsity: number;
+  notes?: string[];
+}
+
+export interface PruneReport {
+  method: string;
+  pattern: string;
+  budget: BudgetMode;
+  sparsity: number;
+  /** Zeros / parameters over the pruned linears. */
+  realizedSparsity: number;
+  /** Realised sparsity per block (zeros / params over the block's pruned linears). */
+  blockSparsity: number[];
+  /** What the allocator granted each block. */
+  targetBlockSparsity: number[];
+  allocator: { name: string; description: string; scores?: number[]; expression?: Allocation['expression'] };
+  linears: LinearReport[];
+  calibration?: { nsamples: number; seqlen: number; tokens: number; sha256: string; source: string };
+  seconds: { total: number; allocation: number; prune: number; calibration: number; commit: number };
+  notes: string[];
+}
+
+const lastReports = new WeakMap<object, PruneReport>();
+
+/** The report of the last pruneModel call on this model (savePruned writes it into pruning.json). */
+export function lastPruneReport(model: object): PruneReport | undefined {
+  return lastReports.get(model);
+}
+
+export function parsePattern(p: Pattern | string | undefined): Pattern {
+  if (p === undefined || p === 'unstructured') return { kind: 'unstructured' };
+  if (typeof p !== 'string') return p;
+  const m = /^(\d+):(\d+)$/.exec(p.trim());
+  if (!m) throw new DsaPruneError(`pattern "${p}" is not understood`, { hint: "Use 'unstructured' or N:M such as '2:4' or '4:8'." });
+  return { kind: 'nm', n: Number(m[1]), m: Number(m[2]) };
+}
+
+export function patternName(p: Pattern): string {
+  return p.kind === 'unstructured' ? 'unstructured' : `${p.n}:${p.m}`;
+}
+
+function matches(name: string, pats: (string | RegExp)[]): boolean {
+  return pats.some((p) => (typeof p === 'string' ? name.includes(p) : p.test(name)));
+}
+
+/** Which linears this request prunes. */
+export function selectLinears(pm: PrunableModel, o: Pick<PruneOptions, 'include' | 'exclude' | 'roles' | 'skipFirstBlocks' | 'skipLastBlocks' | 'lmHead'>): LinearInfo[] {
+  const first = o.skipFirstBlocks ?? 0;
+  const last = pm.blocks - (o.skipLastBlocks ?? 0);
+  return pm.linears.filter((l) => {
+    if (l.role === 'lm_head') return !!o.lmHead;
+    if (l.block < first || l.block >= last) return false;
+    if (o.roles && !o.roles.includes(l.role)) return false;
+    if (o.include && !matches(l.name, o.include)) return false;
+    if (o.exclude && matches(l.name, o.exclude)) return false;
+    return true;
+  });
+}
+
+function contextLength(pm: PrunableModel): number {
+  const c = pm.config as Record<string, unknown>;
+  const v = c.max_position_embeddings ?? c.n_positions ?? c.max_sequence_length ?? c.seq_length;
+  return typeof v === 'number' ? v : 2048;
+}
+
+/** Reject a bad request before any work starts. */
+export function validatePruneOptions(o: PruneOptions): { method: PruningMethod; pattern: Pattern; budget: BudgetMode } {
+  if (!o || typeof o !== 'object') throw new DsaPruneError('pruneModel needs options: { method, sparsity, … }');
+  const method = typeof o.method === 'string' ? getMethod(o.method) : o.method;
+  if (!method || typeof method.prune !== 'function') throw new DsaPruneError('option method must be a method name or a PruningMethod');
+  const pattern = parsePattern(o.pattern);
+  const budget = o.budget ?? 'exact';
+  if (budget !== 'exact' && budget !== 'reference') throw new DsaPruneError(`budget must be 'exact' or 'reference', got ${String(budget)}`);
+  if (typeof o.sparsity !== 'number' || !Number.isFinite(o.sparsity)) throw new DsaPruneError(`sparsity must be a number in [0, 1), got ${String(o.sparsity)}`);
+  validateMethodRequest(method, o.sparsity, pattern);
+  if (o.nsamples !== undefined && (!Number.isInteger(o.nsamples) || o.nsamples < 1)) throw new DsaPruneError(`nsamples must be a positive integer, got ${o.nsamples}`);
+  if (o.seqlen !== undefined && (!Number.isInteger(o.seqlen) || o.seqlen < 2)) throw new DsaPruneError(`seqlen must be an integer ≥ 2, got ${o.seqlen}`);
+  return { method, pattern, budget };
+}
+
+interface CalibrationData {
+  ids: Int32Array;
+  nsamples: number;
+  seqlen: number;
+  sha256: string;
+  source: string;
+}
+
+async function calibrationWindows(pm: PrunableModel, o: PruneOptions, seqlen: number, nsamples: number): Promise<CalibrationData> {
+  const src = o.calibration;
+  if (src === undefined) {
+    throw new DsaPruneError('this method or allocator needs calibration data', {
+      hint: 'Pass calibration: a text string, { files: [...] } or { ids }, e.g. the first part of your training text.',
+    });
+  }
+  let ids: Int32Array;
+  let source: string;
+  let seed: number | undefined;
+  if (typeof src === 'string') {
+    ids = await tokenize(pm, src);
+    source = 'text';
+  } else if (src.ids) {
+    ids = src.ids;
+    source = 'ids';
+    seed = src.seed;
+  } else {
+    const text = src.text ?? (src.files ?? []).map((f) => readTextFile(f)).join('\n');
+    ids = await tokenize(pm, text);
+    source = src.files ? src.files.join(',') : 'text';
+    seed = src.seed;
+  }
+  const windows = takeWindows(ids, seqlen, nsamples, seed !== undefined ? { seed } : {});
+  const sha256 = createHash('sha256').update(new Uint8Array(windows.buffer, windows.byteOffset, windows.byteLength)).digest('hex');
+  return { ids: windows, nsamples, seqlen, sha256, source };
+}
+
+const tokenizers = new WeakMap<object, unknown>();
+async function tokenize(pm: PrunableModel, text: string): Promise<Int32Array> {
+  let tok = tokenizers.get(pm) as Parameters<typeof tokenizeText>[0] | undefined;
+  if (!tok) {
+    tok = (await AutoTokenizer.from_pretrained(pm.source.dir)) as unknown as Parameters<typeof tokenizeText>[0];
+    tokenizers.set(pm, tok);
+  }
+  return tokenizeText(tok, text);
+}
+
+/** Dense allocation statistics, cached per model and calibration set: many allocators / candidates reuse them. */
+const denseCache = new WeakMap<PrunableModel, Map<string, { blocks: BlockAllocationStats[]; stats: Map<string, InputStats> }>>();
+
+export async function denseAllocationStats(
+  pm: PrunableModel,
+  cal: CalibrationData,
+  linears: LinearInfo[],
+  o: Pick<PruneOptions, 'threads' | 'batchSize' | 'onProgress' | 'signal'> = {},
+): Promise<{ blocks: BlockAllocationStats[]; stats: Map<string, InputStats> }> {
+  let perModel = denseCache.get(pm);
+  if (!perModel) denseCache.set(pm, (perModel = new Map()));
+  const key = `${cal.sha256}|${linears.map((l) => l.name).join(',')}`;
+  const hit = perModel.get(key);
+  if (hit) return hit;
+  const stats = await denseStatistics(pm, cal.ids, {
+    nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: false },
+    threads: o.threads, batchSize: o.batchSize, onProgress: o.onProgress, signal: o.signal,
+  });
+  const blocks: BlockAllocationStats[] = [];
+  for (let b = 0; b < pm.blocks; b++) {
+    const ls = linears.filter((l) => l.block === b);
+    const params = ls.reduce((a, l) => a + l.dIn * l.dOut, 0);
+    const z = new Float32Array(params);
+    let off = 0;
+    for (const l of ls) {
+      const s = stats.get(l.name);
+      if (!s) throw new DsaPruneError(`no calibration statistics for ${l.name}`);
+      wandaMetric(pm.readWeight(l), l.dOut, l.dIn, s.sq, s.nsamples, z.subarray(off, off + l.dIn * l.dOut));
+      off += l.dIn * l.dOut;
+    }
+    blocks.push({ index: b, params, linears: ls.map((l) => ({ name: l.name, role: l.role, params: l.dIn * l.dOut })), z });
+  }
+  const result = { blocks, stats };
+  perModel.set(key, result);
+  return result;
+}
+
+function countZeros(w: Float32Array): number {
+  let z = 0;
+  for (let i = 0; i < w.length; i++) if (w[i] === 0) z++;
+  return z;
+}
+
+function checkAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { exitCode: 130 });
+}
+
+/**
+ * Prune a transformers.js causal LM in place. The model keeps working (`generate`, pipelines) and `savePruned`
+ * writes it to a folder that `from_pretrained` loads again.
+ */
+export async function pruneModel(model: unknown, options: PruneOptions): Promise<PruneReport> {
+  const t0 = performance.now();
+  const { method, pattern, budget } = validatePruneOptions(options);
+  const allocator = options.allocator ?? uniform();
+  const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
+  const linears = selectLinears(pm, options);
+  if (linears.length === 0) throw new DsaPruneError('no linear layer matches the include/exclude/roles/skip options', { hint: 'Run `dsa-prune inspect <model>` to see the names and roles.' });
+
+  const seqlen = options.seqlen ?? Math.min(2048, contextLength(pm));
+  if (seqlen > contextLength(pm)) {
+    throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${contextLength(pm)}`, { hint: `Use --seqlen ${contextLength(pm)} or less.` });
+  }
+  const nsamples = options.nsamples ?? 128;
+  const uniformAlloc = allocator.name === 'uniform';
+  const needsCalibration = method.needs.sq || method.needs.gram || !uniformAlloc;
+  const cal = needsCalibration ? await calibrationWindows(pm, options, seqlen, nsamples) : undefined;
+  checkAborted(options.signal);
+
+  // Allocation from a dense pass (once per model + calibration set).
+  const tAlloc = performance.now();
+  let allocation: Allocation;
+  const blockParams = Array.from({ length: pm.blocks }, (_, b) => linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut, 0));
+  if (uniformAlloc) {
+    allocation = allocator.allocate({
+      blocks: blockParams.map((params, index) => ({ index, params, linears: [], z: new Float32Array(0) })),
+      sparsity: options.sparsity, budget,
+    });
+  } else {
+    const dense = await denseAllocationStats(pm, cal!, linears, options);
+    allocation = allocator.allocate({ blocks: dense.blocks, sparsity: options.sparsity, budget });
+  }
+  const secondsAllocation = (performance.now() - tAlloc) / 1000;
+  const targetOf = (l: LinearInfo) => allocation.linearSparsity?.[l.name] ?? allocation.blockSparsity[l.block] ?? options.sparsity;
+
+  // Snapshot the original weights so an abort or a failure leaves the model as it was.
+  const originals = new Map<string, Float32Array>();
+  const reports = new Map<string, LinearReport>();
+  let secondsPrune = 0;
+  const pruneBlock = async (block: number, stats?: Map<string, InputStats>) => {
+    const t = performance.now();
+    for (const l of linears) {
+      if (l.block !== block) continue;
+      checkAborted(options.signal);
+      const weight = pm.readWeight(l);
+      originals.set(l.name, weight.slice());
+      const target = targetOf(l);
+      const res = await method.prune({
+        weight, dOut: l.dOut, dIn: l.dIn, stats: stats?.get(l.name), sparsity: target, pattern, budget,
+        signal: options.signal, name: l.name,
+      });
+      pm.writeWeight(l, weight);
+      reports.set(l.name, {
+        name: l.name, block: l.block, role: l.role, params: l.dIn * l.dOut, target,
+        sparsity: countZeros(weight) / weight.length, ...(res.notes.length ? { notes: res.notes } : {}),
+      });
+    }
+    secondsPrune += (performance.now() - t) / 1000;
+  };
+
+  const tCal = performance.now();
+  try {
+    if (method.needs.sq || method.needs.gram) {
+      await runCalibration(pm, cal!.ids, {
+        nsamples: cal!.nsamples, seqlen: cal!.seqlen, needs: method.needs, mode: options.mode ?? 'sequential',
+        threads: options.threads, batchSize: options.batchSize, onProgress: options.onProgress, signal: options.signal,
+      }, (block, stats) => pruneBlock(block, stats));
+    } else {
+      for (let b = 0; b < pm.blocks; b++) await pruneBlock(b);
+    }
+    // lm_head is outside the blocks.
+    if (linears.some((l) => l.block < 0)) await pruneBlock(-1);
+  } catch (e) {
+    for (const l of linears) {
+      const w = originals.get(l.name);
+      if (w) pm.writeWeight(l, w);
+    }
+    throw e;
+  }
+  const secondsCalibration = (performance.now() - tCal) / 1000 - secondsPrune;
+
+  const tCommit = performance.now();
+  await pm.commit();
+  const secondsCommit = (performance.now() - tCommit) / 1000;
+
+  const linReports = linears.map((l) => reports.get(l.name)!).filter(Boolean);
+  let zeros = 0;
+  let params = 0;
+  const bz = new Array<number>(pm.blocks).fill(0);
+  const bp = new Array<number>(pm.blocks).fill(0);
+  for (const r of linReports) {
+    const z = Math.round(r.sparsity * r.params);
+    zeros += z;
+    params += r.params;
+    if (r.block >= 0) {
+      bz[r.block] += z;
+      bp[r.block] += r.params;
+    }
+  }
+  const notes = [...new Set(linReports.flatMap((r) => r.notes ?? []))];
+  const report: PruneReport = {
+    method: method.name,
+    pattern: patternName(pattern),
+    budget,
+    sparsity: options.sparsity,
+    realizedSparsity: params ? zeros / params : 0,
+    blockSparsity: bz.map((z, b) => (bp[b] ? z / bp[b] : 0)),
+    targetBlockSparsity: allocation.blockSparsity,
+    allocator: {
+      name: allocator.name, description: allocator.describe(),
+      ...(allocation.scores ? { scores: allocation.scores } : {}),
+      ...(allocation.expression ? { expression: allocation.expression } : {}),
+    },
+    linears: linReports,
+    ...(cal ? { calibration: { nsamples: cal.nsamples, seqlen: cal.seqlen, tokens: cal.ids.length, sha256: cal.sha256, source: cal.source } } : {}),
+    seconds: {
+      total: (performance.now() - t0) / 1000, allocation: secondsAllocation, prune: secondsPrune,
+      calibration: Math.max(0, secondsCalibration), commit: secondsCommit,
+    },
+    notes,
+  };
+  lastReports.set(model as object, report);
+  return report;
+}
