@@ -1,0 +1,26 @@
+/**
+ * dsa-prune: prune transformers.js causal LMs in Node.js.
+ *
+ * ```ts
+ * import { AutoModelForCausalLM } from '@huggingface/transformers';
+ * import { pruneModel, savePruned, dsa } from 'dsa-prune';   // import before from_pretrained: it hooks model loading
+ * const model = await AutoModelForCausalLM.from_pretrained(dir);
+ * await pruneModel(model, { method: 'wanda', sparsity: 0.7, allocator: owl(), calibration: text });
+ * await savePruned(model, outDir);
+ * ```
+ */
+import { installLoadingHook } from './model/index.js';
+
+// Importing the plugin records where every later onnxruntime session came from (the ONNX graph we edit).
+installLoadingHook();
+
+export { installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir } from './model/index.js';
+export type { PrunableModel, ModelSource } from './model/index.js';
+export { pruneModel, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
+export type { PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
+export { savePruned } from './save.js';
+export * from './methods/index.js';
+export * from './allocators/index.js';
+export { perplexity, evaluateTasks } from './eval/index.js';
+export { DsaPruneError } from './errors.js';
+export type * from './types.js';
