@@ -16,8 +16,8 @@ installLoadingHook();
 
 export { installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir } from './model/index.js';
 export type { PrunableModel, ModelSource } from './model/index.js';
-export { pruneModel, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
-export type { PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
+export { pruneModel, planPrune, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
+export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
 export { savePruned } from './save.js';
 export * from './methods/index.js';
 export * from './allocators/index.js';

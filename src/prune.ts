@@ -246,12 +246,21 @@ function checkAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { exitCode: 130 });
 }
 
-/**
- * Prune a transformers.js causal LM in place. The model keeps working (`generate`, pipelines) and `savePruned`
- * writes it to a folder that `from_pretrained` loads again.
- */
-export async function pruneModel(model: unknown, options: PruneOptions): Promise<PruneReport> {
-  const t0 = performance.now();
+interface Prepared {
+  pm: PrunableModel;
+  method: PruningMethod;
+  pattern: Pattern;
+  budget: BudgetMode;
+  allocator: Allocator;
+  linears: LinearInfo[];
+  cal?: CalibrationData;
+  allocation: Allocation;
+  targetOf: (l: LinearInfo) => number;
+  secondsAllocation: number;
+}
+
+/** Everything before the first weight changes: validation, model, linears, calibration windows, allocation. */
+async function prepare(model: unknown, options: PruneOptions): Promise<Prepared> {
   const { method, pattern, budget } = validatePruneOptions(options);
   const allocator = options.allocator ?? uniform();
   const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
@@ -271,18 +280,65 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
   // Allocation from a dense pass (once per model + calibration set).
   const tAlloc = performance.now();
   let allocation: Allocation;
-  const blockParams = Array.from({ length: pm.blocks }, (_, b) => linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut, 0));
   if (uniformAlloc) {
+    const blockParams = Array.from({ length: pm.blocks }, (_, b) => linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut, 0));
     allocation = allocator.allocate({
       blocks: blockParams.map((params, index) => ({ index, params, linears: [], z: new Float32Array(0) })),
       sparsity: options.sparsity, budget,
     });
   } else {
-    const dense = await denseAllocationStats(pm, cal!, linears, options);
+    const dense = await denseAllocationStats(pm, cal!, linears.filter((l) => l.block >= 0), options);
     allocation = allocator.allocate({ blocks: dense.blocks, sparsity: options.sparsity, budget });
   }
   const secondsAllocation = (performance.now() - tAlloc) / 1000;
   const targetOf = (l: LinearInfo) => allocation.linearSparsity?.[l.name] ?? allocation.blockSparsity[l.block] ?? options.sparsity;
+  return { pm, method, pattern, budget, allocator, linears, cal, allocation, targetOf, secondsAllocation };
+}
+
+export interface PrunePlan {
+  method: string;
+  pattern: string;
+  budget: BudgetMode;
+  sparsity: number;
+  allocator: string;
+  blockSparsity: number[];
+  linears: { name: string; block: number; role: LinearRole; dOut: number; dIn: number; target: number }[];
+  params: number;
+  zeros: number;
+  memory: { peakBytes: number; explanation: string };
+}
+
+/** What pruneModel would do (layers, sparsities, memory), without changing the model. Runs the dense pass if the allocator needs it. */
+export async function planPrune(model: unknown, options: PruneOptions): Promise<PrunePlan> {
+  const p = await prepare(model, options);
+  const ls = p.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, dOut: l.dOut, dIn: l.dIn, target: p.targetOf(l) }));
+  const params = ls.reduce((a, l) => a + l.dOut * l.dIn, 0);
+  const zeros = Math.round(ls.reduce((a, l) => a + l.target * l.dOut * l.dIn, 0));
+  const hidden = Number((p.pm.config as Record<string, unknown>).hidden_size ?? 0);
+  const seqlen = p.cal?.seqlen ?? 0;
+  const nsamples = p.cal?.nsamples ?? 0;
+  const hiddenBytes = 2 * nsamples * seqlen * hidden * 4;
+  const biggest = Math.max(0, ...p.linears.map((l) => l.dIn));
+  const gramBytes = p.method.needs.gram ? biggest * biggest * 8 * 2 : 0;
+  const blockBytes = Math.max(0, ...Array.from({ length: p.pm.blocks }, (_, b) => p.linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut * 4, 0)));
+  const modelBytes = p.pm.linears.reduce((a, l) => a + l.dIn * l.dOut * 4, 0);
+  return {
+    method: p.method.name, pattern: patternName(p.pattern), budget: p.budget, sparsity: options.sparsity,
+    allocator: p.allocator.describe(), blockSparsity: p.allocation.blockSparsity, linears: ls, params, zeros,
+    memory: {
+      peakBytes: modelBytes * 2 + hiddenBytes + gramBytes + blockBytes * 3,
+      explanation: 'model weights twice (graph + session), hidden states of the calibration set in and out, one block working set' + (gramBytes ? ', the largest Gram matrix in float64' : ''),
+    },
+  };
+}
+
+/**
+ * Prune a transformers.js causal LM in place. The model keeps working (`generate`, pipelines) and `savePruned`
+ * writes it to a folder that `from_pretrained` loads again.
+ */
+export async function pruneModel(model: unknown, options: PruneOptions): Promise<PruneReport> {
+  const t0 = performance.now();
+  const { pm, method, pattern, budget, allocator, linears, cal, allocation, targetOf, secondsAllocation } = await prepare(model, options);
 
   // Snapshot the original weights so an abort or a failure leaves the model as it was.
   const originals = new Map<string, Float32Array>();

@@ -1,0 +1,148 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
+import type { CliIo } from '../io.js';
+import { createProgress } from '../progress.js';
+import { DsaPruneError } from '../../errors.js';
+import { loadModelDir } from '../../model/index.js';
+import { parseAllocatorSpec, dsa, type Allocator } from '../../allocators/index.js';
+import { planPrune, pruneModel, type PruneOptions } from '../../prune.js';
+import { savePruned } from '../../save.js';
+
+const spec = defineCommand({
+  name: 'prune',
+  usage: 'dsa-prune prune <modelDir> --out <dir> --method wanda --sparsity 0.5 --calibration <file> [options]',
+  positionals: { min: 1, max: 1, names: ['modelDir'] },
+  options: {
+    out: { type: 'string', short: 'o', valueName: '<dir>', description: 'output folder (must not exist, or be empty; never the model folder)' },
+    method: { type: 'string', choices: ['magnitude', 'wanda', 'sparsegpt'], default: 'wanda', description: 'pruning method' },
+    sparsity: { type: 'number', min: 0, max: 1, maxExclusive: true, default: 0.5, description: 'global target sparsity' },
+    pattern: { type: 'string', default: 'unstructured', valueName: '<p>', description: "'unstructured' or N:M such as 2:4, 4:8" },
+    budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
+    allocator: { type: 'string', default: 'uniform', valueName: '<a>', description: 'uniform | owl | atp | dsa:<expression> | <expression> | @<search-result.json>' },
+    lambda: { type: 'number', min: 0, max: 0.5, description: 'allocation spread λ (OWL, DSA; default 0.08)' },
+    'owl-m': { type: 'number', min: 0, minExclusive: true, description: 'OWL outlier threshold M (default 5)' },
+    beta: { type: 'number', min: 0, description: 'ATP step β' },
+    calibration: { type: 'string', multiple: true, valueName: '<file>', description: 'calibration text file(s)' },
+    nsamples: { type: 'integer', min: 1, default: 128, description: 'calibration sequences' },
+    seqlen: { type: 'integer', min: 2, description: "tokens per sequence (default min(2048, the model's context))" },
+    seed: { type: 'integer', description: 'sample calibration windows at random positions with this seed' },
+    mode: { type: 'string', choices: ['sequential', 'oneshot'], default: 'sequential', description: 'statistics from pruned (sequential) or dense (oneshot) predecessors' },
+    include: { type: 'string', multiple: true, valueName: '<s>', description: 'only linears whose name contains this' },
+    exclude: { type: 'string', multiple: true, valueName: '<s>', description: 'skip linears whose name contains this' },
+    'skip-first': { type: 'integer', min: 0, default: 0, description: 'leave the first n blocks dense' },
+    'skip-last': { type: 'integer', min: 0, default: 0, description: 'leave the last n blocks dense' },
+    'lm-head': { type: 'boolean', description: 'also prune lm_head' },
+    'batch-size': { type: 'integer', min: 1, description: 'calibration sequences per onnxruntime run (default 8)' },
+    overwrite: { type: 'boolean', description: 'replace a non-empty output folder' },
+    'dry-run': { type: 'boolean', description: 'print the plan (layers, sparsities, memory) and stop' },
+  },
+});
+
+export const help = `dsa-prune prune — prune a model and save it as a folder transformers.js loads
+
+Usage: ${spec.usage}
+
+${formatOptions(spec.options)}
+
+Examples:
+  dsa-prune prune models/stories260k --out out/wanda50 --method wanda --sparsity 0.5 --calibration calib.txt --nsamples 64 --seqlen 512
+  dsa-prune prune models/stories260k --out out/owl70 --sparsity 0.7 --allocator owl --calibration calib.txt
+  dsa-prune prune models/stories260k --out out/sgpt24 --method sparsegpt --pattern 2:4 --calibration calib.txt --json
+  dsa-prune prune models/stories260k --out out/dsa --allocator @search-result.json --calibration calib.txt
+`;
+
+/** `--allocator @file.json` re-runs the expression a search found, on this model's statistics. */
+function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator {
+  if (value.startsWith('@')) {
+    const file = value.slice(1);
+    let best: { expression?: string; lambda?: number } | undefined;
+    try {
+      best = (JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number } }).best;
+    } catch (e) {
+      throw new DsaPruneError(`cannot read search result ${file}: ${(e as Error).message}`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
+    }
+    if (!best?.expression) throw new DsaPruneError(`${file} has no best.expression`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
+    return dsa(best.expression, { lambda: o.lambda ?? best.lambda ?? 0.08 });
+  }
+  return parseAllocatorSpec(value, o);
+}
+
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  const args = parseCommandArgs(argv, spec);
+  if (args.help) {
+    io.stdout(help);
+    return 0;
+  }
+  const v = args.values;
+  const modelDir = args.positionals[0];
+  const dryRun = v['dry-run'] === true;
+  if (!dryRun && !v.out) throw new DsaPruneError('prune needs --out <dir>', { hint: spec.usage });
+  if (v.out && path.resolve(v.out) === path.resolve(modelDir)) {
+    throw new DsaPruneError(`--out ${v.out} is the model folder itself; dsa-prune never overwrites the source model`, { hint: 'Choose a new folder for the pruned model.' });
+  }
+  const allocator = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
+  const progress = createProgress(io, args.common);
+  const options: PruneOptions = {
+    method: v.method,
+    sparsity: v.sparsity,
+    pattern: v.pattern,
+    budget: v.budget as 'exact' | 'reference',
+    allocator,
+    calibration: v.calibration && v.calibration.length ? { files: v.calibration, ...(v.seed !== undefined ? { seed: v.seed } : {}) } : undefined,
+    nsamples: v.nsamples,
+    seqlen: v.seqlen,
+    mode: v.mode as 'sequential' | 'oneshot',
+    include: v.include,
+    exclude: v.exclude,
+    skipFirstBlocks: v['skip-first'],
+    skipLastBlocks: v['skip-last'],
+    lmHead: v['lm-head'],
+    threads: args.common.threads,
+    batchSize: v['batch-size'],
+    onProgress: progress.callback,
+    signal: io.signal,
+  };
+  const { model } = await loadModelDir(modelDir, { threads: args.common.threads });
+
+  if (dryRun) {
+    const plan = await planPrune(model, options);
+    progress.done();
+    if (args.common.json) io.stdout(JSON.stringify(plan, null, 2) + '\n');
+    else {
+      io.stdout(`plan: ${plan.method} ${plan.pattern} at ${plan.sparsity} (${plan.budget} budget), allocator ${plan.allocator}\n`);
+      io.stdout(`${plan.linears.length} linears, ${plan.params} parameters, ~${plan.zeros} zeros\n`);
+      for (const l of plan.linears) io.stdout(`  ${l.name.padEnd(48)} block ${String(l.block).padStart(3)}  ${l.role.padEnd(5)} ${String(l.dOut + '×' + l.dIn).padStart(12)}  → ${(l.target * 100).toFixed(2)}%\n`);
+      io.stdout(`memory: ~${(plan.memory.peakBytes / 2 ** 20).toFixed(0)} MiB peak (${plan.memory.explanation})\n`);
+    }
+    return 0;
+  }
+
+  const report = await pruneModel(model, options);
+  progress.done();
+  await savePruned(model, v.out!, { overwrite: v.overwrite });
+  if (args.common.json) {
+    io.stdout(JSON.stringify({
+      realizedSparsity: report.realizedSparsity,
+      blockSparsity: report.blockSparsity,
+      targetBlockSparsity: report.targetBlockSparsity,
+      seconds: report.seconds.total,
+      method: report.method,
+      pattern: report.pattern,
+      budget: report.budget,
+      sparsity: report.sparsity,
+      allocator: report.allocator,
+      out: v.out,
+      linears: report.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: l.sparsity })),
+      notes: report.notes,
+      timings: report.seconds,
+    }, null, 2) + '\n');
+  } else if (!args.common.quiet) {
+    io.stdout(`pruned ${report.linears.length} linears with ${report.method} (${report.pattern}, ${report.allocator.name}, ${report.budget} budget)\n`);
+    io.stdout(`realised sparsity ${(report.realizedSparsity * 100).toFixed(3)}% (target ${(report.sparsity * 100).toFixed(1)}%) in ${report.seconds.total.toFixed(1)} s\n`);
+    io.stdout(`per block: ${report.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
+    for (const n of report.notes) io.stdout(`note: ${n}\n`);
+    io.stdout(`saved to ${v.out}\n`);
+  }
+  return 0;
+}
