@@ -11,7 +11,7 @@
  * its message and "(run with --verbose for the stack)", exit 1. Ctrl-C aborts `io.signal` (and `currentSignal()`);
  * the command is expected to stop and the CLI exits 130. A second Ctrl-C exits immediately.
  */
-import { readFileSync, realpathSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { DsaPruneError, EXIT, isDsaPruneError } from '../errors.js';
 import { processIo, type CliIo } from './io.js';
@@ -153,11 +153,20 @@ function isAbortError(e: unknown): boolean {
   return name === 'AbortError';
 }
 
+/** Options of `main` (tests). */
+export interface MainOptions {
+  /**
+   * Replaces the dynamic import of src/cli/commands/<name>.js (tests inject fake commands). Return `undefined`
+   * for "not available in this build".
+   */
+  loadCommand?: (name: CommandName) => Promise<CommandModule | undefined>;
+}
+
 /**
  * Run the CLI in-process: `await main(['prune', 'models/x', '--out', 'y'], io)` returns the exit code.
  * Without `io`, writes to the real stdout/stderr and aborts on Ctrl-C (SIGINT).
  */
-export async function main(argv: string[], io?: CliIo): Promise<number> {
+export async function main(argv: string[], io?: CliIo, options: MainOptions = {}): Promise<number> {
   const controller = new AbortController();
   const base = io ?? processIo();
   const onOuterAbort = () => controller.abort(base.signal?.reason);
@@ -221,11 +230,17 @@ export async function main(argv: string[], io?: CliIo): Promise<number> {
     }
     let command: CommandModule;
     try {
-      command = await loadCommand(name);
+      if (options.loadCommand) {
+        const m = await options.loadCommand(name);
+        if (!m) throw new CommandUnavailable(name);
+        command = m;
+      } else {
+        command = await loadCommand(name);
+      }
     } catch (e) {
       if (e instanceof CommandUnavailable) {
         throw new DsaPruneError(`the '${name}' command is not available in this build`, {
-          hint: `available here: ${(await availableCommands()).join(', ') || 'none'}`,
+          hint: `available here: ${availableCommands().join(', ') || 'none'}`,
           exitCode: EXIT.failure,
         });
       }
@@ -252,18 +267,11 @@ export async function main(argv: string[], io?: CliIo): Promise<number> {
   }
 }
 
-/** The commands whose modules are present in this build (loads each one, so only for messages). */
-export async function availableCommands(): Promise<CommandName[]> {
-  const out: CommandName[] = [];
-  for (const name of Object.keys(COMMANDS) as CommandName[]) {
-    try {
-      await loadCommand(name);
-      out.push(name);
-    } catch {
-      // absent or broken: not listed
-    }
-  }
-  return out;
+/** The commands whose module files are present next to this file (.js in a build, .ts from source). */
+export function availableCommands(): CommandName[] {
+  return (Object.keys(COMMANDS) as CommandName[]).filter((name) =>
+    ['js', 'ts', 'mjs'].some((ext) => existsSync(fileURLToPath(new URL(`./commands/${name}.${ext}`, import.meta.url)))),
+  );
 }
 
 function invokedDirectly(): boolean {

@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { memoryIo } from '../../src/cli/io.js';
+import { createProgress, formatDuration } from '../../src/cli/progress.js';
+
+describe('progress', () => {
+  it('plain lines: phase changes and every 10% only', () => {
+    const io = memoryIo({ isTTY: false });
+    let t = 0;
+    const p = createProgress(io, { now: () => t });
+    for (let i = 0; i <= 100; i++) {
+      t += 10;
+      p.callback({ phase: 'calibrate', fraction: i / 100 });
+    }
+    p.callback({ phase: 'prune', block: 0, fraction: 0 });
+    p.callback({ phase: 'prune', block: 0, fraction: 0.01 });
+    p.done();
+    const lines = io.stderrText.trim().split('\n');
+    // 0%,10%,...,100% of calibrate = 11 lines, then 1 line for the prune phase start
+    expect(lines.length).toBe(12);
+    expect(lines[0]).toBe('calibrate 0%');
+    expect(lines[5]).toMatch(/^calibrate 50% \(ETA 0:01\)$/);
+    expect(lines[11]).toBe('prune block 0 0%');
+    expect(io.stdoutText).toBe('');
+  });
+
+  it('TTY: redraws in place at most every 100 ms and ends the line', () => {
+    const io = memoryIo({ isTTY: true, columns: 100 });
+    let t = 0;
+    const p = createProgress(io, { now: () => t });
+    for (let i = 0; i <= 1000; i++) {
+      t += 1; // 1 ms apart → ~10 redraws over 1 s
+      p.callback({ phase: 'prune', block: Math.floor(i / 200), fraction: i / 1000 });
+    }
+    p.done();
+    const redraws = io.err.filter((s) => s.startsWith('\r')).length;
+    expect(redraws).toBeGreaterThanOrEqual(10);
+    expect(redraws).toBeLessThanOrEqual(13);
+    expect(io.stderrText.endsWith('\n')).toBe(true);
+    const last = io.err.filter((s) => s.startsWith('\r')).at(-1) ?? '';
+    expect(last).toContain('100%');
+    expect(last).toContain('block 5');
+    expect(last.length).toBeLessThanOrEqual(100);
+  });
+
+  it('silent with --quiet or --json', () => {
+    for (const opts of [{ quiet: true }, { json: true }]) {
+      const io = memoryIo({ isTTY: true });
+      const p = createProgress(io, opts);
+      p.callback({ phase: 'x', fraction: 0.5 });
+      p.done();
+      expect(io.err.length).toBe(0);
+    }
+  });
+
+  it('formatDuration', () => {
+    expect(formatDuration(0)).toBe('0:00');
+    expect(formatDuration(75)).toBe('1:15');
+    expect(formatDuration(3725)).toBe('1:02:05');
+    expect(formatDuration(Number.NaN)).toBe('--:--');
+  });
+});
