@@ -1,0 +1,173 @@
+/**
+ * Selection kernels on typed arrays: the k-th smallest value without a full sort (quickselect), and the
+ * "first k of a stable ascending sort" cut that every pruning rule of the project reduces to.
+ *
+ * Order used everywhere: ascending by value, NaN last (as torch.sort), ties broken by the lowest index first
+ * (as a stable sort). -0 and +0 compare equal.
+ */
+
+/** Anything the selection kernels can read. */
+export type NumericArray = Float32Array | Float64Array;
+
+/** Copy `values[start, start+len)` into `scratch[0, len)`, NaN mapped to +Infinity so comparisons are total. */
+function copySanitized(values: NumericArray, start: number, len: number, scratch: NumericArray): void {
+  for (let i = 0; i < len; i++) {
+    const x = values[start + i];
+    scratch[i] = x !== x ? Infinity : x;
+  }
+}
+
+/**
+ * In-place quickselect (Wirth / Hoare partition, median-of-three pivot): after the call `a[k]` holds the value
+ * at position k of the ascending order of `a[lo, hi)`. `a` must not contain NaN. Expected O(n).
+ */
+export function quickselectInPlace(a: NumericArray, k: number, lo = 0, hi = a.length): number {
+  if (k < lo || k >= hi) throw new RangeError(`quickselect: k=${k} outside [${lo}, ${hi})`);
+  let l = lo;
+  let r = hi - 1;
+  while (l < r) {
+    // median of three as the pivot value (keeps sorted and reverse-sorted inputs linear)
+    const m = (l + r) >>> 1;
+    let x0 = a[l];
+    let x1 = a[m];
+    const x2 = a[r];
+    if (x0 > x1) { const t = x0; x0 = x1; x1 = t; }
+    const x = x2 < x0 ? x0 : x2 > x1 ? x1 : x2;
+    let i = l;
+    let j = r;
+    do {
+      while (a[i] < x) i++;
+      while (x < a[j]) j--;
+      if (i <= j) {
+        const t = a[i]; a[i] = a[j]; a[j] = t;
+        i++; j--;
+      }
+    } while (i <= j);
+    if (j < k) l = i;
+    if (k < i) r = j;
+  }
+  return a[k];
+}
+
+/**
+ * Value at 0-based position `k` of the ascending order of `values[start, start+len)` (NaN sorts last, as +Infinity).
+ * `scratch` (length ≥ len) receives a permuted copy; `values` is not modified.
+ */
+export function kthSmallest(
+  values: NumericArray,
+  k: number,
+  start = 0,
+  len = values.length - start,
+  scratch: NumericArray = new Float32Array(len),
+): number {
+  if (scratch.length < len) throw new RangeError(`kthSmallest: scratch has ${scratch.length} entries, need ${len}`);
+  copySanitized(values, start, len, scratch);
+  return quickselectInPlace(scratch, k, 0, len);
+}
+
+/**
+ * Where the first `k` entries of a stable ascending sort end: every value `< value` is in, plus the first
+ * `equalTaken` entries (lowest indices) equal to `value`. `value` is NaN when k = 0 (nothing selected).
+ */
+export interface StableCut {
+  value: number;
+  equalTaken: number;
+}
+
+/**
+ * The cut selecting the first `k` entries of a stable ascending sort of `values[start, start+len)`
+ * (ties: lowest index first), found with one quickselect and one counting pass instead of a sort.
+ */
+export function stableCut(
+  values: NumericArray,
+  k: number,
+  start = 0,
+  len = values.length - start,
+  scratch: NumericArray = new Float32Array(len),
+): StableCut {
+  if (k <= 0) return { value: NaN, equalTaken: 0 };
+  if (k > len) throw new RangeError(`stableCut: k=${k} > ${len} entries`);
+  const v = kthSmallest(values, k - 1, start, len, scratch);
+  let less = 0;
+  for (let i = 0; i < len; i++) {
+    let x = values[start + i];
+    if (x !== x) x = Infinity;
+    if (x < v) less++;
+  }
+  return { value: v, equalTaken: k - less };
+}
+
+/**
+ * Write `fill` into `out[outStart + i]` for the first `k` entries of a stable ascending sort of
+ * `values[start, start+len)`: `fill = 1` marks a Uint8Array mask, `fill = 0` prunes a weight row in place.
+ * Returns the number written (k clamped to [0, len]).
+ */
+export function setSmallest(
+  values: NumericArray,
+  k: number,
+  out: Uint8Array | Float32Array,
+  fill: number,
+  start = 0,
+  len = values.length - start,
+  outStart = start,
+  scratch?: NumericArray,
+): number {
+  if (k <= 0) return 0;
+  if (k >= len) {
+    out.fill(fill, outStart, outStart + len);
+    return len;
+  }
+  const cut = stableCut(values, k, start, len, scratch);
+  const v = cut.value;
+  let eq = cut.equalTaken;
+  for (let i = 0; i < len; i++) {
+    let x = values[start + i];
+    if (x !== x) x = Infinity;
+    if (x < v) out[outStart + i] = fill;
+    else if (x === v && eq > 0) {
+      out[outStart + i] = fill;
+      eq--;
+    }
+  }
+  return k;
+}
+
+/**
+ * The `count` smallest of a short group `values[start, start+width)` by (value, index), written as group offsets
+ * into `out[0, count)` in ascending index order. For N:M groups (width = M, a handful of entries): O(count·width).
+ */
+export function smallestInGroup(
+  values: NumericArray,
+  start: number,
+  width: number,
+  count: number,
+  out: Int32Array,
+): number {
+  const c = Math.min(count, width);
+  // repeated minimum: with a bit set of taken offsets; M ≤ 32 uses one integer, larger groups a slower path
+  if (width <= 32) {
+    let taken = 0;
+    for (let t = 0; t < c; t++) {
+      let best = -1;
+      let bestV = Infinity;
+      for (let i = 0; i < width; i++) {
+        if (taken & (1 << i)) continue;
+        let x = values[start + i];
+        if (x !== x) x = Infinity;
+        if (best < 0 || x < bestV) {
+          best = i;
+          bestV = x;
+        }
+      }
+      taken |= 1 << best;
+    }
+    let o = 0;
+    for (let i = 0; i < width; i++) if (taken & (1 << i)) out[o++] = i;
+    return c;
+  }
+  const mask = new Uint8Array(width);
+  setSmallest(values, c, mask, 1, start, width, 0);
+  let o = 0;
+  for (let i = 0; i < width; i++) if (mask[i]) out[o++] = i;
+  return c;
+}

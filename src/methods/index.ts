@@ -1,0 +1,15 @@
+/** Uniform pruning methods (magnitude, Wanda, SparseGPT), patterns and the method registry. */
+export type { MethodContext, MethodResult, PruningMethod } from './types.js';
+export { magnitude } from './magnitude.js';
+export { wanda } from './wanda.js';
+export {
+  sparsegpt,
+  sparseGptHinv,
+  SPARSEGPT_BLOCKSIZE,
+  SPARSEGPT_PERCDAMP,
+  SPARSEGPT_DAMP_RETRIES,
+} from './sparsegpt.js';
+export { getMethod, registerMethod, methodNames, validateMethodRequest } from './registry.js';
+export type { MethodRequest } from './registry.js';
+export { validateSparsityAndPattern, nmNotes } from './patterns.js';
+export { wandaMetric } from './metrics.js';

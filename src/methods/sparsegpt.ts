@@ -1,0 +1,208 @@
+/**
+ * SparseGPT (Frantar & Alistarh 2023) as defined in ../shared/docs/METHODS.md: blocksize 128, percdamp 0.01.
+ *
+ * H = (2 / nsamples) · gram; dead inputs (H_jj = 0) get H_jj = 1 and a zero weight column; H += 0.01·mean(diag H)·I;
+ * Hinv = upper Cholesky factor of H⁻¹ (float64, see upperCholeskyOfInverseInPlace). If H is not positive definite
+ * the damping is retried ×10 (0.1, 1, 10 × mean diag) and a note says so; after that a DsaPruneError names the layer.
+ * Columns are swept in blocks of 128: the block's mask (unstructured) is chosen jointly over its rows on
+ * w² / diag(Hinv)² (float32, as the reference), or every M columns for N:M; each pruned weight's error
+ * err = w / Hinv_ii is propagated to the rest of the block (err ⊗ Hinv[i, i:]) and, after the block, to all later
+ * columns with one blocked product W[:, later] −= Err · Hinv[blk, later].
+ */
+import { splitExactCount } from '../budget/rounding.js';
+import { DsaPruneError } from '../errors.js';
+import { upperCholeskyOfInverseInPlace } from '../kernels/cholesky.js';
+import { subtractProduct } from '../kernels/gemm.js';
+import { kthSmallest, setSmallest, smallestInGroup } from '../kernels/select.js';
+import { checkContext, countZeros, layerLabel, requireStats } from './common.js';
+import { nmNotes, validateSparsityAndPattern } from './patterns.js';
+import type { MethodContext, MethodResult, PruningMethod } from './types.js';
+
+/** Column block of the sweep (the reference's default). N:M requires M to divide it. */
+export const SPARSEGPT_BLOCKSIZE = 128;
+/** Dampening as a fraction of mean(diag H). */
+export const SPARSEGPT_PERCDAMP = 0.01;
+/** Extra attempts with 10× more damping each when H is not positive definite. */
+export const SPARSEGPT_DAMP_RETRIES = 3;
+
+/** Throws unless N:M fits SparseGPT's column blocks (M must divide 128). */
+function validateSparseGptPattern(pattern: MethodContext['pattern'], where?: string): void {
+  if (pattern.kind === 'nm' && SPARSEGPT_BLOCKSIZE % pattern.m !== 0) {
+    throw new DsaPruneError(
+      `SparseGPT with ${pattern.n}:${pattern.m}${where ? ` (${where})` : ''}: M = ${pattern.m} does not divide the ` +
+        `${SPARSEGPT_BLOCKSIZE}-column block`,
+      { hint: 'use an M that divides 128 (2, 4, 8, 16, 32, 64, 128), or Wanda / magnitude for this pattern' },
+    );
+  }
+}
+
+/**
+ * Hinv (upper Cholesky factor of H⁻¹, float64 [dIn × dIn]) for a layer, with the damping retry.
+ * Exported for tests and for tools that want the same numbers as the method.
+ */
+export function sparseGptHinv(
+  gram: Float64Array,
+  nsamples: number,
+  dIn: number,
+  name?: string,
+): { hinv: Float64Array; dead: Uint8Array; deadCount: number; percdamp: number; attempts: number } {
+  const n = dIn;
+  const scale = 2 / nsamples;
+  const dead = new Uint8Array(n);
+  let deadCount = 0;
+  for (let j = 0; j < n; j++) {
+    if (gram[j * n + j] === 0) {
+      dead[j] = 1;
+      deadCount++;
+    }
+  }
+  const h = new Float64Array(n * n);
+  let percdamp = SPARSEGPT_PERCDAMP;
+  let fail = -1;
+  for (let attempt = 0; attempt <= SPARSEGPT_DAMP_RETRIES; attempt++) {
+    for (let i = 0; i < n * n; i++) h[i] = scale * gram[i];
+    let trace = 0;
+    for (let j = 0; j < n; j++) {
+      if (dead[j]) h[j * n + j] = 1;
+      trace += h[j * n + j];
+    }
+    const damp = percdamp * (trace / n);
+    for (let j = 0; j < n; j++) h[j * n + j] += damp;
+    fail = Number.isFinite(damp) ? upperCholeskyOfInverseInPlace(h, n) : 0;
+    if (fail < 0) return { hinv: h, dead, deadCount, percdamp, attempts: attempt + 1 };
+    percdamp *= 10;
+  }
+  throw new DsaPruneError(
+    `SparseGPT: the Hessian of ${layerLabel({ name })} is not positive definite (input ${fail}), even with damping ` +
+      `${(percdamp / 10).toPrecision(2)} × mean(diag H)`,
+    {
+      hint:
+        'the calibration statistics may contain NaN/inf or too few tokens: check the calibration text, raise ' +
+        '--nsamples, or prune this layer with wanda/magnitude',
+    },
+  );
+}
+
+async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
+  checkContext('sparsegpt', ctx);
+  validateSparsityAndPattern(ctx.sparsity, ctx.pattern, ctx.name);
+  validateSparseGptPattern(ctx.pattern, ctx.name);
+  const stats = requireStats('sparsegpt', ctx, true);
+  const { weight: W, dOut: rows, dIn: n, sparsity: s, pattern, signal } = ctx;
+  signal?.throwIfAborted();
+  const nm = pattern.kind === 'nm' ? pattern : undefined;
+  if (!nm && s === 0) return { zeros: countZeros(W), notes: [] };
+
+  const notes: string[] = nmNotes(n, pattern);
+  const { hinv: U, dead, deadCount, percdamp, attempts } = sparseGptHinv(stats.gram!, stats.nsamples, n, ctx.name);
+  if (attempts > 1) {
+    notes.push(
+      `H not positive definite with ${SPARSEGPT_PERCDAMP} damping; used ${percdamp.toPrecision(2)} × mean(diag H) ` +
+        `(${attempts - 1} retr${attempts > 2 ? 'ies' : 'y'})`,
+    );
+  }
+  if (deadCount > 0) {
+    notes.push(`${deadCount} dead input${deadCount > 1 ? 's' : ''} (H_jj = 0): weight column${deadCount > 1 ? 's' : ''} zeroed`);
+    for (let j = 0; j < n; j++) if (dead[j]) for (let r = 0; r < rows; r++) W[r * n + j] = 0;
+  }
+
+  const bs = SPARSEGPT_BLOCKSIZE;
+  // float32 diag(Hinv)² for the metric w² / d² (the reference computes it in float32)
+  const d2 = new Float32Array(n);
+  for (let j = 0; j < n; j++) {
+    const d = Math.fround(U[j * n + j]);
+    d2[j] = Math.fround(d * d);
+  }
+  const err = new Float64Array(rows * bs);
+  const mask = new Uint8Array(rows * bs);
+  const tmp = nm ? new Float32Array(nm.m) : new Float32Array(rows * bs);
+  const scratch = nm ? undefined : new Float32Array(rows * bs);
+  const picked = new Int32Array(nm ? nm.m : 1);
+  const gemmScratch = { acc: new Float64Array(256), idx: new Int32Array(rows * bs), cnt: new Int32Array(rows) };
+  // exact budget: round(s·numel) over the layer, split over the column blocks by cumulative rounding
+  let blockCounts: Int32Array | undefined;
+  if (!nm && ctx.budget === 'exact') {
+    const ends: number[] = [];
+    for (let i1 = 0; i1 < n; i1 += bs) ends.push(rows * Math.min(i1 + bs, n));
+    blockCounts = splitExactCount(s, ends);
+  }
+
+  for (let i1 = 0, blk = 0; i1 < n; i1 += bs, blk++) {
+    const i2 = Math.min(i1 + bs, n);
+    const count = i2 - i1;
+    mask.fill(0);
+    if (!nm) {
+      // joint mask of the block on w² / diag(Hinv)²
+      const numelBlk = rows * count;
+      for (let r = 0; r < rows; r++) {
+        const wo = r * n + i1;
+        const to = r * count;
+        for (let c = 0; c < count; c++) {
+          const w = W[wo + c];
+          tmp[to + c] = Math.fround(Math.fround(w * w) / d2[i1 + c]);
+        }
+      }
+      if (blockCounts) {
+        setSmallest(tmp, blockCounts[blk], mask, 1, 0, numelBlk, 0, scratch);
+      } else {
+        const thr = kthSmallest(tmp, Math.floor(numelBlk * s), 0, numelBlk, scratch);
+        for (let t = 0; t < numelBlk; t++) if (tmp[t] <= thr) mask[t] = 1;
+      }
+    }
+    for (let i = 0; i < count; i++) {
+      const col = i1 + i;
+      if (nm && i % nm.m === 0) {
+        // N:M: choose the group on the current (already updated) weights
+        const width = Math.min(nm.m, count - i);
+        for (let r = 0; r < rows; r++) {
+          const wo = r * n + col;
+          for (let t = 0; t < width; t++) {
+            const w = W[wo + t];
+            tmp[t] = Math.fround(Math.fround(w * w) / d2[col + t]);
+          }
+          const c = smallestInGroup(tmp, 0, width, nm.n, picked);
+          for (let t = 0; t < c; t++) mask[r * count + i + picked[t]] = 1;
+        }
+      }
+      const hr = col * n;
+      const d = U[hr + col];
+      for (let r = 0; r < rows; r++) {
+        if (!mask[r * count + i]) continue;
+        const wo = r * n;
+        const e = W[wo + col] / d;
+        W[wo + col] = 0;
+        err[r * bs + i] = e;
+        if (e === 0) continue;
+        // W[r, col+1:i2] −= e · Hinv[col, col+1:i2]
+        for (let j = col + 1; j < i2; j++) W[wo + j] -= e * U[hr + j];
+      }
+    }
+    if (i2 < n) {
+      subtractProduct(
+        { data: W, offset: i2, ld: n },
+        { data: err, offset: 0, ld: bs },
+        { data: U, offset: i1 * n + i2, ld: n },
+        rows,
+        count,
+        n - i2,
+        gemmScratch,
+      );
+    }
+    err.fill(0);
+    if (signal) {
+      signal.throwIfAborted();
+      // let an abort (or other work) in between blocks
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      signal.throwIfAborted();
+    }
+  }
+  return { zeros: countZeros(W), notes };
+}
+
+/** SparseGPT (needs the input Gram matrix; updates the kept weights). */
+export const sparsegpt: PruningMethod = {
+  name: 'sparsegpt',
+  needs: { sq: false, gram: true },
+  validate: (req) => validateSparseGptPattern(req.pattern),
+  prune: pruneSparseGpt,
+};

@@ -1,0 +1,50 @@
+/** The contract between the pipeline and a uniform pruning method: plain arrays in, pruned weight out. */
+import type { BudgetMode, InputStats, Pattern } from '../types.js';
+
+/** One linear to prune, as the method sees it. */
+export interface MethodContext {
+  /** W [dOut × dIn] row-major, float32. Pruned IN PLACE: zeroed, and for SparseGPT also updated. */
+  weight: Float32Array;
+  /** Rows of W (output features). */
+  dOut: number;
+  /** Columns of W (input features). */
+  dIn: number;
+  /**
+   * Statistics of the linear's input over the calibration set: `sq` (Σx², length dIn) for Wanda, `gram`
+   * (Σ xᵀx, dIn×dIn) for SparseGPT. Never modified (q/k/v and gate/up share one object).
+   */
+  stats?: InputStats;
+  /** Target sparsity of this linear, in [0, 1). Ignored for N:M patterns (they prune N of every M). */
+  sparsity: number;
+  /** `{ kind: 'unstructured' }` or `{ kind: 'nm', n, m }` (prune n of every m consecutive inputs of each row). */
+  pattern: Pattern;
+  /** `reference`: per-row / per-block floor like the reference code; `exact`: round(sparsity · numel) zeros. */
+  budget: BudgetMode;
+  /** Checked between row chunks / column blocks; SparseGPT yields to the event loop so an abort can land. */
+  signal?: AbortSignal;
+  /** Layer name, used in error messages and notes (`model.layers.3.mlp.down_proj`). */
+  name?: string;
+}
+
+/** What a method did to one linear. */
+export interface MethodResult {
+  /** Zero entries of the weight after pruning (zeros already present before count too). */
+  zeros: number;
+  /** Human-readable remarks for the report, e.g. `last N:M group narrower (172 % 8 = 4)`. */
+  notes: string[];
+}
+
+/** A uniform pruning method. Register user methods with `registerMethod`. */
+export interface PruningMethod {
+  /** Registry key (`magnitude`, `wanda`, `sparsegpt`, or a user name). */
+  name: string;
+  /** Which input statistics the calibration engine must collect for this method. */
+  needs: { sq: boolean; gram: boolean };
+  /**
+   * Optional extra validation of a request (called by `validateMethodRequest` before any work starts);
+   * throw a DsaPruneError to refuse it.
+   */
+  validate?(req: { sparsity: number; pattern: Pattern; budget: BudgetMode }): void;
+  /** Prune one linear in place. */
+  prune(ctx: MethodContext): MethodResult | Promise<MethodResult>;
+}
