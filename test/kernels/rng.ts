@@ -1,0 +1,37 @@
+/** Seeded random numbers for the kernel and method tests (mulberry32 + Box–Muller). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function gaussian(rand: () => number): () => number {
+  return () => {
+    const u = 1 - rand();
+    const v = rand();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+  };
+}
+
+/** A random float32 matrix [rows × cols] with N(0, 1) entries, or with entries from a small set when `levels`. */
+export function randomMatrix(rows: number, cols: number, seed: number, levels = 0): Float32Array {
+  const r = rng(seed);
+  const g = gaussian(r);
+  const out = new Float32Array(rows * cols);
+  for (let i = 0; i < out.length; i++) {
+    out[i] = levels > 0 ? (Math.floor(r() * levels) - levels / 2) / 4 : g();
+  }
+  return out;
+}
+
+/** Indices 0..n-1 ordered by (value ascending, NaN last, index ascending): a plain stable sort. */
+export function stableOrder(values: ArrayLike<number>): number[] {
+  const idx = Array.from({ length: values.length }, (_, i) => i);
+  const key = (x: number) => (Number.isNaN(x) ? Infinity : x);
+  return idx.sort((a, b) => key(values[a]) - key(values[b]) || a - b);
+}
