@@ -1,0 +1,366 @@
+/**
+ * Splitting a decoder ONNX graph into a prefix and one sub-graph per block, and instrumenting a block with
+ * statistics nodes. Works from the graph alone: a node belongs to block N when its name has a `/layers.N/`
+ * (or GPT-2 `/h.N/`, `/blocks.N/`) scope; everything else is either constant (computed from initializers and
+ * Constant nodes only — copied into whichever sub-graph needs it) or belongs to the prefix (embedding, mask, rotary
+ * tables, position ids: what the blocks share) or the suffix (final norm, lm_head: never run here).
+ *
+ * Tensors crossing a block boundary travel through a per-batch store on the JS side: the prefix fills it with the
+ * shared context and the hidden state entering block 0; block b reads its inputs from it and writes the tensors later
+ * blocks read (the hidden state, and for fused exports such as onnxruntime-genai's SkipSimplifiedLayerNormalization,
+ * the residual too). Past-KV graph inputs are fed as empty tensors; present outputs are dropped.
+ */
+import {
+  DataType,
+  createNode,
+  encodeModel,
+  createTensor,
+  isExternal,
+  tensorBytes,
+  tensorDims,
+  toNumber,
+  type ModelProto,
+  type NodeProto,
+  type TensorProto,
+  type ValueInfoProto,
+  type GraphProto,
+} from '../model/onnx.js';
+import { DsaPruneError } from '../errors.js';
+import type { LinearInfo } from '../types.js';
+
+/** Scope patterns that mark a node as part of decoder block N. */
+const BLOCK_SCOPE = /\/(?:layers|h|blocks|block|layer)\.(\d+)\//;
+
+/** Block index of a node from its name, or -1. */
+export function blockOfNode(name: string | undefined): number {
+  const m = BLOCK_SCOPE.exec(name ?? '');
+  return m ? Number(m[1]) : -1;
+}
+
+/** One distinct linear input X of a block (q/k/v share one, gate/up share one). */
+export interface StatsInput {
+  /** Tensor name of X in the graph. */
+  tensor: string;
+  dIn: number;
+  /** Linears reading X. */
+  linears: string[];
+  /** X is float16 in the graph (cast to float32 before reducing). */
+  fp16: boolean;
+  /** Graph output names added for the statistics. */
+  sqOutput: string;
+  gramOutput: string;
+}
+
+/** What one sub-graph reads and writes. */
+export interface SubgraphSpec {
+  /** Serialized ONNX model of the sub-graph. */
+  bytes: Uint8Array;
+  /** Inputs read from the per-batch store (prefix outputs, earlier blocks' outputs). */
+  storeInputs: string[];
+  /** Inputs that are graph inputs of the original model (input_ids, attention_mask, past KV, …). */
+  graphInputs: string[];
+  /** Linear weight initializers turned into inputs: name → ONNX dims and dtype. */
+  weightInputs: { name: string; dims: number[]; fp16: boolean }[];
+  /** Outputs written back to the store. */
+  storeOutputs: string[];
+}
+
+/** The static analysis of a model: node ownership, producers, what crosses block boundaries. */
+export interface GraphPlan {
+  nBlocks: number;
+  /** Original graph input names. */
+  graphInputs: Set<string>;
+  /** Per block: distinct linear inputs. */
+  statsInputs: StatsInput[][];
+  /** Per block: the tensors it must write to the store (read by later blocks). */
+  carried: string[][];
+  /** Per block: the store tensor(s) holding the hidden state entering it (produced by the previous stage). */
+  hiddenIn: string[][];
+  /** Tensors the prefix must produce. */
+  prefixOutputs: string[];
+  /** Per block: index of the last block that reads each store tensor written by (or before) it; for freeing. */
+  lastReader: Map<string, number>;
+  /** Default-domain opset of the model. */
+  opset: number;
+  model: ModelProto;
+  baseDir?: string;
+  producer: Map<string, NodeProto>;
+  nodeBlock: Map<NodeProto, number>;
+  staticTensors: Set<string>;
+  initializers: Map<string, TensorProto>;
+  linearsByBlock: LinearInfo[][];
+}
+
+function defaultOpset(model: ModelProto): number {
+  const e = model.opset_import.find((o) => !o.domain || o.domain === 'ai.onnx');
+  return e ? toNumber(e.version) : 17;
+}
+
+/** Analyse `model` for calibration of `linears` (those with block ≥ 0 are the instrumented ones). */
+export function planGraph(model: ModelProto, linears: LinearInfo[], baseDir?: string): GraphPlan {
+  const g = model.graph;
+  const blockLinears = linears.filter((l) => l.block >= 0);
+  if (blockLinears.length === 0) {
+    throw new DsaPruneError('calibration: the model has no linear layers inside decoder blocks', {
+      hint: 'check that the graph has nodes named like /model/layers.N/... (a transformers.js / optimum export)',
+    });
+  }
+  const nBlocks = Math.max(...blockLinears.map((l) => l.block)) + 1;
+  const initializers = new Map(g.initializer.map((t) => [t.name ?? '', t]));
+  const graphInputs = new Set(g.input.map((i) => i.name ?? '').filter((n) => !initializers.has(n)));
+  const producer = new Map<string, NodeProto>();
+  const nodeBlock = new Map<NodeProto, number>();
+  for (const n of g.node) {
+    for (const o of n.output) if (o) producer.set(o, n);
+    const b = blockOfNode(n.name);
+    // Nodes scoped beyond the last block (genai's `/model/layers.L/final_norm_layernorm`) are suffix.
+    nodeBlock.set(n, b >= 0 && b < nBlocks ? b : -1);
+  }
+  // Static tensors: computable from initializers and Constant nodes alone (forward closure in topological order).
+  const staticTensors = new Set<string>(initializers.keys());
+  for (const n of g.node) {
+    if (hasSubgraph(n)) continue;
+    if (n.input.every((i) => !i || staticTensors.has(i))) for (const o of n.output) if (o) staticTensors.add(o);
+  }
+  // Prefix-computable: from graph inputs and non-block nodes only.
+  const prefixTensors = new Set<string>([...staticTensors, ...graphInputs]);
+  for (const n of g.node) {
+    if (nodeBlock.get(n)! >= 0) continue;
+    if (n.input.every((i) => !i || prefixTensors.has(i))) for (const o of n.output) if (o) prefixTensors.add(o);
+  }
+
+  const linearsByBlock: LinearInfo[][] = Array.from({ length: nBlocks }, () => []);
+  for (const l of blockLinears) linearsByBlock[l.block]!.push(l);
+
+  const nodeByName = new Map(g.node.map((n) => [n.name ?? '', n]));
+  const statsInputs: StatsInput[][] = [];
+  for (let b = 0; b < nBlocks; b++) {
+    const byTensor = new Map<string, StatsInput>();
+    for (const l of linearsByBlock[b]!) {
+      const node = nodeByName.get(l.node);
+      if (!node) throw new DsaPruneError(`calibration: linear ${l.name} names node ${l.node}, which is not in the graph`);
+      const x = node.input.find((i) => i && i !== l.weight && !initializers.has(i));
+      if (!x) throw new DsaPruneError(`calibration: cannot find the activation input of ${l.node} (${l.name})`);
+      let s = byTensor.get(x);
+      if (!s) {
+        const k = `${b}_${byTensor.size}`;
+        s = { tensor: x, dIn: l.dIn, linears: [], fp16: l.dtype === 'float16', sqOutput: `dsa_calib_sq_${k}`, gramOutput: `dsa_calib_gram_${k}` };
+        byTensor.set(x, s);
+      } else if (s.dIn !== l.dIn) {
+        throw new DsaPruneError(`calibration: ${l.name} reads ${x} with d_in ${l.dIn}, another linear reads it with ${s.dIn}`);
+      }
+      s.linears.push(l.name);
+    }
+    statsInputs.push([...byTensor.values()]);
+  }
+
+  // What each block reads from outside itself (excluding static tensors, which are copied in).
+  const reads: Set<string>[] = [];
+  for (let b = 0; b < nBlocks; b++) reads.push(new Set());
+  const blockProduces: Set<string>[] = Array.from({ length: nBlocks }, () => new Set<string>());
+  for (const n of g.node) {
+    const b = nodeBlock.get(n)!;
+    if (b >= 0) for (const o of n.output) if (o) blockProduces[b]!.add(o);
+  }
+  for (const n of g.node) {
+    const b = nodeBlock.get(n)!;
+    if (b < 0) continue;
+    for (const i of n.input) {
+      if (!i || staticTensors.has(i) || blockProduces[b]!.has(i)) continue;
+      reads[b]!.add(i);
+    }
+  }
+  const producedByBlock = (t: string): number => {
+    const p = producer.get(t);
+    return p ? nodeBlock.get(p)! : -1;
+  };
+  const carried: string[][] = Array.from({ length: nBlocks }, () => []);
+  const prefixOutputs = new Set<string>();
+  const lastReader = new Map<string, number>();
+  for (let b = 0; b < nBlocks; b++) {
+    for (const t of reads[b]!) {
+      lastReader.set(t, Math.max(lastReader.get(t) ?? -1, b));
+      if (graphInputs.has(t)) continue;
+      const pb = producedByBlock(t);
+      if (pb >= 0) {
+        if (pb >= b) throw new DsaPruneError(`calibration: block ${b} reads ${t} from block ${pb}; blocks must run in order`);
+        if (!carried[pb]!.includes(t)) carried[pb]!.push(t);
+      } else if (prefixTensors.has(t)) {
+        prefixOutputs.add(t);
+      } else {
+        const p = producer.get(t);
+        throw new DsaPruneError(
+          `calibration: block ${b} reads ${t}, computed by node ${p?.name ?? '?'} outside the blocks from block outputs`,
+          { hint: 'this graph layout is not supported yet: nodes between blocks must carry a /layers.N/ scope' },
+        );
+      }
+    }
+  }
+  // Hidden state entering block b: what block b-1 hands over; for block 0, prefix tensors only block 0 reads.
+  const hiddenIn: string[][] = [];
+  for (let b = 0; b < nBlocks; b++) {
+    if (b > 0) hiddenIn.push([...reads[b]!].filter((t) => producedByBlock(t) === b - 1));
+    else {
+      const others = new Set<string>();
+      for (let k = 1; k < nBlocks; k++) for (const t of reads[k]!) others.add(t);
+      hiddenIn.push([...reads[0]!].filter((t) => prefixOutputs.has(t) && !others.has(t)));
+    }
+  }
+  return {
+    nBlocks, graphInputs, statsInputs, carried, hiddenIn, prefixOutputs: [...prefixOutputs], lastReader,
+    opset: defaultOpset(model), model, baseDir, producer, nodeBlock, staticTensors, initializers, linearsByBlock,
+  };
+}
+
+function hasSubgraph(n: NodeProto): boolean {
+  return n.attribute.some((a) => a.g !== undefined && a.g !== null || (a.graphs?.length ?? 0) > 0);
+}
+
+/**
+ * Nodes needed to compute `targets` (in original topological order), walking back through `allowed` nodes and
+ * static nodes; stops at tensors in neither (those become inputs).
+ */
+function collect(plan: GraphPlan, targets: string[], allowed: (n: NodeProto) => boolean): { nodes: NodeProto[]; leaves: Set<string> } {
+  const keep = new Set<NodeProto>();
+  const leaves = new Set<string>();
+  const seen = new Set<string>();
+  const stack = [...targets];
+  while (stack.length > 0) {
+    const t = stack.pop()!;
+    if (!t || seen.has(t)) continue;
+    seen.add(t);
+    if (plan.initializers.has(t)) {
+      leaves.add(t);
+      continue;
+    }
+    const p = plan.producer.get(t);
+    if (p && (allowed(p) || plan.staticTensors.has(t))) {
+      if (!keep.has(p)) {
+        keep.add(p);
+        for (const i of p.input) stack.push(i);
+      }
+    } else {
+      leaves.add(t);
+    }
+  }
+  const nodes = plan.model.graph.node.filter((n) => keep.has(n));
+  return { nodes, leaves };
+}
+
+function valueInfo(name: string, elemType?: number): ValueInfoProto {
+  return elemType ? { name, type: { tensor_type: { elem_type: elemType } } } : { name };
+}
+
+/** An initializer with its data inline (external data read from the model folder). */
+function inlineInitializer(t: TensorProto, baseDir?: string): TensorProto {
+  if (!isExternal(t)) return t;
+  return createTensor({ name: t.name, dims: t.dims, data_type: t.data_type, raw_data: tensorBytes(t, baseDir) });
+}
+
+function buildModel(plan: GraphPlan, name: string, nodes: NodeProto[], inputs: ValueInfoProto[], initializers: TensorProto[], outputs: ValueInfoProto[]): Uint8Array {
+  const graph: GraphProto = { name, node: nodes, initializer: initializers, input: inputs, output: outputs, value_info: [] };
+  const m: ModelProto = {
+    ir_version: plan.model.ir_version,
+    opset_import: plan.model.opset_import,
+    producer_name: 'dsa-prune calibration',
+    graph,
+  };
+  return encodeModel(m);
+}
+
+function graphInputInfo(plan: GraphPlan, name: string): ValueInfoProto {
+  return plan.model.graph.input.find((i) => i.name === name) ?? { name };
+}
+
+/** The prefix sub-graph: graph inputs → everything the blocks share (and the hidden state entering block 0). */
+export function buildPrefix(plan: GraphPlan): SubgraphSpec {
+  const { nodes, leaves } = collect(plan, plan.prefixOutputs, (n) => plan.nodeBlock.get(n)! < 0);
+  return assemble(plan, 'prefix', nodes, leaves, plan.prefixOutputs, [], new Set(), new Map());
+}
+
+/** What a block sub-graph computes. */
+export interface BlockGraphOptions {
+  /** Add the statistics outputs (sum of squares; Gram when `gram`). */
+  stats: boolean;
+  gram: boolean;
+  /** Also compute the tensors handed to later blocks. */
+  outputs: boolean;
+}
+
+/** Sub-graph of block `b`: store tensors + graph inputs + the block's linear weights (as inputs) → stats / outputs. */
+export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, storeTypes: Map<string, number>): SubgraphSpec {
+  const sIn = plan.statsInputs[b]!;
+  const targets = [...(opts.outputs ? plan.carried[b]! : []), ...(opts.stats ? sIn.map((s) => s.tensor) : [])];
+  const { nodes, leaves } = collect(plan, targets, (n) => plan.nodeBlock.get(n) === b);
+  const extra: NodeProto[] = [];
+  const outs: string[] = opts.outputs ? [...plan.carried[b]!] : [];
+  const statsOuts: ValueInfoProto[] = [];
+  if (opts.stats) {
+    for (const s of sIn) {
+      const p = s.sqOutput;
+      let x = s.tensor;
+      if (s.fp16) {
+        extra.push(createNode({ op_type: 'Cast', name: `${p}/Cast`, input: [x], output: [`${p}/x32`], attribute: [{ name: 'to', type: 2, i: DataType.FLOAT }] }));
+        x = `${p}/x32`;
+      }
+      const shapeName = `${p}/shape`;
+      extra.push(constInt64(`${p}/ShapeConst`, shapeName, [-1, s.dIn]));
+      extra.push(createNode({ op_type: 'Reshape', name: `${p}/Reshape`, input: [x, shapeName], output: [`${p}/x2d`] }));
+      const x2d = `${p}/x2d`;
+      if (plan.opset >= 18) {
+        extra.push(constInt64(`${p}/AxesConst`, `${p}/axes`, [0]));
+        extra.push(createNode({ op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d, `${p}/axes`], output: [s.sqOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
+      } else {
+        extra.push(createNode({
+          op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d], output: [s.sqOutput],
+          attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
+        }));
+      }
+      statsOuts.push(valueInfo(s.sqOutput, DataType.FLOAT));
+      if (opts.gram) {
+        // XᵀX as one Gemm with transA: no transposed copy of X.
+        extra.push(createNode({ op_type: 'Gemm', name: `${p}/Gram`, input: [x2d, x2d], output: [s.gramOutput], attribute: [{ name: 'transA', type: 2, i: 1 }] }));
+        statsOuts.push(valueInfo(s.gramOutput, DataType.FLOAT));
+      }
+    }
+  }
+  const weightNames = new Set(plan.linearsByBlock[b]!.map((l) => l.weight));
+  return assemble(plan, `block_${b}`, [...nodes, ...extra], leaves, outs, statsOuts, weightNames, storeTypes);
+}
+
+function constInt64(nodeName: string, out: string, values: number[]): NodeProto {
+  const t = createTensor({ dims: [values.length], data_type: DataType.INT64, raw_data: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer) });
+  return createNode({ op_type: 'Constant', name: nodeName, output: [out], attribute: [{ name: 'value', type: 4, t }] });
+}
+
+function assemble(
+  plan: GraphPlan, name: string, nodes: NodeProto[], leaves: Set<string>, storeOutputs: string[], statsOuts: ValueInfoProto[],
+  weightNames: Set<string>, storeTypes: Map<string, number>,
+): SubgraphSpec {
+  const inputs: ValueInfoProto[] = [];
+  const inits: TensorProto[] = [];
+  const storeInputs: string[] = [];
+  const graphInputs: string[] = [];
+  const weightInputs: SubgraphSpec['weightInputs'] = [];
+  for (const t of leaves) {
+    const init = plan.initializers.get(t);
+    if (init && weightNames.has(t)) {
+      const fp16 = init.data_type === DataType.FLOAT16;
+      weightInputs.push({ name: t, dims: tensorDims(init), fp16 });
+      inputs.push({ name: t, type: { tensor_type: { elem_type: init.data_type, shape: { dim: tensorDims(init).map((d) => ({ dim_value: d })) } } } });
+    } else if (init) {
+      inits.push(inlineInitializer(init, plan.baseDir));
+    } else if (plan.graphInputs.has(t)) {
+      graphInputs.push(t);
+      inputs.push(graphInputInfo(plan, t));
+    } else {
+      const et = storeTypes.get(t);
+      if (et === undefined) throw new DsaPruneError(`calibration: internal error: ${name} reads ${t}, which no earlier stage produced`);
+      storeInputs.push(t);
+      inputs.push(valueInfo(t, et));
+    }
+  }
+  const outputs = [...storeOutputs.map((o) => valueInfo(o)), ...statsOuts];
+  const bytes = buildModel(plan, name, nodes, inputs, inits, outputs);
+  return { bytes, storeInputs, graphInputs, weightInputs, storeOutputs };
+}

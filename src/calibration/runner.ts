@@ -1,0 +1,371 @@
+/**
+ * The calibration runner: token windows → per-linear input statistics, computed inside onnxruntime on per-block
+ * sub-graphs over cached hidden states (see graph.ts), accumulated in float64 in JS.
+ *
+ * Sequential (default, the reference protocol): for each block b, a statistics pass on the hidden states entering b,
+ * then `onBlock(b, stats)` (the pipeline prunes block b there), then an output pass of block b with the weights as they
+ * are now, whose outputs are the hidden states entering b + 1. The block's linear weights are session inputs, read
+ * through `readInitializer` at the time of each pass, so the pruned weights are picked up without touching the graph.
+ * One-shot: one pass per block computes the statistics and the dense outputs together.
+ */
+import os from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { DsaPruneError, EXIT } from '../errors.js';
+import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
+import { DataType, float32ToFp16, type ModelProto } from '../model/onnx.js';
+import { buildFeeds, type DecoderSession } from '../eval/forward.js';
+import { buildBlock, buildPrefix, planGraph, type GraphPlan, type SubgraphSpec } from './graph.js';
+
+/**
+ * What calibration needs from a model (PrunableModel from src/model satisfies it): the graph, its linears, and the
+ * current value of an initializer in ONNX layout (reflecting weights written since loading).
+ */
+export interface CalibrationModel {
+  proto: ModelProto;
+  linears: LinearInfo[];
+  /** Current values of an initializer, ONNX layout, float32. */
+  readInitializer(name: string): Float32Array;
+  /** Model folder (for initializers stored as external data). */
+  source?: { dir: string };
+  /** config.json (KV-cache shapes when the graph leaves them symbolic). */
+  config?: Record<string, unknown>;
+}
+
+/** Options of runCalibration / denseStatistics. */
+export interface CalibrationOptions {
+  /** Number of calibration windows (sequences). */
+  nsamples: number;
+  /** Tokens per window. */
+  seqlen: number;
+  /** Windows per onnxruntime run (default 8). Larger is faster until memory runs out. */
+  batchSize?: number;
+  /** onnxruntime intra-op threads (default: the number of cores). */
+  threads?: number;
+  /**
+   * `sequential` (default): block b's statistics see the outputs of blocks 0..b-1 after they were pruned.
+   * `oneshot`: every statistic from the dense model, then `onBlock` for each block in order.
+   */
+  mode?: 'sequential' | 'oneshot';
+  /** Which statistics to compute: `sq` (per-feature Σx², Wanda) is always computed; `gram` (XᵀX, SparseGPT) on request. */
+  needs: { sq: boolean; gram: boolean };
+  /**
+   * Progress: phase `statistics` / `output` (and `prefix`), the block, and `fraction` = share of the whole run done.
+   */
+  onProgress?: ProgressCallback;
+  /** Abort between onnxruntime runs; the promise rejects with a DsaPruneError (exit code 130). */
+  signal?: AbortSignal;
+}
+
+/** Per-block timings (seconds) and the hidden state entering the block. */
+export interface BlockReport {
+  block: number;
+  statistics: number;
+  prune: number;
+  output: number;
+  /** Σ and Σ² of the hidden state entering the block (float64), when it is one tensor. */
+  inputSum?: number;
+  inputSumSq?: number;
+}
+
+/** What a calibration run measured. */
+export interface CalibrationReport {
+  mode: 'sequential' | 'oneshot';
+  nsamples: number;
+  seqlen: number;
+  batchSize: number;
+  threads: number;
+  /** Seconds per phase: prefix (embedding + shared tensors), build (sub-graphs + sessions), statistics, prune (inside onBlock), output, total. */
+  seconds: { prefix: number; build: number; statistics: number; prune: number; output: number; total: number };
+  blocks: BlockReport[];
+  /** Peak resident memory of the process so far (bytes). */
+  peakRssBytes: number;
+}
+
+type Store = Map<string, ort.Tensor>;
+
+const ORT_TO_ONNX: Record<string, number> = {
+  float32: DataType.FLOAT, float16: DataType.FLOAT16, int64: DataType.INT64, int32: DataType.INT32,
+  bool: DataType.BOOL, uint8: DataType.UINT8, int8: DataType.INT8, float64: DataType.DOUBLE,
+};
+
+function now(): number {
+  return performance.now() / 1000;
+}
+
+function checkAbort(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new DsaPruneError('calibration aborted', { exitCode: EXIT.aborted });
+}
+
+/** Shared machinery of both modes. */
+class Runner {
+  readonly plan: GraphPlan;
+  readonly batch: number;
+  readonly threads: number;
+  readonly nBatches: number;
+  readonly stores: Store[] = [];
+  readonly report: CalibrationReport;
+  private readonly t0 = now();
+
+  constructor(readonly pm: CalibrationModel, readonly windows: Int32Array, readonly opts: CalibrationOptions) {
+    const { nsamples, seqlen } = opts;
+    if (!Number.isInteger(nsamples) || nsamples < 1) throw new DsaPruneError(`calibration: nsamples must be an integer ≥ 1, got ${nsamples}`);
+    if (!Number.isInteger(seqlen) || seqlen < 1) throw new DsaPruneError(`calibration: seqlen must be an integer ≥ 1, got ${seqlen}`);
+    if (windows.length !== nsamples * seqlen) {
+      throw new DsaPruneError(`calibration: got ${windows.length} token ids, expected nsamples × seqlen = ${nsamples} × ${seqlen} = ${nsamples * seqlen}`, {
+        hint: 'cut the windows with takeWindows(ids, seqlen, nsamples) from src/data/text.ts',
+      });
+    }
+    this.batch = Math.max(1, Math.min(opts.batchSize ?? 8, nsamples));
+    this.threads = opts.threads ?? os.availableParallelism();
+    this.nBatches = Math.ceil(nsamples / this.batch);
+    this.plan = planGraph(pm.proto, pm.linears, pm.source?.dir);
+    this.report = {
+      mode: opts.mode ?? 'sequential', nsamples, seqlen, batchSize: this.batch, threads: this.threads,
+      seconds: { prefix: 0, build: 0, statistics: 0, prune: 0, output: 0, total: 0 },
+      blocks: Array.from({ length: this.plan.nBlocks }, (_, block) => ({ block, statistics: 0, prune: 0, output: 0 })),
+      peakRssBytes: 0,
+    };
+  }
+
+  private sessionOptions(): ort.InferenceSession.SessionOptions {
+    return {
+      intraOpNumThreads: this.threads, interOpNumThreads: 1, executionMode: 'sequential',
+      graphOptimizationLevel: 'all', logSeverityLevel: 3,
+    };
+  }
+
+  async session(spec: SubgraphSpec): Promise<ort.InferenceSession> {
+    const t = now();
+    try {
+      return await ort.InferenceSession.create(spec.bytes, this.sessionOptions());
+    } catch (e) {
+      throw new DsaPruneError(`calibration: onnxruntime rejected a block sub-graph: ${(e as Error).message}`, {
+        hint: 'this graph layout is not supported by the calibration engine yet (see docs/calibration.md)', cause: e,
+      });
+    } finally {
+      this.report.seconds.build += now() - t;
+    }
+  }
+
+  rows(i: number): number {
+    return Math.min(this.batch, this.opts.nsamples - i * this.batch);
+  }
+
+  /** Feeds for the original graph inputs a sub-graph reads (ids, mask, positions, empty past KV). */
+  graphFeeds(session: ort.InferenceSession, spec: SubgraphSpec, i: number): Record<string, ort.Tensor> {
+    if (spec.graphInputs.length === 0) return {};
+    const rows = this.rows(i);
+    const { seqlen } = this.opts;
+    const view: DecoderSession = {
+      inputNames: spec.graphInputs, outputNames: [], run: session.run.bind(session),
+      inputMetadata: (session as unknown as DecoderSession).inputMetadata,
+    };
+    const ids = this.windows.subarray(i * this.batch * seqlen, (i * this.batch + rows) * seqlen);
+    return buildFeeds(view, ids, rows, seqlen, { config: this.pm.config });
+  }
+
+  weightFeeds(spec: SubgraphSpec): Record<string, ort.Tensor> {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const w of spec.weightInputs) {
+      const v = this.pm.readInitializer(w.name);
+      feeds[w.name] = w.fp16 ? new ort.Tensor('float16', float32ToFp16(v), w.dims) : new ort.Tensor('float32', v, w.dims);
+    }
+    return feeds;
+  }
+
+  async runPrefix(): Promise<void> {
+    const t = now();
+    const spec = buildPrefix(this.plan);
+    const s = await this.session(spec);
+    try {
+      for (let i = 0; i < this.nBatches; i++) {
+        checkAbort(this.opts.signal);
+        const out = await s.run(this.graphFeeds(s, spec, i));
+        const store: Store = new Map();
+        for (const name of spec.storeOutputs) store.set(name, out[name]!);
+        this.stores.push(store);
+      }
+    } finally {
+      await s.release();
+    }
+    this.report.seconds.prefix += now() - t;
+    this.progress('prefix', undefined);
+  }
+
+  storeTypes(): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const [k, v] of this.stores[0] ?? []) m.set(k, ORT_TO_ONNX[v.type] ?? DataType.FLOAT);
+    return m;
+  }
+
+  /** Σ and Σ² of the hidden state entering block b (float64), when it is a single float32 tensor. */
+  hiddenSums(b: number): void {
+    const names = this.plan.hiddenIn[b]!;
+    if (names.length !== 1) return;
+    let s = 0;
+    let s2 = 0;
+    for (const store of this.stores) {
+      const t = store.get(names[0]!);
+      if (!t || t.type !== 'float32') return;
+      const d = t.data as Float32Array;
+      for (let i = 0; i < d.length; i++) {
+        const x = d[i]!;
+        s += x;
+        s2 += x * x;
+      }
+    }
+    this.report.blocks[b]!.inputSum = s;
+    this.report.blocks[b]!.inputSumSq = s2;
+  }
+
+  private units = 0;
+  private totalUnits = 1;
+  setTotalUnits(n: number): void {
+    this.totalUnits = n;
+  }
+  progress(phase: string, block: number | undefined): void {
+    this.units++;
+    this.opts.onProgress?.({ phase, block, fraction: Math.min(1, this.units / this.totalUnits) });
+  }
+
+  /**
+   * One pass of block b over every batch: statistics (when asked) accumulated into float64 arrays, store outputs
+   * written back. Returns the stats per distinct input (in plan.statsInputs[b] order).
+   */
+  async blockPass(b: number, what: { stats: boolean; gram: boolean; outputs: boolean }, phase: 'statistics' | 'output'): Promise<InputStats[]> {
+    const outputs = what.outputs && this.plan.carried[b]!.length > 0;
+    if (!what.stats && !outputs) return [];
+    const spec = buildBlock(this.plan, b, { stats: what.stats, gram: what.gram, outputs }, this.storeTypes());
+    const s = await this.session(spec);
+    const t = now();
+    const sIn = this.plan.statsInputs[b]!;
+    const tokens = this.opts.nsamples * this.opts.seqlen;
+    const acc: InputStats[] = what.stats
+      ? sIn.map((x) => ({
+        sq: new Float64Array(x.dIn),
+        gram: what.gram ? new Float64Array(x.dIn * x.dIn) : undefined,
+        nsamples: this.opts.nsamples,
+        tokens,
+      }))
+      : [];
+    try {
+      const weights = this.weightFeeds(spec);
+      for (let i = 0; i < this.nBatches; i++) {
+        checkAbort(this.opts.signal);
+        const store = this.stores[i]!;
+        const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
+        for (const name of spec.storeInputs) feeds[name] = store.get(name)!;
+        const out = await s.run(feeds);
+        if (what.stats) {
+          for (let k = 0; k < sIn.length; k++) {
+            addInto(acc[k]!.sq, out[sIn[k]!.sqOutput]!.data as Float32Array);
+            if (what.gram) addInto(acc[k]!.gram!, out[sIn[k]!.gramOutput]!.data as Float32Array);
+          }
+        }
+        if (outputs) {
+          for (const name of spec.storeOutputs) store.set(name, out[name]!);
+          // Free what no later block reads.
+          for (const name of spec.storeInputs) if ((this.plan.lastReader.get(name) ?? -1) <= b) store.delete(name);
+        }
+        this.progress(phase, b);
+      }
+    } finally {
+      await s.release();
+    }
+    const dt = now() - t;
+    if (phase === 'statistics') {
+      this.report.seconds.statistics += dt;
+      this.report.blocks[b]!.statistics += dt;
+    } else {
+      this.report.seconds.output += dt;
+      this.report.blocks[b]!.output += dt;
+    }
+    this.sampleMemory();
+    return acc;
+  }
+
+  /** Stats of block b keyed by linear name (linears sharing an input share one InputStats object). */
+  byLinear(b: number, acc: InputStats[]): Map<string, InputStats> {
+    const m = new Map<string, InputStats>();
+    const sIn = this.plan.statsInputs[b]!;
+    for (let k = 0; k < sIn.length; k++) for (const l of sIn[k]!.linears) m.set(l, acc[k]!);
+    return m;
+  }
+
+  sampleMemory(): void {
+    this.report.peakRssBytes = Math.max(this.report.peakRssBytes, process.resourceUsage().maxRSS * 1024);
+  }
+
+  finish(): CalibrationReport {
+    this.stores.length = 0;
+    this.sampleMemory();
+    this.report.seconds.total = now() - this.t0;
+    return this.report;
+  }
+}
+
+function addInto(acc: Float64Array, v: Float32Array): void {
+  if (v.length !== acc.length) throw new DsaPruneError(`calibration: statistics output has ${v.length} entries, expected ${acc.length}`);
+  for (let j = 0; j < acc.length; j++) acc[j] += v[j]!;
+}
+
+/**
+ * Run calibration over `windows` (nsamples × seqlen token ids, row-major) and call `onBlock(b, stats)` for each block
+ * in order — between the statistics pass and the output pass of block b in sequential mode, after all statistics in
+ * one-shot mode. Linears reading the same input (q/k/v, gate/up) share one InputStats object: treat it as read-only.
+ */
+export async function runCalibration(
+  pm: CalibrationModel,
+  windows: Int32Array,
+  opts: CalibrationOptions,
+  onBlock?: (block: number, stats: Map<string, InputStats>) => Promise<void> | void,
+): Promise<CalibrationReport> {
+  const r = new Runner(pm, windows, opts);
+  const L = r.plan.nBlocks;
+  const gram = opts.needs.gram;
+  if ((opts.mode ?? 'sequential') === 'oneshot') {
+    r.setTotalUnits(1 + L * r.nBatches);
+    await r.runPrefix();
+    const all: Map<string, InputStats>[] = [];
+    for (let b = 0; b < L; b++) {
+      r.hiddenSums(b);
+      all.push(r.byLinear(b, await r.blockPass(b, { stats: true, gram, outputs: b < L - 1 }, 'statistics')));
+    }
+    r.stores.length = 0;
+    for (let b = 0; b < L; b++) {
+      checkAbort(opts.signal);
+      const t = now();
+      await onBlock?.(b, all[b]!);
+      all[b] = new Map();
+      r.report.blocks[b]!.prune = now() - t;
+      r.report.seconds.prune += now() - t;
+    }
+    return r.finish();
+  }
+  r.setTotalUnits(1 + L * r.nBatches + (L - 1) * r.nBatches);
+  await r.runPrefix();
+  for (let b = 0; b < L; b++) {
+    r.hiddenSums(b);
+    const stats = r.byLinear(b, await r.blockPass(b, { stats: true, gram, outputs: false }, 'statistics'));
+    checkAbort(opts.signal);
+    const t = now();
+    await onBlock?.(b, stats);
+    r.report.blocks[b]!.prune = now() - t;
+    r.report.seconds.prune += now() - t;
+    if (b < L - 1) await r.blockPass(b, { stats: false, gram: false, outputs: true }, 'output');
+  }
+  return r.finish();
+}
+
+/** One-shot statistics of every block linear from the dense model (keyed by linear name). */
+export async function denseStatistics(
+  pm: CalibrationModel,
+  windows: Int32Array,
+  opts: Omit<CalibrationOptions, 'mode'>,
+): Promise<Map<string, InputStats>> {
+  const out = new Map<string, InputStats>();
+  await runCalibration(pm, windows, { ...opts, mode: 'oneshot' }, (_b, stats) => {
+    for (const [k, v] of stats) out.set(k, v);
+  });
+  return out;
+}

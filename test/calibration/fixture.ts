@@ -1,0 +1,93 @@
+/**
+ * Test fixture: a CalibrationModel straight from an ONNX file (graph + discovered linears + initializer reader),
+ * without transformers.js, plus the independent reference computation of the statistics.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { discoverLinears } from '../../src/model/discover.js';
+import { cloneGraph, encodeModel, readModelFile, tensorToFloat32, setTensorFloat32, type ModelProto } from '../../src/model/onnx.js';
+import type { CalibrationModel } from '../../src/calibration/index.js';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const shared = path.resolve(repoRoot, '../shared');
+export const hasShared = existsSync(path.join(shared, 'models/bench-12l/onnx/model.onnx'));
+
+export interface FixtureModel extends CalibrationModel {
+  /** Overwrite an initializer's values (ONNX layout), as a pruning step would. */
+  writeInitializer(name: string, v: Float32Array): void;
+}
+
+export function loadFixture(dir: string): FixtureModel {
+  const proto = readModelFile(path.join(dir, 'onnx/model.onnx'));
+  const configPath = path.join(dir, 'config.json');
+  const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>) : undefined;
+  const { linears } = discoverLinears(proto.graph, { config });
+  const byName = new Map(proto.graph.initializer.map((t) => [t.name ?? '', t]));
+  return {
+    proto,
+    linears,
+    config,
+    source: { dir: path.join(dir, 'onnx') },
+    readInitializer: (name) => tensorToFloat32(byName.get(name)!, path.join(dir, 'onnx')).slice(),
+    writeInitializer: (name, v) => setTensorFloat32(byName.get(name)!, v),
+  };
+}
+
+/**
+ * Independent statistics: the whole model as one graph with every linear's input exposed as an extra output, run
+ * batch by batch; Σx² and XᵀX summed naively in float64 in JS. Keyed by the activation tensor name.
+ */
+export async function referenceStats(
+  m: CalibrationModel, windows: Int32Array, nsamples: number, seqlen: number, batch: number, gram: boolean,
+): Promise<Map<string, { sq: Float64Array; gram?: Float64Array }>> {
+  const g = cloneGraph(m.proto.graph);
+  const xs = new Map<string, number>();
+  for (const l of m.linears) {
+    if (l.block < 0) continue;
+    const node = g.node.find((n) => n.name === l.node)!;
+    xs.set(node.input[0]!, l.dIn);
+  }
+  for (const x of xs.keys()) g.output.push({ name: x });
+  const model: ModelProto = { ...m.proto, graph: g };
+  const s = await ort.InferenceSession.create(encodeModel(model), { intraOpNumThreads: 2, logSeverityLevel: 3 });
+  const out = new Map<string, { sq: Float64Array; gram?: Float64Array }>();
+  for (const [x, d] of xs) out.set(x, { sq: new Float64Array(d), gram: gram ? new Float64Array(d * d) : undefined });
+  for (let i = 0; i * batch < nsamples; i++) {
+    const rows = Math.min(batch, nsamples - i * batch);
+    const n = rows * seqlen;
+    const ids = new BigInt64Array(n);
+    const pos = new BigInt64Array(n);
+    for (let k = 0; k < n; k++) {
+      ids[k] = BigInt(windows[i * batch * seqlen + k]!);
+      pos[k] = BigInt(k % seqlen);
+    }
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const name of s.inputNames) {
+      if (name === 'input_ids') feeds[name] = new ort.Tensor('int64', ids, [rows, seqlen]);
+      else if (name === 'attention_mask') feeds[name] = new ort.Tensor('int64', new BigInt64Array(n).fill(1n), [rows, seqlen]);
+      else if (name === 'position_ids') feeds[name] = new ort.Tensor('int64', pos, [rows, seqlen]);
+      else {
+        const kv = Number(m.config?.num_key_value_heads ?? m.config?.num_attention_heads);
+        const hd = Number(m.config?.head_dim ?? Number(m.config?.hidden_size) / Number(m.config?.num_attention_heads));
+        feeds[name] = new ort.Tensor('float32', new Float32Array(0), [rows, kv, 0, hd]);
+      }
+    }
+    const res = await s.run(feeds, [...xs.keys()]);
+    for (const [x, d] of xs) {
+      const data = res[x]!.data as Float32Array;
+      const acc = out.get(x)!;
+      const T = data.length / d;
+      for (let t = 0; t < T; t++) {
+        for (let j = 0; j < d; j++) {
+          const v = data[t * d + j]!;
+          acc.sq[j] += v * v;
+          if (acc.gram) for (let k = 0; k < d; k++) acc.gram[j * d + k] += v * data[t * d + k]!;
+        }
+      }
+    }
+  }
+  await s.release();
+  return out;
+}
