@@ -1,0 +1,66 @@
+/**
+ * The search engine's contract: what a candidate allocation function is, what evaluating it returns, and the
+ * Evaluator interface the evolution loop drives. The local worker pool (pool.ts) and the distributed BullMQ evaluator
+ * (distributed/) both implement Evaluator with this contract, so the loop never knows where fitness is computed.
+ */
+import type { DsaExpression } from '../allocators/dsa/index.js';
+import type { BudgetMode, Pattern } from '../types.js';
+import { simplifyDsa, formatDsa } from '../allocators/dsa/index.js';
+
+export type { DsaExpression };
+
+/** One point of the search space: an allocation function and its λ. */
+export interface Candidate {
+  expression: DsaExpression;
+  /** Spread of the allocation around the target sparsity, in [0.02, 0.25]. */
+  lambda: number;
+}
+
+/**
+ * Canonical key of a candidate: the simplified expression (mathjs form) and λ rounded to 1e-6. Equivalent spellings of
+ * the same function get the same key, so a candidate is never evaluated (or queued) twice.
+ */
+export function candidateKey(c: Candidate): string {
+  let expr: string;
+  try {
+    expr = simplifyDsa(c.expression);
+  } catch {
+    expr = formatDsa(c.expression, 'mathjs');
+  }
+  return `${expr}|${(Math.round(c.lambda * 1e6) / 1e6).toFixed(6)}`;
+}
+
+/** Result of evaluating one candidate. `fitness` is the perplexity on the search split (lower is better). */
+export interface Evaluation {
+  key: string;
+  /** Perplexity on the search split; `Infinity` when the pruned model's perplexity is not finite. */
+  fitness: number;
+  /** Sparsity each block received. */
+  blockSparsity: number[];
+  /** Wall-clock seconds the evaluation took. */
+  seconds: number;
+  /** Who evaluated it (worker id), for reports. */
+  worker?: string;
+}
+
+/** Something that evaluates batches of candidates (a local worker pool, a Redis queue, an in-process fitness). */
+export interface Evaluator {
+  /** Evaluate every candidate of the batch; results in the same order as `batch`. */
+  evaluate(batch: Candidate[], signal?: AbortSignal): Promise<Evaluation[]>;
+  close(): Promise<void>;
+}
+
+/** Everything that determines a candidate's fitness (apart from the model and the token ids themselves). */
+export interface SearchSpec {
+  method: 'wanda' | 'magnitude' | 'sparsegpt';
+  /** Global target sparsity S. */
+  sparsity: number;
+  pattern?: Pattern;
+  budget: BudgetMode;
+  /** `fast`: one-shot pruning from cached dense statistics; `faithful`: the sequential prune of src/prune.ts. */
+  mode: 'fast' | 'faithful';
+  calibration: { nsamples: number; seqlen: number; sha256: string };
+  search: { windows: number; seqlen: number; sha256: string };
+  seed: number;
+  modelHash: string;
+}
