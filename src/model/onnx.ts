@@ -4,7 +4,7 @@
  */
 import protobuf from 'protobufjs';
 import Long from 'long';
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
 import { ONNX_PROTO } from './onnx-schema.js';
@@ -212,9 +212,46 @@ function aligned(bytes: Uint8Array): ArrayBuffer {
   return out.buffer;
 }
 
-/** A float tensor's values as float32 (fp16 and bf16 converted). */
+/**
+ * A reader of byte ranges of external data files next to `baseDir` that reads only the requested slice (never the whole
+ * file), for tensorBytes / tensorToFloat32 on models with multi-GB `.onnx_data`.
+ */
+export function externalSliceReader(baseDir: string): (file: string, offset: number, length: number) => Uint8Array {
+  return (file, offset, length) => {
+    const full = path.join(baseDir, file);
+    let fd: number;
+    try {
+      fd = openSync(full, 'r');
+    } catch (e) {
+      throw new DsaPruneError(`cannot read external data file ${full}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+        hint: 'The .onnx_data file must sit next to the .onnx file: copy the whole model folder.',
+        cause: e,
+      });
+    }
+    try {
+      const size = fstatSync(fd).size;
+      if (offset + length > size) {
+        throw new DsaPruneError(`external data ${full} is truncated: needs bytes ${offset}..${offset + length}, file has ${size}`, {
+          hint: 'Copy the model folder again: its .onnx_data file is incomplete.',
+        });
+      }
+      const out = new Uint8Array(length);
+      let done = 0;
+      while (done < length) {
+        const n = readSync(fd, out, done, Math.min(length - done, 1 << 30), offset + done);
+        if (n <= 0) break;
+        done += n;
+      }
+      return out;
+    } finally {
+      closeSync(fd);
+    }
+  };
+}
+
+/** A float tensor's values as float32 (fp16 and bf16 converted). External data is read slice by slice when `baseDir` is given. */
 export function tensorToFloat32(t: TensorProto, baseDir?: string): Float32Array {
-  const bytes = tensorBytes(t, baseDir);
+  const bytes = tensorBytes(t, baseDir, baseDir && isExternal(t) ? externalSliceReader(baseDir) : undefined);
   switch (t.data_type) {
     case DataType.FLOAT:
       return new Float32Array(aligned(bytes));

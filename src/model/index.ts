@@ -1,0 +1,11 @@
+/**
+ * The model folder: loading hook, linear discovery, weight access, in-place session swap, save, inspect.
+ * See docs/model.md.
+ */
+export { installLoadingHook, sourceOfSession, sourceFromPath, splitOnnxName, type ModelSource } from './hook.js';
+export { discoverLinears, fusedParts, parseScope, linearNameFromNode, type Discovery, type DiscoverOptions, type WeightLayout } from './discover.js';
+export { attachModel, transpose, type PrunableModel } from './prunable.js';
+export { loadModelDir, validateModelFolder, readFolderGraph, type ModelFolder } from './load.js';
+export { savePruned, checkOutDir, packageVersion, type SaveOptions } from './save.js';
+export { inspectModel, formatInspectTable, type InspectReport, type InspectLinear } from './inspect.js';
+export * from './onnx.js';

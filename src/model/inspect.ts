@@ -1,0 +1,85 @@
+/**
+ * inspectModel: the prunable linears of a model (object or folder) with their shapes and current sparsity.
+ */
+import path from 'node:path';
+import { countZeros } from '../methods/common.js';
+import type { LinearInfo, LinearPart, LinearRole } from '../types.js';
+import { discoverLinears } from './discover.js';
+import { readFolderGraph, validateModelFolder } from './load.js';
+import { tensorToFloat32, type TensorProto } from './onnx.js';
+import { attachModel } from './prunable.js';
+
+export interface InspectLinear {
+  name: string;
+  block: number;
+  role: LinearRole;
+  dIn: number;
+  dOut: number;
+  dtype: 'float32' | 'float16';
+  /** ONNX node name. */
+  node: string;
+  /** Fraction of weights that are exactly zero. */
+  sparsity: number;
+  /** Logical parts of a fused projection (rows of W [dOut × dIn]). */
+  parts?: LinearPart[];
+}
+
+export interface InspectReport {
+  blocks: number;
+  linears: InspectLinear[];
+  /** Σ dIn·dOut over the listed linears. */
+  prunableParams: number;
+}
+
+function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array): InspectReport {
+  const out: InspectLinear[] = linears.map((l) => {
+    const w = values(l);
+    return {
+      name: l.name, block: l.block, role: l.role, dIn: l.dIn, dOut: l.dOut, dtype: l.dtype, node: l.node,
+      sparsity: w.length ? countZeros(w) / w.length : 0,
+      ...(l.parts ? { parts: l.parts.map((p) => ({ ...p })) } : {}),
+    };
+  });
+  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0) };
+}
+
+/**
+ * Inspect a transformers.js model (attached through the loading hook) or a model folder (read from disk without
+ * creating an onnxruntime session).
+ */
+export async function inspectModel(model: any | string): Promise<InspectReport> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (typeof model === 'string') {
+    const folder = await validateModelFolder(model);
+    const proto = readFolderGraph(folder);
+    const found = discoverLinears(proto.graph, { config: folder.config });
+    const byName = new Map<string, TensorProto>();
+    for (const t of proto.graph.initializer ?? []) if (t.name) byName.set(t.name, t);
+    const base = path.dirname(folder.onnxPath);
+    return report(found.linears, found.blocks, (l) => {
+      const t = byName.get(l.weight);
+      return t ? tensorToFloat32(t, base) : new Float32Array(0);
+    });
+  }
+  const pm = await attachModel(model);
+  return report(pm.linears, pm.blocks, (l) => pm.readInitializer(l.weight));
+}
+
+/** A readable table of an InspectReport. */
+export function formatInspectTable(r: InspectReport): string {
+  const header = ['block', 'role', 'name', 'dOut×dIn', 'dtype', 'sparsity'];
+  const rows = r.linears.map((l) => [
+    String(l.block), l.parts ? `${l.role} (${l.parts.map((p) => `${p.role} ${p.start}-${p.end}`).join(', ')})` : l.role, l.name,
+    `${l.dOut}×${l.dIn}`, l.dtype, `${(l.sparsity * 100).toFixed(2)}%`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i])).join('  ').trimEnd();
+  const zeros = r.linears.reduce((a, l) => a + l.sparsity * l.dIn * l.dOut, 0);
+  return [
+    line(header),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map(line),
+    '',
+    `${r.linears.length} linears in ${r.blocks} blocks, ${r.prunableParams.toLocaleString('en-US')} prunable parameters, ` +
+      `sparsity ${(r.prunableParams ? (zeros / r.prunableParams) * 100 : 0).toFixed(2)}%`,
+  ].join('\n') + '\n';
+}

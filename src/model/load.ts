@@ -1,0 +1,179 @@
+/**
+ * The CLI's model loader: validate a model folder (one clear DsaPruneError per problem), then load it with
+ * transformers.js (local files only, never a download) after the loading hook is installed.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { DsaPruneError } from '../errors.js';
+import { installLoadingHook, splitOnnxName } from './hook.js';
+import { externalInfo, isExternal, readModelFile, type ModelProto } from './onnx.js';
+import { attachModel, dtypeToSuffix, rememberDecoded, type PrunableModel } from './prunable.js';
+
+/** A validated model folder: where its config and the ONNX file to load are. */
+export interface ModelFolder {
+  dir: string;
+  config: Record<string, unknown>;
+  /** The ONNX file that will be loaded (`<dir>/onnx/model.onnx`, `model_fp16.onnx`, …). */
+  onnxPath: string;
+  /** transformers.js dtype matching the file's suffix (`fp32`, `fp16`, `q8`, …). */
+  dtype: string;
+}
+
+const SUFFIX_DTYPE: Record<string, string> = {
+  '': 'fp32', _fp16: 'fp16', _int8: 'int8', _uint8: 'uint8', _quantized: 'q8', _q4: 'q4', _q4f16: 'q4f16', _bnb4: 'bnb4',
+};
+const CAUSAL_ARCH = /(ForCausalLM|LMHeadModel|ForCausalLMWithValueHead)$/;
+
+async function transformers(): Promise<typeof import('@huggingface/transformers')> {
+  installLoadingHook();
+  return import('@huggingface/transformers');
+}
+
+/** Find the folder of `dirOrId`: a path, or a model id present in transformers.js's local model path or cache. */
+async function resolveFolder(dirOrId: string): Promise<string> {
+  const abs = path.resolve(dirOrId);
+  if (existsSync(abs)) {
+    if (!statSync(abs).isDirectory()) {
+      throw new DsaPruneError(`${abs} is a file, not a model folder`, {
+        hint: 'Pass the folder that holds config.json and onnx/model.onnx.',
+      });
+    }
+    return abs;
+  }
+  if (/^[\w.-]+\/[\w.-]+$/.test(dirOrId)) {
+    const { env } = await transformers();
+    for (const root of [env.localModelPath, env.cacheDir]) {
+      if (typeof root !== 'string' || !root) continue;
+      const cand = path.resolve(root, dirOrId);
+      if (existsSync(path.join(cand, 'config.json'))) return cand;
+    }
+  }
+  throw new DsaPruneError(`model folder ${abs} does not exist`, {
+    hint: 'Pass a local folder with config.json and onnx/model.onnx (or a model id already in the transformers.js cache); dsa-prune never downloads.',
+  });
+}
+
+/**
+ * Validate a model folder without loading it: config.json present and a causal LM, an ONNX file present for `dtype`
+ * (default: fp32 if present, else fp16, else the first one).
+ */
+export async function validateModelFolder(dirOrId: string, opts: { dtype?: string } = {}): Promise<ModelFolder> {
+  const dir = await resolveFolder(dirOrId);
+  const cfgFile = path.join(dir, 'config.json');
+  if (!existsSync(cfgFile)) {
+    throw new DsaPruneError(`${dir} has no config.json, so it is not a transformers.js model folder`, {
+      hint: 'A model folder holds config.json, tokenizer files and onnx/model.onnx (as exported by optimum / transformers.js).',
+    });
+  }
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
+    if (!config || typeof config !== 'object' || Array.isArray(config)) throw new Error('not a JSON object');
+  } catch (e) {
+    throw new DsaPruneError(`${cfgFile} is not valid JSON (${(e as Error).message})`, { hint: 'Fix or restore config.json.' });
+  }
+  const archs = Array.isArray(config.architectures) ? (config.architectures as unknown[]).map(String) : [];
+  if (archs.length > 0 && !archs.some((a) => CAUSAL_ARCH.test(a))) {
+    throw new DsaPruneError(`${dir} is not a causal language model (architectures: ${archs.join(', ')})`, {
+      hint: 'dsa-prune prunes decoder-only text generators (…ForCausalLM), e.g. Llama, Qwen2, Phi-3, GPT-2, OPT.',
+    });
+  }
+  if (typeof config.model_type !== 'string') {
+    throw new DsaPruneError(`${cfgFile} has no model_type`, { hint: 'config.json must name the architecture (model_type: "llama", …).' });
+  }
+  const onnxDir = path.join(dir, 'onnx');
+  const files = existsSync(onnxDir) ? readdirSync(onnxDir).filter((f) => /^model.*\.onnx$/.test(f)) : [];
+  if (files.length === 0) {
+    throw new DsaPruneError(`${dir} has no onnx/model*.onnx`, {
+      hint: 'Export the model to ONNX first (optimum-cli export onnx --task text-generation-with-past …) so that onnx/model.onnx exists.',
+    });
+  }
+  let file: string | undefined;
+  if (opts.dtype !== undefined) {
+    const suffix = dtypeToSuffix(opts.dtype);
+    if (suffix === undefined) {
+      throw new DsaPruneError(`unknown dtype ${JSON.stringify(opts.dtype)}`, { hint: `Use one of ${Object.values(SUFFIX_DTYPE).join(', ')}.` });
+    }
+    file = files.find((f) => f === `model${suffix}.onnx`);
+    if (!file) {
+      throw new DsaPruneError(`${dir} has no onnx/model${suffix}.onnx for dtype ${opts.dtype}`, {
+        hint: `Available: ${files.join(', ')}.`,
+      });
+    }
+  } else {
+    file = files.find((f) => f === 'model.onnx') ?? files.find((f) => f === 'model_fp16.onnx') ?? files.sort()[0];
+  }
+  const { suffix } = splitOnnxName(file);
+  const dtype = SUFFIX_DTYPE[suffix] ?? 'fp32';
+  return { dir, config, onnxPath: path.join(onnxDir, file), dtype };
+}
+
+/** Decode the folder's ONNX (clear error when corrupt or truncated) and check its external data files exist. */
+export function readFolderGraph(folder: ModelFolder): ModelProto {
+  const proto = readModelFile(folder.onnxPath);
+  const base = path.dirname(folder.onnxPath);
+  for (const t of proto.graph.initializer ?? []) {
+    if (!isExternal(t)) continue;
+    const { location } = externalInfo(t);
+    if (!existsSync(path.join(base, location))) {
+      throw new DsaPruneError(`${folder.onnxPath} keeps weight ${t.name} in ${location}, which is missing`, {
+        hint: 'Copy the whole model folder, including the .onnx_data file(s) next to the .onnx file.',
+      });
+    }
+  }
+  return proto;
+}
+
+/**
+ * Load a model folder for pruning: validate it, load model and tokenizer with transformers.js (local files only),
+ * and attach dsa-prune. `tokenizer` is null when the folder has no tokenizer files.
+ */
+export async function loadModelDir(
+  dir: string,
+  opts: { dtype?: string; threads?: number } = {},
+): Promise<{ model: any; tokenizer: any; prunable: PrunableModel }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const folder = await validateModelFolder(dir, opts);
+  const proto = readFolderGraph(folder);
+  const tf = await transformers();
+  tf.env.allowRemoteModels = false;
+  tf.env.allowLocalModels = true;
+  const sessionOptions: Record<string, unknown> = {};
+  if (opts.threads !== undefined) {
+    sessionOptions.intraOpNumThreads = opts.threads;
+    sessionOptions.interOpNumThreads = 1;
+  }
+  rememberDecoded(folder.onnxPath, proto);
+  let model: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  try {
+    model = await tf.AutoModelForCausalLM.from_pretrained(folder.dir, {
+      dtype: folder.dtype as never,
+      local_files_only: true,
+      ...(Object.keys(sessionOptions).length ? { session_options: sessionOptions } : {}),
+    });
+  } catch (e) {
+    const msg = (e as Error).message ?? String(e);
+    if (/unsupported model type|not supported|Unrecognized/i.test(msg)) {
+      throw new DsaPruneError(`${folder.dir} (model_type ${String(folder.config.model_type)}) is not a causal language model transformers.js can load: ${msg}`, {
+        hint: 'dsa-prune prunes decoder-only text generators supported by AutoModelForCausalLM.',
+        cause: e,
+      });
+    }
+    throw new DsaPruneError(`transformers.js could not load ${folder.dir}: ${msg}`, {
+      hint: 'Check that the folder is a complete transformers.js export (config.json, tokenizer files, onnx/model.onnx).',
+      cause: e,
+    });
+  }
+  let tokenizer: any = null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (existsSync(path.join(folder.dir, 'tokenizer.json')) || existsSync(path.join(folder.dir, 'tokenizer_config.json'))) {
+    try {
+      tokenizer = await tf.AutoTokenizer.from_pretrained(folder.dir, { local_files_only: true });
+    } catch (e) {
+      throw new DsaPruneError(`the tokenizer files of ${folder.dir} could not be loaded: ${(e as Error).message}`, {
+        hint: 'Restore tokenizer.json / tokenizer_config.json from the original model.',
+        cause: e,
+      });
+    }
+  }
+  const prunable = await attachModel(model, { source: folder.dir });
+  return { model, tokenizer, prunable };
+}

@@ -1,0 +1,317 @@
+/**
+ * PrunableModel: a transformers.js model together with its decoded ONNX graph, the discovered linears, weight access in
+ * the [dOut × dIn] convention, and `commit()` which rebuilds the onnxruntime session from the edited graph and swaps it
+ * into `model.sessions` in place (generate() and pipelines keep working).
+ */
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DsaPruneError } from '../errors.js';
+import type { LinearInfo } from '../types.js';
+import { discoverLinears, type WeightLayout } from './discover.js';
+import { hasExternalData, externalFiles, initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
+import { originalCreate, recordSource, sourceFromPath, sourceOfSession, type ModelSource } from './hook.js';
+import {
+  decodeModel, encodeModel, readModelFile, setTensorFloat32, tensorToFloat32,
+  type GraphProto, type ModelProto, type TensorProto,
+} from './onnx.js';
+
+export interface PrunableModel {
+  /** The transformers.js model (PreTrainedModel). */
+  model: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+  source: ModelSource;
+  /** Decoded main graph; writeWeight edits it, commit() builds the session from it. */
+  proto: ModelProto;
+  /** Prunable linears (lm_head excluded); W presented as [dOut × dIn]. */
+  linears: LinearInfo[];
+  blocks: number;
+  /** config.json of the model folder. */
+  config: Record<string, unknown>;
+  /** A float32 copy of a linear's weight as [dOut × dIn] row-major (fp16 converted). */
+  readWeight(l: LinearInfo): Float32Array;
+  /** Stage a new [dOut × dIn] weight into the graph, stored in the initializer's own layout and dtype. */
+  writeWeight(l: LinearInfo, w: Float32Array): void;
+  /** An initializer's values as float32, in its raw ONNX layout. */
+  readInitializer(name: string): Float32Array;
+  /** Build a session from the edited graph (same session options) and swap it into model.sessions in place. */
+  commit(): Promise<void>;
+  /** sha256 (hex) of the source ONNX bytes and its external data files; cached. */
+  modelHash(): string;
+  /** Storage layout of each linear's initializer, by linear name. */
+  layout: Map<string, WeightLayout>;
+  /** The key of model.sessions that holds the graph (`model`, `decoder_model_merged`). */
+  sessionKey: string;
+}
+
+const attached = new WeakMap<object, Promise<PrunableModel>>();
+/** Graphs loadModelDir already decoded while validating the folder, consumed by the next attach of that file. */
+const predecoded = new Map<string, ModelProto>();
+
+export function rememberDecoded(onnxPath: string, proto: ModelProto): void {
+  predecoded.set(path.resolve(onnxPath), proto);
+}
+
+const SESSION_KEYS = ['model', 'decoder_model_merged', 'decoder_model', 'text_model'];
+const DTYPE_SUFFIX: Record<string, string> = {
+  fp32: '', fp16: '_fp16', int8: '_int8', uint8: '_uint8', q8: '_quantized', q4: '_q4', q4f16: '_q4f16', bnb4: '_bnb4',
+};
+export function dtypeToSuffix(dtype: string | undefined): string | undefined {
+  return dtype === undefined ? undefined : DTYPE_SUFFIX[dtype];
+}
+
+/** Blocked transpose of a [rows × cols] row-major matrix into dst [cols × rows]. */
+export function transpose(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
+  const B = 32;
+  for (let i0 = 0; i0 < rows; i0 += B) {
+    const i1 = Math.min(rows, i0 + B);
+    for (let j0 = 0; j0 < cols; j0 += B) {
+      const j1 = Math.min(cols, j0 + B);
+      for (let i = i0; i < i1; i++) {
+        const row = i * cols;
+        for (let j = j0; j < j1; j++) dst[j * rows + i] = src[row + j];
+      }
+    }
+  }
+  return dst;
+}
+
+function findOnnxInFolder(dir: string, suffix: string | undefined, base = 'model'): string | undefined {
+  const sub = path.join(dir, 'onnx');
+  const folder = existsSync(sub) ? sub : dir;
+  let files: string[];
+  try {
+    files = readdirSync(folder).filter((f) => f.endsWith('.onnx'));
+  } catch {
+    return undefined;
+  }
+  if (suffix !== undefined && files.includes(`${base}${suffix}.onnx`)) return path.join(folder, `${base}${suffix}.onnx`);
+  if (files.includes(`${base}.onnx`)) return path.join(folder, `${base}.onnx`);
+  const any = files.find((f) => f.startsWith(base));
+  return any ? path.join(folder, any) : undefined;
+}
+
+function sessionEntries(model: any): [string, any][] { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const sessions = model?.sessions;
+  if (!sessions || typeof sessions !== 'object') {
+    throw new DsaPruneError('the object passed is not a transformers.js model (it has no onnxruntime sessions)', {
+      hint: 'Pass the model returned by AutoModelForCausalLM.from_pretrained(...).',
+    });
+  }
+  const entries = Object.entries(sessions) as [string, any][]; // eslint-disable-line @typescript-eslint/no-explicit-any
+  entries.sort((a, b) => rank(a[0]) - rank(b[0]));
+  return entries;
+}
+function rank(k: string): number {
+  const i = SESSION_KEYS.indexOf(k);
+  return i < 0 ? SESSION_KEYS.length : i;
+}
+
+function readConfig(dir: string, model: any): Record<string, unknown> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const file = path.join(dir, 'config.json');
+  if (dir && existsSync(file)) {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+    } catch (e) {
+      throw new DsaPruneError(`${file} is not valid JSON (${(e as Error).message})`, { hint: 'Fix or restore config.json.' });
+    }
+  }
+  return { ...(model?.config ?? {}) } as Record<string, unknown>;
+}
+
+/** Index of every initializer of a graph and its subgraphs, by name. */
+function initializerIndex(g: GraphProto, into = new Map<string, TensorProto>()): Map<string, TensorProto> {
+  for (const t of g.initializer ?? []) if (t.name && !into.has(t.name)) into.set(t.name, t);
+  for (const n of g.node) {
+    for (const a of n.attribute ?? []) {
+      if (a.g) initializerIndex(a.g, into);
+      for (const sg of a.graphs ?? []) initializerIndex(sg, into);
+    }
+  }
+  return into;
+}
+
+/**
+ * Attach dsa-prune to a transformers.js model: find its session's ONNX source (recorded by the loading hook, or
+ * `opts.source` = the model folder), decode the graph and discover the linears. Cached per model object.
+ */
+export function attachModel(model: any, opts: { source?: string } = {}): Promise<PrunableModel> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  if (model === null || typeof model !== 'object') {
+    return Promise.reject(new DsaPruneError('attachModel expects a transformers.js model object', {
+      hint: 'Pass the model returned by AutoModelForCausalLM.from_pretrained(...).',
+    }));
+  }
+  let p = attached.get(model);
+  if (!p) {
+    p = Promise.resolve().then(() => buildPrunable(model, opts));
+    attached.set(model, p);
+    p.catch(() => attached.delete(model));
+  }
+  return p;
+}
+
+function buildPrunable(model: any, opts: { source?: string }): PrunableModel { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const entries = sessionEntries(model);
+  let key: string | undefined;
+  let source: ModelSource | undefined;
+  for (const [k, s] of entries) {
+    const src = sourceOfSession(s);
+    if (src) {
+      key = k;
+      source = src;
+      break;
+    }
+  }
+  if (!source && opts.source) {
+    const dir = path.resolve(opts.source);
+    key = entries[0]?.[0];
+    if (!key) throw new DsaPruneError('the model has no onnxruntime session');
+    const session = entries[0][1];
+    const base = key === 'model' ? 'model' : key;
+    const file = findOnnxInFolder(dir, dtypeToSuffix(session?.config?.dtype), base) ?? findOnnxInFolder(dir, dtypeToSuffix(session?.config?.dtype));
+    if (!file) {
+      throw new DsaPruneError(`no ONNX file for session '${key}' in ${dir} (looked for onnx/${base}*.onnx)`, {
+        hint: 'Pass { source } = the folder the model was loaded from (it has config.json and onnx/model.onnx).',
+      });
+    }
+    source = sourceFromPath(file, { executionProviders: ['cpu'] });
+  }
+  if (!source || !key) {
+    throw new DsaPruneError(
+      "this model was loaded before dsa-prune was imported: import 'dsa-prune' before from_pretrained, or pass { source: dir }",
+      { hint: "Load the model again after `import 'dsa-prune'` (or call installLoadingHook() first), or pass the model folder as { source: dir }." },
+    );
+  }
+
+  let proto: ModelProto;
+  if (source.onnxPath) {
+    proto = predecoded.get(source.onnxPath) ?? readModelFile(source.onnxPath);
+    predecoded.delete(source.onnxPath);
+  } else if (source.bytes) {
+    proto = decodeModel(source.bytes, 'the model bytes');
+  } else {
+    throw new DsaPruneError('the source of the model session is unknown', { hint: 'Pass { source: dir }.' });
+  }
+  const config = readConfig(source.dir, model);
+  const found = discoverLinears(proto.graph, { config });
+  if (found.linears.length === 0) {
+    throw new DsaPruneError(`no prunable linear layer found in ${source.onnxPath || 'the model graph'}`, {
+      hint: 'dsa-prune prunes MatMul/Gemm nodes with float32/float16 weight initializers; run `dsa-prune inspect` on the folder to see what it finds.',
+    });
+  }
+  return makePrunable(model, key, source, proto, config, found.linears, found.blocks, found.layout);
+}
+
+function makePrunable(
+  model: any, // eslint-disable-line @typescript-eslint/no-explicit-any
+  sessionKey: string,
+  source: ModelSource,
+  proto: ModelProto,
+  config: Record<string, unknown>,
+  linears: LinearInfo[],
+  blocks: number,
+  layout: Map<string, WeightLayout>,
+): PrunableModel {
+  const inits = initializerIndex(proto.graph);
+  const baseDir = source.onnxPath ? path.dirname(source.onnxPath) : undefined;
+  let hash: string | undefined;
+  const sourceExternal = externalFiles(proto); // before any write turns a weight inline
+
+  const tensor = (name: string): TensorProto => {
+    const t = inits.get(name);
+    if (!t) throw new DsaPruneError(`initializer ${name} not found in ${source.onnxPath || 'the model graph'}`);
+    return t;
+  };
+  const check = (l: LinearInfo): WeightLayout => {
+    const lay = layout.get(l.name);
+    if (!lay) throw new DsaPruneError(`linear ${l.name} does not belong to this model`, { hint: 'Use the LinearInfo objects of this model\'s PrunableModel.linears.' });
+    return lay;
+  };
+
+  const pm: PrunableModel = {
+    model,
+    source,
+    proto,
+    linears,
+    blocks,
+    config,
+    layout,
+    sessionKey,
+    readInitializer(name) {
+      return tensorToFloat32(tensor(name), baseDir);
+    },
+    readWeight(l) {
+      const lay = check(l);
+      const raw = tensorToFloat32(tensor(l.weight), baseDir);
+      if (raw.length !== l.dIn * l.dOut) throw new DsaPruneError(`initializer ${l.weight} of ${l.name} has ${raw.length} values, expected ${l.dIn}×${l.dOut}`);
+      return lay === 'out_in' ? raw : transpose(raw, l.dIn, l.dOut);
+    },
+    writeWeight(l, w) {
+      const lay = check(l);
+      if (!(w instanceof Float32Array) || w.length !== l.dIn * l.dOut) {
+        throw new DsaPruneError(`writeWeight(${l.name}): expected a Float32Array of ${l.dOut}×${l.dIn} = ${l.dOut * l.dIn} values, got ${w?.length}`);
+      }
+      const stored = lay === 'out_in' ? Float32Array.from(w) : transpose(w, l.dOut, l.dIn);
+      setTensorFloat32(tensor(l.weight), stored);
+    },
+    async commit() {
+      const old = model.sessions[sessionKey];
+      const create = originalCreate();
+      const options = { ...(source.sessionOptions as Record<string, unknown>) };
+      delete options.externalData;
+      let session: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+      const external = hasExternalData(proto);
+      if (initializerBytes(proto) < PROTOBUF_LIMIT) {
+        const bytes = encodeModel(external ? inlinedModel(proto, baseDir!) : proto);
+        session = await create(bytes, options);
+      } else {
+        // Too big for one protobuf message: lay the weights out as external data in a temporary folder.
+        const tmp = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-commit-'));
+        try {
+          const onnx = path.join(tmp, 'model.onnx');
+          writeWithExternalData(proto, baseDir ?? tmp, onnx, path.join(tmp, 'model.onnx_data'), 'model.onnx_data');
+          session = await create(onnx, options);
+        } finally {
+          rmSync(tmp, { recursive: true, force: true });
+        }
+      }
+      if (old && typeof old === 'object' && 'config' in old) session.config = old.config;
+      recordSource(session, source);
+      model.sessions[sessionKey] = session;
+      if (old && typeof old.release === 'function') {
+        try {
+          await old.release();
+        } catch {
+          // an already released session: nothing to free
+        }
+      }
+    },
+    modelHash() {
+      if (hash) return hash;
+      const h = createHash('sha256');
+      if (source.onnxPath) {
+        hashFile(h, source.onnxPath);
+        for (const f of sourceExternal) hashFile(h, path.join(baseDir!, f));
+      } else if (source.bytes) h.update(source.bytes);
+      hash = h.digest('hex');
+      return hash;
+    },
+  };
+  return pm;
+}
+
+function hashFile(h: ReturnType<typeof createHash>, file: string): void {
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(16 << 20);
+    let pos = 0;
+    for (;;) {
+      const n = readSync(fd, buf, 0, buf.length, pos);
+      if (n <= 0) break;
+      h.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
