@@ -1,0 +1,214 @@
+/**
+ * What crosses Redis between the coordinator and the workers, and the checks every worker applies before it trusts it.
+ *
+ * Layout (all under one key prefix, default `dsa-prune`):
+ * - `<prefix>:run:<runId>` (hash): `v`, `nonce`, `spec` (SearchSpec JSON), `modelHash`, `calibrationIds` and
+ *   `searchIds` (Int32 little-endian bytes), `created`. Written once by the coordinator that publishes the run.
+ * - `<prefix>:run:<runId>:results` (hash): candidate key → Evaluation JSON. Written only through RESULT_SCRIPT, which
+ *   checks the run's nonce, and never overwrites (HSETNX): a candidate is counted once, whoever finishes first.
+ * - `<prefix>:dense:<modelHash>:<calibrationSha>` (string): cached dense statistics, shared by the workers.
+ * - `<prefix>:workers` (hash): worker id → {modelHash, host, pid, seen, jobs} for the coordinator's messages.
+ * - BullMQ queue `eval` (keys `<prefix>:eval:*`): one job per candidate, jobId = `<runId>-<sha256(key)[0..32)>`.
+ *
+ * Job payloads are plain data: the DSA string form of the expression, λ, the run id and nonce, the candidate key. A
+ * worker validates them against the op tables (no code, no paths, no free text reaches the pruning code) and refuses
+ * anything else without retrying.
+ */
+import { createHash } from 'node:crypto';
+import { PRE_BY_NAME, REDUCE_BY_NAME, SCALAR_BY_NAME } from '../../allocators/dsa/ops.js';
+import type { SearchSpec } from '../types.js';
+
+/** Default key prefix. */
+export const DEFAULT_PREFIX = 'dsa-prune';
+/** BullMQ queue name (under the prefix). */
+export const QUEUE_NAME = 'eval';
+/** Wire format version of runs and jobs. */
+export const PROTOCOL_VERSION = 1;
+
+/** λ accepted from the queue (the search samples [0.02, 0.25]; a user function may use up to 0.5). */
+export const LAMBDA_RANGE = { min: 0, max: 0.5 } as const;
+
+export const keys = {
+  run: (prefix: string, runId: string): string => `${prefix}:run:${runId}`,
+  results: (prefix: string, runId: string): string => `${prefix}:run:${runId}:results`,
+  dense: (prefix: string, modelHash: string, calibrationSha: string): string => `${prefix}:dense:${modelHash}:${calibrationSha}`,
+  workers: (prefix: string): string => `${prefix}:workers`,
+};
+
+/** BullMQ job id of a candidate in a run (BullMQ forbids ':' in custom ids). */
+export function jobIdOf(runId: string, key: string): string {
+  return `${runId}-${createHash('sha256').update(key).digest('hex').slice(0, 32)}`;
+}
+
+/** Run ids: letters, digits, '-' and '_' (they become part of Redis keys and job ids). */
+export const RUN_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** Deterministic run id: the same spec and data give the same run, so a restarted coordinator finds its results. */
+export function defaultRunId(spec: SearchSpec, calibrationIds: Int32Array, searchIds: Int32Array): string {
+  const h = createHash('sha256');
+  h.update(JSON.stringify(canonical(spec)));
+  h.update(idsToBuffer(calibrationIds));
+  h.update('|');
+  h.update(idsToBuffer(searchIds));
+  return `run-${h.digest('hex').slice(0, 24)}`;
+}
+
+/** JSON with sorted object keys (stable across engines and spellings). */
+export function canonical(x: unknown): unknown {
+  if (Array.isArray(x)) return x.map(canonical);
+  if (x !== null && typeof x === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const k of Object.keys(x as Record<string, unknown>).sort()) out[k] = canonical((x as Record<string, unknown>)[k]);
+    return out;
+  }
+  return x;
+}
+
+/** Int32 token ids as little-endian bytes (a copy, independent of the platform's endianness). */
+export function idsToBuffer(ids: Int32Array): Buffer {
+  const b = Buffer.allocUnsafe(ids.length * 4);
+  for (let i = 0; i < ids.length; i++) b.writeInt32LE(ids[i], i * 4);
+  return b;
+}
+
+export function bufferToIds(b: Buffer): Int32Array {
+  if (b.length % 4 !== 0) throw new Error(`token id buffer of ${b.length} bytes is not a multiple of 4`);
+  const ids = new Int32Array(b.length / 4);
+  for (let i = 0; i < ids.length; i++) ids[i] = b.readInt32LE(i * 4);
+  return ids;
+}
+
+/** One queued evaluation, as stored in the BullMQ job's data. */
+export interface JobPayload {
+  v: number;
+  runId: string;
+  /** Random per publication of the run: a worker holding an older publication's context cannot report into this one. */
+  nonce: string;
+  /** candidateKey() of the candidate, as the coordinator computed it. */
+  key: string;
+  /** DSA string form `W:(P…)-(R)-(T1[,T2])`. */
+  expression: string;
+  lambda: number;
+}
+
+/** The parsed, validated structure of a DSA string form. */
+export interface DsaStructure {
+  pre: string[];
+  reduce: string;
+  scalar: string[];
+}
+
+/** Why a payload was refused (the job fails without retry and the coordinator reports the reason). */
+export class PayloadError extends Error {
+  override name = 'PayloadError';
+}
+
+const MAX_EXPRESSION = 200;
+const MAX_KEY = 400;
+
+/**
+ * Parse the DSA string form strictly: `W:(P1[,P2])-(R)-(T1[,T2])[-(k)]` with names from the op tables only.
+ * Throws PayloadError for anything else (unknown names, extra fields, code, paths).
+ */
+export function parseDsaStructure(text: string): DsaStructure {
+  if (typeof text !== 'string' || text.length === 0 || text.length > MAX_EXPRESSION) {
+    throw new PayloadError(`expression must be a DSA string of at most ${MAX_EXPRESSION} characters`);
+  }
+  const m = /^W:\(([A-Z0-9_,]*)\)-\(([A-Z0-9_]+)\)-\(([A-Z0-9_,]+)\)(?:-\(([0-9.eE+-]{1,24})\))?$/.exec(text);
+  if (!m) throw new PayloadError(`expression "${text.slice(0, 80)}" is not of the form W:(P…)-(R)-(T1[,T2])`);
+  const pre = m[1] === '' ? [] : m[1].split(',').filter((p) => p !== 'NO_OP');
+  const scalar = m[3].split(',');
+  if (pre.length > 2) throw new PayloadError(`expression has ${pre.length} pre-process ops (at most 2)`);
+  if (scalar.length > 2) throw new PayloadError(`expression has ${scalar.length} scalar ops (at most 2)`);
+  for (const p of pre) if (!PRE_BY_NAME.has(p)) throw new PayloadError(`unknown pre-process op "${p}"`);
+  if (!REDUCE_BY_NAME.has(m[2])) throw new PayloadError(`unknown reduction "${m[2]}"`);
+  for (const s of scalar) if (!SCALAR_BY_NAME.has(s)) throw new PayloadError(`unknown scalar op "${s}"`);
+  if (m[4] !== undefined && !Number.isFinite(Number(m[4]))) throw new PayloadError(`fourth field "${m[4]}" is not a number`);
+  return { pre, reduce: m[2], scalar };
+}
+
+/**
+ * Validate a job's data field by field (exact key set, types, ranges, op names). Returns the payload typed, or throws
+ * PayloadError saying what is wrong.
+ */
+export function validatePayload(data: unknown): JobPayload {
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new PayloadError('job data is not an object');
+  const d = data as Record<string, unknown>;
+  const allowed = ['v', 'runId', 'nonce', 'key', 'expression', 'lambda'];
+  for (const k of Object.keys(d)) if (!allowed.includes(k)) throw new PayloadError(`job data has unexpected field "${k}"`);
+  if (d.v !== PROTOCOL_VERSION) throw new PayloadError(`job protocol version ${String(d.v)} (this worker speaks ${PROTOCOL_VERSION})`);
+  if (typeof d.runId !== 'string' || !RUN_ID_PATTERN.test(d.runId)) throw new PayloadError('job runId is missing or malformed');
+  if (typeof d.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(d.nonce)) throw new PayloadError('job nonce is missing or malformed');
+  if (typeof d.key !== 'string' || d.key.length === 0 || d.key.length > MAX_KEY) throw new PayloadError('job key is missing or too long');
+  if (typeof d.expression !== 'string') throw new PayloadError('job expression is not a string');
+  parseDsaStructure(d.expression);
+  if (typeof d.lambda !== 'number' || !Number.isFinite(d.lambda) || d.lambda < LAMBDA_RANGE.min || d.lambda > LAMBDA_RANGE.max) {
+    throw new PayloadError(`job lambda ${String(d.lambda)} is outside [${LAMBDA_RANGE.min}, ${LAMBDA_RANGE.max}]`);
+  }
+  return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key, expression: d.expression, lambda: d.lambda };
+}
+
+/** Validate a SearchSpec read back from Redis (numbers, enums; no free-form fields that reach file paths). */
+export function validateSpec(x: unknown): SearchSpec {
+  const bad = (what: string): never => {
+    throw new PayloadError(`run spec: ${what}`);
+  };
+  if (x === null || typeof x !== 'object') bad('not an object');
+  const s = x as Record<string, unknown>;
+  if (!['wanda', 'magnitude', 'sparsegpt'].includes(s.method as string)) bad(`method ${String(s.method)}`);
+  if (typeof s.sparsity !== 'number' || !(s.sparsity >= 0 && s.sparsity < 1)) bad(`sparsity ${String(s.sparsity)}`);
+  if (s.budget !== 'exact' && s.budget !== 'reference') bad(`budget ${String(s.budget)}`);
+  if (s.mode !== 'fast' && s.mode !== 'faithful') bad(`mode ${String(s.mode)}`);
+  if (typeof s.seed !== 'number' || !Number.isFinite(s.seed)) bad('seed');
+  if (typeof s.modelHash !== 'string' || !/^[0-9A-Za-z:_-]{1,128}$/.test(s.modelHash)) bad('modelHash');
+  const part = (p: unknown, name: string, count: 'nsamples' | 'windows'): void => {
+    if (p === null || typeof p !== 'object') bad(name);
+    const o = p as Record<string, unknown>;
+    if (!Number.isInteger(o[count]) || (o[count] as number) < 0) bad(`${name}.${count}`);
+    if (!Number.isInteger(o.seqlen) || (o.seqlen as number) < 1) bad(`${name}.seqlen`);
+    if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{0,64}$/.test(o.sha256)) bad(`${name}.sha256`);
+  };
+  part(s.calibration, 'calibration', 'nsamples');
+  part(s.search, 'search', 'windows');
+  if (s.pattern !== undefined) {
+    const p = s.pattern as Record<string, unknown>;
+    const ok =
+      p !== null &&
+      typeof p === 'object' &&
+      (p.kind === 'unstructured' || (p.kind === 'nm' && Number.isInteger(p.n) && Number.isInteger(p.m) && (p.n as number) < (p.m as number)));
+    if (!ok) bad('pattern');
+  }
+  return x as SearchSpec;
+}
+
+/** Evaluation as stored in the results hash (with the run id it was computed for). */
+export interface StoredResult {
+  runId: string;
+  key: string;
+  fitness: number | null;
+  blockSparsity: number[];
+  seconds: number;
+  worker?: string;
+}
+
+/**
+ * Atomic result write: only if the run exists with the nonce the worker was given (a stale worker holding an older
+ * publication, or another run's job, cannot write), and only the first result per candidate (HSETNX).
+ * KEYS[1] run hash, KEYS[2] results hash; ARGV[1] nonce, ARGV[2] candidate key, ARGV[3] result JSON.
+ * Returns 1 written, 0 already present, -1 run missing or nonce mismatch.
+ */
+export const RESULT_SCRIPT = `
+local nonce = redis.call('HGET', KEYS[1], 'nonce')
+if (not nonce) or nonce ~= ARGV[1] then return -1 end
+return redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+`;
+
+/** JSON cannot carry Infinity/NaN: fitness is stored as null for "not finite" and read back as Infinity. */
+export function encodeResult(r: StoredResult): string {
+  return JSON.stringify({ ...r, fitness: Number.isFinite(r.fitness) ? r.fitness : null });
+}
+
+export function decodeResult(text: string): StoredResult {
+  const r = JSON.parse(text) as StoredResult;
+  return { ...r, fitness: r.fitness === null || r.fitness === undefined ? Infinity : r.fitness };
+}
