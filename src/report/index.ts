@@ -1,0 +1,31 @@
+/** Reports: the chart module (SVG), the HTML report and its input types. */
+export {
+  barChart,
+  lineChart,
+  table,
+  escapeXml,
+  formatNumber,
+  niceTicks,
+  logTicks,
+  PALETTE,
+  type BarSeries,
+  type BarChartOptions,
+  type LineSeries,
+  type LineChartOptions,
+  type ChartOptions,
+  type Cell,
+  type TableOptions,
+} from './charts.js';
+export { renderReport, blockSeries, searchSeries, type RenderOptions } from './html.js';
+export {
+  validatePrunedManifest,
+  validateSearchResult,
+  parseReportInput,
+  type PrunedManifest,
+  type SearchResult,
+  type SearchCandidate,
+  type QualityScores,
+  type TaskScore,
+  type ReportInput,
+} from './types.js';
+export { loadReportInput, writeReport } from './load.js';
