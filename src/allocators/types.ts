@@ -55,6 +55,11 @@ export interface Allocator {
   describe(): string;
   allocate(input: AllocationInput): Allocation;
   properties?: AllocatorProperties;
+  /**
+   * False when the allocator ignores the block vectors z (uniform, ATP, explicit): the pipeline can skip the dense
+   * pass and pass empty z. Absent means true.
+   */
+  needsStatistics?: boolean;
   /** Score-based allocators: the per-block scores alone (e.g. raw DSA importance). */
   scores?(input: AllocationInput): number[];
   /** Score-based allocators: the allocation for given scores (allocate(input) = fromScores(scores(input), input)). */

@@ -56,14 +56,13 @@ export interface ScalarOp {
   mathjs: string;
   summary: string;
   fn(x: number): number;
-  /** Why fn(x) is not finite for this x (for error messages), or undefined. */
+  /** Why fn(x) is not finite for this x, as a condition on x (`outside [−1, 1]`), or undefined. For error messages. */
   why?(x: number): string | undefined;
   nonNegative: boolean;
 }
 
 export type DsaOp = PreOp | ReduceOp | ScalarOp;
 
-const fmt = (x: number): string => (Number.isFinite(x) ? Number(x.toPrecision(4)).toString() : String(x));
 
 function elementwise(name: string, mathjs: string, summary: string, f: (x: number) => number, nonNegative: boolean): PreOp {
   return {
@@ -253,9 +252,8 @@ export const REDUCE_OPS: readonly ReduceOp[] = [
   },
 ];
 
-const outside = (lo: number, hi: number, name: string) => (x: number) =>
-  x < lo || x > hi ? `${name} of ${fmt(x)} (outside [${lo}, ${hi}])` : undefined;
-const overflow = (name: string) => (x: number) => `${name} of ${fmt(x)} overflows`;
+const outside = (lo: number, hi: number) => (x: number) => (x < lo || x > hi ? `outside [${lo}, ${hi}]` : undefined);
+const overflow = (x: number) => (x > 700 ? 'overflows' : undefined);
 
 /** Scalar ops: the first is the transform, the optional second the post-process. `NO_OP` is the identity. */
 export const SCALAR_OPS: readonly ScalarOp[] = [
@@ -263,13 +261,13 @@ export const SCALAR_OPS: readonly ScalarOp[] = [
   { name: 'SIN', kind: 'scalar', mathjs: 'sin', summary: 'sin x', fn: Math.sin, nonNegative: false },
   { name: 'COS', kind: 'scalar', mathjs: 'cos', summary: 'cos x', fn: Math.cos, nonNegative: false },
   { name: 'TAN', kind: 'scalar', mathjs: 'tan', summary: 'tan x', fn: Math.tan, nonNegative: false },
-  { name: 'ASIN', kind: 'scalar', mathjs: 'asin', summary: 'asin x (NaN outside [−1, 1])', fn: Math.asin, why: outside(-1, 1, 'asin'), nonNegative: false },
-  { name: 'ACOS', kind: 'scalar', mathjs: 'acos', summary: 'acos x (NaN outside [−1, 1])', fn: Math.acos, why: outside(-1, 1, 'acos'), nonNegative: false },
+  { name: 'ASIN', kind: 'scalar', mathjs: 'asin', summary: 'asin x (NaN outside [−1, 1])', fn: Math.asin, why: outside(-1, 1), nonNegative: false },
+  { name: 'ACOS', kind: 'scalar', mathjs: 'acos', summary: 'acos x (NaN outside [−1, 1])', fn: Math.acos, why: outside(-1, 1), nonNegative: false },
   { name: 'ATAN', kind: 'scalar', mathjs: 'atan', summary: 'atan x', fn: Math.atan, nonNegative: false },
-  { name: 'EXP', kind: 'scalar', mathjs: 'exp', summary: 'e^x', fn: Math.exp, why: overflow('exp'), nonNegative: true },
+  { name: 'EXP', kind: 'scalar', mathjs: 'exp', summary: 'e^x', fn: Math.exp, why: overflow, nonNegative: true },
   {
     name: 'LOG', kind: 'scalar', mathjs: 'log', summary: 'ln x (NaN for x < 0, −inf at 0)', fn: Math.log, nonNegative: false,
-    why: (x) => (x < 0 ? `log of ${fmt(x)} < 0` : x === 0 ? 'log of 0' : undefined),
+    why: (x) => (x < 0 ? '< 0' : x === 0 ? '= 0' : undefined),
   },
   { name: 'ABS', kind: 'scalar', mathjs: 'abs', summary: '|x|', fn: Math.abs, nonNegative: true },
   { name: 'SIGMOID', kind: 'scalar', mathjs: 'sigmoid', summary: '1/(1 + e^−x)', fn: sigmoid, nonNegative: true },

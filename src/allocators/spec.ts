@@ -1,0 +1,41 @@
+import type { Allocator } from './types.js';
+import { DsaPruneError } from '../errors.js';
+import { uniform } from './uniform.js';
+import { owl } from './owl.js';
+import { atp } from './atp.js';
+import { dsa } from './dsa-allocator.js';
+import { explicit } from './explicit.js';
+
+/** Numeric options of the CLI that parameterise allocators. */
+export interface AllocatorSpecOptions {
+  /** λ of OWL and DSA (--lambda). */
+  lambda?: number;
+  /** OWL outlier threshold M (--owl-m). */
+  owlM?: number;
+  /** ATP step β (--beta). */
+  beta?: number;
+}
+
+/**
+ * The CLI's `--allocator` value: `uniform` | `owl` | `atp` | `dsa` (the published function) | `dsa:<expression>` |
+ * `<expression>` (either DSA form) | `explicit:0.5,0.6,…` (one sparsity per block).
+ */
+export function parseAllocatorSpec(spec: string, o: AllocatorSpecOptions = {}): Allocator {
+  const s = String(spec ?? '').trim();
+  const lower = s.toLowerCase();
+  const lambda = o.lambda === undefined ? {} : { lambda: o.lambda };
+  if (lower === 'uniform') return uniform();
+  if (lower === 'owl') return owl({ ...lambda, ...(o.owlM === undefined ? {} : { M: o.owlM }) });
+  if (lower === 'atp') return atp(o.beta === undefined ? {} : { beta: o.beta });
+  if (lower === 'dsa') return dsa(undefined, lambda);
+  if (lower.startsWith('dsa:')) return dsa(s.slice(4), lambda);
+  if (lower.startsWith('explicit:')) {
+    const vals = s.slice(9).split(',').map((x) => Number(x.trim()));
+    if (vals.some((v) => !Number.isFinite(v))) throw new DsaPruneError(`--allocator ${s}: every value of the list must be a number`);
+    return explicit(vals);
+  }
+  if (s.includes('(')) return dsa(s, lambda);
+  throw new DsaPruneError(`unknown allocator "${s}"`, {
+    hint: 'Use uniform, owl, atp, dsa, dsa:<expression> (e.g. dsa:W:(ABSLOG)-(VAR)-(ATAN,ASIN)), a DSA expression such as asin(atan(var(abslog(z)))), or explicit:0.5,0.6,…',
+  });
+}
