@@ -6,6 +6,8 @@
  */
 import { DsaPruneError } from '../errors.js';
 import type { BlockAllocationStats } from '../allocators/types.js';
+import { allocationFromScores } from '../allocators/scores.js';
+import type { BudgetMode } from '../types.js';
 import { PRE_OPS, REDUCE_OPS, SCALAR_OPS, dsaScores, formatDsa, normalizeDsa, simplifyDsa } from '../allocators/dsa/index.js';
 import type { CandidateSpace } from './evolution.js';
 import type { Rng } from './random.js';
@@ -167,4 +169,15 @@ export function dsaSpace(options: DsaSpaceOptions): CandidateSpace & { ops: Spac
   const describe = (c: Candidate) => ({ expression: formatDsa(c.expression, 'reference'), simplified: simplifyDsa(c.expression) });
 
   return { ops, sample, mutate, crossover, check, describe, scores };
+}
+
+/** The space of a search at global sparsity `sparsity`: allocation = the dsa() allocator's score → sparsity step. */
+export function searchSpace(
+  blocks: readonly Pick<BlockAllocationStats, 'z' | 'params'>[],
+  sparsity: number,
+  budget: BudgetMode,
+  o: Omit<DsaSpaceOptions, 'blocks' | 'allocate'> = {},
+): ReturnType<typeof dsaSpace> {
+  const params = blocks.map((b) => b.params);
+  return dsaSpace({ ...o, blocks, allocate: (scores, lambda) => allocationFromScores(scores, params, sparsity, lambda, budget) });
 }

@@ -1,0 +1,268 @@
+/**
+ * Fitness of a candidate allocation function = perplexity, on a fixed subset of the search split, of the model pruned
+ * with the candidate's allocation.
+ *
+ * `fast` (default): one-shot pruning from the cached DENSE statistics. Wanda and magnitude keep each linear's pruning
+ * order (masks.ts), so a candidate only re-masks; SparseGPT runs its one-shot solver per linear from the dense Gram
+ * (a weight update, so nothing to cache but the Gram). The masked weights are fed to ONE onnxruntime session built once
+ * from a copy of the graph whose prunable weights are graph inputs, so no session is rebuilt per candidate.
+ *
+ * `faithful`: the sequential prune of src/prune.ts (pruneModel with a dsa() allocator), then the perplexity through the
+ * model's own session, then the dense weights are restored. Slow; the search always re-applies its best candidate this
+ * way at the end.
+ *
+ * Determinism: the same candidate gives the same masks, the same feeds and — measured on bench-12l, onnxruntime-node
+ * 1.30 CPU — the same NLL sums bit for bit with 1 or 2 intra-op threads, so workers with any thread count agree.
+ */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { DsaPruneError } from '../errors.js';
+import type { InputStats, LinearInfo } from '../types.js';
+import type { PrunableModel } from '../model/index.js';
+import { encodeModel, tensorDims, DataType, float32ToFp16, type ModelProto, type ValueInfoProto } from '../model/onnx.js';
+import { inlinedModel, hasExternalData } from '../model/external.js';
+import type { BlockAllocationStats } from '../allocators/types.js';
+import { dsa } from '../allocators/dsa-allocator.js';
+import { sparsegpt } from '../methods/index.js';
+import { denseAllocationStats, pruneModel } from '../prune.js';
+import { denseStatistics } from '../calibration/index.js';
+import { perplexity } from '../eval/perplexity.js';
+import type { DecoderSession } from '../eval/forward.js';
+import { takeWindows } from '../data/text.js';
+import { applyOrder, magnitudeOrder, wandaOrder, type Layout, type PruneOrder } from './masks.js';
+import { candidateKey, type Candidate, type Evaluation, type SearchSpec } from './types.js';
+
+/** Dense statistics a fitness can be given instead of computing them (the pool shares the main thread's). */
+export interface DenseData {
+  blocks: BlockAllocationStats[];
+  stats: Map<string, InputStats>;
+}
+
+/** Options of createFitness(). */
+export interface FitnessOptions {
+  /** onnxruntime intra-op threads of the evaluation session (default 1). */
+  threads?: number;
+  /** Dense statistics already computed for this model and calibration set (skips the dense pass). */
+  dense?: DenseData;
+  /** Sequences per onnxruntime run for the perplexity (default: all search windows, at most 16). */
+  batchSize?: number;
+  /** Name reported in Evaluation.worker. */
+  worker?: string;
+}
+
+export interface Fitness {
+  evaluate(c: Candidate, signal?: AbortSignal): Promise<Evaluation>;
+  /** Dense block statistics (z vectors): the search space checks candidates on them. */
+  denseBlocks: BlockAllocationStats[];
+  /** Dense input statistics per linear (sq, and gram for SparseGPT). */
+  denseStats: Map<string, InputStats>;
+  /** Block sparsities a candidate gets (no evaluation). */
+  allocation(c: Candidate): number[];
+  close(): Promise<void>;
+}
+
+/** sha256 of int32 ids (little-endian), as the reference and the pipeline hash token windows. */
+export function idsSha256(ids: Int32Array): string {
+  return createHash('sha256').update(new Uint8Array(ids.buffer, ids.byteOffset, ids.byteLength)).digest('hex');
+}
+
+/** The linears a search prunes: every prunable linear inside the decoder blocks. */
+export function searchLinears(pm: PrunableModel): LinearInfo[] {
+  return pm.linears.filter((l) => l.block >= 0 && l.role !== 'lm_head');
+}
+
+/** Calibration windows [nsamples × seqlen] and their hash, cut like the pipeline cuts them. */
+export function calibrationWindows(spec: SearchSpec, calibrationIds: Int32Array): { ids: Int32Array; nsamples: number; seqlen: number; sha256: string; source: string } {
+  const { nsamples, seqlen } = spec.calibration;
+  const ids = calibrationIds.length === nsamples * seqlen ? calibrationIds : takeWindows(calibrationIds, seqlen, nsamples, { purpose: 'calibration' });
+  return { ids, nsamples, seqlen, sha256: idsSha256(ids), source: 'search' };
+}
+
+/** Dense statistics of the search (sq for every linear, gram too for SparseGPT) and the block vectors. */
+export async function computeDense(pm: PrunableModel, spec: SearchSpec, calibrationIds: Int32Array, threads?: number): Promise<DenseData> {
+  const cal = calibrationWindows(spec, calibrationIds);
+  const linears = searchLinears(pm);
+  const dense = await denseAllocationStats(pm, cal, linears, { threads });
+  if (spec.method !== 'sparsegpt') return dense;
+  const withGram = await denseStatistics(pm, cal.ids, { nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: true }, threads });
+  return { blocks: dense.blocks, stats: withGram };
+}
+
+function checkSpec(spec: SearchSpec): void {
+  if (!['wanda', 'magnitude', 'sparsegpt'].includes(spec.method)) {
+    throw new DsaPruneError(`search: unknown method ${String(spec.method)}`, { hint: 'use --method wanda, magnitude or sparsegpt' });
+  }
+  if (spec.pattern && spec.pattern.kind === 'nm') {
+    throw new DsaPruneError(`search: an N:M pattern (${spec.pattern.n}:${spec.pattern.m}) prunes the same fraction of every layer, so there is no allocation to search`, {
+      hint: 'search with the unstructured pattern',
+    });
+  }
+  if (!(spec.sparsity > 0 && spec.sparsity < 1)) throw new DsaPruneError(`search: sparsity must be in (0, 1), got ${spec.sparsity}`);
+  if (spec.mode !== 'fast' && spec.mode !== 'faithful') throw new DsaPruneError(`search: mode must be fast or faithful, got ${String(spec.mode)}`);
+}
+
+/** The block sparsities (and per-linear overrides) of a candidate, from the dsa() allocator on the dense blocks. */
+function allocate(c: Candidate, blocks: BlockAllocationStats[], spec: SearchSpec) {
+  return dsa(c.expression, { lambda: c.lambda }).allocate({ blocks, sparsity: spec.sparsity, budget: spec.budget });
+}
+
+/**
+ * Build the fitness of `spec` on `pm`: dense statistics once (or `options.dense`), then `evaluate(candidate)`.
+ * `data.searchIds` are the search-split tokens (the first `spec.search.windows` windows of `spec.search.seqlen` are used).
+ */
+export async function createFitness(
+  pm: PrunableModel,
+  spec: SearchSpec,
+  data: { calibrationIds: Int32Array; searchIds: Int32Array },
+  options: FitnessOptions = {},
+): Promise<Fitness> {
+  checkSpec(spec);
+  const { windows, seqlen } = spec.search;
+  const need = windows * seqlen;
+  if (data.searchIds.length < need) {
+    throw new DsaPruneError(`search split too short: ${windows} windows of ${seqlen} tokens need ${need} tokens, it has ${data.searchIds.length}`, {
+      hint: 'use a longer --search-text, fewer --search-windows or a shorter --search-seqlen',
+    });
+  }
+  const searchIds = data.searchIds.subarray(0, need);
+  const sha = idsSha256(searchIds);
+  if (spec.search.sha256 && spec.search.sha256 !== sha) {
+    throw new DsaPruneError('search split tokens differ from the ones the search was started with (sha256 mismatch)', {
+      hint: 'workers must tokenize the same --search-text with the same tokenizer',
+    });
+  }
+  if (spec.modelHash && spec.modelHash !== pm.modelHash()) {
+    throw new DsaPruneError(`model ${pm.source.dir} differs from the one the search runs on (model hash mismatch)`, {
+      hint: 'every worker must load the same model files',
+    });
+  }
+  const dense = options.dense ?? (await computeDense(pm, spec, data.calibrationIds, options.threads));
+  const linears = searchLinears(pm);
+  const sparsityOf = (alloc: ReturnType<typeof allocate>, l: LinearInfo) => alloc.linearSparsity?.[l.name] ?? alloc.blockSparsity[l.block] ?? spec.sparsity;
+  const batchSize = options.batchSize ?? Math.min(16, windows);
+
+  if (spec.mode === 'faithful') {
+    const originals = new Map(linears.map((l) => [l.name, pm.readWeight(l)]));
+    return {
+      denseBlocks: dense.blocks,
+      denseStats: dense.stats,
+      allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
+      async evaluate(c, signal) {
+        const t0 = performance.now();
+        const report = await pruneModel(pm.model, {
+          method: spec.method, sparsity: spec.sparsity, budget: spec.budget, allocator: dsa(c.expression, { lambda: c.lambda }),
+          calibration: { ids: data.calibrationIds }, nsamples: spec.calibration.nsamples, seqlen: spec.calibration.seqlen,
+          source: pm.source.dir, threads: options.threads, signal,
+        });
+        let ppl: number;
+        try {
+          ppl = (await perplexity(pm.model, searchIds, { seqlen, batchSize, signal })).ppl;
+        } finally {
+          for (const l of linears) pm.writeWeight(l, originals.get(l.name)!);
+          await pm.commit();
+        }
+        return {
+          key: candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity, blockSparsity: report.targetBlockSparsity,
+          seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
+        };
+      },
+      async close() {},
+    };
+  }
+
+  // fast: one session whose prunable weights are inputs.
+  const prunableInits = new Set(linears.map((l) => l.weight));
+  const base: ModelProto = hasExternalData(pm.proto) ? inlinedModel(pm.proto, path.dirname(pm.source.onnxPath)) : pm.proto;
+  const g = base.graph;
+  const initByName = new Map(g.initializer.map((t) => [t.name!, t]));
+  const weightInputs: ValueInfoProto[] = [];
+  const feeds: { name: string; dims: number[]; fp16: boolean }[] = [];
+  for (const name of prunableInits) {
+    const t = initByName.get(name);
+    if (!t) throw new DsaPruneError(`initializer ${name} not found in ${pm.source.onnxPath}`);
+    const dims = tensorDims(t);
+    weightInputs.push({ name, type: { tensor_type: { elem_type: t.data_type, shape: { dim: dims.map((d) => ({ dim_value: d })) } } } });
+    feeds.push({ name, dims, fp16: t.data_type === DataType.FLOAT16 });
+  }
+  const evalProto: ModelProto = {
+    ...base,
+    graph: { ...g, initializer: g.initializer.filter((t) => !prunableInits.has(t.name!)), input: [...g.input, ...weightInputs] },
+  };
+  const session = await ort.InferenceSession.create(encodeModel(evalProto), {
+    executionProviders: ['cpu'], intraOpNumThreads: options.threads ?? 1, interOpNumThreads: 1, logSeverityLevel: 3,
+  });
+
+  // Per linear: dense weight in its stored layout, the cached order (wanda/magnitude), a reusable output buffer.
+  interface Slot { l: LinearInfo; dense: Float32Array; layout: Layout; order?: PruneOrder; buf: Float32Array }
+  const slots: Slot[] = [];
+  for (const l of linears) {
+    const layout = (pm.layout.get(l.name) ?? 'in_out') as Layout;
+    const raw = pm.readInitializer(l.weight);
+    let order: PruneOrder | undefined;
+    if (spec.method !== 'sparsegpt') {
+      const w = pm.readWeight(l);
+      if (spec.method === 'wanda') {
+        const st = dense.stats.get(l.name);
+        if (!st) throw new DsaPruneError(`no dense statistics for ${l.name}`);
+        order = wandaOrder(w, l.dOut, l.dIn, st);
+      } else order = magnitudeOrder(w, l.dOut, l.dIn);
+    }
+    slots.push({ l, dense: raw, layout, order, buf: new Float32Array(raw.length) });
+  }
+  const slotByInit = new Map(slots.map((s) => [s.l.weight, s]));
+
+  const weightFeeds: Record<string, ort.Tensor> = {};
+  const wrapped = {
+    inputNames: session.inputNames.filter((n) => !prunableInits.has(n)),
+    outputNames: session.outputNames,
+    inputMetadata: session.inputMetadata.filter((m) => !prunableInits.has(m.name)),
+    outputMetadata: session.outputMetadata,
+    run: (f: Record<string, ort.Tensor>, fetches: string[]) => session.run({ ...f, ...weightFeeds }, fetches),
+  } as unknown as DecoderSession;
+  const modelLike = { sessions: { model: wrapped }, config: pm.config };
+
+  const maskCandidate = async (alloc: ReturnType<typeof allocate>, signal?: AbortSignal) => {
+    for (const s of slots) {
+      const sp = sparsityOf(alloc, s.l);
+      if (s.order) applyOrder(s.order, s.dense, s.layout, sp, spec.budget, s.buf);
+      else {
+        // SparseGPT one-shot from the dense Gram: prune a [dOut × dIn] copy, store it in the initializer's layout.
+        const w = pm.readWeight(s.l);
+        await sparsegpt.prune({ weight: w, dOut: s.l.dOut, dIn: s.l.dIn, stats: dense.stats.get(s.l.name), sparsity: sp, pattern: { kind: 'unstructured' }, budget: spec.budget, signal, name: s.l.name });
+        if (s.layout === 'out_in') s.buf.set(w);
+        else for (let i = 0; i < s.l.dOut; i++) for (let j = 0; j < s.l.dIn; j++) s.buf[j * s.l.dOut + i] = w[i * s.l.dIn + j]!;
+      }
+    }
+    for (const f of feeds) {
+      const s = slotByInit.get(f.name)!;
+      weightFeeds[f.name] = f.fp16 ? new ort.Tensor('float16', float32ToFp16(s.buf), f.dims) : new ort.Tensor('float32', s.buf, f.dims);
+    }
+  };
+
+  let busy = false;
+  return {
+    denseBlocks: dense.blocks,
+    denseStats: dense.stats,
+    allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
+    async evaluate(c, signal) {
+      if (busy) throw new Error('fitness.evaluate is not re-entrant: await one evaluation before starting the next');
+      busy = true;
+      try {
+        const t0 = performance.now();
+        const alloc = allocate(c, dense.blocks, spec);
+        await maskCandidate(alloc, signal);
+        const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
+        return {
+          key: candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity, blockSparsity: alloc.blockSparsity,
+          seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
+        };
+      } finally {
+        busy = false;
+      }
+    },
+    async close() {
+      await session.release();
+    },
+  };
+}

@@ -1,0 +1,42 @@
+/**
+ * A search worker thread: loads the model itself from its folder (its own onnxruntime session), builds the fitness
+ * from the dense statistics the main thread shares (SharedArrayBuffers, no copy), then evaluates candidates on request.
+ * Messages in: { type: 'eval', id, candidate } | { type: 'close' }. Out: { type: 'ready' } | { type: 'result', id,
+ * evaluation } | { type: 'error', id?, message, hint? }.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadModelDir } from '../model/index.js';
+import { createFitness } from './fitness.js';
+import { unpackDense, type WorkerInit } from './pool.js';
+import type { Candidate } from './types.js';
+
+async function main(): Promise<void> {
+  const port = parentPort!;
+  const init = workerData as WorkerInit;
+  let fitness: Awaited<ReturnType<typeof createFitness>>;
+  try {
+    const { prunable } = await loadModelDir(init.modelDir, { threads: init.threads, ...(init.dtype ? { dtype: init.dtype } : {}) });
+    fitness = await createFitness(prunable, init.spec, { calibrationIds: init.calibrationIds, searchIds: init.searchIds }, {
+      threads: init.threads, dense: unpackDense(init.dense), worker: `thread-${init.index}`, batchSize: init.batchSize,
+    });
+  } catch (e) {
+    port.postMessage({ type: 'error', message: (e as Error).message, hint: (e as { hint?: string }).hint });
+    return;
+  }
+  port.on('message', async (m: { type: 'eval'; id: number; candidate: Candidate } | { type: 'close' }) => {
+    if (m.type === 'close') {
+      await fitness.close();
+      port.close();
+      return;
+    }
+    try {
+      const evaluation = await fitness.evaluate(m.candidate);
+      port.postMessage({ type: 'result', id: m.id, evaluation });
+    } catch (e) {
+      port.postMessage({ type: 'error', id: m.id, message: (e as Error).message, hint: (e as { hint?: string }).hint });
+    }
+  });
+  port.postMessage({ type: 'ready' });
+}
+
+void main();
