@@ -114,7 +114,7 @@ export function parseScope(scope: string): { block?: number; role?: LinearRole }
   return { block, role };
 }
 
-/** Resolve a tensor name through Identity nodes to an initializer; also accept Transpose(perm=[1,0]) of one. */
+/** Resolve a tensor name through Identity / Cast nodes to an initializer; also accept Transpose(perm=[1,0]) of one. */
 function resolveWeight(
   name: string,
   inits: Map<string, TensorProto>,
@@ -127,7 +127,7 @@ function resolveWeight(
     if (t) return { t, transposed };
     const p = producers.get(cur);
     if (!p) return undefined;
-    if (p.op_type === 'Identity') cur = p.input[0];
+    if (p.op_type === 'Identity' || p.op_type === 'Cast') cur = p.input[0]; // Cast: fp16 weights upcast for an fp32 MatMul
     else if (p.op_type === 'Transpose' && !transposed) {
       const perm = p.attribute.find((a) => a.name === 'perm')?.ints?.map(toNumber);
       if (perm && !(perm.length === 2 && perm[0] === 1 && perm[1] === 0)) return undefined;

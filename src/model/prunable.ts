@@ -136,7 +136,7 @@ function initializerIndex(g: GraphProto, into = new Map<string, TensorProto>()):
  * `opts.source` = the model folder), decode the graph and discover the linears. Cached per model object.
  */
 export function attachModel(model: any, opts: { source?: string } = {}): Promise<PrunableModel> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  if (model === null || typeof model !== 'object') {
+  if (model === null || (typeof model !== 'object' && typeof model !== 'function')) {
     return Promise.reject(new DsaPruneError('attachModel expects a transformers.js model object', {
       hint: 'Pass the model returned by AutoModelForCausalLM.from_pretrained(...).',
     }));

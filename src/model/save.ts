@@ -3,7 +3,7 @@
  * (config, generation config, tokenizer, license), onnx/<base><suffix>.onnx (+ .onnx_data when the model had external
  * data or is over 2 GB) and pruning.json. Atomic: written into a temporary sibling folder, then renamed.
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DsaPruneError } from '../errors.js';
@@ -105,6 +105,7 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
   const parent = path.dirname(out);
   mkdirSync(parent, { recursive: true });
   const tmp = mkdtempSync(path.join(parent, `.${path.basename(out)}.tmp-`));
+  chmodSync(tmp, 0o755);
   try {
     // Top-level files of the source folder: config, generation config, tokenizer, license, …
     const sourceHadExternal = pm.proto.graph.initializer.some((t) => (t.external_data?.length ?? 0) > 0) || srcHasDataFiles(src.onnxPath);
