@@ -310,7 +310,7 @@ export function barChart(series: BarSeries[], options: BarChartOptions = {}): st
   if (options.referenceLine && Number.isFinite(options.referenceLine.value)) {
     const ry = y(options.referenceLine.value);
     out.push(
-      `<g class="reference-line"><line x1="${f.left}" y1="${c(ry)}" x2="${f.right}" y2="${c(ry)}" stroke="#222" stroke-dasharray="4 3" stroke-width="1"/><text x="${f.right - 2}" y="${c(ry - 4)}" text-anchor="end" fill="#222">${escapeXml(`${options.referenceLine.label} ${fmt(options.referenceLine.value)}`)}</text></g>`,
+      `<g class="reference-line"><line x1="${f.left}" y1="${c(ry)}" x2="${f.right}" y2="${c(ry)}" stroke="#222" stroke-dasharray="4 3" stroke-width="1"/><text x="${f.right - 2}" y="${c(ry - 4)}" text-anchor="end" fill="#222" stroke="#ffffff" stroke-width="3" paint-order="stroke">${escapeXml(`${options.referenceLine.label} ${fmt(options.referenceLine.value)}`)}</text></g>`,
     );
   }
   out.push(...axisLabels(f, options));
@@ -338,6 +338,8 @@ export interface LineChartOptions extends ChartOptions {
   /** Fixed x range (default: from the data). */
   xMin?: number;
   xMax?: number;
+  /** Horizontal reference lines (e.g. the fitness of uniform and OWL), included in the y range. */
+  referenceLines?: { value: number; label: string }[];
 }
 
 /**
@@ -369,6 +371,11 @@ export function lineChart(series: LineSeries[], options: LineChartOptions = {}):
       if (yv < ylo) ylo = yv;
       if (yv > yhi) yhi = yv;
     }
+  }
+  const refs = (options.referenceLines ?? []).filter((r) => Number.isFinite(r.value) && (!logY || r.value > 0));
+  for (const r of refs) {
+    if (r.value < ylo) ylo = r.value;
+    if (r.value > yhi) yhi = r.value;
   }
   if (!Number.isFinite(xlo)) {
     xlo = 0;
@@ -468,6 +475,12 @@ export function lineChart(series: LineSeries[], options: LineChartOptions = {}):
     if (d.length === 0) continue;
     out.push(
       `<path class="line" data-series="${i}" d="${d.join(' ')}" fill="none" stroke="${colors[i]}" stroke-width="2.2" stroke-linejoin="round"${s.dashed ? ' stroke-dasharray="6 4"' : ''}><title>${escapeXml(s.name)}</title></path>`,
+    );
+  }
+  for (const r of refs) {
+    const ry = ty(Math.min(yhi, Math.max(ylo, r.value)));
+    out.push(
+      `<g class="reference-line"><line x1="${f.left}" y1="${c(ry)}" x2="${f.right}" y2="${c(ry)}" stroke="#444" stroke-dasharray="2 3" stroke-width="1"/><text x="${f.right - 2}" y="${c(ry - 4)}" text-anchor="end" fill="#333" stroke="#ffffff" stroke-width="3" paint-order="stroke">${escapeXml(`${r.label} ${fmt(r.value)}`)}</text></g>`,
     );
   }
   out.push(...axisLabels(f, options));

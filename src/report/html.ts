@@ -251,6 +251,7 @@ function renderSearch(r: SearchResult, o: RenderOptions): { title: string; body:
         xLabel: 'evaluation',
         yLabel: `fitness (perplexity${logY ? ', log scale' : ''})`,
         logY,
+        referenceLines: Object.entries(r.baselines ?? {}).map(([k, v]) => ({ value: v, label: label(k) })),
       })}</div>` +
         `<p class="note">${r.history.length} candidates${r.history.some((h) => h.fitness === null) ? `, ${r.history.filter((h) => h.fitness === null).length} invalid (not drawn)` : ''}.</p>`,
     ),
