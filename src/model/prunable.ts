@@ -34,8 +34,12 @@ export interface PrunableModel {
   writeWeight(l: LinearInfo, w: Float32Array): void;
   /** An initializer's values as float32, in its raw ONNX layout. */
   readInitializer(name: string): Float32Array;
-  /** Build a session from the edited graph (same session options) and swap it into model.sessions in place. */
-  commit(): Promise<void>;
+  /**
+   * Build a session from the edited graph (same session options) and swap it into model.sessions in place.
+   * Graphs under 2 GB go to onnxruntime as bytes (external data inlined); bigger ones, or `{ viaFile: true }`, through
+   * a temporary model.onnx + model.onnx_data that is deleted once the session exists.
+   */
+  commit(opts?: { viaFile?: boolean }): Promise<void>;
   /** sha256 (hex) of the source ONNX bytes and its external data files; cached. */
   modelHash(): string;
   /** Storage layout of each linear's initializer, by linear name. */
@@ -254,14 +258,14 @@ function makePrunable(
       const stored = lay === 'out_in' ? Float32Array.from(w) : transpose(w, l.dOut, l.dIn);
       setTensorFloat32(tensor(l.weight), stored);
     },
-    async commit() {
+    async commit(copts = {}) {
       const old = model.sessions[sessionKey];
       const create = originalCreate();
       const options = { ...(source.sessionOptions as Record<string, unknown>) };
       delete options.externalData;
       let session: any; // eslint-disable-line @typescript-eslint/no-explicit-any
       const external = hasExternalData(proto);
-      if (initializerBytes(proto) < PROTOBUF_LIMIT) {
+      if (!copts.viaFile && initializerBytes(proto) < PROTOBUF_LIMIT) {
         const bytes = encodeModel(external ? inlinedModel(proto, baseDir!) : proto);
         session = await create(bytes, options);
       } else {
