@@ -13,6 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { formatDsa } from '../../allocators/dsa/expression.js';
+import type { DenseData } from '../fitness.js';
+import { redisDenseCache, shareDense } from './dense-codec.js';
 import { candidateKey, type Candidate, type Evaluation, type Evaluator, type SearchSpec } from '../types.js';
 import {
   connectRedis,
@@ -304,6 +306,15 @@ export class RedisEvaluator implements Evaluator {
         },
       );
     }
+  }
+
+  /**
+   * Share dense statistics the coordinator computed (it needs them for the search space anyway) with the workers, so
+   * none of them runs its own dense pass. Returns false when they are too large to share (workers then compute).
+   */
+  async shareDense(dense: DenseData): Promise<boolean> {
+    const s = this.options.spec;
+    return this.call('share dense statistics', () => shareDense(redisDenseCache(this.client, keys.dense(this.prefix, s.modelHash, s.calibration.sha256)), dense));
   }
 
   /** Worker ids seen in the last minute. */

@@ -25,8 +25,8 @@ export const QUEUE_NAME = 'eval';
 /** Wire format version of runs and jobs. */
 export const PROTOCOL_VERSION = 1;
 
-/** λ accepted from the queue (the search samples [0.02, 0.25]; a user function may use up to 0.5). */
-export const LAMBDA_RANGE = { min: 0, max: 0.5 } as const;
+/** λ a worker accepts from the queue: the search space default is [0.02, 0.25] and configurable; beyond 0.5 an allocation is meaningless. */
+export const PAYLOAD_LAMBDA_LIMITS = { min: 0, max: 0.5 } as const;
 
 export const keys = {
   run: (prefix: string, runId: string): string => `${prefix}:run:${runId}`,
@@ -142,8 +142,8 @@ export function validatePayload(data: unknown): JobPayload {
   if (typeof d.key !== 'string' || d.key.length === 0 || d.key.length > MAX_KEY) throw new PayloadError('job key is missing or too long');
   if (typeof d.expression !== 'string') throw new PayloadError('job expression is not a string');
   parseDsaStructure(d.expression);
-  if (typeof d.lambda !== 'number' || !Number.isFinite(d.lambda) || d.lambda < LAMBDA_RANGE.min || d.lambda > LAMBDA_RANGE.max) {
-    throw new PayloadError(`job lambda ${String(d.lambda)} is outside [${LAMBDA_RANGE.min}, ${LAMBDA_RANGE.max}]`);
+  if (typeof d.lambda !== 'number' || !Number.isFinite(d.lambda) || d.lambda < PAYLOAD_LAMBDA_LIMITS.min || d.lambda > PAYLOAD_LAMBDA_LIMITS.max) {
+    throw new PayloadError(`job lambda ${String(d.lambda)} is outside [${PAYLOAD_LAMBDA_LIMITS.min}, ${PAYLOAD_LAMBDA_LIMITS.max}]`);
   }
   return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key, expression: d.expression, lambda: d.lambda };
 }

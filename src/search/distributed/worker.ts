@@ -18,6 +18,9 @@ import { DsaPruneError } from '../../errors.js';
 import { parseDsa } from '../../allocators/dsa/expression.js';
 import { candidateKey, type Candidate, type Evaluation, type SearchSpec } from '../types.js';
 import { connectRedis, parseRedisUrl, type RedisClient } from './connection.js';
+import { redisDenseCache, type DenseCache } from './dense-codec.js';
+
+export type { DenseCache };
 import {
   DEFAULT_PREFIX,
   PROTOCOL_VERSION,
@@ -35,14 +38,6 @@ import {
 export interface SlotFitness {
   evaluate(c: Candidate): Promise<Evaluation>;
   close(): Promise<void>;
-}
-
-/** Dense statistics shared between workers through Redis, keyed by model hash + calibration hash. */
-export interface DenseCache {
-  /** The bytes another worker stored, or null. */
-  get(): Promise<Uint8Array | null>;
-  /** Store bytes for the other workers (first writer wins; expires after a day). */
-  put(bytes: Uint8Array): Promise<void>;
 }
 
 /** What a worker evaluates with: its model (copies) and how to build a fitness for a run. */
@@ -175,18 +170,8 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     return ctx;
   };
 
-  const denseCache = (spec: SearchSpec): DenseCache => {
-    const k = keys.dense(prefix, spec.modelHash, spec.calibration.sha256);
-    return {
-      get: async () => {
-        const b = await client.getBuffer(k);
-        return b ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : null;
-      },
-      put: async (bytes) => {
-        await client.set(k, Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), 'EX', 86400, 'NX');
-      },
-    };
-  };
+  const denseCache = (spec: SearchSpec): DenseCache =>
+    redisDenseCache(client, keys.dense(prefix, spec.modelHash, spec.calibration.sha256));
 
   const processor = async (job: Job): Promise<{ key: string; fitness: number | null }> => {
     let payload;
