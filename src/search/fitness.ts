@@ -102,6 +102,16 @@ function checkSpec(spec: SearchSpec): void {
   if (spec.mode !== 'fast' && spec.mode !== 'faithful') throw new DsaPruneError(`search: mode must be fast or faithful, got ${String(spec.mode)}`);
 }
 
+/** Calls of `fn` one after the other (the session / the model is one resource); concurrent callers queue. */
+function serial<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) => Promise<R> {
+  let queue: Promise<unknown> = Promise.resolve();
+  return (...a: A) => {
+    const p = queue.then(() => fn(...a));
+    queue = p.catch(() => undefined);
+    return p;
+  };
+}
+
 /** The block sparsities (and per-linear overrides) of a candidate, from the dsa() allocator on the dense blocks. */
 function allocate(c: Candidate, blocks: BlockAllocationStats[], spec: SearchSpec) {
   return dsa(c.expression, { lambda: c.lambda }).allocate({ blocks, sparsity: spec.sparsity, budget: spec.budget });
@@ -148,7 +158,7 @@ export async function createFitness(
       denseBlocks: dense.blocks,
       denseStats: dense.stats,
       allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
-      async evaluate(c, signal) {
+      evaluate: serial(async (c, signal) => {
         const t0 = performance.now();
         const report = await pruneModel(pm.model, {
           method: spec.method, sparsity: spec.sparsity, budget: spec.budget, allocator: dsa(c.expression, { lambda: c.lambda }),
@@ -166,7 +176,7 @@ export async function createFitness(
           key: candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity, blockSparsity: report.targetBlockSparsity,
           seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
         };
-      },
+      }),
       async close() {},
     };
   }
@@ -240,27 +250,22 @@ export async function createFitness(
     }
   };
 
-  let busy = false;
+  // One evaluation at a time on this session (callers may fire several; they queue).
+  const run = async (c: Candidate, signal?: AbortSignal): Promise<Evaluation> => {
+    const t0 = performance.now();
+    const alloc = allocate(c, dense.blocks, spec);
+    await maskCandidate(alloc, signal);
+    const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
+    return {
+      key: candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity, blockSparsity: alloc.blockSparsity,
+      seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
+    };
+  };
   return {
     denseBlocks: dense.blocks,
     denseStats: dense.stats,
     allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
-    async evaluate(c, signal) {
-      if (busy) throw new Error('fitness.evaluate is not re-entrant: await one evaluation before starting the next');
-      busy = true;
-      try {
-        const t0 = performance.now();
-        const alloc = allocate(c, dense.blocks, spec);
-        await maskCandidate(alloc, signal);
-        const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
-        return {
-          key: candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity, blockSparsity: alloc.blockSparsity,
-          seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
-        };
-      } finally {
-        busy = false;
-      }
-    },
+    evaluate: serial(run),
     async close() {
       await session.release();
     },

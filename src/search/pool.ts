@@ -78,13 +78,19 @@ export interface PoolOptions {
   batchSize?: number;
 }
 
-function workerUrl(): { url: URL; execArgv: string[] } {
+/** Start one worker thread: the built .js next to this module, or (running from source) the .ts through tsx. */
+function spawnWorker(init: WorkerInit): Worker {
   const self = fileURLToPath(import.meta.url);
-  if (self.endsWith('.ts')) return { url: new URL('./worker-thread.ts', import.meta.url), execArgv: ['--import', 'tsx'] };
-  // Built: tsup emits dist/search/worker-thread.js; this module is either dist/search/pool.js or a chunk in dist/.
+  if (self.endsWith('.ts')) {
+    // From source (tsx, vitest): register tsx inside the thread, then load the TypeScript worker module.
+    const url = new URL('./worker-thread.ts', import.meta.url).href;
+    const code = `import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(url)}); })`;
+    return new Worker(code, { eval: true, workerData: init });
+  }
+  // Built: tsup emits dist/search/worker-thread.js; this module is either dist/search/*.js or a chunk in dist/.
   for (const rel of ['./worker-thread.js', './search/worker-thread.js']) {
     const u = new URL(rel, import.meta.url);
-    if (existsSync(fileURLToPath(u))) return { url: u, execArgv: [] };
+    if (existsSync(fileURLToPath(u))) return new Worker(u, { workerData: init });
   }
   throw new DsaPruneError('search worker script not found next to the package files', { hint: 'reinstall dsa-prune, or run with --workers 1' });
 }
@@ -102,7 +108,6 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
   const threads = o.threads ?? dflt.threads;
   if (!Number.isInteger(nWorkers) || nWorkers < 1) throw new DsaPruneError(`--workers must be a positive integer, got ${nWorkers}`);
   const packed = packDense(o.dense);
-  const { url, execArgv } = workerUrl();
   const pending = new Map<number, { resolve: (e: Evaluation) => void; reject: (e: Error) => void; slot: Slot }>();
   let nextId = 1;
   let failure: Error | undefined;
@@ -118,7 +123,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
       index: i, modelDir: o.modelDir, threads, spec: o.spec, calibrationIds: o.calibrationIds, searchIds: o.searchIds, dense: packed,
       ...(o.dtype ? { dtype: o.dtype } : {}), ...(o.batchSize ? { batchSize: o.batchSize } : {}),
     };
-    const worker = new Worker(url, { workerData: init, execArgv });
+    const worker = spawnWorker(init);
     let readyResolve!: () => void;
     let readyReject!: (e: Error) => void;
     const ready = new Promise<void>((res, rej) => {

@@ -79,6 +79,8 @@ export interface WorkerOptions {
   connectAttempts?: number;
   /** Informational messages (run loaded, refusals, errors). */
   onLog?: (message: string) => void;
+  /** Called when a job passed the checks and its evaluation starts. */
+  onStart?: (key: string, runId: string) => void;
   /** Called after each job this worker completed. */
   onJob?: (e: Evaluation, runId: string) => void;
 }
@@ -190,6 +192,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     if (candidateKey(candidate) !== payload.key) {
       throw new UnrecoverableError(`worker ${id} refused job ${job.id}: its key does not match its expression and λ`);
     }
+    options.onStart?.(payload.key, payload.runId);
     const slot = freeSlots.pop();
     if (slot === undefined) throw new Error('no free evaluation slot (concurrency accounting)');
     let ev: Evaluation;
