@@ -7,8 +7,10 @@
  *
  * Strided (`stride` given): sliding windows of at most `seqlen` tokens starting every `stride` tokens (the
  * Hugging Face "perplexity of fixed-length models" recipe); each window scores only the tokens no earlier window
- * scored, with up to seqlen − 1 tokens of context; the last, shorter window reaches the end of the text, so every
- * token but the first is scored exactly once. ppl = exp(total NLL / scored tokens) (token-weighted).
+ * scored, with up to seqlen − 1 tokens of context; the last, shorter window reaches the end of the text, so with
+ * stride < seqlen every token but the first is scored exactly once (with stride = seqlen the windows are disjoint and
+ * each window's first token, having no context, is not scored — as in the reference protocol).
+ * ppl = exp(total NLL / scored tokens) (token-weighted).
  */
 import { DsaPruneError } from '../errors.js';
 import type { ProgressCallback } from '../types.js';
