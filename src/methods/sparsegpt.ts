@@ -83,6 +83,40 @@ export function sparseGptHinv(
   );
 }
 
+type HinvResult = ReturnType<typeof sparseGptHinv>;
+
+/**
+ * One-entry cache of the last Hinv, keyed by the gram array: q/k/v (and gate/up) share one statistics object and
+ * are pruned one after another, so their Hinv (n³/3 work) is computed once. The entry lives in a WeakMap (freed
+ * with its gram) and is validated by nsamples and a checksum of the gram, so a reused, refilled buffer is never
+ * served a stale factor.
+ */
+const hinvCache = new WeakMap<Float64Array, { nsamples: number; checksum: number; result: HinvResult }>();
+let lastCached: WeakRef<Float64Array> | undefined;
+
+function gramChecksum(g: Float64Array): number {
+  let a = 0, b = 0;
+  for (let i = 0; i < g.length; i++) {
+    a += g[i];
+    b += g[i] * ((i % 1021) + 1);
+  }
+  return a + 1e-3 * b;
+}
+
+function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): HinvResult {
+  const checksum = gramChecksum(gram);
+  const hit = hinvCache.get(gram);
+  if (hit && hit.nsamples === nsamples && Object.is(hit.checksum, checksum) && hit.result.hinv.length === dIn * dIn) {
+    return hit.result;
+  }
+  const result = sparseGptHinv(gram, nsamples, dIn, name);
+  const prev = lastCached?.deref();
+  if (prev && prev !== gram) hinvCache.delete(prev);
+  hinvCache.set(gram, { nsamples, checksum, result });
+  lastCached = new WeakRef(gram);
+  return result;
+}
+
 async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
   checkContext('sparsegpt', ctx);
   validateSparsityAndPattern(ctx.sparsity, ctx.pattern, ctx.name);
@@ -94,7 +128,7 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
   if (!nm && s === 0) return { zeros: countZeros(W), notes: [] };
 
   const notes: string[] = nmNotes(n, pattern);
-  const { hinv: U, dead, deadCount, percdamp, attempts } = sparseGptHinv(stats.gram!, stats.nsamples, n, ctx.name);
+  const { hinv: U, dead, deadCount, percdamp, attempts } = cachedHinv(stats.gram!, stats.nsamples, n, ctx.name);
   if (attempts > 1) {
     notes.push(
       `H not positive definite with ${SPARSEGPT_PERCDAMP} damping; used ${percdamp.toPrecision(2)} × mean(diag H) ` +

@@ -45,7 +45,7 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 describe('Cholesky kernels (float64)', () => {
   it('L·Lᵀ reproduces A and the upper triangle is zero', () => {
-    for (const n of [1, 2, 7, 33]) {
+    for (const n of [1, 2, 7, 33, 130, 333]) {
       const a = spd(n, n);
       const l = a.slice();
       expect(choleskyLowerInPlace(l, n)).toBe(-1);
@@ -67,8 +67,7 @@ describe('Cholesky kernels (float64)', () => {
     expect(choleskyLowerInPlace(Float64Array.from([NaN]), 1)).toBe(0);
   });
 
-  it('invertLowerInPlace gives L⁻¹', () => {
-    const n = 20;
+  it.each([20, 150])('invertLowerInPlace gives L⁻¹ (n = %i)', (n) => {
     const l = spd(n, 9);
     choleskyLowerInPlace(l, n);
     const inv = l.slice();
@@ -77,12 +76,12 @@ describe('Cholesky kernels (float64)', () => {
       for (let j = 0; j < n; j++) {
         let s = 0;
         for (let k = 0; k < n; k++) s += l[i * n + k] * inv[k * n + j];
-        expect(Math.abs(s - (i === j ? 1 : 0))).toBeLessThan(1e-10);
+        expect(Math.abs(s - (i === j ? 1 : 0))).toBeLessThan(1e-9);
       }
   });
 
   it('upperCholeskyOfInverse equals chol(inv(H)) computed the naive way', () => {
-    for (const n of [1, 5, 40]) {
+    for (const n of [1, 5, 40, 200]) {
       const h = spd(n, 100 + n);
       // naive: inverse by Gauss–Jordan, then upper factor U = Lᵀ of inv(H) = L·Lᵀ (Cholesky–Crout by hand)
       const hi = inverse(h, n);
