@@ -3,26 +3,17 @@
  */
 import path from 'node:path';
 import { countZeros } from '../methods/common.js';
-import type { LinearInfo, LinearPart, LinearRole } from '../types.js';
+import type { LinearInfo } from '../types.js';
 import { discoverLinears } from './discover.js';
 import { readFolderGraph, validateModelFolder } from './load.js';
 import { tensorToFloat32, type TensorProto } from './onnx.js';
 import { attachModel } from './prunable.js';
 
-export interface InspectLinear {
-  name: string;
-  block: number;
-  role: LinearRole;
-  dIn: number;
-  dOut: number;
-  dtype: 'float32' | 'float16';
-  /** ONNX node name. */
-  node: string;
+/** One linear as inspect shows it: LinearInfo's name, block, role, shape, dtype, node (and parts of a fused one). */
+export type InspectLinear = Pick<LinearInfo, 'name' | 'block' | 'role' | 'dIn' | 'dOut' | 'dtype' | 'node' | 'parts'> & {
   /** Fraction of weights that are exactly zero. */
   sparsity: number;
-  /** Logical parts of a fused projection (rows of W [dOut × dIn]). */
-  parts?: LinearPart[];
-}
+};
 
 export interface InspectReport {
   blocks: number;

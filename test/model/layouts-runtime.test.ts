@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
+import { maxAbsDiff } from './helpers.js';
 import { attachModel, inspectModel, installLoadingHook, savePruned } from '../../src/model/index.js';
 import { originalCreate } from '../../src/model/hook.js';
 import { DataType, encodeModel, type ModelProto, type TensorProto } from '../../src/model/onnx.js';
@@ -41,13 +42,6 @@ async function logits(session: ort.InferenceSession, subgraph: boolean): Promise
   const out = (await session.run(feeds)).logits;
   if (out.type === 'float16') return Float32Array.from(out.data as Uint16Array, halfToNumber);
   return out.data as Float32Array;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-  return d;
 }
 
 const cases: { label: string; opts: ToyOptions; external?: 'one' | 'several'; file?: string; viaFile?: boolean }[] = [

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { maxAbsDiff } from './helpers.js';
 import { AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
 import { DsaPruneError } from '../../src/errors.js';
 import { attachModel, inspectModel, installLoadingHook, savePruned } from '../../src/model/index.js';
@@ -31,13 +32,6 @@ function hashTree(dir: string): Record<string, string> {
   };
   walk(dir);
   return out;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-  return d;
 }
 
 describe('savePruned', () => {

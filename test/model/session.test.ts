@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { maxAbsDiff } from './helpers.js';
 import { AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
 import { DsaPruneError } from '../../src/errors.js';
 import { attachModel, installLoadingHook, sourceOfSession } from '../../src/model/index.js';
@@ -36,13 +37,6 @@ async function rawLogits(session: ort.InferenceSession, ids: number[]): Promise<
   }
   const out = await session.run(feeds);
   return out.logits.data as Float32Array;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d = Math.max(d, Math.abs(a[i] - b[i]));
-  return d;
 }
 
 describe('stories260k through transformers.js', () => {
