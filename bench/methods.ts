@@ -6,16 +6,12 @@
  */
 import { sparseGptHinv, sparsegpt, wanda, magnitude } from '../src/methods/index.js';
 import type { InputStats, Pattern } from '../src/types.js';
+import { mulberry32 } from '../src/data/text.js';
 
-function rand(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 - 0.5;
-  };
-}
+const rand = (seed: number) => {
+  const u = mulberry32(seed);
+  return () => u() - 0.5;
+};
 
 /** SPD gram = c·I + B·Bᵀ with B [d × 64]: cheap to build, condition like a real layer input. */
 function gram(d: number, r: () => number): Float64Array {

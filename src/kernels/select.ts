@@ -9,12 +9,12 @@
 /** Anything the selection kernels can read. */
 export type NumericArray = Float32Array | Float64Array;
 
-/** Copy `values[start, start+len)` into `scratch[0, len)`, NaN mapped to +Infinity so comparisons are total. */
+/** The sort key of a value: NaN sorts last, as +Infinity (makes every comparison total). */
+const key = (x: number): number => (x !== x ? Infinity : x);
+
+/** Copy `values[start, start+len)` into `scratch[0, len)` as sort keys. */
 function copySanitized(values: NumericArray, start: number, len: number, scratch: NumericArray): void {
-  for (let i = 0; i < len; i++) {
-    const x = values[start + i];
-    scratch[i] = x !== x ? Infinity : x;
-  }
+  for (let i = 0; i < len; i++) scratch[i] = key(values[start + i]);
 }
 
 /**
@@ -89,11 +89,7 @@ export function stableCut(
   if (k > len) throw new RangeError(`stableCut: k=${k} > ${len} entries`);
   const v = kthSmallest(values, k - 1, start, len, scratch);
   let less = 0;
-  for (let i = 0; i < len; i++) {
-    let x = values[start + i];
-    if (x !== x) x = Infinity;
-    if (x < v) less++;
-  }
+  for (let i = 0; i < len; i++) if (key(values[start + i]) < v) less++;
   return { value: v, equalTaken: k - less };
 }
 
@@ -121,8 +117,7 @@ export function setSmallest(
   const v = cut.value;
   let eq = cut.equalTaken;
   for (let i = 0; i < len; i++) {
-    let x = values[start + i];
-    if (x !== x) x = Infinity;
+    const x = key(values[start + i]);
     if (x < v) out[outStart + i] = fill;
     else if (x === v && eq > 0) {
       out[outStart + i] = fill;
@@ -152,8 +147,7 @@ export function smallestInGroup(
       let bestV = Infinity;
       for (let i = 0; i < width; i++) {
         if (taken & (1 << i)) continue;
-        let x = values[start + i];
-        if (x !== x) x = Infinity;
+        const x = key(values[start + i]);
         if (best < 0 || x < bestV) {
           best = i;
           bestV = x;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { choleskyLowerInPlace, invertLowerInPlace, upperCholeskyOfInverseInPlace } from '../../src/kernels/cholesky.js';
 import { subtractProduct } from '../../src/kernels/gemm.js';
+import { inverse as naiveInverse } from '../methods/naive.js';
 import { gaussian, rng } from './rng.js';
 
 /** Random SPD matrix XᵀX + εI, n×n, float64. */
@@ -14,27 +15,10 @@ function spd(n: number, seed: number, tokens = 2 * n): Float64Array {
   return h;
 }
 
-/** Naive Gauss–Jordan inverse (partial pivoting), independent of the kernels under test. */
+/** Naive Gauss–Jordan inverse (independent of the kernels under test) on a flat matrix. */
 function inverse(a: Float64Array, n: number): Float64Array {
-  const m = Array.from({ length: n }, (_, i) => [
-    ...Array.from(a.subarray(i * n, i * n + n)),
-    ...Array.from({ length: n }, (_, j) => (i === j ? 1 : 0)),
-  ]);
-  for (let c = 0; c < n; c++) {
-    let p = c;
-    for (let r = c + 1; r < n; r++) if (Math.abs(m[r][c]) > Math.abs(m[p][c])) p = r;
-    [m[c], m[p]] = [m[p], m[c]];
-    const piv = m[c][c];
-    for (let j = 0; j < 2 * n; j++) m[c][j] /= piv;
-    for (let r = 0; r < n; r++) {
-      if (r === c) continue;
-      const f = m[r][c];
-      if (f !== 0) for (let j = 0; j < 2 * n; j++) m[r][j] -= f * m[c][j];
-    }
-  }
-  const out = new Float64Array(n * n);
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out[i * n + j] = m[i][n + j];
-  return out;
+  const rows = Array.from({ length: n }, (_, i) => Array.from(a.subarray(i * n, i * n + n)));
+  return Float64Array.from(naiveInverse(rows).flat());
 }
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

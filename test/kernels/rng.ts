@@ -1,14 +1,7 @@
 /** Seeded random numbers for the kernel and method tests (mulberry32 + Box–Muller). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { mulberry32 } from '../../src/data/text.js';
+/** Seeded uniform [0, 1): the project's one mulberry32. */
+export const rng: (seed: number) => () => number = mulberry32;
 
 export function gaussian(rand: () => number): () => number {
   return () => {

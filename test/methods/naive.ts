@@ -65,7 +65,7 @@ export function naiveWanda(
 }
 
 /** Gauss–Jordan inverse with partial pivoting. */
-function inverse(a: number[][]): number[][] {
+export function inverse(a: number[][]): number[][] {
   const n = a.length;
   const m = a.map((row, i) => [...row, ...row.map((_, j) => (i === j ? 1 : 0))]);
   for (let c = 0; c < n; c++) {
