@@ -226,6 +226,17 @@ function makePrunable(
     if (!t) throw new DsaPruneError(`initializer ${name} not found in ${source.onnxPath || 'the model graph'}`);
     return t;
   };
+  const floats = (t: TensorProto): Float32Array => {
+    try {
+      return tensorToFloat32(t, baseDir);
+    } catch (e) {
+      if (e instanceof DsaPruneError) throw e;
+      throw new DsaPruneError(`initializer ${t.name} of ${source.onnxPath || 'the model'} has malformed data (${(e as Error).message})`, {
+        hint: 'The ONNX file is corrupt: export or download the model again.',
+        cause: e,
+      });
+    }
+  };
   const check = (l: LinearInfo): WeightLayout => {
     const lay = layout.get(l.name);
     if (!lay) throw new DsaPruneError(`linear ${l.name} does not belong to this model`, { hint: 'Use the LinearInfo objects of this model\'s PrunableModel.linears.' });
@@ -242,11 +253,11 @@ function makePrunable(
     layout,
     sessionKey,
     readInitializer(name) {
-      return tensorToFloat32(tensor(name), baseDir);
+      return floats(tensor(name));
     },
     readWeight(l) {
       const lay = check(l);
-      const raw = tensorToFloat32(tensor(l.weight), baseDir);
+      const raw = floats(tensor(l.weight));
       if (raw.length !== l.dIn * l.dOut) throw new DsaPruneError(`initializer ${l.weight} of ${l.name} has ${raw.length} values, expected ${l.dIn}×${l.dOut}`);
       return lay === 'out_in' ? raw : transpose(raw, l.dIn, l.dOut);
     },
