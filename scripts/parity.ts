@@ -47,9 +47,10 @@ export async function runParity(opts: { models?: string[]; filter?: string; limi
     if (opts.models && !opts.models.includes(name)) continue;
     const dir = path.join(shared, 'models', name);
     const tokenizer = await AutoTokenizer.from_pretrained(dir);
-    const calText = readTextFile(sharedPath(m.calibration_file));
+    const calText = await readTextFile(sharedPath(m.calibration_file));
     const evals = Object.entries(m.eval_files).filter(([k]) => !opts.evalNames || opts.evalNames.includes(k));
-    const evalIds = new Map(evals.map(([k, f]) => [k, tokenizeText(tokenizer as never, readTextFile(sharedPath(f)))]));
+    const evalIds = new Map<string, Int32Array>();
+    for (const [k, f] of evals) evalIds.set(k, tokenizeText(tokenizer as never, await readTextFile(sharedPath(f))));
     let rows = m.runs.filter((r) => !opts.filter || `${r.method} ${r.pattern} ${r.sparsity} ${r.allocation}`.includes(opts.filter));
     if (opts.limit) rows = rows.slice(0, opts.limit);
     for (const row of rows) {
@@ -62,7 +63,7 @@ export async function runParity(opts: { models?: string[]; filter?: string; limi
       });
       const seconds = (performance.now() - t) / 1000;
       for (const [evalName, ids] of evalIds) {
-        const { ppl } = await perplexity(model, ids, { seqlen: m.seqlen });
+        const { ppl } = await perplexity(model as never, ids, { seqlen: m.seqlen });
         const reference = row.ppl[evalName];
         const relErr = Math.abs(ppl - reference) / reference;
         const r: ParityResult = {

@@ -21,6 +21,6 @@ export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSou
 export { savePruned } from './save.js';
 export * from './methods/index.js';
 export * from './allocators/index.js';
-export { perplexity, evaluateTasks } from './eval/index.js';
+export { perplexity } from './eval/perplexity.js';
 export { DsaPruneError } from './errors.js';
 export type * from './types.js';

@@ -147,7 +147,7 @@ export function validatePruneOptions(o: PruneOptions): { method: PruningMethod; 
   const budget = o.budget ?? 'exact';
   if (budget !== 'exact' && budget !== 'reference') throw new DsaPruneError(`budget must be 'exact' or 'reference', got ${String(budget)}`);
   if (typeof o.sparsity !== 'number' || !Number.isFinite(o.sparsity)) throw new DsaPruneError(`sparsity must be a number in [0, 1), got ${String(o.sparsity)}`);
-  validateMethodRequest(method, o.sparsity, pattern);
+  validateMethodRequest({ method, sparsity: o.sparsity, pattern, budget });
   if (o.nsamples !== undefined && (!Number.isInteger(o.nsamples) || o.nsamples < 1)) throw new DsaPruneError(`nsamples must be a positive integer, got ${o.nsamples}`);
   if (o.seqlen !== undefined && (!Number.isInteger(o.seqlen) || o.seqlen < 2)) throw new DsaPruneError(`seqlen must be an integer ≥ 2, got ${o.seqlen}`);
   return { method, pattern, budget };
@@ -179,12 +179,12 @@ async function calibrationWindows(pm: PrunableModel, o: PruneOptions, seqlen: nu
     source = 'ids';
     seed = src.seed;
   } else {
-    const text = src.text ?? (src.files ?? []).map((f) => readTextFile(f)).join('\n');
+    const text = src.text ?? (await Promise.all((src.files ?? []).map((f) => readTextFile(f)))).join('\n');
     ids = await tokenize(pm, text);
     source = src.files ? src.files.join(',') : 'text';
     seed = src.seed;
   }
-  const windows = takeWindows(ids, seqlen, nsamples, seed !== undefined ? { seed } : {});
+  const windows = takeWindows(ids, seqlen, nsamples, { purpose: 'calibration', ...(seed !== undefined ? { seed } : {}) });
   const sha256 = createHash('sha256').update(new Uint8Array(windows.buffer, windows.byteOffset, windows.byteLength)).digest('hex');
   return { ids: windows, nsamples, seqlen, sha256, source };
 }
