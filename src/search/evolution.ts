@@ -75,6 +75,8 @@ export interface SearchProgress {
   /** Seconds until the budget is spent at the current rate (NaN before the first evaluation). */
   etaSeconds: number;
   elapsedSeconds: number;
+  /** True on the report made when a generation is complete (one per generation). */
+  generationDone: boolean;
 }
 
 /** One evaluated candidate, in the order of evaluation. */
@@ -196,7 +198,7 @@ export async function runSearch(space: CandidateSpace, evaluator: Evaluator, opt
   };
   bestOf();
 
-  const progress = () => {
+  const progress = (generationDone = false) => {
     if (!options.onProgress) return;
     const el = elapsed();
     const doneHere = state.evaluations - evalsAtStart;
@@ -204,7 +206,7 @@ export async function runSearch(space: CandidateSpace, evaluator: Evaluator, opt
     options.onProgress({
       generation: state.generation, evaluations: state.evaluations, budget,
       bestFitness: best?.fitness ?? NaN, evalsPerSecond: doneHere ? rate : 0,
-      etaSeconds: doneHere ? (budget - state.evaluations) / rate : NaN, elapsedSeconds: el,
+      etaSeconds: doneHere ? (budget - state.evaluations) / rate : NaN, elapsedSeconds: el, generationDone,
     });
   };
 
@@ -318,6 +320,7 @@ export async function runSearch(space: CandidateSpace, evaluator: Evaluator, opt
       state.population = [...state.population, ...evaluated].sort(byFitness).slice(0, popSize);
     }
     state.generation++;
+    progress(true);
     state.elapsedSeconds = elapsed();
     if (options.checkpointPath) {
       await writeCheckpoint(options.checkpointPath, { version: 1, signature: options.signature ?? {}, options: checkpointOptions(options, strategy), state });

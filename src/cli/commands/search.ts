@@ -1,0 +1,163 @@
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
+import type { CliIo } from '../io.js';
+import { formatDuration } from '../progress.js';
+import { DsaPruneError } from '../../errors.js';
+import { loadModelDir } from '../../model/index.js';
+import { readTextFile, tokenizeText, type TextTokenizer } from '../../data/text.js';
+import { readCheckpoint } from '../../search/checkpoint.js';
+import { searchChart, searchModel, type SearchOutput } from '../../search/run.js';
+
+const spec = defineCommand({
+  name: 'search',
+  usage: 'dsa-prune search <modelDir> --method wanda --sparsity 0.7 --calibration <file> [--search-text <file>] --evals <n> [options]',
+  positionals: { min: 1, max: 1, names: ['modelDir'] },
+  options: {
+    method: { type: 'string', choices: ['wanda', 'magnitude', 'sparsegpt'], default: 'wanda', description: 'pruning method the allocation is searched for' },
+    sparsity: { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.7, description: 'global target sparsity' },
+    budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
+    calibration: { type: 'string', valueName: '<file>', description: 'calibration text (dense statistics)' },
+    nsamples: { type: 'integer', min: 1, default: 128, description: 'calibration sequences' },
+    seqlen: { type: 'integer', min: 2, default: 512, description: 'tokens per calibration sequence' },
+    'search-text': { type: 'string', valueName: '<file>', description: 'search split (default: the calibration text after the calibration windows); must not be an evaluation file' },
+    'search-windows': { type: 'integer', min: 1, default: 16, description: 'windows of the search split scored per candidate' },
+    'search-seqlen': { type: 'integer', min: 2, description: 'tokens per search window (default min(512, --seqlen))' },
+    'eval-text': { type: 'string', multiple: true, valueName: '<file>', description: 'evaluation file(s) the search text must differ from' },
+    evals: { type: 'integer', min: 1, default: 300, description: 'evaluation budget' },
+    time: { type: 'number', min: 0, minExclusive: true, valueName: '<min>', description: 'wall-clock cap in minutes' },
+    mode: { type: 'string', choices: ['fast', 'faithful'], default: 'fast', description: 'fast: one-shot prune from dense statistics; faithful: sequential prune per candidate' },
+    workers: { type: 'integer', min: 1, max: 256, description: 'evaluation worker threads (default: one per core)' },
+    seed: { type: 'integer', default: 0, description: 'seed (equal seeds give equal searches)' },
+    population: { type: 'integer', min: 2, default: 16, description: 'population size' },
+    random: { type: 'boolean', description: 'also run random search with the same budget (baseline)' },
+    'random-only': { type: 'boolean', description: 'run only the random-search baseline' },
+    resume: { type: 'string', valueName: '<ckpt>', description: 'continue an interrupted search from its checkpoint' },
+    checkpoint: { type: 'string', valueName: '<file>', description: 'checkpoint written after every generation (default: <out>.checkpoint.json)' },
+    out: { type: 'string', short: 'o', valueName: '<file>', description: 'result JSON (for `dsa-prune prune --allocator @<file>`); a chart is written next to it (.svg)' },
+    'no-final': { type: 'boolean', description: 'skip re-applying the best function with the faithful prune' },
+  },
+});
+
+export const help = `dsa-prune search — evolutionary search for a DSA allocation function
+
+Fitness = perplexity, on a search split disjoint from evaluation data, of the model pruned with the candidate's
+allocation (fast: one-shot from dense statistics; faithful: the sequential prune). The best function is re-applied
+with the faithful prune at the end. Checkpoints after every generation; --resume continues exactly.
+
+Usage: ${spec.usage}
+
+${formatOptions(spec.options)}
+
+Examples:
+  dsa-prune search models/stories260k --sparsity 0.7 --calibration calib.txt --nsamples 64 --evals 100 --out best.json
+  dsa-prune search bench-12l --calibration calibration.txt --evals 300 --workers 2 --random --out search.json
+  dsa-prune prune bench-12l --out pruned --allocator @search.json --calibration calibration.txt
+`;
+
+const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
+
+/** Evaluation files the project knows about (next to the package and in ../shared), by content hash. */
+function knownEvalFiles(): string[] {
+  const roots = [process.cwd(), path.resolve(process.cwd(), '../shared')];
+  const rel = ['data/tinystories/tinystories_eval.txt', 'data/text/tinystories_eval.txt', 'data/text/wikitext2_raw_test.txt', 'data/bench-corpus/eval_sotu_2001_2021.txt'];
+  const out: string[] = [];
+  for (const r of roots) for (const f of rel) if (existsSync(path.join(r, f))) out.push(path.join(r, f));
+  return out;
+}
+
+export async function run(argv: string[], io: CliIo): Promise<number> {
+  const args = parseCommandArgs(argv, spec);
+  if (args.help) {
+    io.stdout(help);
+    return 0;
+  }
+  const v = args.values;
+  const modelDir = args.positionals[0]!;
+  if (!v.calibration) throw new DsaPruneError('search needs --calibration <file> (dense statistics come from it)', { hint: spec.usage });
+  if (v.random && v['random-only']) throw new DsaPruneError('--random and --random-only exclude each other');
+  const quiet = args.common.json || args.common.quiet;
+  const say = (s: string) => {
+    if (!quiet) io.stderr(s + '\n');
+  };
+
+  // The search split must be disjoint from evaluation data.
+  const calBytes = readFileSync(v.calibration);
+  let searchBytes: Buffer | undefined;
+  if (v['search-text']) {
+    searchBytes = readFileSync(v['search-text']);
+    const h = sha(searchBytes);
+    for (const f of [...(v['eval-text'] ?? []), ...knownEvalFiles()]) {
+      if (sha(readFileSync(f)) === h) {
+        throw new DsaPruneError(`--search-text ${v['search-text']} is the evaluation file ${f}: a search must not see the data it is evaluated on`, {
+          hint: 'pass a held-out part of your training/calibration text, or omit --search-text to use the calibration text after the calibration windows',
+        });
+      }
+    }
+    if (h === sha(calBytes)) searchBytes = undefined; // same file: use its part after the calibration windows
+  }
+  for (const f of v['eval-text'] ?? []) {
+    if (sha(readFileSync(f)) === sha(calBytes) && !searchBytes) {
+      throw new DsaPruneError(`--calibration ${v.calibration} is the evaluation file ${f}; its tail would be the search split`, {
+        hint: 'pass --search-text with held-out text',
+      });
+    }
+  }
+
+  const { prunable, tokenizer } = await loadModelDir(modelDir, { threads: args.common.threads });
+  if (!tokenizer) throw new DsaPruneError(`${modelDir} has no tokenizer files; search needs to tokenize the texts`);
+  say(`tokenizing ${v.calibration}${searchBytes ? ` and ${v['search-text']}` : ''}`);
+  const calIds = tokenizeText(tokenizer as TextTokenizer, await readTextFile(v.calibration));
+  const used = v.nsamples * v.seqlen;
+  if (calIds.length < used) {
+    throw new DsaPruneError(`not enough calibration: ${v.nsamples} windows of ${v.seqlen} tokens need ${used} tokens, ${v.calibration} has ${calIds.length}`, {
+      hint: 'use a longer text, fewer --nsamples or a shorter --seqlen',
+    });
+  }
+  let searchIds: Int32Array;
+  if (searchBytes) searchIds = tokenizeText(tokenizer as TextTokenizer, await readTextFile(v['search-text']!));
+  else {
+    searchIds = calIds.subarray(used);
+    say(`search split: the calibration text after its first ${v.nsamples} × ${v.seqlen} tokens (${searchIds.length} tokens; never an evaluation file)`);
+  }
+
+  const out = v.out;
+  const checkpointPath = v.checkpoint ?? v.resume ?? (out ? out.replace(/\.json$/i, '') + '.checkpoint.json' : 'search.checkpoint.json');
+  const resume = v.resume ? await readCheckpoint(v.resume) : undefined;
+  const result: SearchOutput = await searchModel(prunable, {
+    modelDir, method: v.method as 'wanda', sparsity: v.sparsity, budget: v.budget as 'exact', mode: v.mode as 'fast',
+    calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
+    searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals,
+    timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, workers: v.workers, threads: args.common.threads,
+    seed: v.seed, population: v.population, random: v.random, randomOnly: v['random-only'], checkpointPath, resume,
+    final: !v['no-final'], signal: io.signal,
+    onPhase: (m) => say(m),
+    onProgress: (p) => {
+      if (quiet || !p.generationDone) return;
+      say(`${p.strategy === 'random' ? 'random ' : ''}gen ${p.generation}  evals ${p.evaluations}/${p.budget}  best ${p.bestFitness.toFixed(3)}  ${(p.evalsPerSecond * 60).toFixed(1)} evals/min  ETA ${formatDuration(p.etaSeconds)}`);
+    },
+  });
+
+  const json = {
+    best: result.best, history: result.history, ...(result.random ? { random: result.random, randomBest: result.randomBest } : {}),
+    evaluations: result.evaluations, generations: result.generations, rejected: result.rejected, stoppedBy: result.stoppedBy,
+    model: result.model, method: result.method, sparsity: result.sparsity, budget: result.budget, mode: result.mode, seed: result.seed,
+    settings: result.settings, spec: result.spec, seconds: result.seconds, evalsPerMinute: result.evalsPerMinute, checkpoint: checkpointPath,
+  };
+  const text = JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';
+  if (out) {
+    writeFileSync(out, text);
+    writeFileSync(out.replace(/\.json$/i, '') + '.svg', searchChart(result));
+  }
+  if (args.common.json) io.stdout(text);
+  else if (!args.common.quiet) {
+    const b = result.best;
+    io.stdout(`best: ${b.expression}  (${b.simplified}), λ = ${b.lambda}\n`);
+    io.stdout(`fitness ${b.fitness.toFixed(4)} (${result.mode})${b.faithful ? `, faithful prune ${b.faithful.fitness.toFixed(4)}` : ''} after ${result.evaluations} evaluations (${result.evalsPerMinute.toFixed(1)}/min)\n`);
+    io.stdout(`per block: ${b.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
+    if (result.randomBest) io.stdout(`random search (same budget): best ${result.randomBest.fitness.toFixed(4)} — ${result.randomBest.expression}, λ = ${result.randomBest.lambda}\n`);
+    if (out) io.stdout(`wrote ${out} and ${out.replace(/\.json$/i, '')}.svg; prune with: dsa-prune prune ${modelDir} --allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
+  }
+  return 0;
+}

@@ -1,0 +1,220 @@
+/**
+ * A whole search on one model: dense statistics once, the evaluator (in-process or a worker-thread pool), the
+ * evolution (and optionally the random baseline with the same budget), then the best candidate re-applied with the
+ * faithful sequential prune. The CLI command and scripts/search-targets.ts both call searchModel().
+ */
+import { DsaPruneError } from '../errors.js';
+import type { BudgetMode } from '../types.js';
+import type { PrunableModel } from '../model/index.js';
+import { lineChart } from '../report/charts.js';
+import { searchSeries } from '../report/html.js';
+import { computeDense, createFitness, idsSha256, calibrationWindows, type DenseData } from './fitness.js';
+import { createPool, defaultParallelism } from './pool.js';
+import { searchSpace } from './space.js';
+import { functionEvaluator, runSearch, type SearchProgress, type SearchResult } from './evolution.js';
+import type { SearchCheckpoint } from './checkpoint.js';
+import type { Evaluator, SearchSpec } from './types.js';
+
+export interface SearchModelOptions {
+  /** Model folder (worker threads load it themselves). */
+  modelDir: string;
+  method: SearchSpec['method'];
+  sparsity: number;
+  budget?: BudgetMode;
+  mode?: 'fast' | 'faithful';
+  /** Calibration token ids (the first nsamples windows of seqlen are used). */
+  calibrationIds: Int32Array;
+  nsamples: number;
+  seqlen: number;
+  /** Search-split token ids (the first searchWindows windows of searchSeqlen are used). */
+  searchIds: Int32Array;
+  searchWindows?: number;
+  searchSeqlen?: number;
+  /** Evaluation budget. */
+  evaluations: number;
+  timeLimitSeconds?: number;
+  /** Worker threads (1 = evaluate in this thread) and intra-op threads each (default: defaultParallelism()). */
+  workers?: number;
+  threads?: number;
+  seed?: number;
+  population?: number;
+  /** Also run random search with the same budget (reported as `random`). */
+  random?: boolean;
+  /** Only random search (the baseline alone). */
+  randomOnly?: boolean;
+  checkpointPath?: string;
+  resume?: SearchCheckpoint;
+  /** Re-apply the best candidate with the faithful prune (default true). */
+  final?: boolean;
+  /** Dense statistics already computed (skips the dense pass). */
+  dense?: DenseData;
+  onProgress?: (p: SearchProgress & { strategy: 'evolution' | 'random' }) => void;
+  onPhase?: (message: string) => void;
+  signal?: AbortSignal;
+}
+
+export interface HistoryRow {
+  evaluation: number;
+  generation: number;
+  expression: string;
+  lambda: number;
+  fitness: number | null;
+}
+
+export interface SearchOutput {
+  best: {
+    expression: string;
+    simplified: string;
+    lambda: number;
+    blockSparsity: number[];
+    /** Fitness in the search's mode (fast: one-shot prune). */
+    fitness: number;
+    /** The best candidate re-applied with the faithful sequential prune, perplexity on the same search split. */
+    faithful?: { fitness: number; blockSparsity: number[]; seconds: number };
+  };
+  history: HistoryRow[];
+  random?: HistoryRow[];
+  randomBest?: { expression: string; lambda: number; fitness: number };
+  evaluations: number;
+  generations: number;
+  rejected: { invalid: number; duplicate: number };
+  stoppedBy: SearchResult['stoppedBy'];
+  model: string;
+  method: string;
+  sparsity: number;
+  budget: BudgetMode;
+  mode: 'fast' | 'faithful';
+  seed: number;
+  settings: { workers: number; threads: number; population: number };
+  spec: SearchSpec;
+  seconds: { dense: number; search: number; random?: number; final?: number; total: number };
+  evalsPerMinute: number;
+}
+
+const rows = (r: SearchResult): HistoryRow[] =>
+  r.history.map((h) => ({ evaluation: h.evaluation, generation: h.generation, expression: h.expression, lambda: h.lambda, fitness: h.fitness }));
+
+/** Run a search on `pm` (loaded from `o.modelDir`). */
+export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Promise<SearchOutput> {
+  const t0 = performance.now();
+  const budget = o.budget ?? 'exact';
+  const mode = o.mode ?? 'fast';
+  const seed = o.seed ?? 0;
+  const windows = o.searchWindows ?? 16;
+  const sseq = o.searchSeqlen ?? Math.min(512, o.seqlen);
+  const par = defaultParallelism();
+  const workers = o.workers ?? par.workers;
+  const threads = o.threads ?? (workers === 1 ? Math.max(1, par.workers * par.threads) : par.threads);
+  const population = o.population ?? 16;
+  const searchIds = o.searchIds.subarray(0, windows * sseq);
+  if (searchIds.length < windows * sseq) {
+    throw new DsaPruneError(`the search split has ${o.searchIds.length} tokens; ${windows} windows of ${sseq} need ${windows * sseq}`, {
+      hint: 'give a longer --search-text, or fewer --search-windows / a shorter --search-seqlen',
+    });
+  }
+  const cal = calibrationWindows({ calibration: { nsamples: o.nsamples, seqlen: o.seqlen, sha256: '' } } as SearchSpec, o.calibrationIds);
+  const spec: SearchSpec = {
+    method: o.method, sparsity: o.sparsity, budget, mode, pattern: { kind: 'unstructured' },
+    calibration: { nsamples: o.nsamples, seqlen: o.seqlen, sha256: cal.sha256 },
+    search: { windows, seqlen: sseq, sha256: idsSha256(searchIds) }, seed, modelHash: pm.modelHash(),
+  };
+  o.onPhase?.(`dense statistics (${o.nsamples} × ${o.seqlen} tokens)`);
+  const tDense = performance.now();
+  const dense = o.dense ?? (await computeDense(pm, spec, cal.ids, threads));
+  const secondsDense = (performance.now() - tDense) / 1000;
+  const space = searchSpace(dense.blocks, o.sparsity, budget);
+
+  o.onPhase?.(workers > 1 ? `starting ${workers} worker threads × ${threads} onnxruntime threads` : `evaluating in this thread (${threads} onnxruntime threads)`);
+  let evaluator: Evaluator;
+  if (workers > 1) {
+    evaluator = await createPool({ modelDir: o.modelDir, spec, calibrationIds: cal.ids, searchIds, dense, workers, threads });
+  } else {
+    const fitness = await createFitness(pm, spec, { calibrationIds: cal.ids, searchIds }, { dense, threads });
+    const ev = functionEvaluator((c) => fitness.evaluate(c, o.signal));
+    evaluator = { evaluate: ev.evaluate, close: () => fitness.close() };
+  }
+  const signature = {
+    modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, budget, mode,
+    calibration: spec.calibration.sha256, search: spec.search.sha256, population,
+  };
+  let evo: SearchResult | undefined;
+  let rnd: SearchResult | undefined;
+  let secondsSearch = 0;
+  let secondsRandom: number | undefined;
+  try {
+    const common = {
+      evaluations: o.evaluations, timeLimitSeconds: o.timeLimitSeconds, seed, population, batchSize: Math.max(1, workers),
+      signature, signal: o.signal,
+    };
+    const tS = performance.now();
+    if (!o.randomOnly) {
+      o.onPhase?.(`evolutionary search: ${o.evaluations} evaluations, population ${population}, seed ${seed}`);
+      evo = await runSearch(space, evaluator, {
+        ...common, strategy: 'evolution', checkpointPath: o.checkpointPath, resume: o.resume,
+        onProgress: (p) => o.onProgress?.({ ...p, strategy: 'evolution' }),
+      });
+    }
+    secondsSearch = (performance.now() - tS) / 1000;
+    if (o.random || o.randomOnly) {
+      o.onPhase?.(`random search baseline: ${o.evaluations} evaluations, seed ${seed}`);
+      const tR = performance.now();
+      rnd = await runSearch(space, evaluator, {
+        ...common, strategy: 'random',
+        ...(o.randomOnly ? { checkpointPath: o.checkpointPath, resume: o.resume } : {}),
+        onProgress: (p) => o.onProgress?.({ ...p, strategy: 'random' }),
+      });
+      secondsRandom = (performance.now() - tR) / 1000;
+      if (o.randomOnly) secondsSearch = secondsRandom;
+    }
+  } finally {
+    await evaluator.close();
+  }
+  const main = (evo ?? rnd)!;
+  const out: SearchOutput = {
+    best: {
+      expression: main.best.expression, simplified: main.best.simplified, lambda: main.best.lambda,
+      blockSparsity: main.best.blockSparsity, fitness: main.best.fitness,
+    },
+    history: rows(main),
+    ...(evo && rnd ? { random: rows(rnd), randomBest: { expression: rnd.best.expression, lambda: rnd.best.lambda, fitness: rnd.best.fitness } } : {}),
+    evaluations: main.evaluations,
+    generations: main.generations,
+    rejected: main.rejected,
+    stoppedBy: main.stoppedBy,
+    model: o.modelDir,
+    method: o.method,
+    sparsity: o.sparsity,
+    budget,
+    mode,
+    seed,
+    settings: { workers, threads, population },
+    spec,
+    seconds: { dense: secondsDense, search: secondsSearch, ...(secondsRandom !== undefined ? { random: secondsRandom } : {}), total: 0 },
+    evalsPerMinute: main.evaluations / Math.max(1e-9, secondsSearch / 60),
+  };
+  if (o.final !== false) {
+    o.onPhase?.('re-applying the best function with the faithful (sequential) prune');
+    const tF = performance.now();
+    const faithful = await createFitness(pm, { ...spec, mode: 'faithful' }, { calibrationIds: cal.ids, searchIds }, { dense, threads: Math.max(1, workers * threads) });
+    const ev = await faithful.evaluate(main.best.candidate, o.signal);
+    await faithful.close();
+    out.best.faithful = { fitness: ev.fitness, blockSparsity: ev.blockSparsity, seconds: ev.seconds };
+    out.seconds.final = (performance.now() - tF) / 1000;
+  }
+  out.seconds.total = (performance.now() - t0) / 1000;
+  return out;
+}
+
+/** SVG chart of a search: every candidate and best-so-far vs evaluations (random search alongside when present). */
+export function searchChart(r: Pick<SearchOutput, 'history' | 'random' | 'best' | 'method' | 'sparsity'>, o: { referenceLines?: { value: number; label: string }[] } = {}): string {
+  const finite = [...r.history, ...(r.random ?? [])].map((h) => h.fitness).filter((f): f is number => f !== null && Number.isFinite(f));
+  const lo = Math.min(...finite);
+  const hi = Math.max(...finite);
+  return lineChart(searchSeries(r.history, r.random), {
+    title: `DSA search — ${r.method} ${(r.sparsity * 100).toFixed(0)}%: search-split perplexity vs evaluations`,
+    xLabel: 'evaluation',
+    yLabel: 'perplexity (search split)',
+    logY: hi / Math.max(lo, 1e-9) > 20,
+    ...(o.referenceLines ? { referenceLines: o.referenceLines } : {}),
+  });
+}
