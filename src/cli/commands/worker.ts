@@ -76,8 +76,11 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     prefix: v.prefix,
     lockDurationMs: v['lock-seconds'] * 1000,
     onLog: log,
+    onStart: (key) => {
+      if (args.common.verbose) log(`start ${key}`);
+    },
     onJob: (e) => {
-      if (args.common.verbose) log(`${e.key} → ${Number.isFinite(e.fitness) ? e.fitness.toFixed(4) : 'inf'} in ${e.seconds.toFixed(2)} s`);
+      if (args.common.verbose) log(`done ${e.key} → ${Number.isFinite(e.fitness) ? e.fitness.toFixed(4) : 'inf'} in ${e.seconds.toFixed(2)} s`);
       if (maxJobs !== undefined && worker.completed >= maxJobs) resolveDone();
     },
   });
