@@ -3,7 +3,7 @@
  *
  * - On a terminal: one line on stderr, redrawn in place (at most 10 times a second):
  *   `prune  block 3  [██████░░░░░░░░]  42%  ETA 0:12`.
- * - Otherwise (pipes, CI, logs): plain lines, only when the phase changes and at every 10% step.
+ * - Otherwise (pipes, CI, logs): plain lines, when a phase first shows up and at each of its 10% steps.
  * - Silent with --quiet or --json.
  *
  * ```ts
@@ -55,8 +55,11 @@ export function createProgress(io: CliIo, options: ProgressOptions = {}): Progre
 
   let phase: string | undefined;
   let phaseStart = 0;
+  // Per phase name: when it started and the last fraction seen (a phase that comes back with a lower fraction is a
+  // new run of it: its clock and 10 % steps restart).
+  const phaseClock = new Map<string, { start: number; fraction: number }>();
   let lastDraw = Number.NEGATIVE_INFINITY;
-  let lastDecile = -1;
+  const decilesByPhase = new Map<string, number>();
   let lineOpen = false;
   let lastLength = 0;
   let pending: Progress | undefined;
@@ -103,21 +106,28 @@ export function createProgress(io: CliIo, options: ProgressOptions = {}): Progre
   const callback: ProgressCallback = (p) => {
     const f = clamp01(p.fraction);
     const newPhase = p.phase !== phase;
+    const clock = phaseClock.get(p.phase);
+    if (!clock || f < clock.fraction) {
+      phaseClock.set(p.phase, { start: now(), fraction: f });
+      decilesByPhase.delete(p.phase);
+    } else clock.fraction = f;
+    phaseStart = phaseClock.get(p.phase)!.start;
     if (newPhase) {
       if (io.isTTY && pending) drawTTY(pending);
       if (io.isTTY) endLine();
       phase = p.phase;
-      phaseStart = now();
-      lastDecile = -1;
     }
     if (io.isTTY) {
       if (newPhase || f >= 1 || now() - lastDraw >= minInterval) drawTTY(p);
       else pending = p;
       return;
     }
+    // Plain lines: the first time a phase shows up, then each time it passes a new 10 % step. Phases that alternate
+    // (statistics / output per block) do not print a line on every switch.
     const decile = Math.floor(f * 10 + 1e-9);
-    if (newPhase || decile > lastDecile) {
-      lastDecile = decile;
+    const seen = decilesByPhase.get(p.phase);
+    if (seen === undefined || decile > seen) {
+      decilesByPhase.set(p.phase, decile);
       const where = p.block !== undefined ? ` block ${p.block}` : '';
       const msg = p.message ? ` ${p.message}` : '';
       io.stderr(`${p.phase}${where} ${Math.floor(f * 100)}%${f > 0 && f < 1 ? ` (${eta(f)})` : ''}${msg}\n`);

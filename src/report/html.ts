@@ -228,6 +228,7 @@ function renderSearch(r: SearchResult, o: RenderOptions): { title: string; body:
         ['simplified', best.simplified],
         ['λ', best.lambda],
         ['fitness (search-split perplexity, lower is better)', best.fitness],
+        ['fitness with the faithful prune', best.faithful?.fitness],
         ...Object.entries(r.baselines ?? {}).map(([k, v]) => [`fitness of ${label(k)}`, v] as [string, number]),
         ['evaluations', r.evaluations],
         ['random-search baseline', r.random ? `${r.random.length} evaluations, best ${formatNumber(Math.min(...finiteFitness(r.random)))}` : undefined],
@@ -237,6 +238,8 @@ function renderSearch(r: SearchResult, o: RenderOptions): { title: string; body:
         ['mode', r.mode],
         ['seed', r.seed],
         ['wall time', totalSeconds !== undefined ? `${formatNumber(totalSeconds)} s` : undefined],
+        ['evaluations per minute', r.evalsPerMinute],
+        ['parallel settings', r.settings ? Object.entries(r.settings).map(([k, v]) => `${k} ${v}`).join(', ') : undefined],
       ]),
     ),
   );

@@ -67,6 +67,8 @@ export interface SearchResult {
     lambda?: number;
     blockSparsity?: number[];
     fitness: number;
+    /** The best candidate re-applied with the faithful (sequential) prune: its search-split perplexity. */
+    faithful?: { fitness: number; blockSparsity?: number[] };
   };
   history: SearchCandidate[];
   /** Random-search baseline with the same budget, when it was run. */
@@ -82,6 +84,10 @@ export interface SearchResult {
   compare?: Record<string, number[] | undefined>;
   /** Fitness of the baselines on the same search split (e.g. { uniform: 178.0, owl: 170.9 }). */
   baselines?: Record<string, number>;
+  /** Throughput of the search. */
+  evalsPerMinute?: number;
+  /** Parallel settings ({ workers, threads, population }). */
+  settings?: Record<string, number>;
 }
 
 /** What `renderReport` draws. */
@@ -293,6 +299,12 @@ export function validateSearchResult(data: unknown, file: string): SearchResult 
   if (lam !== undefined) best.lambda = lam;
   const bs = numberArray(file, b, 'blockSparsity', 'best.blockSparsity', false);
   if (bs) best.blockSparsity = bs;
+  if (isObject(b.faithful)) {
+    const ff = num(file, b.faithful, 'fitness', 'best.faithful.fitness', true) as number;
+    best.faithful = { fitness: ff };
+    const fbs = numberArray(file, b.faithful, 'blockSparsity', 'best.faithful.blockSparsity', false);
+    if (fbs) best.faithful.blockSparsity = fbs;
+  }
   if (data.history === undefined) throw bad(file, 'missing field "history" (every evaluated candidate)');
   const r: SearchResult = {
     best,
@@ -316,6 +328,13 @@ export function validateSearchResult(data: unknown, file: string): SearchResult 
   }
   const cmp = compareMap(file, data, 'compare');
   if (cmp) r.compare = cmp;
+  const epm = num(file, data, 'evalsPerMinute', 'evalsPerMinute', false);
+  if (epm !== undefined) r.evalsPerMinute = epm;
+  if (isObject(data.settings)) {
+    const st: Record<string, number> = {};
+    for (const [k, v] of Object.entries(data.settings)) if (typeof v === 'number') st[k] = v;
+    r.settings = st;
+  }
   if (isObject(data.baselines)) {
     const bl: Record<string, number> = {};
     for (const [k, v] of Object.entries(data.baselines)) if (typeof v === 'number') bl[k] = v;

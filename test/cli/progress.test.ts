@@ -59,3 +59,31 @@ describe('progress', () => {
     expect(formatDuration(Number.NaN)).toBe('--:--');
   });
 });
+
+describe('progress with alternating phases', () => {
+  it('plain: one line per phase per 10% step, ETA from the phase first start; a restarted phase prints again', () => {
+    const io = memoryIo({ isTTY: false });
+    let t = 0;
+    const p = createProgress(io, { now: () => t });
+    // 5 blocks: statistics then output per block, fraction = overall progress
+    for (let b = 0; b < 5; b++) {
+      for (const phase of ['statistics', 'output']) {
+        for (let k = 0; k < 10; k++) {
+          t += 100;
+          p.callback({ phase, block: b, fraction: (b * 10 + k + 1) / 50 });
+        }
+      }
+    }
+    const lines = io.stderrText.trim().split('\n');
+    for (const name of ['statistics', 'output']) {
+      const mine = lines.filter((l) => l.startsWith(name));
+      expect(mine.length).toBeLessThanOrEqual(11);
+      expect(mine.length).toBeGreaterThanOrEqual(9);
+    }
+    // halfway: elapsed ≈ 5 s since the phase first appeared → ETA ≈ 5 s
+    const half = lines.find((l) => l.startsWith('statistics') && / 5\d%/.test(l));
+    expect(half).toMatch(/ETA 0:0[4-6]/);
+    p.callback({ phase: 'statistics', fraction: 0 });
+    expect(io.stderrText.trim().split('\n').at(-1)).toBe('statistics 0%');
+  });
+});
