@@ -1,5 +1,5 @@
 import type { Allocator, AllocationInput, AllocatorProperties } from './types.js';
-import { allocationFromScores, budgetRaw, validateInput } from './scores.js';
+import { allocationFromScores, budgetRaw, scoreBased, validateInput } from './scores.js';
 import { DsaPruneError } from '../errors.js';
 
 /** Options of a user allocator. */
@@ -42,15 +42,7 @@ export function custom(name: string, fn: (input: AllocationInput) => number[], o
       blockSparsity: allocationFromScores(I, params(input), input.sparsity, lambda, input.budget, { label: `importance of ${name}` }),
       scores: I,
     });
-    return {
-      ...base,
-      scores: call,
-      fromScores,
-      allocate(input) {
-        validateInput(input);
-        return fromScores(call(input), input);
-      },
-    };
+    return scoreBased(base, call, fromScores);
   }
   return {
     ...base,

@@ -1,5 +1,5 @@
 import type { Allocator, AllocationInput } from './types.js';
-import { allocationFromScores, validateInput } from './scores.js';
+import { allocationFromScores, scoreBased } from './scores.js';
 import { DsaPruneError } from '../errors.js';
 import {
   DSA_PUBLISHED, SCALAR_BY_NAME, REDUCE_BY_NAME, dsaScores, dsaTraces, formatDsa, simplifyDsa, toDsaExpression,
@@ -74,15 +74,13 @@ export function dsa(expression: string | DsaExpression = DSA_PUBLISHED, o: DsaOp
       expression: info,
     };
   };
-  return {
-    name: 'dsa',
-    describe: () => `dsa: ${info.reference} = ${info.mathjs}, lambda=${lambda}`,
-    properties: { permutationEquivariant: true, affineInvariantImportance: true },
+  return scoreBased(
+    {
+      name: 'dsa',
+      describe: () => `dsa: ${info.reference} = ${info.mathjs}, lambda=${lambda}`,
+      properties: { permutationEquivariant: true, affineInvariantImportance: true },
+    },
     scores,
     fromScores,
-    allocate(input) {
-      validateInput(input);
-      return fromScores(scores(input), input);
-    },
-  };
+  );
 }

@@ -1,5 +1,5 @@
 import type { Allocator, AllocationInput, BlockAllocationStats } from './types.js';
-import { allocationFromScores, validateInput } from './scores.js';
+import { allocationFromScores, scoreBased } from './scores.js';
 import { DsaPruneError } from '../errors.js';
 
 /** Options of OWL (Outlier-Weighted Layerwise sparsity). */
@@ -37,15 +37,13 @@ export function owl(o: OwlOptions = {}): Allocator {
     }),
     scores: D,
   });
-  return {
-    name: 'owl',
-    describe: () => `owl: outlier-weighted, M=${M}, lambda=${lambda}`,
-    properties: { permutationEquivariant: true, affineInvariantImportance: true },
+  return scoreBased(
+    {
+      name: 'owl',
+      describe: () => `owl: outlier-weighted, M=${M}, lambda=${lambda}`,
+      properties: { permutationEquivariant: true, affineInvariantImportance: true },
+    },
     scores,
     fromScores,
-    allocate(input) {
-      validateInput(input);
-      return fromScores(scores(input), input);
-    },
-  };
+  );
 }

@@ -6,6 +6,7 @@
  */
 import { DsaPruneError } from '../errors.js';
 import type { BudgetMode } from '../types.js';
+import type { Allocation, AllocationInput, Allocator } from './types.js';
 import { exactBudget } from '../budget/global.js';
 
 /** (v − min) / (max − min). */
@@ -119,4 +120,21 @@ export function validateInput(input: { blocks: unknown[]; sparsity: number; budg
   if (input.budget !== 'exact' && input.budget !== 'reference') {
     throw new DsaPruneError(`budget must be 'exact' or 'reference', got ${String(input.budget)}`);
   }
+}
+
+/** A score-based allocator: allocate(input) = fromScores(scores(input), input), with the input validated first. */
+export function scoreBased(
+  base: Pick<Allocator, 'name' | 'describe' | 'properties' | 'needsStatistics'>,
+  scores: (input: AllocationInput) => number[],
+  fromScores: (scores: number[], input: AllocationInput) => Allocation,
+): Allocator {
+  return {
+    ...base,
+    scores,
+    fromScores,
+    allocate(input) {
+      validateInput(input);
+      return fromScores(scores(input), input);
+    },
+  };
 }

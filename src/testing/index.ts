@@ -16,6 +16,7 @@ import { DsaPruneError } from '../errors.js';
 import type { BudgetMode, LinearRole } from '../types.js';
 import type { Allocation, AllocationInput, Allocator, BlockAllocationStats } from '../allocators/types.js';
 import { EXACT_MAX, EXACT_MIN, weightedMean } from '../budget/global.js';
+import { mulberry32 } from '../data/text.js';
 
 /** Shapes of block vectors z the arbitraries draw from (Wanda metrics are ≥ 0; `signed` adds negative entries). */
 export type ZDistribution = 'halfnormal' | 'uniform' | 'lognormal' | 'cauchy' | 'sparse' | 'outliers' | 'constant' | 'signed';
@@ -40,21 +41,9 @@ export interface AllocationInputArbitraryOptions {
   budget?: BudgetMode;
 }
 
-/** A small deterministic PRNG (mulberry32), so z is a pure function of the drawn seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Fill a block vector of length n from a distribution; `shape` ∈ [0, 1) varies it between blocks (tail, sparsity…). */
 export function zVector(dist: ZDistribution, n: number, seed: number, shape = 0.5): Float32Array {
-  const r = prng(seed);
+  const r = mulberry32(seed);
   const normal = () => Math.sqrt(-2 * Math.log(r() + 1e-300)) * Math.cos(2 * Math.PI * r());
   const scale = 10 ** (4 * r() - 2);
   const z = new Float32Array(n);
@@ -81,7 +70,7 @@ const ROLES: [string, LinearRole, number, number][] = [
 ];
 
 function buildBlocks(L: number, widths: number[], dist: ZDistribution, seed: number): BlockAllocationStats[] {
-  const r = prng(seed ^ 0x9e3779b9);
+  const r = mulberry32(seed ^ 0x9e3779b9);
   return Array.from({ length: L }, (_, index) => {
     const d = widths[index];
     const linears = ROLES.map(([n, role, a, b]) => ({ name: `model.layers.${index}.${n}`, role, params: a * d * b * d }));
@@ -106,7 +95,7 @@ export function blockStatsArbitrary(o: AllocationInputArbitraryOptions = {}): fc
       seed: fc.integer(),
     })
     .map(({ L, same, d, dist, seed }) => {
-      const r = prng(seed);
+      const r = mulberry32(seed);
       const widths = Array.from({ length: L }, () => (same ? d : 1 + Math.floor(r() * maxH)));
       return buildBlocks(L, widths, dist, seed);
     });
@@ -283,7 +272,7 @@ export function checkAllocator(allocator: Allocator, options: CheckAllocatorOpti
         report.accepted++;
 
         if (props.permutationEquivariant && input.blocks.length > 1) {
-          const r = prng(permSeed);
+          const r = mulberry32(permSeed);
           const perm = input.blocks.map((_, i) => i);
           for (let i = perm.length - 1; i > 0; i--) {
             const j = Math.floor(r() * (i + 1));

@@ -5,17 +5,9 @@ import {
   DSA_PUBLISHED, type AllocationInput, type BlockAllocationStats,
 } from '../../src/allocators/index.js';
 import { DsaPruneError } from '../../src/errors.js';
+import { mulberry32 } from '../../src/data/text.js';
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 /** Blocks of a tiny Llama: 7 linears, hidden d, ffn f; z = |normal| with a few outliers scaled by `spike`. */
 function blocks(L: number, seed: number, o: { d?: number; f?: number; spike?: (b: number) => number; widths?: number[] } = {}): BlockAllocationStats[] {
   const r = rng(seed);

@@ -5,6 +5,7 @@ import {
   parseDsa, simplifyDsa, simplifyDsaExpression, type DsaExpression,
 } from '../../src/allocators/dsa/index.js';
 import { DsaPruneError } from '../../src/errors.js';
+import { mulberry32 } from '../../src/data/text.js';
 
 // ---- independent float64 reference, written literally from METHODS.md on plain arrays ----
 const mean = (a: number[]) => a.reduce((s, x) => s + x, 0) / a.length;
@@ -68,16 +69,7 @@ function close(a: number, b: number, rel = 1e-9): boolean {
   return Math.abs(a - b) <= rel * Math.max(1, Math.abs(a), Math.abs(b));
 }
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 function vector(n: number, seed: number, kind: 'pos' | 'signed' | 'zeros' = 'pos'): Float32Array {
   const r = rng(seed);
   const z = new Float32Array(n);
