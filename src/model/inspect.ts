@@ -6,8 +6,8 @@ import { countZeros } from '../methods/common.js';
 import type { LinearInfo } from '../types.js';
 import { discoverLinears } from './discover.js';
 import { readFolderGraph, validateModelFolder } from './load.js';
-import { tensorToFloat32, type TensorProto } from './onnx.js';
-import { attachModel } from './prunable.js';
+import type { TensorProto } from './onnx.js';
+import { attachModel, readFloats } from './prunable.js';
 
 /** One linear as inspect shows it: LinearInfo's name, block, role, shape, dtype, node (and parts of a fused one). */
 export type InspectLinear = Pick<LinearInfo, 'name' | 'block' | 'role' | 'dIn' | 'dOut' | 'dtype' | 'node' | 'parts'> & {
@@ -48,7 +48,7 @@ export async function inspectModel(model: any | string): Promise<InspectReport> 
     const base = path.dirname(folder.onnxPath);
     return report(found.linears, found.blocks, (l) => {
       const t = byName.get(l.weight);
-      return t ? tensorToFloat32(t, base) : new Float32Array(0);
+      return t ? readFloats(t, base, folder.onnxPath) : new Float32Array(0);
     });
   }
   const pm = await attachModel(model);

@@ -38,8 +38,10 @@ export interface PrunableModel {
    * Build a session from the edited graph (same session options) and swap it into model.sessions in place.
    * Graphs under 2 GB go to onnxruntime as bytes (external data inlined); bigger ones, or `{ viaFile: true }`, through
    * a temporary model.onnx + model.onnx_data that is deleted once the session exists.
+   * `releaseFirst` (default: on for graphs over 2 GB) frees the old session before the new one is built, so peak
+   * memory holds one onnxruntime copy of the weights instead of two; if building then fails, the model must be reloaded.
    */
-  commit(opts?: { viaFile?: boolean }): Promise<void>;
+  commit(opts?: { viaFile?: boolean; releaseFirst?: boolean }): Promise<void>;
   /** sha256 (hex) of the source ONNX bytes and its external data files; cached. */
   modelHash(): string;
   /** Storage layout of each linear's initializer, by linear name. */
@@ -121,6 +123,19 @@ function readConfig(dir: string, model: any): Record<string, unknown> { // eslin
     }
   }
   return { ...(model?.config ?? {}) } as Record<string, unknown>;
+}
+
+/** An initializer as float32 (see tensorToFloat32); malformed data becomes a DsaPruneError naming the file. */
+export function readFloats(t: TensorProto, baseDir: string | undefined, where: string): Float32Array {
+  try {
+    return tensorToFloat32(t, baseDir);
+  } catch (e) {
+    if (e instanceof DsaPruneError) throw e;
+    throw new DsaPruneError(`initializer ${t.name} of ${where || 'the model'} has malformed data (${(e as Error).message})`, {
+      hint: 'The ONNX file is corrupt: export or download the model again.',
+      cause: e,
+    });
+  }
 }
 
 /** Index of every initializer of a graph and its subgraphs, by name. */
@@ -226,17 +241,7 @@ function makePrunable(
     if (!t) throw new DsaPruneError(`initializer ${name} not found in ${source.onnxPath || 'the model graph'}`);
     return t;
   };
-  const floats = (t: TensorProto): Float32Array => {
-    try {
-      return tensorToFloat32(t, baseDir);
-    } catch (e) {
-      if (e instanceof DsaPruneError) throw e;
-      throw new DsaPruneError(`initializer ${t.name} of ${source.onnxPath || 'the model'} has malformed data (${(e as Error).message})`, {
-        hint: 'The ONNX file is corrupt: export or download the model again.',
-        cause: e,
-      });
-    }
-  };
+  const floats = (t: TensorProto): Float32Array => readFloats(t, baseDir, source.onnxPath);
   const check = (l: LinearInfo): WeightLayout => {
     const lay = layout.get(l.name);
     if (!lay) throw new DsaPruneError(`linear ${l.name} does not belong to this model`, { hint: 'Use the LinearInfo objects of this model\'s PrunableModel.linears.' });
@@ -276,24 +281,37 @@ function makePrunable(
       delete options.externalData;
       let session: any; // eslint-disable-line @typescript-eslint/no-explicit-any
       const external = hasExternalData(proto);
-      if (!copts.viaFile && initializerBytes(proto) < PROTOBUF_LIMIT) {
-        const bytes = encodeModel(external ? inlinedModel(proto, baseDir!) : proto);
-        session = await create(bytes, options);
-      } else {
+      const buildSession = async (inline: boolean): Promise<any> => { // eslint-disable-line @typescript-eslint/no-explicit-any
+        if (inline) return create(encodeModel(external ? inlinedModel(proto, baseDir!) : proto), options);
         // Too big for one protobuf message: lay the weights out as external data in a temporary folder.
         const tmp = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-commit-'));
         try {
           const onnx = path.join(tmp, 'model.onnx');
           writeWithExternalData(proto, baseDir ?? tmp, onnx, path.join(tmp, 'model.onnx_data'), 'model.onnx_data');
-          session = await create(onnx, options);
+          return await create(onnx, options);
         } finally {
           rmSync(tmp, { recursive: true, force: true });
         }
+      };
+      const big = initializerBytes(proto) >= PROTOBUF_LIMIT;
+      let released = false;
+      if ((copts.releaseFirst ?? big) && old && typeof old.release === 'function') {
+        await old.release();
+        released = true;
+      }
+      try {
+        session = await buildSession(!copts.viaFile && !big);
+      } catch (e) {
+        if (!released) throw e;
+        throw new DsaPruneError(`rebuilding the onnxruntime session of ${source.onnxPath || 'the model'} failed after the old one was released: ${(e as Error).message}`, {
+          hint: 'Load the model again (from_pretrained) before using it; free memory or pass commit({ releaseFirst: false }).',
+          cause: e,
+        });
       }
       if (old && typeof old === 'object' && 'config' in old) session.config = old.config;
       recordSource(session, source);
       model.sessions[sessionKey] = session;
-      if (old && typeof old.release === 'function') {
+      if (!released && old && typeof old.release === 'function') {
         try {
           await old.release();
         } catch {

@@ -44,12 +44,12 @@ async function logits(session: ort.InferenceSession, subgraph: boolean): Promise
   return out.data as Float32Array;
 }
 
-const cases: { label: string; opts: ToyOptions; external?: 'one' | 'several'; file?: string; viaFile?: boolean }[] = [
+const cases: { label: string; opts: ToyOptions; external?: 'one' | 'several'; file?: string; viaFile?: boolean; releaseFirst?: boolean }[] = [
   { label: 'optimum names', opts: {} },
   { label: 'onnxruntime-genai names, fused qkv_proj / gate_up_proj', opts: { naming: 'genai', fused: true } },
   { label: 'fp16 weights (model_fp16.onnx)', opts: { dtype: 'float16' }, file: 'model_fp16.onnx' },
   { label: 'external data, one file', opts: {}, external: 'one' },
-  { label: 'external data, several files, committed through a temp file', opts: { naming: 'genai' }, external: 'several', viaFile: true },
+  { label: 'external data, several files, committed through a temp file, old session released first', opts: { naming: 'genai' }, external: 'several', viaFile: true, releaseFirst: true },
   { label: 'fp16 + external data', opts: { dtype: 'float16', fused: true }, external: 'one', file: 'model_fp16.onnx' },
   { label: 'linears inside If subgraphs (decoder_model_merged style)', opts: { subgraph: true } },
 ];
@@ -80,7 +80,7 @@ describe('builder layouts: detect, prune, commit, save, reload', () => {
       const half = l.dOut >> 1;
       w.fill(0, 0, half * l.dIn);
       pm.writeWeight(l, w);
-      await pm.commit({ viaFile: c.viaFile });
+      await pm.commit({ viaFile: c.viaFile, releaseFirst: c.releaseFirst });
       expect(model.sessions.model).not.toBe(session);
 
       // Hand edit of the original graph: zero stored entries (i, o), o < half.
