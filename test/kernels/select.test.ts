@@ -96,3 +96,27 @@ describe('smallestInGroup', () => {
     }
   });
 });
+
+describe('property: setSmallest / kthSmallest agree with a stable sort on any float32 input', () => {
+  it('holds for arbitrary arrays (NaN, ±0, ±Infinity, ties) and any k', async () => {
+    const fc = await import('fast-check');
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.float({ noDefaultInfinity: false }), fc.constantFrom(0, -0, 1, NaN)), { minLength: 1, maxLength: 80 }),
+        fc.nat(),
+        (arr, kRaw) => {
+          const v = Float32Array.from(arr);
+          const k = kRaw % (v.length + 1);
+          const mask = new Uint8Array(v.length);
+          setSmallest(v, k, mask, 1);
+          const expected = new Uint8Array(v.length);
+          const order = stableOrder(v);
+          for (let t = 0; t < k; t++) expected[order[t]] = 1;
+          expect(mask).toEqual(expected);
+          if (k < v.length) expect(kthSmallest(v, k) === sortedCopy(v)[k]).toBe(true); // -0 and +0 are the same key
+        },
+      ),
+      { numRuns: 300, seed: 42 },
+    );
+  });
+});
