@@ -41,11 +41,12 @@ export function loadFixture(dir: string): FixtureModel {
  */
 export async function referenceStats(
   m: CalibrationModel, windows: Int32Array, nsamples: number, seqlen: number, batch: number, gram: boolean,
+  onlyBlock?: number,
 ): Promise<Map<string, { sq: Float64Array; gram?: Float64Array }>> {
   const g = cloneGraph(m.proto.graph);
   const xs = new Map<string, number>();
   for (const l of m.linears) {
-    if (l.block < 0) continue;
+    if (l.block < 0 || (onlyBlock !== undefined && l.block !== onlyBlock)) continue;
     const node = g.node.find((n) => n.name === l.node)!;
     xs.set(node.input[0]!, l.dIn);
   }

@@ -1,0 +1,92 @@
+/** Runner behaviour on the embedded stories260k: callback order, shared statistics, batching, progress, abort, errors. */
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { blockOfNode, planGraph, runCalibration, denseStatistics } from '../../src/calibration/index.js';
+import { DsaPruneError } from '../../src/errors.js';
+import type { Progress } from '../../src/types.js';
+import { loadFixture, repoRoot } from './fixture.js';
+
+const dir = path.join(repoRoot, 'models/stories260k');
+const N = 5;
+const T = 24;
+const windows = Int32Array.from({ length: N * T }, (_, i) => 3 + ((i * 7919) % 500));
+
+describe('calibration runner', () => {
+  it('names blocks from node scopes', () => {
+    expect(blockOfNode('/model/layers.3/mlp/down_proj/MatMul')).toBe(3);
+    expect(blockOfNode('/transformer/h.11/attn/c_attn/Gemm')).toBe(11);
+    expect(blockOfNode('/model/norm/Mul')).toBe(-1);
+    expect(blockOfNode(undefined)).toBe(-1);
+  });
+
+  it('plans stories260k: embedding enters block 0, each block hands one hidden state to the next', () => {
+    const m = loadFixture(dir);
+    const plan = planGraph(m.proto, m.linears);
+    expect(plan.nBlocks).toBe(5);
+    expect(plan.hiddenIn[0]).toEqual(['/model/embed_tokens/Gather_output_0']);
+    for (let b = 1; b < 5; b++) expect(plan.hiddenIn[b]).toEqual(plan.carried[b - 1]);
+    expect(plan.carried[4]).toEqual([]);
+    // q/k/v share one input, gate/up share one: 4 distinct inputs per block.
+    for (const s of plan.statsInputs) expect(s.map((x) => x.linears.length).sort()).toEqual([1, 1, 2, 3]);
+  });
+
+  it('calls onBlock in order with the block linears; shared inputs share one InputStats', async () => {
+    const m = loadFixture(dir);
+    const order: number[] = [];
+    await runCalibration(m, windows, { nsamples: N, seqlen: T, batchSize: 2, needs: { sq: true, gram: false } }, (b, stats) => {
+      order.push(b);
+      const names = m.linears.filter((l) => l.block === b).map((l) => l.name).sort();
+      expect([...stats.keys()].sort()).toEqual(names);
+      const q = stats.get(`model.layers.${b}.self_attn.q_proj`)!;
+      expect(stats.get(`model.layers.${b}.self_attn.k_proj`)).toBe(q);
+      expect(stats.get(`model.layers.${b}.mlp.gate_proj`)).toBe(stats.get(`model.layers.${b}.mlp.up_proj`));
+      expect(q.gram).toBeUndefined();
+      expect(q.tokens).toBe(N * T);
+    });
+    expect(order).toEqual([0, 1, 2, 3, 4]);
+  });
+
+  it('gives the same statistics for any batch size (a partial last batch included)', async () => {
+    const m = loadFixture(dir);
+    const a = await denseStatistics(m, windows, { nsamples: N, seqlen: T, batchSize: 2, needs: { sq: true, gram: true } });
+    const b = await denseStatistics(m, windows, { nsamples: N, seqlen: T, batchSize: 5, needs: { sq: true, gram: true } });
+    expect(a.size).toBe(35);
+    for (const [k, s] of a) {
+      const t = b.get(k)!;
+      for (let j = 0; j < s.sq.length; j++) expect(Math.abs(s.sq[j]! - t.sq[j]!)).toBeLessThanOrEqual(1e-5 * t.sq[j]!);
+      expect(s.gram!.length).toBe(s.sq.length ** 2);
+    }
+  });
+
+  it('reports progress up to 1 and phases in order', async () => {
+    const m = loadFixture(dir);
+    const seen: Progress[] = [];
+    const r = await runCalibration(m, windows, { nsamples: N, seqlen: T, batchSize: 3, needs: { sq: true, gram: false }, onProgress: (p) => seen.push(p) });
+    const f = seen.map((p) => p.fraction);
+    for (let i = 1; i < f.length; i++) expect(f[i]!).toBeGreaterThanOrEqual(f[i - 1]!);
+    expect(f.at(-1)).toBe(1);
+    expect(seen.filter((p) => p.phase === 'statistics').length).toBe(5 * 2);
+    expect(seen.filter((p) => p.phase === 'output').length).toBe(4 * 2);
+    expect(r.blocks.length).toBe(5);
+    expect(r.seconds.total).toBeGreaterThan(0);
+    expect(r.peakRssBytes).toBeGreaterThan(0);
+  });
+
+  it('aborts between runs with exit code 130', async () => {
+    const m = loadFixture(dir);
+    const ac = new AbortController();
+    const p = runCalibration(m, windows, {
+      nsamples: N, seqlen: T, batchSize: 1, needs: { sq: true, gram: false }, signal: ac.signal,
+      onProgress: (x) => { if (x.phase === 'statistics') ac.abort(); },
+    });
+    await expect(p).rejects.toMatchObject({ name: 'DsaPruneError', exitCode: 130 });
+  });
+
+  it('rejects windows that do not match nsamples × seqlen, and models without blocks', async () => {
+    const m = loadFixture(dir);
+    await expect(runCalibration(m, windows.subarray(1), { nsamples: N, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(DsaPruneError);
+    await expect(runCalibration(m, windows, { nsamples: 0, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(/nsamples/);
+    const noBlocks = { ...m, linears: m.linears.map((l) => ({ ...l, block: -1 })) };
+    await expect(runCalibration(noBlocks, windows, { nsamples: N, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(/no linear layers inside decoder blocks/);
+  });
+});
