@@ -1,0 +1,19 @@
+/**
+ * The DSA search engine: evolutionary discovery of allocation functions. See docs/search.md.
+ */
+export { candidateKey } from './types.js';
+export type { Candidate, Evaluation, Evaluator, SearchSpec, DsaExpression } from './types.js';
+export { Rng, mixSeed } from './random.js';
+export { dsaSpace, searchSpace, spaceOps, spaceSize, invalidReason, LAMBDA_RANGE, type DsaSpaceOptions, type SpaceOps } from './space.js';
+export {
+  runSearch, functionEvaluator,
+  type CandidateSpace, type SearchOptions, type SearchProgress, type SearchResult, type HistoryEntry, type Member, type SearchState,
+} from './evolution.js';
+export { readCheckpoint, writeCheckpoint, type SearchCheckpoint } from './checkpoint.js';
+export { wandaOrder, magnitudeOrder, applyOrder, type PruneOrder, type Layout } from './masks.js';
+export {
+  createFitness, computeDense, calibrationWindows, idsSha256, searchLinears,
+  type Fitness, type FitnessOptions, type DenseData,
+} from './fitness.js';
+export { createPool, defaultParallelism, packDense, unpackDense, type PoolOptions, type WorkerInit, type PackedDense } from './pool.js';
+export { searchModel, searchChart, type SearchModelOptions, type SearchOutput, type HistoryRow } from './run.js';
