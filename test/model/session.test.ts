@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { maxAbsDiff } from './helpers.js';
 import { AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
 import { DsaPruneError } from '../../src/errors.js';
-import { attachModel, installLoadingHook, sourceOfSession } from '../../src/model/index.js';
+import { attachModel, inspectModel, installLoadingHook, sourceOfSession } from '../../src/model/index.js';
 import { originalCreate } from '../../src/model/hook.js';
 import { encodeModel, readModelFile } from '../../src/model/onnx.js';
 
@@ -108,6 +108,10 @@ describe('stories260k through transformers.js', () => {
     const got = (await model(enc)).logits.data as Float32Array;
     expect(maxAbsDiff(got, expected)).toBeLessThan(1e-5);
     expect(maxAbsDiff(got, dense)).toBeGreaterThan(1e-3);
+
+    const report = await inspectModel(model);
+    expect(report.linears.find((x) => x.name === l.name)!.sparsity).toBe(half / l.dOut);
+    expect(report.linears.filter((x) => x.sparsity > 0)).toHaveLength(1);
 
     const out = await model.generate({ ...enc, max_new_tokens: 8, do_sample: false });
     expect(out.dims[1]).toBe(ids.length + 8);
