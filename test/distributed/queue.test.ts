@@ -13,6 +13,13 @@ import { connectRedis, parseRedisUrl } from '../../src/search/distributed/connec
 import { RESULT_SCRIPT, keys, QUEUE_NAME, PROTOCOL_VERSION } from '../../src/search/distributed/protocol.js';
 import { DsaPruneError } from '../../src/errors.js';
 import { fakeBackend, fakeFitness } from './fixtures/fake-backend.js';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { dsaSpace } from '../../src/search/space.js';
+import { functionEvaluator, runSearch, type SearchOptions } from '../../src/search/evolution.js';
+import { readCheckpoint } from '../../src/search/checkpoint.js';
+import { Rng } from '../../src/search/random.js';
 import { redisSkipReason, startRedis, type TestRedis } from './redis-server.js';
 
 const skip = redisSkipReason();
@@ -148,6 +155,57 @@ describe.skipIf(skip !== undefined)('distributed queue (private redis-server)', 
       await q.close();
       await client.quit();
       await ev.close();
+      await w.close();
+    }
+  });
+
+  it('a restarted coordinator resumes from its checkpoint and reuses the results already in Redis', async () => {
+    // Synthetic block vectors and an independent allocation (the fitness is fakeFitness, a function of the key).
+    const rng = new Rng(9);
+    const blocks = Array.from({ length: 5 }, (_, b) => {
+      const z = new Float32Array(500);
+      for (let i = 0; i < z.length; i++) z[i] = Math.exp(0.3 * (b + 1) * rng.normal());
+      return { z, params: 500 };
+    });
+    const allocate = (scores: number[], lambda: number): number[] => {
+      const lo = Math.min(...scores);
+      const r = scores.map((x) => (x - lo) / (Math.max(...scores) - lo));
+      const m = r.reduce((a, b) => a + b, 0) / r.length;
+      return r.map((x) => 0.5 + 2 * lambda * (x - m));
+    };
+    const options: SearchOptions = { evaluations: 30, seed: 4, population: 6 };
+    const local = await runSearch(dsaSpace({ blocks, allocate }), functionEvaluator((c) => ({ fitness: fakeFitness(c), blockSparsity: [], seconds: 0 })), options);
+
+    const w = await startWorker({ redis: redis.url, backend: fakeBackend('model-a', 20), concurrency: 2, prefix: 't5' });
+    const checkpointPath = path.join(mkdtempSync(path.join(tmpdir(), 'dsa-dist-')), 'search.json');
+    const s = spec({ seed: 4 });
+    const args = { redis: redis.url, spec: s, calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix: 't5' };
+    try {
+      // Coordinator 1 "crashes" (is aborted) while its third generation is in the queue.
+      const crash = new AbortController();
+      const ev1 = await createRedisEvaluator({ ...args, signal: crash.signal });
+      let batches = 0;
+      const crashing = {
+        evaluate: (batch: Candidate[], signal?: AbortSignal) => {
+          if (++batches === 3) setTimeout(() => crash.abort(), 10); // after the jobs are queued, before they finish
+          return ev1.evaluate(batch, signal);
+        },
+        close: () => ev1.close(),
+      };
+      const first = await runSearch(dsaSpace({ blocks, allocate }), crashing, { ...options, checkpointPath, signal: crash.signal }).catch((e: unknown) => e);
+      expect(first).toBeInstanceOf(DsaPruneError);
+      await ev1.close();
+      await new Promise((r) => setTimeout(r, 300)); // the workers finish the orphaned jobs meanwhile
+      // Coordinator 2: same spec and data → same run; resumes from the checkpoint.
+      const ev2 = await createRedisEvaluator(args);
+      const resumed = await runSearch(dsaSpace({ blocks, allocate }), ev2, { ...options, resume: await readCheckpoint(checkpointPath) });
+      await ev2.close();
+      expect(ev2.runId).toBe(ev1.runId);
+      expect(ev2.stats.reused).toBeGreaterThan(0);
+      expect(resumed.best.expression).toBe(local.best.expression);
+      expect(resumed.best.lambda).toBe(local.best.lambda);
+      expect(resumed.history.map((h) => h.fitness)).toEqual(local.history.map((h) => h.fitness));
+    } finally {
       await w.close();
     }
   });

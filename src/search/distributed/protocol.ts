@@ -116,7 +116,7 @@ export function parseDsaStructure(text: string): DsaStructure {
   }
   const m = /^W:\(([A-Z0-9_,]*)\)-\(([A-Z0-9_]+)\)-\(([A-Z0-9_,]+)\)(?:-\(([0-9.eE+-]{1,24})\))?$/.exec(text);
   if (!m) throw new PayloadError(`expression "${text.slice(0, 80)}" is not of the form W:(P…)-(R)-(T1[,T2])`);
-  const pre = m[1] === '' ? [] : m[1].split(',').filter((p) => p !== 'NO_OP');
+  const pre = m[1] === '' ? [] : m[1].split(',').filter((p) => p !== 'NO_OP'); // NO_OP is inert, as in parseDsa
   const scalar = m[3].split(',');
   if (pre.length > 2) throw new PayloadError(`expression has ${pre.length} pre-process ops (at most 2)`);
   if (scalar.length > 2) throw new PayloadError(`expression has ${scalar.length} scalar ops (at most 2)`);
