@@ -5,7 +5,6 @@
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
@@ -18,6 +17,7 @@ import { perplexity } from '../../eval/perplexity.js';
 import { tokenizeText } from '../../data/text.js';
 import { writeReport } from '../../report/load.js';
 import { formatNumber } from '../../report/charts.js';
+import { packageRoot } from '../../eval/tasks/files.js';
 
 const spec = defineCommand({
   name: 'demo',
@@ -50,24 +50,6 @@ examples:
   dsa-prune demo --method sparsegpt --sparsity 0.6 --out out/sgpt60
   dsa-prune demo --json
 `;
-
-/** The package root: the nearest folder above this file whose package.json is dsa-prune's (works from src and dist). */
-export function packageRoot(from = path.dirname(fileURLToPath(import.meta.url))): string {
-  let dir = from;
-  for (;;) {
-    const pj = path.join(dir, 'package.json');
-    if (existsSync(pj)) {
-      try {
-        if ((JSON.parse(readFileSync(pj, 'utf8')) as { name?: string }).name === 'dsa-prune') return dir;
-      } catch {
-        // not ours, keep walking
-      }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) throw new DsaPruneError('cannot find the dsa-prune package folder (models/stories260k)', { hint: 'reinstall the package' });
-    dir = up;
-  }
-}
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
