@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DsaPruneError } from '../../errors.js';
+import { bunzip2 } from '../../data/bzip2.js';
 
 /** The dsa-prune package root (the folder with its package.json), from this module's location. */
 export function packageRoot(): string {
@@ -52,13 +53,16 @@ export function findTaskFile(task: string, dirs: string[], candidates: string[])
   });
 }
 
-/** Read a whole text file; missing → DsaPruneError with the path. */
+/** Read a whole text file (`.bz2` files are decompressed); unreadable → DsaPruneError with the path. */
 export function readTaskText(task: string, file: string): string {
+  let bytes: Uint8Array;
   try {
-    return readFileSync(file, 'utf8');
+    bytes = readFileSync(file);
   } catch (e) {
     throw new DsaPruneError(`task ${task}: cannot read ${file}: ${(e as Error).message}`, { cause: e });
   }
+  if (file.endsWith('.bz2')) bytes = bunzip2(bytes, file);
+  return new TextDecoder().decode(bytes);
 }
 
 /** Error for malformed task data at `file:line`. */

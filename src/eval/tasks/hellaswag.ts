@@ -1,10 +1,8 @@
 /**
  * HellaSwag in the llama.cpp text format (6 lines per item: context, label 0-3, four endings), e.g.
  * hellaswag_val_full.txt. Context and endings cleaned as lm-eval's `preprocess`; continuation " <ending>";
- * acc and acc_norm. Node has no bzip2 decoder, so `.txt.bz2` needs `bunzip2 -k` first (the error says so).
+ * acc and acc_norm. The `.txt.bz2` of ../shared is read directly (src/data/bzip2.ts: Node's zlib has no bzip2).
  */
-import { existsSync } from 'node:fs';
-import { DsaPruneError } from '../../errors.js';
 import { badLine, findTaskFile, readTaskText } from './files.js';
 import type { LoadOptions, McItem, TaskData } from './types.js';
 
@@ -15,12 +13,6 @@ export function preprocessHellaswag(text: string): string {
 
 export function loadHellaswag(task: string, dirs: string[], options: LoadOptions & { file?: string } = {}): TaskData {
   const file = options.file ?? findTaskFile(task, dirs, ['hellaswag_val_full.txt', 'hellaswag/val.txt', 'hellaswag_val_full.txt.bz2']);
-  if (file.endsWith('.bz2')) {
-    const plain = file.slice(0, -4);
-    throw new DsaPruneError(`task ${task}: ${file} is bzip2-compressed and Node.js cannot decompress bzip2`, {
-      hint: existsSync(plain) ? `use ${plain}` : `decompress it once: bunzip2 -k ${file} (or pass an uncompressed copy as ${task}=<file>)`,
-    });
-  }
   const lines = readTaskText(task, file).split('\n');
   while (lines.length > 0 && lines[lines.length - 1]!.trim() === '') lines.pop();
   if (lines.length % 6 !== 0) {
