@@ -254,12 +254,13 @@ export async function main(argv: string[], io?: CliIo, options: MainOptions = {}
     if (controller.signal.aborted) return EXIT.aborted;
     return code;
   } catch (e) {
-    if (controller.signal.aborted && (isAbortError(e) || e === controller.signal.reason)) {
+    if (controller.signal.aborted) {
+      // Whatever the command threw on its way out (AbortError, DsaPruneError 'aborted', …) is a consequence of Ctrl-C.
+      if (verbose && !isAbortError(e) && e !== controller.signal.reason) reportError(e, cio, true);
       cio.stderr('aborted\n');
       return EXIT.aborted;
     }
-    const code = reportError(e, cio, verbose);
-    return controller.signal.aborted ? EXIT.aborted : code;
+    return reportError(e, cio, verbose);
   } finally {
     activeSignal = previousSignal;
     if (ownsProcess) process.off('SIGINT', onSigint);
