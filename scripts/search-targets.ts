@@ -27,7 +27,7 @@ const shared = path.resolve(repo, '../shared');
 const modelDir = path.join(shared, 'models/bench-12l');
 const calFile = path.join(shared, 'data/bench-corpus/calibration.txt');
 const sotuFile = path.join(shared, 'data/bench-corpus/eval_sotu_2001_2021.txt');
-const resultsFile = path.join(repo, 'docs/search-targets.json');
+const resultsFile = path.join(repo, process.env.TARGETS_OUT ?? 'docs/search-targets.json');
 const NS = 128;
 const SEQ = 512;
 const S = 0.7;
@@ -144,17 +144,20 @@ if (want('main')) {
 
 if (want('seeds')) {
   const evals = flag('seed-evals', 100);
+  const windows = flag('seed-windows', 16);
+  const population = flag('seed-population', 16);
   const rows: { seed: number; evolution: number; random: number; evolutionExpr: string; randomExpr: string }[] = [];
   for (const seed of [1, 2, 3]) {
     log(`seed ${seed}: evolution and random, ${evals} evaluations each`);
     const out = await searchModel(pm, {
       modelDir, method: 'wanda', sparsity: S, budget: 'exact', mode: 'fast', calibrationIds: cal, nsamples: NS, seqlen: SEQ,
-      searchIds, searchWindows: 16, searchSeqlen: 512, evaluations: evals, workers: 2, threads: 1, seed, dense, random: true, final: false,
+      searchIds, searchWindows: windows, searchSeqlen: 512, evaluations: evals, workers: 2, threads: 1, seed, dense, random: true, final: false,
+      population,
     });
     rows.push({ seed, evolution: out.best.fitness, random: out.randomBest!.fitness, evolutionExpr: `${out.best.expression} λ=${out.best.lambda}`, randomExpr: `${out.randomBest!.expression} λ=${out.randomBest!.lambda}` });
     log(`  evolution ${out.best.fitness.toFixed(3)} vs random ${out.randomBest!.fitness.toFixed(3)}`);
     writeFileSync(path.join(repo, `docs/search-bench12l-seed${seed}.svg`), searchChart(out));
-    results.seeds = { evaluations: evals, rows };
+    results.seeds = { evaluations: evals, searchWindows: windows, population, rows };
     save();
   }
 }
