@@ -20,7 +20,7 @@ import { dsaSpace } from '../../src/search/space.js';
 import { functionEvaluator, runSearch, type SearchOptions } from '../../src/search/evolution.js';
 import { readCheckpoint } from '../../src/search/checkpoint.js';
 import { Rng } from '../../src/search/random.js';
-import { redisSkipReason, startRedis, type TestRedis } from './redis-server.js';
+import { makeTlsFiles, redisSkipReason, startRedis, type TestRedis } from './redis-server.js';
 
 const skip = redisSkipReason();
 if (skip) console.warn(`[distributed] skipped: ${skip}`);
@@ -257,5 +257,42 @@ describe.skipIf(skip !== undefined)('distributed queue with a password', () => {
     expect(err).toBeInstanceOf(DsaPruneError);
     expect((err as Error).message).toMatch(/refused the credentials/);
     expect((err as Error).message).not.toMatch(/nope/);
+  });
+});
+
+describe.skipIf(skip !== undefined)('distributed queue over TLS (rediss://)', () => {
+  let redis: TestRedis | undefined;
+  let ca = '';
+  beforeAll(async () => {
+    const files = makeTlsFiles(mkdtempSync(path.join(tmpdir(), 'dsa-tls-')));
+    if (!files) return;
+    ca = files.ca;
+    redis = await startRedis({ tls: files, password: 'tls-pw' });
+  });
+  afterAll(async () => {
+    await redis?.stop();
+  });
+
+  it('verifies the server against REDIS_TLS_CA and serves jobs; without the CA the error says why', async (ctx) => {
+    if (!redis) ctx.skip(); // no openssl to make certificates
+    const url = redis!.url;
+    expect(url.startsWith('rediss://')).toBe(true);
+    const untrusted = await createRedisEvaluator({ redis: url, spec: spec(), calibrationIds: ids(8, 1), searchIds: ids(8, 2), connectAttempts: 2 }).catch((e: unknown) => e);
+    expect(untrusted).toBeInstanceOf(DsaPruneError);
+    expect((untrusted as Error).message).toMatch(/TLS connection to Redis at rediss:\/\/:\*\*\*@127\.0\.0\.1:\d+ failed: .*certificate/);
+    process.env.REDIS_TLS_CA = ca;
+    try {
+      const w = await startWorker({ redis: url, backend: fakeBackend('model-a', 1), prefix: 'tls' });
+      const ev = await createRedisEvaluator({ redis: url, spec: spec(), calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix: 'tls' });
+      try {
+        const cs = candidates(4);
+        expect((await ev.evaluate(cs)).map((r) => r.fitness)).toEqual(cs.map(fakeFitness));
+      } finally {
+        await ev.close();
+        await w.close();
+      }
+    } finally {
+      delete process.env.REDIS_TLS_CA;
+    }
   });
 });

@@ -3,7 +3,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ioredisAvailable } from '../../src/search/distributed/connection.js';
@@ -37,11 +37,29 @@ export interface TestRedis {
 }
 
 /** Start redis-server on 127.0.0.1:<random port>, optionally with a password; resolves when it accepts connections. */
-export async function startRedis(options: { password?: string } = {}): Promise<TestRedis> {
+/** A private CA and a server certificate for 127.0.0.1 (openssl CLI), for the TLS test. */
+export function makeTlsFiles(dir: string): { ca: string; cert: string; key: string } | undefined {
+  const run = (args: string[]) => spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+  if (run(['version']).status !== 0) return undefined;
+  const steps = [
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=dsa-prune test CA'],
+    ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1'],
+    ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '1', '-extfile', 'ext.cnf'],
+  ];
+  writeFileSync(join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1\n');
+  for (const s of steps) if (run(s).status !== 0) return undefined;
+  return { ca: join(dir, 'ca.pem'), cert: join(dir, 'server.pem'), key: join(dir, 'server.key') };
+}
+
+export async function startRedis(options: { password?: string; tls?: { cert: string; key: string; ca: string } } = {}): Promise<TestRedis> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), 'dsa-prune-redis-'));
-    const args = ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', '--dir', dir];
+    const args = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+    if (options.tls) {
+      args.push('--port', '0', '--tls-port', String(port), '--tls-cert-file', options.tls.cert, '--tls-key-file', options.tls.key);
+      args.push('--tls-ca-cert-file', options.tls.ca, '--tls-auth-clients', 'no');
+    } else args.push('--port', String(port));
     if (options.password) args.push('--requirepass', options.password);
     const child: ChildProcess = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const ready = await new Promise<boolean>((resolve) => {
@@ -66,7 +84,7 @@ export async function startRedis(options: { password?: string } = {}): Promise<T
     }
     const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
     return {
-      url: `redis://${auth}127.0.0.1:${port}`,
+      url: `${options.tls ? 'rediss' : 'redis'}://${auth}127.0.0.1:${port}`,
       port,
       stop: async () => {
         if (child.exitCode === null) {

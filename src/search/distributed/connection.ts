@@ -3,7 +3,9 @@
  * `rediss://…` (TLS), a redacted form for messages, and a connect-with-back-off that turns "Redis unreachable" into
  * one clear DsaPruneError instead of an endless reconnect loop.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { isIP } from 'node:net';
 import { DsaPruneError, EXIT } from '../../errors.js';
 
 // ioredis is CommonJS and is what BullMQ itself loads; a type-only view of the little we use keeps us independent of
@@ -41,7 +43,7 @@ export interface RedisOptions {
   username?: string;
   password?: string;
   db: number;
-  tls?: { servername: string };
+  tls?: { servername?: string; ca?: string };
   /** Required null by BullMQ workers (blocking commands); requests wait for reconnection. */
   maxRetriesPerRequest: number | null;
   retryStrategy: (times: number) => number | null;
@@ -60,7 +62,8 @@ export interface RedisTarget {
 
 /**
  * Parse `redis://` / `rediss://` URLs. The password may be given in the URL or (better, it stays out of `ps`) in the
- * `REDIS_PASSWORD` environment variable, which fills it in when the URL has none.
+ * `REDIS_PASSWORD` environment variable, which fills it in when the URL has none. With rediss://, the server
+ * certificate is verified against the system CAs, or against the PEM file named by `REDIS_TLS_CA` (a private CA).
  */
 export function parseRedisUrl(url: string, env: NodeJS.ProcessEnv = process.env): RedisTarget {
   let u: URL;
@@ -104,7 +107,21 @@ export function parseRedisUrl(url: string, env: NodeJS.ProcessEnv = process.env)
   };
   if (username) options.username = username;
   if (password !== undefined) options.password = password;
-  if (u.protocol === 'rediss:') options.tls = { servername: host };
+  if (u.protocol === 'rediss:') {
+    // SNI only for names (RFC 6066 forbids IP addresses); the certificate is still checked against the IP.
+    options.tls = isIP(host) ? {} : { servername: host };
+    const caFile = env.REDIS_TLS_CA;
+    if (caFile) {
+      try {
+        options.tls.ca = readFileSync(caFile, 'utf8');
+      } catch (e) {
+        throw new DsaPruneError(`REDIS_TLS_CA=${caFile} cannot be read: ${(e as Error).message}`, {
+          hint: 'Point REDIS_TLS_CA at the PEM file of the CA that signed the Redis server certificate.',
+          exitCode: EXIT.badInput,
+        });
+      }
+    }
+  }
   return { options, display: redactUrl(url) };
 }
 
@@ -187,7 +204,7 @@ export async function connectRedis(target: RedisTarget, options: ConnectOptions 
     } catch (e) {
       lastError = emitted ?? (e as Error);
       client.disconnect();
-      if (isAuthError(lastError)) break; // a wrong password does not get better by retrying
+      if (isPermanent(lastError)) break; // a wrong password or an untrusted certificate does not get better by retrying
       if (attempt < attempts) {
         options.onRetry?.(attempt, lastError, delay);
         await sleep(delay, options.signal);
@@ -198,6 +215,10 @@ export async function connectRedis(target: RedisTarget, options: ConnectOptions 
   throw unreachable(target, lastError, attempts);
 }
 
+function isPermanent(e: Error): boolean {
+  return isAuthError(e) || /certificate|self.signed/i.test(e.message);
+}
+
 function isAuthError(e: Error): boolean {
   return /NOAUTH|WRONGPASS|invalid password|invalid username/i.test(e.message);
 }
@@ -205,6 +226,15 @@ function isAuthError(e: Error): boolean {
 /** The DsaPruneError for a Redis server that cannot be reached or refuses us. */
 export function unreachable(target: RedisTarget, cause: Error | undefined, attempts: number): DsaPruneError {
   const why = cause?.message ?? 'no answer';
+  if (cause && /certificate|self.signed|SSL|TLS|wrong version number|EPROTO/i.test(cause.message)) {
+    return new DsaPruneError(`TLS connection to Redis at ${target.display} failed: ${why}`, {
+      hint:
+        'For a server certificate from a private CA, set REDIS_TLS_CA to that CA\'s PEM file; use rediss:// only for a ' +
+        'TLS port and redis:// for a plain one.',
+      exitCode: EXIT.failure,
+      cause,
+    });
+  }
   if (cause && isAuthError(cause)) {
     return new DsaPruneError(`Redis at ${target.display} refused the credentials: ${why}`, {
       hint: 'Give the password in the URL (redis://:PASSWORD@host:port) or in the REDIS_PASSWORD environment variable.',
