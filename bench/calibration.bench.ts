@@ -48,7 +48,7 @@ function loadModel(): CalibrationModel {
   const config = JSON.parse(readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
   const inits = new Map(proto.graph.initializer.map((t) => [t.name ?? '', t]));
   return {
-    proto, config, source: { dir: onnxDir },
+    proto, config, source: { dir: modelDir, onnxPath: path.join(onnxDir, 'model.onnx') },
     linears: discoverLinears(proto.graph, { config }).linears,
     readInitializer: (name) => tensorToFloat32(inits.get(name)!, onnxDir),
   };

@@ -16,7 +16,6 @@ import {
   encodeModel,
   createTensor,
   isExternal,
-  tensorBytes,
   tensorDims,
   toNumber,
   type ModelProto,
@@ -26,6 +25,7 @@ import {
   type GraphProto,
 } from '../model/onnx.js';
 import { DsaPruneError } from '../errors.js';
+import { inlinedModel } from '../model/external.js';
 import type { LinearInfo } from '../types.js';
 
 /** Scope patterns that mark a node as part of decoder block N. */
@@ -251,10 +251,16 @@ function valueInfo(name: string, elemType?: number): ValueInfoProto {
   return elemType ? { name, type: { tensor_type: { elem_type: elemType } } } : { name };
 }
 
-/** An initializer with its data inline (external data read from the model folder). */
-function inlineInitializer(t: TensorProto, baseDir?: string): TensorProto {
-  if (!isExternal(t)) return t;
-  return createTensor({ name: t.name, dims: t.dims, data_type: t.data_type, raw_data: tensorBytes(t, baseDir) });
+/** Initializers with their data inline (external data read from files next to the ONNX file, by slices). */
+function inlineInitializers(plan: GraphPlan, inits: TensorProto[]): TensorProto[] {
+  if (!inits.some(isExternal)) return inits;
+  if (!plan.baseDir) {
+    throw new DsaPruneError('calibration: the graph keeps weights in external data, but the model file location is unknown', {
+      hint: 'pass a model whose source.onnxPath names the .onnx file (attachModel does this)',
+    });
+  }
+  const shell: ModelProto = { ...plan.model, graph: { ...plan.model.graph, initializer: inits } };
+  return inlinedModel(shell, plan.baseDir).graph.initializer;
 }
 
 function buildModel(plan: GraphPlan, name: string, nodes: NodeProto[], inputs: ValueInfoProto[], initializers: TensorProto[], outputs: ValueInfoProto[]): Uint8Array {
@@ -349,7 +355,7 @@ function assemble(
       weightInputs.push({ name: t, dims: tensorDims(init), fp16 });
       inputs.push({ name: t, type: { tensor_type: { elem_type: init.data_type, shape: { dim: tensorDims(init).map((d) => ({ dim_value: d })) } } } });
     } else if (init) {
-      inits.push(inlineInitializer(init, plan.baseDir));
+      inits.push(init);
     } else if (plan.graphInputs.has(t)) {
       graphInputs.push(t);
       inputs.push(graphInputInfo(plan, t));
@@ -361,6 +367,6 @@ function assemble(
     }
   }
   const outputs = [...storeOutputs.map((o) => valueInfo(o)), ...statsOuts];
-  const bytes = buildModel(plan, name, nodes, inputs, inits, outputs);
+  const bytes = buildModel(plan, name, nodes, inputs, inlineInitializers(plan, inits), outputs);
   return { bytes, storeInputs, graphInputs, weightInputs, storeOutputs };
 }

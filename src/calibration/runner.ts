@@ -9,6 +9,7 @@
  * One-shot: one pass per block computes the statistics and the dense outputs together.
  */
 import os from 'node:os';
+import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DsaPruneError, EXIT } from '../errors.js';
 import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
@@ -25,8 +26,8 @@ export interface CalibrationModel {
   linears: LinearInfo[];
   /** Current values of an initializer, ONNX layout, float32. */
   readInitializer(name: string): Float32Array;
-  /** Model folder (for initializers stored as external data). */
-  source?: { dir: string };
+  /** Where the graph came from: external data files are resolved next to `onnxPath` (PrunableModel.source). */
+  source?: { dir: string; onnxPath?: string };
   /** config.json (KV-cache shapes when the graph leaves them symbolic). */
   config?: Record<string, unknown>;
 }
@@ -118,7 +119,7 @@ class Runner {
     this.batch = Math.max(1, Math.min(opts.batchSize ?? 8, nsamples));
     this.threads = opts.threads ?? os.availableParallelism();
     this.nBatches = Math.ceil(nsamples / this.batch);
-    this.plan = planGraph(pm.proto, pm.linears, pm.source?.dir);
+    this.plan = planGraph(pm.proto, pm.linears, pm.source?.onnxPath ? path.dirname(pm.source.onnxPath) : undefined);
     this.report = {
       mode: opts.mode ?? 'sequential', nsamples, seqlen, batchSize: this.batch, threads: this.threads,
       seconds: { prefix: 0, build: 0, statistics: 0, prune: 0, output: 0, total: 0 },

@@ -29,7 +29,7 @@ export function loadFixture(dir: string): FixtureModel {
     proto,
     linears,
     config,
-    source: { dir: path.join(dir, 'onnx') },
+    source: { dir, onnxPath: path.join(dir, 'onnx/model.onnx') },
     readInitializer: (name) => tensorToFloat32(byName.get(name)!, path.join(dir, 'onnx')).slice(),
     writeInitializer: (name, v) => setTensorFloat32(byName.get(name)!, v),
   };

@@ -1,5 +1,9 @@
 /** Runner behaviour on the embedded stories260k: callback order, shared statistics, batching, progress, abort, errors. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { writeWithExternalData } from '../../src/model/external.js';
+import { readModelFile } from '../../src/model/onnx.js';
 import { describe, expect, it } from 'vitest';
 import { blockOfNode, planGraph, runCalibration, denseStatistics } from '../../src/calibration/index.js';
 import { DsaPruneError } from '../../src/errors.js';
@@ -80,6 +84,25 @@ describe('calibration runner', () => {
       onProgress: (x) => { if (x.phase === 'statistics') ac.abort(); },
     });
     await expect(p).rejects.toMatchObject({ name: 'DsaPruneError', exitCode: 130 });
+  });
+
+  it('reads weights kept in external data (model.onnx + model.onnx_data)', async () => {
+    const m = loadFixture(dir);
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'calib-ext-'));
+    try {
+      const onnxPath = path.join(tmp, 'model.onnx');
+      writeWithExternalData(m.proto, path.join(dir, 'onnx'), onnxPath, path.join(tmp, 'model.onnx_data'), 'model.onnx_data');
+      const proto = readModelFile(onnxPath);
+      expect(proto.graph.initializer.some((t) => t.data_location === 1)).toBe(true);
+      const ext = { ...m, proto, source: { dir: tmp, onnxPath } };
+      const opts = { nsamples: N, seqlen: T, needs: { sq: true, gram: false } };
+      const a = await denseStatistics(m, windows, opts);
+      const b = await denseStatistics(ext, windows, opts);
+      for (const [k, s] of a) expect(Array.from(b.get(k)!.sq)).toEqual(Array.from(s.sq));
+      await expect(denseStatistics({ ...ext, source: undefined }, windows, opts)).rejects.toThrow(/external data/);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   it('rejects windows that do not match nsamples × seqlen, and models without blocks', async () => {
