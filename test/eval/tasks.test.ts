@@ -7,7 +7,7 @@ import { accuracy, evaluateTasks, loadTask, scoreTask, type TextScorer } from '.
 import { preprocessHellaswag } from '../../src/eval/tasks/hellaswag.js';
 import { winograndeItem } from '../../src/eval/tasks/winogrande.js';
 import { DsaPruneError } from '../../src/errors.js';
-import { hasShared, load, sharedDir, SKIP_SHARED, storiesDir } from './helpers.js';
+import { hasShared, load, repoRoot, sharedDir, SKIP_SHARED, storiesDir } from './helpers.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'dsa-eval-tasks-'));
 function put(rel: string, text: string | Uint8Array): string {
@@ -148,4 +148,17 @@ describe.skipIf(!hasShared)(`stories260k on the shared task data (targets of iss
     expect(r['blimp:regular_plural_subject_verb_agreement_1']!.acc).toBeCloseTo(0.6, 10);
     expect(r['blimp:irregular_past_participle_adjectives']!.acc).toBeCloseTo(0.525, 10);
   });
+});
+
+describe('the task subsets shipped in data/tasks (no ../shared needed)', () => {
+  it('give the issue-6 targets on stories260k: COPA 0.65, BLiMP first 200, HellaSwag first 300 acc_norm ≈ 0.257', async () => {
+    const { model, tokenizer } = await load(storiesDir);
+    const dataDir = path.join(repoRoot, 'data/tasks');
+    const r = await evaluateTasks(model, tokenizer, ['copa', 'blimp:anaphor_gender_agreement', 'blimp:determiner_noun_agreement_1', 'hellaswag'], { dataDir });
+    expect(r.copa).toEqual({ acc: 0.65, n: 100 });
+    expect(r['blimp:anaphor_gender_agreement']).toEqual({ acc: 0.74, n: 200 });
+    expect(r['blimp:determiner_noun_agreement_1']).toEqual({ acc: 0.705, n: 200 });
+    expect(r.hellaswag!.n).toBe(300);
+    expect(Math.abs(r.hellaswag!.acc_norm! - 0.257)).toBeLessThan(0.03);
+  }, 300_000);
 });
