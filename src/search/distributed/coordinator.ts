@@ -50,6 +50,11 @@ export interface RedisEvaluatorOptions {
   calibrationIds: Int32Array;
   /** Search-split token ids (published with the run). */
   searchIds: Int32Array;
+  /**
+   * Dense statistics the coordinator already computed: stored in Redis (by model hash + calibration hash) so the
+   * workers skip their own dense pass. Too large to share (> 256 MB) → the workers compute them.
+   */
+  dense?: DenseData;
   /** Run id (letters, digits, '-', '_'); default derived from spec and token ids, so a restart finds the same run. */
   runId?: string;
   /** Redis key prefix shared with the workers (default `dsa-prune`). */
@@ -93,6 +98,7 @@ export async function createRedisEvaluator(options: RedisEvaluatorOptions): Prom
   const ev = new RedisEvaluator(target, client, options);
   try {
     await ev.publish();
+    if (options.dense && !(await ev.shareDense(options.dense))) log('dense statistics too large to share; each worker computes its own');
   } catch (e) {
     await ev.close();
     throw e;
