@@ -73,6 +73,11 @@ export function collected(): readonly BenchRow[] {
   return rows;
 }
 
+/** Forget the rows measured so far (tests; a file that prints its own table). */
+export function clearCollected(): void {
+  rows.length = 0;
+}
+
 /** Add a row measured some other way (e.g. a case that runs in its own subprocess). */
 export function record(row: Omit<TimeRow, 'kind' | 'min' | 'max' | 'repeat' | 'maxRssMB' | 'peakRssMB'> & Partial<TimeRow>): TimeRow;
 export function record(row: ValueRow): ValueRow;
