@@ -40,7 +40,7 @@ describe('bench harness', () => {
     expect(lines.length).toBe(2 + 5);
     expect(lines[0]).toMatch(/^case\s+seconds\s+min–max\s+repeat\s+peak RSS MB\s+max RSS MB\s+notes$/);
     expect(text).toContain('hold / sleep');
-    expect(text).toMatch(/hold 160 MB \/ sleep 30 ms/);
+    expect(text).toMatch(/hold 64 MB \/ sleep 30 ms/);
     expect(text).toContain('1235 tok/s');
     expect(lines.find((l) => l.startsWith('external case'))).toMatch(/2\.5\s+2\.5–2\.5\s+1\s+300/);
   });
