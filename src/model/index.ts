@@ -8,4 +8,5 @@ export { attachModel, transpose, type PrunableModel } from './prunable.js';
 export { loadModelDir, validateModelFolder, readFolderGraph, type ModelFolder } from './load.js';
 export { savePruned, checkOutDir, packageVersion, type SaveOptions } from './save.js';
 export { inspectModel, formatInspectTable, type InspectReport, type InspectLinear } from './inspect.js';
+export { hasExternalData, externalFiles, initializerBytes, inlinedModel, writeWithExternalData, tensorDataSize, PROTOBUF_LIMIT } from './external.js';
 export * from './onnx.js';
