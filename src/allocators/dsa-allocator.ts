@@ -38,7 +38,6 @@ function nonFiniteError(e: DsaExpression, traces: ImportanceTrace[], blocks: num
   }
   const parts = [...groups].map(([key, g]) => {
     const vals = g.values.length ? ` (${g.values.slice(0, 4).join(', ')}${g.values.length > 4 ? ', …' : ''})` : '';
-    // e.g. "asin of a value outside [-1, 1] (1.063, 1.08) in blocks 0,1" 
     return `${key}${vals} in blocks ${g.blocks.join(',')}`;
   });
   const published = formatDsa(e) === DSA_PUBLISHED ? 'the published function' : 'this function';
