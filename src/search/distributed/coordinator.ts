@@ -69,6 +69,8 @@ export interface RedisEvaluatorOptions {
   callAttempts?: number;
   /** Seconds without any result and without a live worker before a warning is logged (default 30). */
   idleWarnSeconds?: number;
+  /** Days the run record and its results stay in Redis after the last batch (default 7). */
+  keepDays?: number;
   /** Informational messages (connection retries, reused results, missing workers). */
   onLog?: (message: string) => void;
   signal?: AbortSignal;
@@ -172,6 +174,7 @@ export class RedisEvaluator implements Evaluator {
     )) as number;
     if (created === 1) {
       this.nonce = nonce;
+      await this.touch();
       this.log(`published run ${this.runId} on ${this.target.display}`);
       return;
     }
@@ -216,6 +219,9 @@ export class RedisEvaluator implements Evaluator {
 
     // 2. Queue the rest. A job left failed by an earlier coordinator is removed and queued afresh.
     const pending = ukeys.filter((k) => !got.has(k));
+    // Looking at each job's state is only needed when the queue's failed count moves (counted before queueing, so a
+    // job refused at once is noticed).
+    let failedSeen = pending.length > 0 ? await this.call('count failed jobs', () => this.queue.getFailedCount()) : 0;
     if (pending.length > 0) {
       const jobs: { name: string; data: JobPayload; opts: Record<string, unknown> }[] = [];
       for (const k of pending) {
@@ -276,7 +282,11 @@ export class RedisEvaluator implements Evaluator {
       if (waiting.length === 0) break;
       if (Date.now() - lastFailCheck > 1000) {
         lastFailCheck = Date.now();
-        await this.checkFailed(waiting, unique);
+        const failed = await this.call('count failed jobs', () => this.queue.getFailedCount());
+        if (failed !== failedSeen) {
+          await this.checkFailed(waiting, unique);
+          failedSeen = failed;
+        }
       }
       if (!warned && Date.now() - lastProgress > idleWarn) {
         warned = true;
@@ -288,7 +298,15 @@ export class RedisEvaluator implements Evaluator {
         );
       }
     }
+    await this.touch();
     return keyOf.map((k) => ({ ...got.get(k)!, key: k }));
+  }
+
+  /** Keep the run record and results for keepDays after the last activity (then Redis drops them). */
+  private async touch(): Promise<void> {
+    const ttl = Math.round((this.options.keepDays ?? 7) * 86400);
+    await this.call('refresh expiry', () => this.client.expire(keys.run(this.prefix, this.runId), ttl));
+    await this.call('refresh expiry', () => this.client.expire(keys.results(this.prefix, this.runId), ttl));
   }
 
   /** Fail the batch with the worker's reason when a job of it failed for good. */
