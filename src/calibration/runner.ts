@@ -199,14 +199,22 @@ class Runner {
     return m;
   }
 
-  /** Σ and Σ² of the hidden state entering block b (float64), when it is a single float32 tensor. */
+  /**
+   * Σ and Σ² of the hidden state entering block b (float64): the largest float32 tensor handed to the block (others
+   * are rotary tables and the like); skipped when two tie (a residual handed over in two parts).
+   */
   hiddenSums(b: number): void {
-    const names = this.plan.hiddenIn[b]!;
-    if (names.length !== 1) return;
+    const first = this.stores[0];
+    if (!first) return;
+    const sized = this.plan.hiddenIn[b]!
+      .map((n) => ({ n, size: first.get(n)?.type === 'float32' ? first.get(n)!.data.length : 0 }))
+      .sort((x, y) => y.size - x.size);
+    if (sized.length === 0 || sized[0]!.size === 0 || (sized.length > 1 && sized[1]!.size === sized[0]!.size)) return;
+    const name = sized[0]!.n;
     let s = 0;
     let s2 = 0;
     for (const store of this.stores) {
-      const t = store.get(names[0]!);
+      const t = store.get(name);
       if (!t || t.type !== 'float32') return;
       const d = t.data as Float32Array;
       for (let i = 0; i < d.length; i++) {

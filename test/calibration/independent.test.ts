@@ -60,7 +60,7 @@ async function checkModel(dir: string, nsamples: number, seqlen: number, batchSi
   // One-shot, with a pruning callback: statistics stay those of the dense model.
   const a = loadFixture(dir);
   let seen = 0;
-  await runCalibration(a, w, { nsamples, seqlen, batchSize, mode: 'oneshot', needs: { sq: true, gram: true } }, (b, stats) => {
+  const report = await runCalibration(a, w, { nsamples, seqlen, batchSize, mode: 'oneshot', needs: { sq: true, gram: true } }, (b, stats) => {
     for (const l of a.linears.filter((x) => x.block === b)) {
       const e = compare(stats.get(l.name)!, ref.get(activation(a, l.name))!);
       expect(e.sq, `${l.name} sq`).toBeLessThan(1e-5);
@@ -70,6 +70,7 @@ async function checkModel(dir: string, nsamples: number, seqlen: number, batchSi
     pruneHalf(a, b);
   });
   expect(seen).toBe(dense.linears.filter((l) => l.block >= 0).length);
+  for (const r of report.blocks) expect(Number.isFinite(r.inputSum), `block ${r.block} input sum`).toBe(true);
 
   // Sequential, pruning each block in the callback: block b's statistics are those of the model with blocks < b pruned.
   const s = loadFixture(dir);
