@@ -205,9 +205,24 @@ export function parseCommandArgs<O extends Record<string, OptionSpec>>(argv: str
       ...(o.multiple ? { multiple: true } : {}),
     };
   }
+  // `--lambda -0.1`: parseArgs would read "-0.1" as an option; join a negative number to its value-taking option.
+  const args: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = argv[i + 1];
+    if (a === '--') {
+      args.push(...argv.slice(i));
+      break;
+    }
+    const key = a.startsWith('--') && !a.includes('=') ? a.slice(2) : undefined;
+    if (key !== undefined && all[key] && all[key].type !== 'boolean' && next !== undefined && /^-(\d|\.\d)/.test(next)) {
+      args.push(`${a}=${next}`);
+      i++;
+    } else args.push(a);
+  }
   let parsed: { values: Record<string, string | boolean | (string | boolean)[] | undefined>; positionals: string[] };
   try {
-    parsed = parseArgs({ args: argv, options: nodeOptions, strict: true, allowPositionals: true });
+    parsed = parseArgs({ args, options: nodeOptions, strict: true, allowPositionals: true });
   } catch (e) {
     const err = e as NodeParseError;
     if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {

@@ -80,6 +80,13 @@ describe('parseCommandArgs', () => {
     expect(thrown(() => parseCommandArgs(['a', 'b'], spec)).message).toMatch(/at most 1 positional argument, got extra "b"/);
   });
 
+  it('negative numbers as option values; --opt=value form', () => {
+    const neg = defineCommand({ name: 'x', usage: 'x', options: { lambda: { type: 'number' }, shift: { type: 'integer' } } });
+    expect(parseCommandArgs(['--lambda', '-0.1', '--shift', '-3'], neg).values).toEqual({ lambda: -0.1, shift: -3 });
+    expect(parseCommandArgs(['--lambda=-.5'], neg).values.lambda).toBe(-0.5);
+    expect(thrown(() => parseCommandArgs(['--lambda', '--json'], neg)).message).toBe('--lambda needs a value (<n>)');
+  });
+
   it('--help / -h skips positional checks', () => {
     expect(parseCommandArgs(['--help'], spec).help).toBe(true);
     expect(parseCommandArgs(['-h'], spec).help).toBe(true);
