@@ -6,6 +6,7 @@ import { zipSync, strToU8 } from 'fflate';
 import { accuracy, evaluateTasks, loadTask, scoreTask, type TextScorer } from '../../src/eval/tasks/index.js';
 import { preprocessHellaswag } from '../../src/eval/tasks/hellaswag.js';
 import { winograndeItem } from '../../src/eval/tasks/winogrande.js';
+import { blimpSubsets } from '../../src/eval/tasks/blimp.js';
 import { DsaPruneError } from '../../src/errors.js';
 import { hasShared, load, repoRoot, sharedDir, SKIP_SHARED, storiesDir } from './helpers.js';
 
@@ -147,6 +148,13 @@ describe.skipIf(!hasShared)(`stories260k on the shared task data (targets of iss
     expect(r['blimp:determiner_noun_agreement_1']!.acc).toBeCloseTo(0.705, 10);
     expect(r['blimp:regular_plural_subject_verb_agreement_1']!.acc).toBeCloseTo(0.6, 10);
     expect(r['blimp:irregular_past_participle_adjectives']!.acc).toBeCloseTo(0.525, 10);
+  });
+  it('the BLiMP archive has 67 subsets, mixed-case names included', () => {
+    const zip = path.join(sharedDir, 'data/eval/blimp.zip');
+    const names = blimpSubsets(zip);
+    expect(names.length).toBe(67);
+    expect(names).toContain('principle_A_case_1');
+    expect(loadTask('blimp:principle_A_case_1', [path.join(sharedDir, 'data/eval')], { limit: 3 }).items.length).toBe(3);
   });
 });
 

@@ -26,12 +26,12 @@ function subsetText(task: string, file: string, subset: string): string {
   return new TextDecoder().decode(files[name]!);
 }
 
-/** List the subsets of a BLiMP archive or folder file name list. */
+/** The subset names (UIDs) inside a BLiMP zip archive, sorted. */
 export function blimpSubsets(zipFile: string): string[] {
   const names: string[] = [];
   unzipSync(readFileSync(zipFile), {
     filter: (f) => {
-      const m = /(?:^|\/)([a-z0-9_]+)\.jsonl$/.exec(f.name);
+      const m = /(?:^|\/)([A-Za-z0-9_]+)\.jsonl$/.exec(f.name);
       if (m) names.push(m[1]!);
       return false;
     },
@@ -40,7 +40,7 @@ export function blimpSubsets(zipFile: string): string[] {
 }
 
 export function loadBlimp(task: string, subset: string, dirs: string[], options: LoadOptions & { file?: string } = {}): TaskData {
-  if (!/^[a-z0-9_]+$/.test(subset)) throw new DsaPruneError(`task ${task}: "${subset}" is not a BLiMP subset name`);
+  if (!/^[A-Za-z0-9_]+$/.test(subset)) throw new DsaPruneError(`task ${task}: "${subset}" is not a BLiMP subset name`);
   const file = options.file ?? findTaskFile(task, dirs, ['blimp.zip', `blimp/${subset}.jsonl`, `blimp/data/${subset}.jsonl`]);
   const recs = parseJsonl(task, file, subsetText(task, file, subset), options.limit);
   const items: McItem[] = recs.map(({ line, rec }) => ({
