@@ -286,9 +286,17 @@ function invokedDirectly(): boolean {
 }
 
 if (invokedDirectly()) {
+  // `dsa-prune … | head`: a closed pipe is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;
+      // Leave once stdout is flushed, even if a library keeps a handle open (onnxruntime threads, Redis sockets).
+      process.stdout.write('', () => {
+        setTimeout(() => process.exit(code), 500).unref();
+      });
     },
     (e: unknown) => {
       process.stderr.write(`error: ${String(e)}\n`);
