@@ -232,7 +232,7 @@ export function barChart(series: BarSeries[], options: BarChartOptions = {}): st
   const colors = series.map((s, i) => s.color ?? PALETTE[i % PALETTE.length]);
 
   const width = Math.max(200, options.width ?? 760);
-  const rows = series.length > 1 ? legendRowCount(series.map((s) => s.name), options.yLabel ? 64 : 48, width - 16) : 0;
+  const rows = series.length > 0 ? legendRowCount(series.map((s) => s.name), options.yLabel ? 64 : 48, width - 16) : 0;
   const f = frame(options, rows);
 
   let lo = Number.POSITIVE_INFINITY;
@@ -352,7 +352,7 @@ export function lineChart(series: LineSeries[], options: LineChartOptions = {}):
   const logY = options.logY === true;
   const colors = series.map((s, i) => s.color ?? PALETTE[i % PALETTE.length]);
   const width = Math.max(200, options.width ?? 760);
-  const rows = series.length > 1 ? legendRowCount(series.map((s) => s.name), options.yLabel ? 64 : 48, width - 16) : 0;
+  const rows = series.length > 0 ? legendRowCount(series.map((s) => s.name), options.yLabel ? 64 : 48, width - 16) : 0;
   const f = frame(options, rows);
 
   const ok = (xv: number, yv: number) => Number.isFinite(xv) && Number.isFinite(yv) && (!logY || yv > 0);
