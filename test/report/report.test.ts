@@ -81,6 +81,18 @@ describe('renderReport', () => {
     expect(html).toContain(r.best.expression.replace(/&/g, '&amp;'));
   });
 
+  it('accepts the JSON written by a real `dsa-prune search --random` run (stories260k, 12 evaluations)', () => {
+    const file = path.join(here, 'fixtures/search-stories260k-real.json');
+    const raw = JSON.parse(readFileSync(file, 'utf8')) as { history: { fitness: number | null }[]; random: { fitness: number | null }[] };
+    const input = parseReportInput(raw, file);
+    expect(input.kind).toBe('search');
+    const html = renderReport(input);
+    const valid = [...raw.history, ...raw.random].filter((h) => h.fitness !== null).length;
+    expect((html.match(/<circle class="point"/g) ?? []).length).toBe(valid);
+    expect((html.match(/<rect class="bar"/g) ?? []).length).toBe(5);
+    expect(html).toContain('softplus(l1_norm(tanh(sigmoid(z))))');
+  });
+
   it('escapes hostile text from the data', () => {
     const html = renderReport({
       kind: 'pruned',
