@@ -7,7 +7,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { discoverLinears } from '../../src/model/discover.js';
+import { discoverLinears, fusedParts } from '../../src/model/discover.js';
 import { cloneGraph, readModelFile } from '../../src/model/onnx.js';
 import { DsaPruneError } from '../../src/errors.js';
 import { buildToyDecoder } from '../fixtures/graphs.js';
@@ -190,4 +190,23 @@ describe('builder fixtures', () => {
       expect(e.hint).toMatch(/prune-then-quantize/);
     });
   }
+});
+
+describe('fused parts from config', () => {
+  it('grouped-query qkv: q = heads·head_dim, k = v = kv_heads·head_dim; equal thirds when config is silent', () => {
+    // Qwen2-style GQA: 8 heads of 8, 2 KV heads → 64 + 16 + 16 rows.
+    expect(fusedParts('qkv', 96, { hidden_size: 64, num_attention_heads: 8, num_key_value_heads: 2 })).toEqual([
+      { role: 'q', start: 0, end: 64 }, { role: 'k', start: 64, end: 80 }, { role: 'v', start: 80, end: 96 },
+    ]);
+    // Falcon-style multi-query: one KV head.
+    expect(fusedParts('qkv', 80, { hidden_size: 64, num_attention_heads: 8, multi_query: true })).toEqual([
+      { role: 'q', start: 0, end: 64 }, { role: 'k', start: 64, end: 72 }, { role: 'v', start: 72, end: 80 },
+    ]);
+    expect(fusedParts('qkv', 192, undefined)).toEqual([
+      { role: 'q', start: 0, end: 64 }, { role: 'k', start: 64, end: 128 }, { role: 'v', start: 128, end: 192 },
+    ]);
+    expect(fusedParts('qkv', 100, { hidden_size: 64, num_attention_heads: 8 })).toBeUndefined();
+    expect(fusedParts('gate_up', 10, {})).toEqual([{ role: 'gate', start: 0, end: 5 }, { role: 'up', start: 5, end: 10 }]);
+    expect(fusedParts('down', 10, {})).toBeUndefined();
+  });
 });
