@@ -116,7 +116,10 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
       if (!statSync(from).isFile()) continue;
       if (f === 'config.json') {
         writeFileSync(path.join(tmp, f), configFor(readFileSync(from, 'utf8'), external));
-      } else copyFileSync(from, path.join(tmp, f));
+      } else {
+        copyFileSync(from, path.join(tmp, f));
+        chmodSync(path.join(tmp, f), 0o644); // a read-only source (shared, cache) must not make the copy read-only
+      }
     }
     const onnxDir = path.join(tmp, 'onnx');
     mkdirSync(onnxDir);
