@@ -61,7 +61,7 @@ export interface RedisEvaluatorOptions {
   prefix?: string;
   /** Attempts per job before it counts as failed (default 3; a refused job fails at once). */
   attempts?: number;
-  /** Result polling interval in ms (default 50). */
+  /** Result polling interval in ms (default 20; one HMGET per poll). */
   pollMs?: number;
   /** Connection attempts with exponential back-off before "Redis unreachable" (default 6). */
   connectAttempts?: number;
@@ -261,7 +261,7 @@ export class RedisEvaluator implements Evaluator {
     }
 
     // 3. Collect until every key has a result; check for failed jobs about once a second.
-    const pollMs = this.options.pollMs ?? 50;
+    const pollMs = this.options.pollMs ?? 20;
     const idleWarn = (this.options.idleWarnSeconds ?? 30) * 1000;
     let lastProgress = Date.now();
     let lastFailCheck = Date.now();

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import { DsaPruneError } from '../../errors.js';
 import { parseDsa } from '../../allocators/dsa/expression.js';
-import { candidateKey, type Candidate, type Evaluation, type SearchSpec } from '../types.js';
+import type { Candidate, Evaluation, SearchSpec } from '../types.js';
 import { connectRedis, parseRedisUrl, type RedisClient } from './connection.js';
 import { redisDenseCache, type DenseCache } from './dense-codec.js';
 
@@ -189,9 +189,6 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     } catch (e) {
       throw new UnrecoverableError(`worker ${id} refused job ${job.id}: ${(e as Error).message}`);
     }
-    if (candidateKey(candidate) !== payload.key) {
-      throw new UnrecoverableError(`worker ${id} refused job ${job.id}: its key does not match its expression and λ`);
-    }
     options.onStart?.(payload.key, payload.runId);
     const slot = freeSlots.pop();
     if (slot === undefined) throw new Error('no free evaluation slot (concurrency accounting)');
@@ -210,6 +207,11 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       throw e;
     } finally {
       freeSlots.push(slot);
+    }
+    // The fitness computed the candidate's key itself: a job whose key does not match its expression and λ is refused
+    // (checked after the evaluation so the mathjs simplification behind the key runs once per job, not twice).
+    if (ev.key !== payload.key) {
+      throw new UnrecoverableError(`worker ${id} refused job ${job.id}: its key does not match its expression and λ (${ev.key})`);
     }
     const stored = encodeResult({
       runId: payload.runId,
