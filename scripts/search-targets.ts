@@ -59,11 +59,15 @@ const spec: SearchSpec = {
   calibration: { nsamples: NS, seqlen: SEQ, sha256: idsSha256(cal) },
   search: { windows: 16, seqlen: 512, sha256: idsSha256(searchIds.subarray(0, 16 * 512)) }, seed: 0, modelHash: pm.modelHash(),
 };
-log('dense statistics');
-const t0 = performance.now();
-const dense = await computeDense(pm, spec, cal, 2);
-results.denseSeconds = (performance.now() - t0) / 1000;
-log(`dense statistics in ${(results.denseSeconds as number).toFixed(1)} s`);
+const needsDense = want('parallel') || want('main') || want('seeds');
+let dense!: Awaited<ReturnType<typeof computeDense>>;
+if (needsDense) {
+  log('dense statistics');
+  const t0 = performance.now();
+  dense = await computeDense(pm, spec, cal, 2);
+  results.denseSeconds = (performance.now() - t0) / 1000;
+  log(`dense statistics in ${(results.denseSeconds as number).toFixed(1)} s`);
+}
 
 if (want('parallel')) {
   const n = flag('parallel-evals', 8);
@@ -140,6 +144,38 @@ if (want('main')) {
     },
   };
   save();
+}
+
+if (parts.includes('baselines')) {
+  log('SOTU baselines: uniform and OWL (Wanda 70 %, exact budget)');
+  results.baselines = { uniform: await sotu('uniform', uniform()) };
+  save();
+  results.baselines = { ...(results.baselines as object), owl: await sotu('OWL', owl({ M: 5, lambda: 0.08 })) };
+  save();
+}
+
+if (parts.includes('final')) {
+  // The best candidate of an interrupted main search (its checkpoint), re-applied faithfully: search split and SOTU.
+  const { readCheckpoint } = await import('../src/search/checkpoint.js');
+  const ck = await readCheckpoint(path.join(repo, '.search-scratch/targets-main.checkpoint.json'));
+  const hist = ck.state.history;
+  const best = hist.reduce((a, b) => ((b.fitness ?? Infinity) < (a.fitness ?? Infinity) ? b : a));
+  log(`final: best of ${hist.length} evaluations (${ck.state.generation} generations): ${best.expression} λ=${best.lambda} fast fitness ${best.fitness}`);
+  const t = performance.now();
+  const f = await createFitness(pm, { ...spec, mode: 'faithful' }, { calibrationIds: cal, searchIds }, { threads: 2, dense: { blocks: [], stats: new Map() } });
+  const ev = await f.evaluate(best.candidate);
+  log(`  faithful search-split fitness ${ev.fitness.toFixed(3)} (${((performance.now() - t) / 1000).toFixed(0)} s)`);
+  const elapsed = ck.state.elapsedSeconds;
+  results.final = {
+    evaluations: hist.length, generations: ck.state.generation, searchSeconds: elapsed, evalsPerMinute: hist.length / (elapsed / 60),
+    rejected: ck.state.rejected, best: { expression: best.expression, lambda: best.lambda, fitness: best.fitness, blockSparsity: best.blockSparsity },
+    faithfulFitness: ev.fitness,
+    sotu: await sotu('DSA (found)', dsa(best.candidate.expression, { lambda: best.lambda })),
+    history: hist.map((h) => ({ evaluation: h.evaluation, generation: h.generation, expression: h.expression, lambda: h.lambda, fitness: h.fitness })),
+  };
+  save();
+  const { searchChart } = await import('../src/search/run.js');
+  writeFileSync(path.join(repo, 'docs/search-bench12l.svg'), searchChart({ history: (results.final as { history: never[] }).history, best: best as never, method: 'wanda', sparsity: S }));
 }
 
 if (want('seeds')) {
