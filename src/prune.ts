@@ -189,14 +189,22 @@ async function calibrationWindows(pm: PrunableModel, o: PruneOptions, seqlen: nu
   return { ids: windows, nsamples, seqlen, sha256, source };
 }
 
-const tokenizers = new WeakMap<object, unknown>();
+const tokenizers = new Map<string, Promise<unknown>>();
+/** Token ids of recent texts per tokenizer folder: tokenizing a long text is slow and calibration text is reused a lot. */
+const tokenCache = new Map<string, Int32Array>();
+const TOKEN_CACHE_ENTRIES = 8;
+
 async function tokenize(pm: PrunableModel, text: string): Promise<Int32Array> {
-  let tok = tokenizers.get(pm) as Parameters<typeof tokenizeText>[0] | undefined;
-  if (!tok) {
-    tok = (await AutoTokenizer.from_pretrained(pm.source.dir)) as unknown as Parameters<typeof tokenizeText>[0];
-    tokenizers.set(pm, tok);
-  }
-  return tokenizeText(tok, text);
+  const dir = pm.source.dir;
+  const key = `${dir}|${createHash('sha256').update(text).digest('hex')}`;
+  const hit = tokenCache.get(key);
+  if (hit) return hit;
+  let tok = tokenizers.get(dir);
+  if (!tok) tokenizers.set(dir, (tok = AutoTokenizer.from_pretrained(dir)));
+  const ids = tokenizeText((await tok) as Parameters<typeof tokenizeText>[0], text);
+  if (tokenCache.size >= TOKEN_CACHE_ENTRIES) tokenCache.delete(tokenCache.keys().next().value!);
+  tokenCache.set(key, ids);
+  return ids;
 }
 
 /** Dense allocation statistics, cached per model and calibration set: many allocators / candidates reuse them. */
