@@ -78,9 +78,10 @@ export function allocationFromScores(
   if (active.length > 1) {
     const lo = Math.min(...vals);
     const hi = Math.max(...vals);
-    if (lo === hi) {
+    // Constant up to rounding (e.g. var(normalize(z)) = 1 ± 1e-16): the ranking would be noise.
+    if (hi - lo <= 1e-12 * Math.max(Math.abs(hi), Math.abs(lo))) {
       if (o.onConstant !== 'uniform') {
-        throw new DsaPruneError(`the ${label} is the same (${lo}) in every block: it cannot rank the blocks`, {
+        throw new DsaPruneError(`the ${label} is the same (${lo}) in every block, up to rounding: it cannot rank the blocks`, {
           hint: 'Choose an allocation function whose value differs between blocks (`dsa-prune search` only keeps such functions).',
         });
       }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  atp, custom, dsa, exactBudget, explicit, nonUniform, outlierRatio, owl, parseAllocatorSpec, uniform, weightedMean,
+  atp, custom, dsa, exactBudget, explicit, importance, nonUniform, outlierRatio, owl, parseAllocatorSpec, uniform, weightedMean,
   DSA_PUBLISHED, type AllocationInput, type BlockAllocationStats,
 } from '../../src/allocators/index.js';
 import { DsaPruneError } from '../../src/errors.js';
@@ -205,6 +205,13 @@ describe('DSA', () => {
       const err = thrown(() => dsa('var(z)').allocate(input(bs, 0.5, budget)));
       expect(err.message).toMatch(/same .* in every block/);
     }
+  });
+
+  it('an importance constant up to rounding is refused too (var of a normalised vector is 1 ± 1e-16)', () => {
+    const bs = blocks(4, 3);
+    const I = bs.map((b) => importance('var(normalize(z))', b.z));
+    expect(I.every((v) => Math.abs(v - 1) < 1e-12)).toBe(true);
+    expect(thrown(() => dsa('var(normalize(z))').allocate(input(bs, 0.5))).message).toMatch(/same .* up to rounding/);
   });
 
   it('one block: nothing to allocate', () => {
