@@ -20,6 +20,7 @@ export { renderReport, blockSeries, searchSeries, type RenderOptions } from './h
 export {
   validatePrunedManifest,
   validateSearchResult,
+  validateQuality,
   parseReportInput,
   type PrunedManifest,
   type SearchResult,
@@ -28,4 +29,4 @@ export {
   type TaskScore,
   type ReportInput,
 } from './types.js';
-export { loadReportInput, writeReport } from './load.js';
+export { loadReportInput, writeReport, loadEvalJson, mergeExtras, defaultReportPath, type ReportExtras } from './load.js';

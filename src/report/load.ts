@@ -4,7 +4,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { DsaPruneError, EXIT } from '../errors.js';
 import { renderReport, type RenderOptions } from './html.js';
-import { parseReportInput, type ReportInput } from './types.js';
+import { parseReportInput, validateQuality, type QualityScores, type ReportInput } from './types.js';
 
 /** The file a path stands for: a folder → its pruning.json; a file → itself. */
 export function reportInputFile(path: string): string {
@@ -50,6 +50,80 @@ export function loadReportInput(path: string): { input: ReportInput; file: strin
   return { input: parseReportInput(data, file), file };
 }
 
+/** The JSON of a file, or a DsaPruneError naming it. */
+function readJson(file: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new DsaPruneError(`${file}: cannot read ${what} (${(e as Error).message})`, { exitCode: EXIT.badInput, cause: e });
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new DsaPruneError(`${file}: ${what} is not valid JSON (${(e as Error).message})`, { exitCode: EXIT.badInput, cause: e });
+  }
+}
+
+/**
+ * Quality from `dsa-prune eval --json` output: `{ ppl?, tasks }`. When that run used `--compare <dense>`, the file
+ * holds both: the top level is the evaluated model and `compare` the other one.
+ */
+export function loadEvalJson(file: string): { self?: QualityScores; compared?: QualityScores } {
+  const data = readJson(resolve(file), 'the evaluation result') as Record<string, unknown> | null;
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) {
+    throw new DsaPruneError(`${file}: expected the JSON object printed by \`dsa-prune eval --json\``, { exitCode: EXIT.badInput });
+  }
+  const { compare, ...own } = data;
+  return {
+    self: validateQuality(file, own, 'eval'),
+    compared: compare !== undefined ? validateQuality(file, compare, 'compare') : undefined,
+  };
+}
+
+/** Extra data merged into a report: evaluation results and other allocations to chart. */
+export interface ReportExtras {
+  /** `eval --json` of the pruned model (with `--compare <dense>`: also the dense numbers). */
+  evalFile?: string;
+  /** `eval --json` of the dense model. */
+  denseEvalFile?: string;
+  /** Other allocations: name → a pruned folder, pruning.json or search result (its best block sparsities). */
+  compare?: Record<string, string>;
+}
+
+/** Merge the extras into an input (a copy; the input is not changed). */
+export function mergeExtras(input: ReportInput, extras: ReportExtras): ReportInput {
+  const compare: Record<string, number[]> = {};
+  const own = input.kind === 'pruned' ? input.manifest.blockSparsity : input.result.best.blockSparsity;
+  for (const [name, p] of Object.entries(extras.compare ?? {})) {
+    const other = loadReportInput(p).input;
+    const blocks = other.kind === 'pruned' ? other.manifest.blockSparsity : other.result.best.blockSparsity;
+    if (!blocks) throw new DsaPruneError(`${p}: no per-block sparsities to compare (search result without best.blockSparsity)`, { exitCode: EXIT.badInput });
+    if (own && own.length !== blocks.length) {
+      throw new DsaPruneError(`${p} has ${blocks.length} blocks, the model of the report has ${own.length}`, {
+        hint: 'compare allocations of the same model',
+        exitCode: EXIT.badInput,
+      });
+    }
+    compare[name] = blocks;
+  }
+  let dense: QualityScores | undefined;
+  let pruned: QualityScores | undefined;
+  if (extras.evalFile) {
+    const e = loadEvalJson(extras.evalFile);
+    pruned = e.self;
+    dense = e.compared;
+  }
+  if (extras.denseEvalFile) dense = loadEvalJson(extras.denseEvalFile).self;
+  if (input.kind === 'search') {
+    return Object.keys(compare).length ? { kind: 'search', result: { ...input.result, compare: { ...input.result.compare, ...compare } } } : input;
+  }
+  const m = { ...input.manifest };
+  if (Object.keys(compare).length) m.compare = { ...m.compare, ...compare };
+  if (dense || pruned) m.quality = { ...m.quality, ...(dense ? { dense } : {}), ...(pruned ? { pruned } : {}) };
+  return { kind: 'pruned', manifest: m };
+}
+
 /** Default output path: `<folder>/report.html` for a folder, `<name>.html` next to a JSON file. */
 export function defaultReportPath(path: string): string {
   const abs = resolve(path);
@@ -59,9 +133,11 @@ export function defaultReportPath(path: string): string {
 }
 
 /** Render `path` (folder or JSON) to `out` (default: defaultReportPath); returns the written path. Atomic write. */
-export async function writeReport(path: string, out?: string, options: RenderOptions = {}): Promise<string> {
+export async function writeReport(path: string, out?: string, options: RenderOptions & ReportExtras = {}): Promise<string> {
   const { input, file } = loadReportInput(path);
-  const html = renderReport(input, { source: options.source ?? file, ...options });
+  const { evalFile, denseEvalFile, compare, ...render } = options;
+  const merged = mergeExtras(input, { evalFile, denseEvalFile, compare });
+  const html = renderReport(merged, { ...render, source: render.source ?? file });
   const target = resolve(out ?? defaultReportPath(path));
   await mkdir(dirname(target), { recursive: true });
   const tmp = `${target}.tmp-${process.pid}`;

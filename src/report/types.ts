@@ -153,7 +153,8 @@ function compareMap(file: string, obj: Json, field: string): Record<string, numb
   return out;
 }
 
-function quality(file: string, v: unknown, path: string): QualityScores | undefined {
+/** Validate quality scores (`dsa-prune eval --json` output or the `quality.dense` / `quality.pruned` of a manifest). */
+export function validateQuality(file: string, v: unknown, path: string): QualityScores | undefined {
   if (v === undefined || v === null) return undefined;
   if (!isObject(v)) throw bad(file, `field "${path}" must be an object like { "ppl": 5.8, "tasks": { … } }`);
   const q: QualityScores = {};
@@ -247,8 +248,8 @@ export function validatePrunedManifest(data: unknown, file: string): PrunedManif
   }
   if (data.quality !== undefined && data.quality !== null) {
     if (!isObject(data.quality)) throw bad(file, 'field "quality" must be an object { "dense"?, "pruned"? }');
-    const dense = quality(file, data.quality.dense, 'quality.dense');
-    const pruned = quality(file, data.quality.pruned, 'quality.pruned');
+    const dense = validateQuality(file, data.quality.dense, 'quality.dense');
+    const pruned = validateQuality(file, data.quality.pruned, 'quality.pruned');
     m.quality = {};
     if (dense) m.quality.dense = dense;
     if (pruned) m.quality.pruned = pruned;

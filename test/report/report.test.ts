@@ -121,6 +121,42 @@ describe('dsa-prune report', () => {
     expect(readFileSync(target, 'utf8')).toContain('Search curve');
   });
 
+  it('--eval (eval --json with --compare) fills the quality table; --compare name=path adds allocations', async () => {
+    const folder = path.join(tmp, 'bare');
+    mkdirSync(folder);
+    writeFileSync(path.join(folder, 'pruning.json'), JSON.stringify({ method: 'wanda', sparsity: 0.5, blockSparsity: [0.5, 0.5, 0.5] }));
+    const owlDir = path.join(tmp, 'owl');
+    mkdirSync(owlDir);
+    writeFileSync(path.join(owlDir, 'pruning.json'), JSON.stringify({ method: 'wanda', sparsity: 0.5, blockSparsity: [0.4, 0.5, 0.6] }));
+    const evalFile = path.join(tmp, 'eval.json');
+    writeFileSync(
+      evalFile,
+      JSON.stringify({
+        ppl: 24.77,
+        perplexity: { windows: 385, seqlen: 512 },
+        tasks: { copa: { acc: 0.61, n: 100 } },
+        compare: { model: 'models/stories260k', ppl: 5.8163, tasks: { copa: { acc: 0.65, n: 100 } } },
+        delta: { ppl: 18.95, tasks: { copa: { acc: -0.04 } } },
+      }),
+    );
+    const target = path.join(tmp, 'merged.html');
+    const io = memoryIo();
+    const code = await main(['report', folder, '--eval', evalFile, '--compare', `owl=${owlDir}`, '--out', target], io);
+    expect(io.stderrText).toBe('');
+    expect(code).toBe(0);
+    const html = readFileSync(target, 'utf8');
+    expect((html.match(/<rect class="bar"/g) ?? []).length).toBe(3 * 2); // this model + owl
+    expect(html).toContain('<title>OWL · block 2: 0.6</title>');
+    expect(html).toMatch(/perplexity ↓<\/td><td[^>]*>5\.816<\/td><td[^>]*>24\.77<\/td><td[^>]*>18\.95<\/td>/);
+    expect(html).toMatch(/copa acc ↑<\/td><td[^>]*>0\.65<\/td><td[^>]*>0\.61<\/td><td[^>]*>-0\.04<\/td>/);
+    const io2 = memoryIo();
+    expect(await main(['report', folder, '--compare', 'owl'], io2)).toBe(2);
+    expect(io2.stderrText).toContain('--compare must be name=<path>, got "owl"');
+    const io3 = memoryIo();
+    expect(await main(['report', folder, '--compare', `dsa=${searchFixture}`], io3)).toBe(2);
+    expect(io3.stderrText).toContain(`${searchFixture} has 12 blocks, the model of the report has 3`);
+  });
+
   it('bad input: missing path, folder without pruning.json, invalid JSON → exit 2 naming the file', async () => {
     const io = memoryIo();
     expect(await main(['report', path.join(tmp, 'nope')], io)).toBe(2);

@@ -2,6 +2,7 @@
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { writeReport } from '../../report/load.js';
+import { DsaPruneError, EXIT } from '../../errors.js';
 
 const spec = defineCommand({
   name: 'report',
@@ -11,6 +12,9 @@ const spec = defineCommand({
     out: { type: 'string', short: 'o', valueName: '<file.html>', description: 'where to write the page (default: <folder>/report.html or <name>.html next to the JSON)' },
     title: { type: 'string', valueName: '<text>', description: 'page title' },
     'log-y': { type: 'boolean', description: 'log scale for the search curve (default: automatic)' },
+    eval: { type: 'string', valueName: '<eval.json>', description: '`dsa-prune eval --json` of the pruned model (with --compare <dense>: both)' },
+    'dense-eval': { type: 'string', valueName: '<eval.json>', description: '`dsa-prune eval --json` of the dense model' },
+    compare: { type: 'string', multiple: true, valueName: '<name=path>', description: 'another allocation to chart: name=<pruned folder | pruning.json | search.json>' },
   },
 });
 
@@ -30,6 +34,8 @@ examples:
   dsa-prune report out/stories260k-pruned                  # writes out/stories260k-pruned/report.html
   dsa-prune report search.json --out search-report.html
   dsa-prune report out/pruned --json                       # prints {"report": "<path>"}
+  dsa-prune eval out/dsa70 --ppl eval.txt --compare models/m --json > eval.json
+  dsa-prune report out/dsa70 --eval eval.json --compare uniform=out/uniform70 --compare owl=out/owl70
 `;
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
@@ -38,7 +44,21 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.stdout(help);
     return 0;
   }
+  const compare: Record<string, string> = {};
+  for (const c of args.values.compare ?? []) {
+    const eq = c.indexOf('=');
+    if (eq <= 0 || eq === c.length - 1) {
+      throw new DsaPruneError(`--compare must be name=<path>, got ${JSON.stringify(c)}`, {
+        hint: 'e.g. --compare uniform=out/uniform50 --compare owl=out/owl50',
+        exitCode: EXIT.badInput,
+      });
+    }
+    compare[c.slice(0, eq)] = c.slice(eq + 1);
+  }
   const target = await writeReport(args.positionals[0], args.values.out, {
+    ...(args.values.eval !== undefined ? { evalFile: args.values.eval } : {}),
+    ...(args.values['dense-eval'] !== undefined ? { denseEvalFile: args.values['dense-eval'] } : {}),
+    ...(Object.keys(compare).length ? { compare } : {}),
     ...(args.values.title !== undefined ? { title: args.values.title } : {}),
     ...(args.values['log-y'] ? { logY: true } : {}),
   });
