@@ -43,7 +43,8 @@ const seqlen = Number(values.seqlen);
 const textDir = path.resolve(repoRoot, '../shared/data/text');
 
 function spawnWorker(url: string): Promise<{ child: ChildProcess; id: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--redis', url, '--model', modelDir, '--threads', '1'], {
+  const extra = process.env.THROUGHPUT_VERBOSE ? ['--verbose'] : [];
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--redis', url, '--model', modelDir, '--threads', '1', ...extra], {
     cwd: repoRoot,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -51,6 +52,7 @@ function spawnWorker(url: string): Promise<{ child: ChildProcess; id: string }> 
     let log = '';
     child.stderr!.on('data', (d: Buffer) => {
       log += d.toString();
+      if (process.env.THROUGHPUT_VERBOSE) process.stderr.write(d);
       const m = /worker (\S+) serving/.exec(log);
       if (m) resolve({ child, id: m[1] });
     });
