@@ -190,7 +190,8 @@ export async function scoreSequences(model: CausalLMLike, requests: ScoreRequest
     const rest = idx.filter((ri) => reqs[ri]!.ids.length > P + 1);
     if (rest.length > 0) {
       const L = Math.max(...rest.map((ri) => reqs[ri]!.ids.length - P));
-      const bs = options.batchSize ?? autoBatchSize(P + L, vocab);
+      // Rows cost their new tokens (the prefix is only attended to): size the batch by L.
+      const bs = options.batchSize ?? autoBatchSize(L, vocab);
       for (let k = 0; k < rest.length; k += bs) {
         const rows = rest.slice(k, k + bs);
         const b = rows.length;
