@@ -31,6 +31,8 @@ export interface ProgressReporter {
   callback: ProgressCallback;
   /** Finish the output (ends the terminal line). Safe to call more than once. */
   done(): void;
+  /** Print an informational line on stderr without breaking the bar (silent with --quiet / --json). */
+  log(line: string): void;
 }
 
 /** Format seconds as m:ss or h:mm:ss. */
@@ -49,7 +51,7 @@ function clamp01(x: number): number {
 
 export function createProgress(io: CliIo, options: ProgressOptions = {}): ProgressReporter {
   const silent = options.quiet === true || options.json === true;
-  if (silent) return { callback: () => {}, done: () => {} };
+  if (silent) return { callback: () => {}, done: () => {}, log: () => {} };
   const now = options.now ?? (() => performance.now());
   const minInterval = options.minIntervalMs ?? 100;
 
@@ -63,6 +65,7 @@ export function createProgress(io: CliIo, options: ProgressOptions = {}): Progre
   let lineOpen = false;
   let lastLength = 0;
   let pending: Progress | undefined;
+  let lastFraction = 0;
 
   const eta = (fraction: number): string => {
     if (fraction <= 0) return 'ETA --:--';
@@ -114,9 +117,12 @@ export function createProgress(io: CliIo, options: ProgressOptions = {}): Progre
     phaseStart = phaseClock.get(p.phase)!.start;
     if (newPhase) {
       if (io.isTTY && pending) drawTTY(pending);
-      if (io.isTTY) endLine();
+      // Keep a finished phase on screen; phases that alternate unfinished (statistics / output per block) share
+      // one line, redrawn in place.
+      if (io.isTTY && lastFraction >= 0.999) endLine();
       phase = p.phase;
     }
+    lastFraction = f;
     if (io.isTTY) {
       if (newPhase || f >= 1 || now() - lastDraw >= minInterval) drawTTY(p);
       else pending = p;
@@ -139,6 +145,16 @@ export function createProgress(io: CliIo, options: ProgressOptions = {}): Progre
     done: () => {
       if (io.isTTY && pending) drawTTY(pending);
       endLine();
+    },
+    log: (line) => {
+      if (io.isTTY && lineOpen) {
+        io.stderr(`\r${' '.repeat(lastLength)}\r`);
+        lineOpen = false;
+        lastLength = 0;
+      }
+      io.stderr(line.endsWith('\n') ? line : `${line}\n`);
+      // the bar comes back with the next update
+      lastDraw = Number.NEGATIVE_INFINITY;
     },
   };
 }

@@ -87,3 +87,31 @@ describe('progress with alternating phases', () => {
     expect(io.stderrText.trim().split('\n').at(-1)).toBe('statistics 0%');
   });
 });
+
+describe('progress on a terminal: phases and log lines', () => {
+  it('alternating unfinished phases share one line; a finished phase stays; log() clears the bar first', () => {
+    const io = memoryIo({ isTTY: true, columns: 100 });
+    let t = 0;
+    const p = createProgress(io, { now: () => t });
+    p.callback({ phase: 'dense perplexity', fraction: 0.5 });
+    t += 200;
+    p.callback({ phase: 'dense perplexity', fraction: 1 });
+    t += 200;
+    p.callback({ phase: 'statistics', block: 0, fraction: 0.1 });
+    t += 200;
+    p.callback({ phase: 'output', block: 0, fraction: 0.2 });
+    t += 200;
+    p.callback({ phase: 'statistics', block: 1, fraction: 0.3 });
+    p.log('pruned perplexity …');
+    t += 200;
+    p.callback({ phase: 'statistics', block: 1, fraction: 0.4 });
+    p.done();
+    const text = io.stderrText;
+    // visible lines: split on \n, the last \r-segment of each is what stays on screen
+    const visible = text.split('\n').map((l) => l.split('\r').at(-1)!.trimEnd()).filter((l) => l !== '');
+    expect(visible.length).toBe(3);
+    expect(visible[0]).toMatch(/^dense perplexity .* 100%/);
+    expect(visible[1]).toBe('pruned perplexity …');
+    expect(visible[2]).toMatch(/^statistics {2}block 1 .* 40%/);
+  });
+});

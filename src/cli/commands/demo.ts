@@ -73,10 +73,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       exitCode: EXIT.badInput,
     });
   }
-  const say = (s: string) => {
-    if (!args.common.quiet && !args.common.json) io.stderr(`${s}\n`);
-  };
   const progress = createProgress(io, args.common);
+  const say = (s: string) => progress.log(s);
   const { model, tokenizer } = await loadModelDir(modelDir, { threads: args.common.threads });
   try {
     const evalIds = tokenizeText(tokenizer, readFileSync(evalFile, 'utf8'));
