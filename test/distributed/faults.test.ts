@@ -105,5 +105,5 @@ describe.skipIf(skip !== undefined)('a worker killed mid-job', () => {
       await ev.close();
       for (const p of procs) p.child.kill('SIGTERM');
     }
-  });
+  }, 300_000); // ~10 s on a quiet 2-core machine; generous for a loaded one
 });
