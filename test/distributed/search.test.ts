@@ -122,6 +122,8 @@ describe.skipIf(skip !== undefined)('distributed search on loopback (stories260k
       same(local, dist);
       expect(ev.stats.collected).toBe(local.evaluations);
       for (const w of workers) expect(ev.stats.byWorker[w.id] ?? 0, `jobs of worker ${w.id}`).toBeGreaterThan(0);
+      // The workers used the coordinator's dense statistics instead of running their own dense pass.
+      for (const w of workers) expect(w.log).toMatch(/dense statistics fetched from Redis/);
     } finally {
       await ev.close();
     }

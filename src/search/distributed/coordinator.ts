@@ -337,8 +337,7 @@ export class RedisEvaluator implements Evaluator {
    * none of them runs its own dense pass. Returns false when they are too large to share (workers then compute).
    */
   async shareDense(dense: DenseData): Promise<boolean> {
-    const s = this.options.spec;
-    return this.call('share dense statistics', () => shareDense(redisDenseCache(this.client, keys.dense(this.prefix, s.modelHash, s.calibration.sha256)), dense));
+    return this.call('share dense statistics', () => shareDense(redisDenseCache(this.client, keys.dense(this.prefix, this.options.spec)), dense));
   }
 
   /** Worker ids seen in the last minute. */

@@ -6,7 +6,7 @@
  *   `searchIds` (Int32 little-endian bytes), `created`. Written once by the coordinator that publishes the run.
  * - `<prefix>:run:<runId>:results` (hash): candidate key → Evaluation JSON. Written only through RESULT_SCRIPT, which
  *   checks the run's nonce, and never overwrites (HSETNX): a candidate is counted once, whoever finishes first.
- * - `<prefix>:dense:<modelHash>:<calibrationSha>` (string): cached dense statistics, shared by the workers.
+ * - `<prefix>:dense:<modelHash>:<calibrationSha>:<n>x<seqlen>:<sq|gram>` (string): cached dense statistics.
  * - `<prefix>:workers` (hash): worker id → {modelHash, host, pid, seen, jobs} for the coordinator's messages.
  * - BullMQ queue `eval` (keys `<prefix>:eval:*`): one job per candidate, jobId = `<runId>-<sha256(key)[0..32)>`.
  *
@@ -31,7 +31,9 @@ export const PAYLOAD_LAMBDA_LIMITS = { min: 0, max: 0.5 } as const;
 export const keys = {
   run: (prefix: string, runId: string): string => `${prefix}:run:${runId}`,
   results: (prefix: string, runId: string): string => `${prefix}:run:${runId}:results`,
-  dense: (prefix: string, modelHash: string, calibrationSha: string): string => `${prefix}:dense:${modelHash}:${calibrationSha}`,
+  /** Dense statistics of a spec: model, calibration tokens, and whether SparseGPT's Gram matrices are in them. */
+  dense: (prefix: string, spec: Pick<SearchSpec, 'modelHash' | 'calibration' | 'method'>): string =>
+    `${prefix}:dense:${spec.modelHash}:${spec.calibration.sha256}:${spec.calibration.nsamples}x${spec.calibration.seqlen}:${spec.method === 'sparsegpt' ? 'gram' : 'sq'}`,
   workers: (prefix: string): string => `${prefix}:workers`,
 };
 

@@ -173,7 +173,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   };
 
   const denseCache = (spec: SearchSpec): DenseCache =>
-    redisDenseCache(client, keys.dense(prefix, spec.modelHash, spec.calibration.sha256));
+    redisDenseCache(client, keys.dense(prefix, spec));
 
   const processor = async (job: Job): Promise<{ key: string; fitness: number | null }> => {
     let payload;
