@@ -59,7 +59,7 @@ const spec: SearchSpec = {
   calibration: { nsamples: NS, seqlen: SEQ, sha256: idsSha256(cal) },
   search: { windows: 16, seqlen: 512, sha256: idsSha256(searchIds.subarray(0, 16 * 512)) }, seed: 0, modelHash: pm.modelHash(),
 };
-const needsDense = want('parallel') || want('main') || want('seeds');
+const needsDense = want('parallel') || want('main') || want('seeds') || parts.includes('fastcompare');
 let dense!: Awaited<ReturnType<typeof computeDense>>;
 if (needsDense) {
   log('dense statistics');
@@ -143,6 +143,32 @@ if (want('main')) {
       owl: await sotu('OWL', owl({ M: 5, lambda: 0.08 })),
     },
   };
+  save();
+}
+
+if (parts.includes('fastcompare')) {
+  // uniform, OWL and the best candidate so far (main checkpoint) with the same fast fitness on the search split,
+  // then the best one re-applied faithfully (sequential prune) on the search split.
+  const { readCheckpoint } = await import('../src/search/checkpoint.js');
+  const ck = await readCheckpoint(path.join(repo, '.search-scratch/targets-main.checkpoint.json'));
+  const hist = ck.state.history;
+  const best = hist.reduce((a, b) => ((b.fitness ?? Infinity) < (a.fitness ?? Infinity) ? b : a));
+  const f = await createFitness(pm, spec, { calibrationIds: cal, searchIds }, { dense, threads: 2 });
+  const input = { blocks: dense.blocks, sparsity: S, budget: 'exact' as const };
+  const fast = {
+    uniform: (await f.evaluateAllocation!(uniform().allocate(input).blockSparsity)).fitness,
+    owl: (await f.evaluateAllocation!(owl({ M: 5, lambda: 0.08 }).allocate(input).blockSparsity)).fitness,
+    best: (await f.evaluate(best.candidate)).fitness,
+  };
+  log(`  fast fitness (search split): uniform ${fast.uniform.toFixed(3)}, OWL ${fast.owl.toFixed(3)}, best ${fast.best.toFixed(3)} (${best.expression} λ=${best.lambda})`);
+  results.fastcompare = { evaluationsSoFar: hist.length, generations: ck.state.generation, best: { expression: best.expression, lambda: best.lambda, blockSparsity: best.blockSparsity }, fast };
+  save();
+  await f.close();
+  const ff = await createFitness(pm, { ...spec, mode: 'faithful' }, { calibrationIds: cal, searchIds }, { dense, threads: 2 });
+  const faithful: Record<string, number> = {};
+  faithful.best = (await ff.evaluate(best.candidate)).fitness;
+  log(`  faithful (search split): best ${faithful.best.toFixed(3)}`);
+  results.fastcompare = { ...(results.fastcompare as object), faithful };
   save();
 }
 

@@ -59,6 +59,8 @@ export interface Fitness {
   denseStats: Map<string, InputStats>;
   /** Block sparsities a candidate gets (no evaluation). */
   allocation(c: Candidate): number[];
+  /** Perplexity of the model pruned with a given block allocation (e.g. uniform or OWL, for comparison). Fast mode only. */
+  evaluateAllocation?(blockSparsity: number[], signal?: AbortSignal): Promise<Evaluation>;
   close(): Promise<void>;
 }
 
@@ -149,7 +151,7 @@ export async function createFitness(
   }
   const dense = options.dense ?? (await computeDense(pm, spec, data.calibrationIds, options.threads));
   const linears = searchLinears(pm);
-  const sparsityOf = (alloc: ReturnType<typeof allocate>, l: LinearInfo) => alloc.linearSparsity?.[l.name] ?? alloc.blockSparsity[l.block] ?? spec.sparsity;
+  const sparsityOf = (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, l: LinearInfo) => alloc.linearSparsity?.[l.name] ?? alloc.blockSparsity[l.block] ?? spec.sparsity;
   const batchSize = options.batchSize ?? Math.min(16, windows);
 
   if (spec.mode === 'faithful') {
@@ -232,7 +234,7 @@ export async function createFitness(
   } as unknown as DecoderSession;
   const modelLike = { sessions: { model: wrapped }, config: pm.config };
 
-  const maskCandidate = async (alloc: ReturnType<typeof allocate>, signal?: AbortSignal) => {
+  const maskCandidate = async (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, signal?: AbortSignal) => {
     for (const s of slots) {
       const sp = sparsityOf(alloc, s.l);
       if (s.order) applyOrder(s.order, s.dense, s.layout, sp, spec.budget, s.buf);
@@ -251,21 +253,23 @@ export async function createFitness(
   };
 
   // One evaluation at a time on this session (callers may fire several; they queue).
-  const run = async (c: Candidate, signal?: AbortSignal): Promise<Evaluation> => {
+  const run = async (c: Candidate | number[], signal?: AbortSignal): Promise<Evaluation> => {
     const t0 = performance.now();
-    const alloc = allocate(c, dense.blocks, spec);
+    const alloc = Array.isArray(c) ? { blockSparsity: c } : allocate(c, dense.blocks, spec);
     await maskCandidate(alloc, signal);
     const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
     return {
-      key: candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity, blockSparsity: alloc.blockSparsity,
-      seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
+      key: Array.isArray(c) ? `allocation:${c.join(',')}` : candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity,
+      blockSparsity: alloc.blockSparsity, seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
     };
   };
+  const serialRun = serial(run);
   return {
     denseBlocks: dense.blocks,
     denseStats: dense.stats,
     allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
-    evaluate: serial(run),
+    evaluate: (c, signal) => serialRun(c, signal),
+    evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
     async close() {
       await session.release();
     },
