@@ -5,6 +5,10 @@ export default defineConfig({
     index: 'src/index.ts',
     'testing/index': 'src/testing/index.ts',
     'cli/main': 'src/cli/main.ts',
+    // main.ts loads each command on demand, so each is an entry of its own.
+    ...Object.fromEntries(
+      ['inspect', 'prune', 'eval', 'search', 'worker', 'report', 'demo'].map((c) => [`cli/commands/${c}`, `src/cli/commands/${c}.ts`]),
+    ),
     'search/worker-thread': 'src/search/worker-thread.ts',
   },
   format: ['esm'],

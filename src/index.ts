@@ -24,3 +24,4 @@ export * from './allocators/index.js';
 export { perplexity } from './eval/perplexity.js';
 export { DsaPruneError } from './errors.js';
 export type * from './types.js';
+export * from './report/index.js';

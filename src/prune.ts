@@ -280,20 +280,24 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
     throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${contextLength(pm)}`, { hint: `Use --seqlen ${contextLength(pm)} or less.` });
   }
   const nsamples = options.nsamples ?? 128;
-  const uniformAlloc = allocator.name === 'uniform';
-  const needsCalibration = method.needs.sq || method.needs.gram || !uniformAlloc;
+  // Allocators that read no statistics (uniform, ATP, explicit lists) skip the dense pass.
+  const statsFree = allocator.needsStatistics === false;
+  const needsCalibration = method.needs.sq || method.needs.gram || !statsFree;
   const cal = needsCalibration ? await calibrationWindows(pm, options, seqlen, nsamples) : undefined;
   checkAborted(options.signal);
 
   // Allocation from a dense pass (once per model + calibration set).
   const tAlloc = performance.now();
   let allocation: Allocation;
-  if (uniformAlloc) {
-    const blockParams = Array.from({ length: pm.blocks }, (_, b) => linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut, 0));
-    allocation = allocator.allocate({
-      blocks: blockParams.map((params, index) => ({ index, params, linears: [], z: new Float32Array(0) })),
-      sparsity: options.sparsity, budget,
+  if (statsFree) {
+    const blocks = Array.from({ length: pm.blocks }, (_, index) => {
+      const ls = linears.filter((l) => l.block === index);
+      return {
+        index, params: ls.reduce((a, l) => a + l.dIn * l.dOut, 0), z: new Float32Array(0),
+        linears: ls.map((l) => ({ name: l.name, role: l.role, params: l.dIn * l.dOut })),
+      };
     });
+    allocation = allocator.allocate({ blocks, sparsity: options.sparsity, budget });
   } else {
     const dense = await denseAllocationStats(pm, cal!, linears.filter((l) => l.block >= 0), options);
     allocation = allocator.allocate({ blocks: dense.blocks, sparsity: options.sparsity, budget });
