@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
-import { parseDsa } from '../../src/allocators/dsa/expression.js';
+import { formatDsa, parseDsa } from '../../src/allocators/dsa/expression.js';
 import { candidateKey, type Candidate, type SearchSpec } from '../../src/search/types.js';
 import { createRedisEvaluator } from '../../src/search/distributed/coordinator.js';
 import { startWorker, type RunningWorker } from '../../src/search/distributed/worker.js';
@@ -206,6 +206,43 @@ describe.skipIf(skip !== undefined)('distributed queue (private redis-server)', 
       expect(resumed.best.lambda).toBe(local.best.lambda);
       expect(resumed.history.map((h) => h.fitness)).toEqual(local.history.map((h) => h.fitness));
     } finally {
+      await w.close();
+    }
+  });
+
+  it('a worker follows a run re-published under the same id and refuses the old publication\'s jobs', async () => {
+    const base = fakeBackend('model-a', 1);
+    let created = 0;
+    const backend = { ...base, createFitness: (...a: Parameters<typeof base.createFitness>) => (created++, base.createFitness(...a)) };
+    const w = await startWorker({ redis: redis.url, backend, prefix: 't6' });
+    const client = await connectRedis(parseRedisUrl(redis.url));
+    const args = { redis: redis.url, spec: spec({ seed: 8 }), calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix: 't6', runId: 'again' };
+    const q = new Queue(QUEUE_NAME, { connection: parseRedisUrl(redis.url).options, prefix: 't6' } as ConstructorParameters<typeof Queue>[1]);
+    try {
+      const ev1 = await createRedisEvaluator(args);
+      const cs = candidates(4);
+      await ev1.evaluate(cs.slice(0, 2)); // the worker now holds the first publication warm
+      const oldNonce = (await client.hget(keys.run('t6', 'again'), 'nonce'))!;
+      await ev1.close();
+      await client.del(keys.run('t6', 'again'), keys.results('t6', 'again'));
+      const ev2 = await createRedisEvaluator(args);
+      expect(await client.hget(keys.run('t6', 'again'), 'nonce')).not.toBe(oldNonce);
+      const res = await ev2.evaluate(cs);
+      expect(res.map((r) => r.fitness)).toEqual(cs.map(fakeFitness));
+      expect(ev2.stats.reused).toBe(0);
+      expect(created).toBe(2); // one fitness per publication
+
+      // A stale job of the first publication is refused, and the warm context of the new one still serves.
+      const stale = await q.add('evaluate', { v: PROTOCOL_VERSION, runId: 'again', nonce: oldNonce, key: candidateKey(candidates(5)[4]), expression: formatDsa(candidates(5)[4].expression, 'reference'), lambda: candidates(5)[4].lambda }, { jobId: 'stale-1' });
+      for (let i = 0; i < 400 && (await q.getJobState(stale.id!)) !== 'failed'; i++) await new Promise((r) => setTimeout(r, 25));
+      expect((await q.getJob(stale.id!))!.failedReason).toMatch(/older publication/);
+      expect(await client.hlen(keys.results('t6', 'again'))).toBe(4);
+      expect((await ev2.evaluate(candidates(6))).map((r) => r.fitness)).toEqual(candidates(6).map(fakeFitness));
+      expect(created).toBe(2); // the stale job did not throw the warm context away
+      await ev2.close();
+    } finally {
+      await q.close();
+      await client.quit();
       await w.close();
     }
   });

@@ -155,8 +155,10 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     let p = runs.get(runId);
     if (p) {
       const ctx = await p.catch(() => undefined);
-      // A run re-published under the same id (new nonce) or one whose load failed is read again.
-      if (!ctx || ctx.nonce !== nonce) {
+      // A run whose load failed is read again; so is a run re-published under the same id (the job carries the new
+      // nonce). A stale job (older nonce) is refused below without disturbing the warm context.
+      const republished = ctx !== undefined && ctx.nonce !== nonce && (await client.hget(keys.run(prefix, runId), 'nonce')) === nonce;
+      if (!ctx || republished) {
         await dropRun(runId);
         p = undefined;
       }
