@@ -110,7 +110,8 @@ describe('worker-thread pool', () => {
     } finally {
       await pool.close();
     }
-  });
+    // Worker start-up (each thread loads the model; from source, through tsx) is slow on a loaded machine.
+  }, 600_000);
 });
 
 describe('faithful fitness', () => {
