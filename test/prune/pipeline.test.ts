@@ -2,7 +2,7 @@
  * pruneModel end to end on the embedded stories260k: reference rows of ../shared/reference/reference.json (a few, CI-sized),
  * the exact budget counted from saved weights, allocator behaviour, and requests refused before any work.
  */
-import { describe, it, expect, beforeAll } from 'vitest';
+import { describe, it, expect, beforeAll, vi } from 'vitest';
 import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,6 +15,8 @@ import { readModelFile, tensorToFloat32 } from '../../src/model/onnx.js';
 import { discoverLinears } from '../../src/model/index.js';
 
 env.allowRemoteModels = false;
+// Each case prunes and measures a real model: generous limits for slow or shared machines.
+vi.setConfig({ testTimeout: 900_000, hookTimeout: 300_000 });
 const repo = path.resolve(import.meta.dirname, '../..');
 const modelDir = path.join(repo, 'models/stories260k');
 const shared = path.resolve(repo, '../shared');
