@@ -84,6 +84,12 @@ export interface CalibrationReport {
 
 type Store = Map<string, ort.Tensor>;
 
+interface OpenBlock {
+  spec: SubgraphSpec;
+  session: ort.InferenceSession;
+  gram: boolean;
+}
+
 const ORT_TO_ONNX: Record<string, number> = {
   float32: DataType.FLOAT, float16: DataType.FLOAT16, int64: DataType.INT64, int32: DataType.INT32,
   bool: DataType.BOOL, uint8: DataType.UINT8, int8: DataType.INT8, float64: DataType.DOUBLE,
@@ -238,48 +244,58 @@ class Runner {
   }
 
   /**
-   * One pass of block b over every batch: statistics (when asked) accumulated into float64 arrays, store outputs
-   * written back. Returns the stats per distinct input (in plan.statsInputs[b] order).
+   * The sub-graph session of block b. One session serves both passes of a block (the weights are inputs): the
+   * statistics pass fetches the statistics, the output pass the tensors handed to later blocks.
    */
-  async blockPass(b: number, what: { stats: boolean; gram: boolean; outputs: boolean }, phase: 'statistics' | 'output'): Promise<InputStats[]> {
+  async openBlock(b: number, what: { stats: boolean; gram: boolean; outputs: boolean }): Promise<OpenBlock> {
     const outputs = what.outputs && this.plan.carried[b]!.length > 0;
-    if (!what.stats && !outputs) return [];
     const spec = buildBlock(this.plan, b, { stats: what.stats, gram: what.gram, outputs }, this.storeTypes());
-    const s = await this.session(spec);
+    return { spec, session: await this.session(spec), gram: what.gram };
+  }
+
+  /**
+   * One pass of block b over every batch: statistics (when fetched) accumulated into float64 arrays, store outputs
+   * (when fetched) written back. Returns the stats per distinct input (in plan.statsInputs[b] order).
+   */
+  async blockPass(b: number, open: OpenBlock, fetch: { stats: boolean; outputs: boolean }, phase: 'statistics' | 'output'): Promise<InputStats[]> {
+    const { spec, session: s } = open;
+    const outputs = fetch.outputs && spec.storeOutputs.length > 0;
+    const gram = fetch.stats && open.gram;
+    if (!fetch.stats && !outputs) return [];
     const t = now();
     const sIn = this.plan.statsInputs[b]!;
     const tokens = this.opts.nsamples * this.opts.seqlen;
-    const acc: InputStats[] = what.stats
+    const acc: InputStats[] = fetch.stats
       ? sIn.map((x) => ({
         sq: new Float64Array(x.dIn),
-        gram: what.gram ? new Float64Array(x.dIn * x.dIn) : undefined,
+        gram: gram ? new Float64Array(x.dIn * x.dIn) : undefined,
         nsamples: this.opts.nsamples,
         tokens,
       }))
       : [];
-    try {
-      const weights = this.weightFeeds(spec);
-      for (let i = 0; i < this.nBatches; i++) {
-        checkAbort(this.opts.signal);
-        const store = this.stores[i]!;
-        const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
-        for (const name of spec.storeInputs) feeds[name] = store.get(name)!;
-        const out = await s.run(feeds);
-        if (what.stats) {
-          for (let k = 0; k < sIn.length; k++) {
-            addInto(acc[k]!.sq, out[sIn[k]!.sqOutput]!.data as Float32Array);
-            if (what.gram) addInto(acc[k]!.gram!, out[sIn[k]!.gramOutput]!.data as Float32Array);
-          }
+    const fetches = [
+      ...(outputs ? spec.storeOutputs : []),
+      ...(fetch.stats ? sIn.flatMap((x) => (gram ? [x.sqOutput, x.gramOutput] : [x.sqOutput])) : []),
+    ];
+    const weights = this.weightFeeds(spec);
+    for (let i = 0; i < this.nBatches; i++) {
+      checkAbort(this.opts.signal);
+      const store = this.stores[i]!;
+      const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
+      for (const name of spec.storeInputs) feeds[name] = store.get(name)!;
+      const out = await s.run(feeds, fetches);
+      if (fetch.stats) {
+        for (let k = 0; k < sIn.length; k++) {
+          addInto(acc[k]!.sq, out[sIn[k]!.sqOutput]!.data as Float32Array);
+          if (gram) addInto(acc[k]!.gram!, out[sIn[k]!.gramOutput]!.data as Float32Array);
         }
-        if (outputs) {
-          for (const name of spec.storeOutputs) store.set(name, out[name]!);
-          // Free what no later block reads.
-          for (const name of spec.storeInputs) if ((this.plan.lastReader.get(name) ?? -1) <= b) store.delete(name);
-        }
-        this.progress(phase, b);
       }
-    } finally {
-      await s.release();
+      if (outputs) {
+        for (const name of spec.storeOutputs) store.set(name, out[name]!);
+        // Free what no later block reads.
+        for (const name of spec.storeInputs) if ((this.plan.lastReader.get(name) ?? -1) <= b) store.delete(name);
+      }
+      this.progress(phase, b);
     }
     const dt = now() - t;
     if (phase === 'statistics') {
@@ -338,7 +354,12 @@ export async function runCalibration(
     const all: Map<string, InputStats>[] = [];
     for (let b = 0; b < L; b++) {
       r.hiddenSums(b);
-      all.push(r.byLinear(b, await r.blockPass(b, { stats: true, gram, outputs: b < L - 1 }, 'statistics')));
+      const open = await r.openBlock(b, { stats: true, gram, outputs: b < L - 1 });
+      try {
+        all.push(r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: true }, 'statistics')));
+      } finally {
+        await open.session.release();
+      }
     }
     r.stores.length = 0;
     for (let b = 0; b < L; b++) {
@@ -355,13 +376,19 @@ export async function runCalibration(
   await r.runPrefix();
   for (let b = 0; b < L; b++) {
     r.hiddenSums(b);
-    const stats = r.byLinear(b, await r.blockPass(b, { stats: true, gram, outputs: false }, 'statistics'));
-    checkAbort(opts.signal);
-    const t = now();
-    await onBlock?.(b, stats);
-    r.report.blocks[b]!.prune = now() - t;
-    r.report.seconds.prune += now() - t;
-    if (b < L - 1) await r.blockPass(b, { stats: false, gram: false, outputs: true }, 'output');
+    const open = await r.openBlock(b, { stats: true, gram, outputs: b < L - 1 });
+    try {
+      const stats = r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: false }, 'statistics'));
+      checkAbort(opts.signal);
+      const t = now();
+      await onBlock?.(b, stats);
+      r.report.blocks[b]!.prune = now() - t;
+      r.report.seconds.prune += now() - t;
+      // Weights are read again here, so what onBlock wrote is what the output pass uses.
+      await r.blockPass(b, open, { stats: false, outputs: true }, 'output');
+    } finally {
+      await open.session.release();
+    }
   }
   return r.finish();
 }
