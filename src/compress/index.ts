@@ -1,0 +1,10 @@
+/**
+ * Smaller on disk: prune-then-quantize (q8 / q4 variants transformers.js loads) and compressed sparse storage
+ * (bitmask + non-zero values, plain ONNX). See docs/compression.md.
+ */
+export { quantizeModel, quantizeQ4, quantizeInt8, type QuantizeKind, type QuantizeOptions, type QuantizeReport, type Q4Packed } from './quantize.js';
+export { compressModel, densifyModel, isCompressed, encodeSparse, decodeSparse, SPARSE_PREFIX, type CompressOptions, type CompressReport } from './sparse.js';
+export {
+  writeQuantized, compressFolder, postProcessSaved, floatOnnxFile, onnxFileSize, writeModelAtomic, QUANT_SUFFIX,
+  type FileSize, type PostSaveOptions, type PostSaveResult,
+} from './files.js';

@@ -1,0 +1,292 @@
+/**
+ * Prune-then-quantize: rewrite a (pruned) float ONNX graph into the quantized variants transformers.js loads.
+ *
+ * - `q4` (`onnx/model_q4.onnx`): every MatMul whose weight is a 2-D float initializer becomes a com.microsoft
+ *   MatMulNBits (bits 4, block_size 32 by default, asymmetric with packed uint8 zero points). Each block's range is
+ *   widened to contain 0 and the zero point is an integer, so a pruned weight (exact 0) quantizes to q = zp and
+ *   dequantizes to (zp − zp)·scale = 0 exactly. Embedding Gathers get per-row int8 DequantizeLinear.
+ * - `q8` (`onnx/model_quantized.onnx`): per-output-channel symmetric int8 weights (zero point 0) feeding a standard
+ *   DequantizeLinear (opset 13) → MatMul; activations stay float, so only the weights carry quantization error.
+ *   Embedding Gathers get per-row int8 DequantizeLinear.
+ *
+ * Works on an inline ModelProto (inline external data first with inlinedModel) and returns a new one; the input is
+ * not modified (initializers are shared by reference where unchanged).
+ */
+import { DsaPruneError } from '../errors.js';
+import {
+  createNode, createTensor, DataType, float32ToFp16, tensorDims, tensorToFloat32,
+  type GraphProto, type ModelProto, type NodeProto, type TensorProto,
+} from '../model/onnx.js';
+
+export type QuantizeKind = 'q8' | 'q4';
+
+export interface QuantizeOptions {
+  /** q4 block size along the input dimension (power of two ≥ 16). Default 32. */
+  blockSize?: number;
+  /** Also quantize embedding tables read by Gather (per-row int8). Default true. */
+  embeddings?: boolean;
+  /** Skip MatMul weights smaller than this many elements (kept float). Default 0 (quantize all). */
+  minElements?: number;
+  /**
+   * q4: per block, try this many shrunken ranges and keep the one with the least squared error (0 = plain min/max).
+   * Exact zeros stay exact for every candidate. Default 6.
+   */
+  rangeSearch?: number;
+}
+
+export interface QuantizeReport {
+  kind: QuantizeKind;
+  /** Weight initializers replaced, with their element counts. */
+  matmuls: { weight: string; k: number; n: number }[];
+  embeddings: { weight: string; rows: number; cols: number }[];
+  /** Weights left in float, with the reason. */
+  skipped: { weight: string; reason: string }[];
+}
+
+/** q4 quantization of a [N × K] row-major matrix (row = output channel), blocks along K. */
+export interface Q4Packed {
+  n: number;
+  k: number;
+  blockSize: number;
+  nBlocks: number;
+  /** [N, nBlocks, blockSize/2] — two 4-bit values per byte, the first in the low nibble. */
+  packed: Uint8Array;
+  /** [N · nBlocks] */
+  scales: Float32Array;
+  /** [N · ceil(nBlocks/2)] — two 4-bit zero points per byte, the first in the low nibble. */
+  zeroPoints: Uint8Array;
+}
+
+/**
+ * Quantize W [n × k] (row-major, row = output channel) to 4 bits with per-block scale and integer zero point.
+ * Every block's range contains 0, so exact zeros map to their zero point.
+ */
+export function quantizeQ4(w: Float32Array, n: number, k: number, blockSize = 32, rangeSearch = 6): Q4Packed {
+  if (w.length !== n * k) throw new DsaPruneError(`quantizeQ4: expected ${n}×${k} values, got ${w.length}`);
+  if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new DsaPruneError(`q4 block size ${blockSize} is not a power of two ≥ 16`, { hint: 'Use 16, 32, 64 or 128 (default 32).' });
+  }
+  const nBlocks = Math.ceil(k / blockSize);
+  const blob = blockSize / 2;
+  const zpRow = Math.ceil(nBlocks / 2);
+  const packed = new Uint8Array(n * nBlocks * blob);
+  const scales = new Float32Array(n * nBlocks);
+  const zeroPoints = new Uint8Array(n * zpRow);
+  const q = new Uint8Array(blockSize);
+  const best = new Uint8Array(blockSize);
+  const f32 = new Float32Array(1);
+  for (let r = 0; r < n; r++) {
+    const row = r * k;
+    for (let b = 0; b < nBlocks; b++) {
+      const k0 = b * blockSize;
+      const k1 = Math.min(k, k0 + blockSize);
+      let lo = 0;
+      let hi = 0;
+      for (let j = k0; j < k1; j++) {
+        const v = w[row + j];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      let bestErr = Infinity;
+      let bestScale = 0;
+      let bestZp = 0;
+      best.fill(0);
+      if (hi - lo > 0) {
+        const tries = Math.max(1, rangeSearch);
+        for (let t = 0; t < tries; t++) {
+          const shrink = 1 - t * 0.04;
+          const a = lo * shrink;
+          const c = hi * shrink;
+          f32[0] = (c - a) / 15;
+          const scale = f32[0];
+          if (!(scale > 0)) continue;
+          let zp = Math.round(-a / scale);
+          if (zp < 0) zp = 0;
+          else if (zp > 15) zp = 15;
+          let err = 0;
+          for (let j = k0; j < k1; j++) {
+            const v = w[row + j];
+            let qq = Math.round(v / scale) + zp;
+            if (qq < 0) qq = 0;
+            else if (qq > 15) qq = 15;
+            if (v === 0) qq = zp; // exact zero (also −0) stays exact
+            q[j - k0] = qq;
+            const d = (qq - zp) * scale - v;
+            err += d * d;
+          }
+          if (err < bestErr) {
+            bestErr = err;
+            bestScale = scale;
+            bestZp = zp;
+            best.set(q);
+          }
+        }
+      }
+      if (bestErr === Infinity) {
+        // All-zero block: scale 0 keeps everything exactly 0; q = zp = 0.
+        bestScale = 0;
+        bestZp = 0;
+        best.fill(0);
+      }
+      // Padding beyond K (last block) stores the zero point: dequantizes to 0.
+      for (let j = k1 - k0; j < blockSize; j++) best[j] = bestZp;
+      scales[r * nBlocks + b] = bestScale;
+      const zpi = r * zpRow + (b >> 1);
+      zeroPoints[zpi] |= (b & 1) ? bestZp << 4 : bestZp;
+      const base = (r * nBlocks + b) * blob;
+      for (let j = 0; j < blob; j++) packed[base + j] = best[2 * j] | (best[2 * j + 1] << 4);
+    }
+  }
+  return { n, k, blockSize, nBlocks, packed, scales, zeroPoints };
+}
+
+/** Per-channel symmetric int8: `channels` scales over a [rows × cols] matrix, channel = column (axis 1) or row (axis 0). */
+export function quantizeInt8(w: Float32Array, rows: number, cols: number, axis: 0 | 1): { q: Int8Array; scales: Float32Array } {
+  const nch = axis === 1 ? cols : rows;
+  const maxAbs = new Float32Array(nch);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const a = Math.abs(w[i * cols + j]);
+      const c = axis === 1 ? j : i;
+      if (a > maxAbs[c]) maxAbs[c] = a;
+    }
+  }
+  const scales = new Float32Array(nch);
+  for (let c = 0; c < nch; c++) scales[c] = maxAbs[c] > 0 ? maxAbs[c] / 127 : 1;
+  const q = new Int8Array(rows * cols);
+  for (let i = 0; i < rows; i++) {
+    for (let j = 0; j < cols; j++) {
+      const s = scales[axis === 1 ? j : i];
+      let v = Math.round(w[i * cols + j] / s);
+      if (v > 127) v = 127;
+      else if (v < -127) v = -127;
+      q[i * cols + j] = v;
+    }
+  }
+  return { q, scales };
+}
+
+function isFloatInit(t: TensorProto | undefined): t is TensorProto {
+  return !!t && (t.data_type === DataType.FLOAT || t.data_type === DataType.FLOAT16) && tensorDims(t).length === 2;
+}
+
+function floatTensor(name: string, dims: number[], values: Float32Array, dtype: number): TensorProto {
+  const raw = dtype === DataType.FLOAT16 ? new Uint8Array(float32ToFp16(values).buffer) : new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+  return createTensor({ name, dims, data_type: dtype, raw_data: raw });
+}
+
+function ensureOpset(m: ModelProto, domain: string, version: number): void {
+  if (!m.opset_import.some((o) => (o.domain ?? '') === domain)) m.opset_import.push({ domain, version });
+}
+
+/**
+ * Quantize the main graph of `model` (inline data) to `kind`. Returns a new ModelProto and what was replaced.
+ * Weights shared by several nodes are quantized once per consuming node kind.
+ */
+export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: QuantizeOptions = {}): { model: ModelProto; report: QuantizeReport } {
+  const blockSize = opts.blockSize ?? 32;
+  const minElements = opts.minElements ?? 0;
+  const g = model.graph;
+  const inits = new Map<string, TensorProto>();
+  for (const t of g.initializer) if (t.name) inits.set(t.name, t);
+  const graphInputs = new Set(g.input.map((i) => i.name));
+  const report: QuantizeReport = { kind, matmuls: [], embeddings: [], skipped: [] };
+  const newInits: TensorProto[] = [];
+  const replaced = new Set<string>(); // initializer names no node reads any more (candidates for removal)
+  const prefix = 'dsa_prune_q';
+  const nodes: NodeProto[] = [];
+  const preNodes: NodeProto[] = [];
+  const dq8 = new Map<string, string>(); // weight name → dequantized output (shared)
+
+  const dequantInt8 = (t: TensorProto, axis: 0 | 1): string => {
+    const key = `${t.name}|${axis}`;
+    const have = dq8.get(key);
+    if (have) return have;
+    const [rows, cols] = tensorDims(t);
+    const w = tensorToFloat32(t);
+    const { q, scales } = quantizeInt8(w, rows, cols, axis);
+    const base = `${prefix}/${t.name}/axis${axis}`;
+    newInits.push(createTensor({ name: `${base}/q`, dims: [rows, cols], data_type: DataType.INT8, raw_data: new Uint8Array(q.buffer) }));
+    newInits.push(createTensor({ name: `${base}/scale`, dims: [scales.length], data_type: DataType.FLOAT, raw_data: new Uint8Array(scales.buffer) }));
+    newInits.push(createTensor({ name: `${base}/zp`, dims: [scales.length], data_type: DataType.INT8, raw_data: new Uint8Array(scales.length) }));
+    let out = `${base}/dq`;
+    preNodes.push(createNode({
+      op_type: 'DequantizeLinear', name: `${base}/DequantizeLinear`, input: [`${base}/q`, `${base}/scale`, `${base}/zp`], output: [out],
+      attribute: [{ name: 'axis', type: 2, i: axis }],
+    }));
+    if (t.data_type === DataType.FLOAT16) {
+      preNodes.push(createNode({ op_type: 'Cast', name: `${base}/Cast`, input: [out], output: [`${out}_fp16`], attribute: [{ name: 'to', type: 2, i: DataType.FLOAT16 }] }));
+      out = `${out}_fp16`;
+    }
+    dq8.set(key, out);
+    replaced.add(t.name!);
+    return out;
+  };
+
+  for (const n of g.node) {
+    const domain = n.domain ?? '';
+    if (domain === '' && n.op_type === 'MatMul' && n.input.length === 2) {
+      const t = inits.get(n.input[1]);
+      if (isFloatInit(t) && !graphInputs.has(t.name)) {
+        const [k, nOut] = tensorDims(t);
+        if (k * nOut < minElements) {
+          report.skipped.push({ weight: t.name!, reason: `smaller than ${minElements} elements` });
+        } else if (kind === 'q8') {
+          const dq = dequantInt8(t, 1);
+          nodes.push(createNode({ ...n, op_type: n.op_type!, input: [n.input[0], dq] }));
+          report.matmuls.push({ weight: t.name!, k, n: nOut });
+          continue;
+        } else {
+          const w = tensorToFloat32(t); // [K × N]
+          const wt = new Float32Array(k * nOut); // [N × K]
+          for (let i = 0; i < k; i++) for (let j = 0; j < nOut; j++) wt[j * k + i] = w[i * nOut + j];
+          const p = quantizeQ4(wt, nOut, k, blockSize, opts.rangeSearch ?? 6);
+          const base = `${prefix}/${n.name || t.name}`;
+          newInits.push(createTensor({ name: `${base}/B`, dims: [nOut, p.nBlocks, blockSize / 2], data_type: DataType.UINT8, raw_data: p.packed }));
+          newInits.push(floatTensor(`${base}/scales`, [nOut * p.nBlocks], p.scales, t.data_type!));
+          newInits.push(createTensor({ name: `${base}/zero_points`, dims: [p.zeroPoints.length], data_type: DataType.UINT8, raw_data: p.zeroPoints }));
+          nodes.push(createNode({
+            op_type: 'MatMulNBits', domain: 'com.microsoft', name: `${n.name || base}_Q4`,
+            input: [n.input[0], `${base}/B`, `${base}/scales`, `${base}/zero_points`], output: [...n.output],
+            attribute: [
+              { name: 'K', type: 2, i: k },
+              { name: 'N', type: 2, i: nOut },
+              { name: 'bits', type: 2, i: 4 },
+              { name: 'block_size', type: 2, i: blockSize },
+            ],
+          }));
+          replaced.add(t.name!);
+          report.matmuls.push({ weight: t.name!, k, n: nOut });
+          continue;
+        }
+      }
+    } else if (domain === '' && n.op_type === 'Gather' && (opts.embeddings ?? true)) {
+      const t = inits.get(n.input[0]);
+      const axis = n.attribute.find((a) => a.name === 'axis');
+      if (isFloatInit(t) && !graphInputs.has(t.name) && (!axis || Number(axis.i ?? 0) === 0)) {
+        const [rows, cols] = tensorDims(t);
+        if (rows * cols >= Math.max(minElements, 1024)) {
+          const dq = dequantInt8(t, 0);
+          nodes.push(createNode({ ...n, op_type: n.op_type!, input: [dq, n.input[1]] }));
+          report.embeddings.push({ weight: t.name!, rows, cols });
+          continue;
+        }
+      }
+    }
+    nodes.push(n);
+  }
+
+  // Drop initializers no remaining node reads (a weight also read elsewhere stays).
+  const used = new Set<string>();
+  for (const n of [...preNodes, ...nodes]) for (const i of n.input) used.add(i);
+  const kept = g.initializer.filter((t) => !replaced.has(t.name!) || used.has(t.name!) || graphInputs.has(t.name));
+  const graph: GraphProto = { ...g, node: [...preNodes, ...nodes], initializer: [...kept, ...newInits] };
+  const out: ModelProto = { ...model, graph, opset_import: model.opset_import.map((o) => ({ ...o })) };
+  if (kind === 'q4' && report.matmuls.length) ensureOpset(out, 'com.microsoft', 1);
+  if (report.matmuls.length === 0) {
+    throw new DsaPruneError(`no MatMul with a float weight initializer found to quantize to ${kind}`, {
+      hint: 'Quantize a float (fp32/fp16) model: the input already looks quantized or has no MatMul weights.',
+    });
+  }
+  return { model: out, report };
+}
