@@ -14,14 +14,14 @@ import { installLoadingHook } from './model/index.js';
 // Importing the plugin records where every later onnxruntime session came from (the ONNX graph we edit).
 installLoadingHook();
 
-export { installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir } from './model/index.js';
-export type { PrunableModel, ModelSource } from './model/index.js';
+export { installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir, sourceOfSession, validateModelFolder, formatInspectTable } from './model/index.js';
+export type { PrunableModel, ModelSource, InspectReport } from './model/index.js';
 export { pruneModel, planPrune, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
 export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
 export { savePruned } from './save.js';
 export * from './methods/index.js';
 export * from './allocators/index.js';
-export { perplexity } from './eval/perplexity.js';
+export * from './eval/index.js';
 export { DsaPruneError } from './errors.js';
 export type * from './types.js';
 export * from './report/index.js';
