@@ -2,7 +2,7 @@
  * pruneModel end to end on the embedded stories260k: reference rows of ../shared/reference/reference.json (a few, CI-sized),
  * the exact budget counted from saved weights, allocator behaviour, and requests refused before any work.
  */
-import { describe, it, expect, beforeAll, vi } from 'vitest';
+import { describe, it, expect, beforeAll } from 'vitest';
 import { existsSync, readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +16,7 @@ import { discoverLinears } from '../../src/model/index.js';
 
 env.allowRemoteModels = false;
 // Each case prunes and measures a real model: generous limits for slow or shared machines.
-vi.setConfig({ testTimeout: 900_000, hookTimeout: 300_000 });
+const LONG = 900_000;
 const repo = path.resolve(import.meta.dirname, '../..');
 const modelDir = path.join(repo, 'models/stories260k');
 const shared = path.resolve(repo, '../shared');
@@ -40,7 +40,7 @@ const ppl = async (model: unknown, limitWindows?: number) =>
 beforeAll(async () => {
   const tok = await AutoTokenizer.from_pretrained(modelDir);
   evalIds = tokenizeText(tok as never, evalText);
-});
+}, LONG);
 
 describe.skipIf(!hasShared)('reference rows (stories260k, budget reference; needs ../shared/reference)', () => {
   const cases: [string, string, number, string][] = [
@@ -64,7 +64,7 @@ describe.skipIf(!hasShared)('reference rows (stories260k, budget reference; need
       expect(Math.abs(report.realizedSparsity - row.realized_sparsity)).toBeLessThan(2e-3);
       const p = await ppl(model);
       expect(Math.abs(p - row.ppl.tinystories) / row.ppl.tinystories).toBeLessThan(0.02);
-    });
+    }, LONG);
   }
 });
 
@@ -100,7 +100,7 @@ describe('exact budget and allocators (embedded model and text only)', () => {
     } finally {
       rmSync(out, { recursive: true, force: true });
     }
-  });
+  }, LONG);
 
   it('the published DSA function fails in the default mode with the blocks and a suggestion to search', async () => {
     const model = await load();
@@ -108,7 +108,7 @@ describe('exact budget and allocators (embedded model and text only)', () => {
     expect(err).toBeInstanceOf(DsaPruneError);
     expect(String(err.message + ' ' + (err.hint ?? ''))).toMatch(/block/i);
     expect(String(err.message + ' ' + (err.hint ?? ''))).toMatch(/search/i);
-  });
+  }, LONG);
 
   it('sparsity 0 prunes nothing; the model still generates after pruning', async () => {
     const model = await load();
@@ -119,7 +119,7 @@ describe('exact budget and allocators (embedded model and text only)', () => {
     const inputs = tok('Once upon a time');
     const out = (await (model as unknown as { generate(o: object): Promise<{ dims: number[] }> }).generate({ ...inputs, max_new_tokens: 5 })) as { dims: number[] };
     expect(out.dims[1]).toBeGreaterThan(5);
-  });
+  }, LONG);
 
   it('refuses invalid requests before any work, with the reason', async () => {
     const model = await load();
@@ -136,7 +136,7 @@ describe('exact budget and allocators (embedded model and text only)', () => {
       expect(e, JSON.stringify(opts).slice(0, 80)).toBeInstanceOf(DsaPruneError);
       expect(e.message + ' ' + (e.hint ?? '')).toMatch(re);
     }
-  });
+  }, LONG);
 
   it('an aborted prune leaves the model unchanged', async () => {
     const model = await load();
@@ -149,7 +149,7 @@ describe('exact budget and allocators (embedded model and text only)', () => {
     }).catch((x) => x);
     expect(e).toBeInstanceOf(Error);
     expect(await ppl(model, 4)).toBe(before);
-  });
+  }, LONG);
 
   it('planPrune lists every linear with its target and does not touch the model', async () => {
     const model = await load();
@@ -158,5 +158,5 @@ describe('exact budget and allocators (embedded model and text only)', () => {
     expect(plan.linears).toHaveLength(35);
     expect(plan.linears.every((l) => l.target === 0.6)).toBe(true);
     expect(await ppl(model, 4)).toBe(before);
-  });
+  }, LONG);
 });
