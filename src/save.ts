@@ -1,5 +1,6 @@
 import { savePruned as saveModel } from './model/index.js';
 import { lastPruneReport } from './prune.js';
+import { postProcessSaved, type PostSaveOptions, type PostSaveResult } from './compress/index.js';
 
 /**
  * Save a pruned model as a folder `from_pretrained` loads again, with `pruning.json` describing what was done
@@ -9,8 +10,8 @@ import { lastPruneReport } from './prune.js';
 export async function savePruned(
   model: unknown,
   outDir: string,
-  opts: { overwrite?: boolean; manifest?: Record<string, unknown> } = {},
-): Promise<void> {
+  opts: { overwrite?: boolean; manifest?: Record<string, unknown> } & PostSaveOptions = {},
+): Promise<PostSaveResult | undefined> {
   const report = lastPruneReport(model as object);
   const manifest = {
     ...(report
@@ -23,5 +24,9 @@ export async function savePruned(
       : {}),
     ...opts.manifest,
   };
-  await saveModel(model, outDir, { ...opts, manifest });
+  const { quantize, compress, quantizeOptions, ...rest } = opts;
+  await saveModel(model, outDir, { ...rest, manifest });
+  // quantize: also write onnx/model_q4.onnx / model_quantized.onnx; compress: model.onnx as bitmask + values.
+  if (quantize !== undefined || compress) return postProcessSaved(outDir, { quantize, compress, quantizeOptions });
+  return undefined;
 }

@@ -125,14 +125,14 @@ export function compressModel(model: ModelProto, opts: CompressOptions = {}): { 
   const transposedOf = new Map<string, string>();
   if (opts.dedupTransposed ?? true) {
     const big = floats.filter((t) => tensorDims(t).length === 2 && tensorDims(t).reduce((a, b) => a * b, 1) >= minEl);
-    for (let i = 0; i < big.length; i++) {
-      for (let j = 0; j < big.length; j++) {
+    // The later tensor (lm_head) becomes a Transpose of the earlier one (embedding table).
+    for (let j = 0; j < big.length; j++) {
+      for (let i = 0; i < j; i++) {
         const a = big[i];
         const b = big[j];
-        if (i === j || transposedOf.has(a.name!) || transposedOf.has(b.name!) || a.data_type !== b.data_type) continue;
-        if ([...transposedOf.values()].includes(a.name!)) continue;
+        if (transposedOf.has(a.name!) || transposedOf.has(b.name!) || a.data_type !== b.data_type) continue;
         if (transposedEqual(rawOf.get(a.name!)!, tensorDims(a), rawOf.get(b.name!)!, tensorDims(b), bytesPerElement(a.data_type!))) {
-          transposedOf.set(a.name!, b.name!);
+          transposedOf.set(b.name!, a.name!);
         }
       }
     }
