@@ -102,7 +102,7 @@ describe('statistics equal an independent float64 computation', () => {
   }, 300_000);
 
   it.skipIf(!hasShared)('bench-12l, both modes, with pruning in the callback', async () => {
-    await checkModel(path.join(shared, 'models/bench-12l'), 3, 32, 2, [0, 1, 11]);
+    await checkModel(path.join(shared, 'models/bench-12l'), 3, 32, 2, [1, 11]);
   }, 600_000);
 
   const layouts = ['llama-hf', 'mistral', 'qwen2', 'gemma', 'phi3', 'gpt2', 'opt'];
