@@ -36,6 +36,8 @@ const spec = defineCommand({
     'batch-size': { type: 'integer', min: 1, description: 'calibration sequences per onnxruntime run (default 8)' },
     overwrite: { type: 'boolean', description: 'replace a non-empty output folder' },
     'dry-run': { type: 'boolean', description: 'print the plan (layers, sparsities, memory) and stop' },
+    quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
+    compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load)' },
   },
 });
 
@@ -120,7 +122,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 
   const report = await pruneModel(model, options);
   progress.done();
-  await savePruned(model, v.out!, { overwrite: v.overwrite });
+  const saved = await savePruned(model, v.out!, { overwrite: v.overwrite, quantize: v.quantize as ('q8' | 'q4')[] | undefined, compress: v.compress });
   if (args.common.json) {
     io.stdout(JSON.stringify({
       realizedSparsity: report.realizedSparsity,
@@ -136,6 +138,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       linears: report.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: l.sparsity })),
       notes: report.notes,
       timings: report.seconds,
+      ...(saved ? { files: saved.files, denseBytes: saved.dense.bytes } : {}),
     }, null, 2) + '\n');
   } else if (!args.common.quiet) {
     io.stdout(`pruned ${report.linears.length} linears with ${report.method} (${report.pattern}, ${report.allocator.name}, ${report.budget} budget)\n`);
@@ -143,6 +146,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.stdout(`per block: ${report.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
     for (const n of report.notes) io.stdout(`note: ${n}\n`);
     io.stdout(`saved to ${v.out}\n`);
+    if (saved) for (const f of saved.files) io.stdout(`  ${f.file.padEnd(28)} ${f.kind.padEnd(10)} ${(f.bytes / 2 ** 20).toFixed(2).padStart(9)} MiB  ${(f.ratio * 100).toFixed(1).padStart(5)}% of the dense file\n`);
   }
   return 0;
 }
