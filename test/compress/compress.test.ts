@@ -309,3 +309,51 @@ describe.skipIf(!existsSync(evalText))('stories260k end to end (needs ../shared/
     expect(back.graph.node.length).toBe(dense.graph.node.length);
   }, 240_000);
 });
+
+describe('q4 in onnxruntime', () => {
+  it('MatMulNBits reads the packing as written: identity input returns the dequantized weights, pruned ones exactly 0', async () => {
+    const K = 80; // not a multiple of the block: padding path
+    const N = 24;
+    const w = sparseWeights(K * N, 0.7, 5); // [K × N], MatMul layout
+    const vi = (name: string, dims: number[]) => ({ name, type: { tensor_type: { elem_type: 1, shape: { dim: dims.map((d) => ({ dim_value: d })) } } } });
+    const dense = {
+      ir_version: 8,
+      opset_import: [{ domain: '', version: 17 }],
+      graph: {
+        name: 'g',
+        node: [createNode({ op_type: 'MatMul', name: 'mm', input: ['x', 'W'], output: ['y'] })],
+        initializer: [createTensor({ name: 'W', dims: [K, N], data_type: DataType.FLOAT, raw_data: new Uint8Array(w.buffer) })],
+        input: [vi('x', [K, K])],
+        output: [vi('y', [K, N])],
+        value_info: [],
+      },
+    } as unknown as ModelProto;
+    const { model: q, report } = quantizeModel(dense, 'q4');
+    expect(report.matmuls).toEqual([{ weight: 'W', k: K, n: N }]);
+    expect(q.graph.node[0].op_type).toBe('MatMulNBits');
+    const s = await ort.InferenceSession.create(encodeModel(q));
+    const eye = new Float32Array(K * K);
+    for (let i = 0; i < K; i++) eye[i * K + i] = 1;
+    const y = (await s.run({ x: new ort.Tensor('float32', eye, [K, K]) })).y.data as Float32Array;
+    await s.release();
+    // independent decode of the written initializers
+    const init = (name: string) => q.graph.initializer.find((t) => t.name === name)!;
+    const nb = q.graph.node[0];
+    const nBlocks = Math.ceil(K / 32);
+    const d = dequantQ4({
+      n: N, k: K, blockSize: 32, nBlocks,
+      packed: new Uint8Array(tensorBytes(init(nb.input[1]))), scales: tensorToFloat32(init(nb.input[2])),
+      zeroPoints: new Uint8Array(tensorBytes(init(nb.input[3]))),
+    });
+    let maxErr = 0;
+    let maxAbs = 0;
+    for (let i = 0; i < K; i++) {
+      for (let j = 0; j < N; j++) {
+        if (w[i * N + j] === 0) expect(y[i * N + j]).toBe(0);
+        maxErr = Math.max(maxErr, Math.abs(y[i * N + j] - d[j * K + i]));
+        maxAbs = Math.max(maxAbs, Math.abs(w[i * N + j]));
+      }
+    }
+    expect(maxErr).toBeLessThan(1e-5 * maxAbs);
+  });
+});
