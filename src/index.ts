@@ -25,3 +25,4 @@ export * from './eval/index.js';
 export { DsaPruneError } from './errors.js';
 export type * from './types.js';
 export * from './report/index.js';
+export * from './compress/index.js';

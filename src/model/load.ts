@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
 import { installLoadingHook, splitOnnxName } from './hook.js';
+import { densifyModel } from '../compress/sparse.js';
 import { externalInfo, isExternal, readModelFile, type ModelProto } from './onnx.js';
 import { attachModel, dtypeToSuffix, rememberDecoded, type PrunableModel } from './prunable.js';
 
@@ -111,6 +112,7 @@ export async function validateModelFolder(dirOrId: string, opts: { dtype?: strin
 /** Decode the folder's ONNX (clear error when corrupt or truncated) and check its external data files exist. */
 export function readFolderGraph(folder: ModelFolder): ModelProto {
   const proto = readModelFile(folder.onnxPath);
+  densifyModel(proto); // compressed sparse storage → plain dense initializers (see src/compress/sparse.ts)
   const base = path.dirname(folder.onnxPath);
   for (const t of proto.graph.initializer ?? []) {
     if (!isExternal(t)) continue;

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { densifyModel } from '../compress/sparse.js';
 import { DsaPruneError } from '../errors.js';
 import type { LinearInfo } from '../types.js';
 import { discoverLinears, type WeightLayout } from './discover.js';
@@ -211,6 +212,9 @@ function buildPrunable(model: any, opts: { source?: string }): PrunableModel { /
   } else {
     throw new DsaPruneError('the source of the model session is unknown', { hint: 'Pass { source: dir }.' });
   }
+  // A folder saved with { compress: true } stores sparse weights as bitmask + values rebuilt by graph nodes:
+  // restore plain dense initializers so the linears are found and editable.
+  densifyModel(proto);
   const config = readConfig(source.dir, model);
   const found = discoverLinears(proto.graph, { config });
   if (found.linears.length === 0) {
