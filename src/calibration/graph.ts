@@ -63,6 +63,12 @@ export interface SubgraphSpec {
   weightInputs: { name: string; dims: number[]; fp16: boolean }[];
   /** Outputs written back to the store. */
   storeOutputs: string[];
+  /**
+   * Names inside `bytes` of the sub-graph's inputs and outputs, by their name in the model (store tensors, weights,
+   * statistics outputs). Empty for graphs built without `canonical`; graph inputs (input_ids, masks) keep their names.
+   * With canonical names, two blocks whose `bytes` are equal are the same computation and can share one session.
+   */
+  rename: Map<string, string>;
 }
 
 /** The static analysis of a model: node ownership, producers, what crosses block boundaries. */
@@ -89,6 +95,10 @@ export interface GraphPlan {
   staticTensors: Set<string>;
   initializers: Map<string, TensorProto>;
   linearsByBlock: LinearInfo[][];
+  /** Per initializer: the one block whose nodes read it, or -1 when read outside the blocks or by several blocks. */
+  initOwner: Map<string, number>;
+  /** Tensors of the last block read by the suffix (final norm): its outputs, computed so it matches the other blocks. */
+  lastOutputs: string[];
 }
 
 function defaultOpset(model: ModelProto): number {
@@ -206,9 +216,20 @@ export function planGraph(model: ModelProto, linears: LinearInfo[], baseDir?: st
       hiddenIn.push([...reads[0]!].filter((t) => prefixOutputs.has(t) && !others.has(t)));
     }
   }
+  const initOwner = new Map<string, number>();
+  const lastOutputs: string[] = [];
+  for (const n of g.node) {
+    const b = nodeBlock.get(n)!;
+    for (const i of n.input) {
+      if (!i) continue;
+      if (initializers.has(i)) initOwner.set(i, initOwner.has(i) && initOwner.get(i) !== b ? -1 : b);
+      if (b < 0 && producedByBlock(i) === nBlocks - 1 && !lastOutputs.includes(i)) lastOutputs.push(i);
+    }
+  }
   return {
     nBlocks, graphInputs, statsInputs, carried, hiddenIn, prefixOutputs: [...prefixOutputs], lastReader,
     opset: defaultOpset(model), model, baseDir, producer, nodeBlock, staticTensors, initializers, linearsByBlock,
+    initOwner, lastOutputs,
   };
 }
 
@@ -281,7 +302,7 @@ function graphInputInfo(plan: GraphPlan, name: string): ValueInfoProto {
 /** The prefix sub-graph: graph inputs → everything the blocks share (and the hidden state entering block 0). */
 export function buildPrefix(plan: GraphPlan): SubgraphSpec {
   const { nodes, leaves } = collect(plan, plan.prefixOutputs, (n) => plan.nodeBlock.get(n)! < 0);
-  return assemble(plan, 'prefix', nodes, leaves, plan.prefixOutputs, [], new Set(), new Map());
+  return assemble(plan, 'prefix', nodes, leaves, plan.prefixOutputs, [], new Set(), new Map(), false);
 }
 
 /** What a block sub-graph computes. */
@@ -289,17 +310,31 @@ export interface BlockGraphOptions {
   /** Add the statistics outputs (sum of squares; Gram when `gram`). */
   stats: boolean;
   gram: boolean;
-  /** Also compute the tensors handed to later blocks. */
+  /**
+   * Also compute the tensors handed to later blocks (for the last block: the tensors the final norm reads, so its
+   * graph has the same structure as the others; they are listed in storeOutputs but need not be fetched).
+   */
   outputs: boolean;
+  /**
+   * Canonical form for session sharing: every tensor renamed by its position in the graph (`rename` maps the model's
+   * names to them) and every float initializer only this block reads (linear weights, norm weights, biases) made an
+   * input, so structurally identical blocks serialize to identical bytes.
+   */
+  canonical?: boolean;
+}
+
+/** The tensors block b hands on when `outputs` is set (see BlockGraphOptions.outputs). */
+export function blockOutputs(plan: GraphPlan, b: number): string[] {
+  return b === plan.nBlocks - 1 && plan.carried[b]!.length === 0 ? plan.lastOutputs : plan.carried[b]!;
 }
 
 /** Sub-graph of block `b`: store tensors + graph inputs + the block's linear weights (as inputs) → stats / outputs. */
 export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, storeTypes: Map<string, number>): SubgraphSpec {
   const sIn = plan.statsInputs[b]!;
-  const targets = [...(opts.outputs ? plan.carried[b]! : []), ...(opts.stats ? sIn.map((s) => s.tensor) : [])];
+  const outs: string[] = opts.outputs ? [...blockOutputs(plan, b)] : [];
+  const targets = [...outs, ...(opts.stats ? sIn.map((s) => s.tensor) : [])];
   const { nodes, leaves } = collect(plan, targets, (n) => plan.nodeBlock.get(n) === b);
   const extra: NodeProto[] = [];
-  const outs: string[] = opts.outputs ? [...plan.carried[b]!] : [];
   const statsOuts: ValueInfoProto[] = [];
   if (opts.stats) {
     for (const s of sIn) {
@@ -331,7 +366,15 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
     }
   }
   const weightNames = new Set(plan.linearsByBlock[b]!.map((l) => l.weight));
-  return assemble(plan, `block_${b}`, [...nodes, ...extra], leaves, outs, statsOuts, weightNames, storeTypes);
+  if (opts.canonical) {
+    for (const t of leaves) {
+      const init = plan.initializers.get(t);
+      if (!init || plan.initOwner.get(t) !== b) continue;
+      const numel = tensorDims(init).reduce((a, d) => a * d, 1);
+      if ((init.data_type === DataType.FLOAT || init.data_type === DataType.FLOAT16) && numel > 1) weightNames.add(t);
+    }
+  }
+  return assemble(plan, opts.canonical ? 'block' : `block_${b}`, [...nodes, ...extra], leaves, outs, statsOuts, weightNames, storeTypes, opts.canonical ?? false);
 }
 
 function constInt64(nodeName: string, out: string, values: number[]): NodeProto {
@@ -341,7 +384,7 @@ function constInt64(nodeName: string, out: string, values: number[]): NodeProto 
 
 function assemble(
   plan: GraphPlan, name: string, nodes: NodeProto[], leaves: Set<string>, storeOutputs: string[], statsOuts: ValueInfoProto[],
-  weightNames: Set<string>, storeTypes: Map<string, number>,
+  weightNames: Set<string>, storeTypes: Map<string, number>, canonical: boolean,
 ): SubgraphSpec {
   const inputs: ValueInfoProto[] = [];
   const inits: TensorProto[] = [];
@@ -367,6 +410,46 @@ function assemble(
     }
   }
   const outputs = [...storeOutputs.map((o) => valueInfo(o)), ...statsOuts];
-  const bytes = buildModel(plan, name, nodes, inputs, inlineInitializers(plan, inits), outputs);
-  return { bytes, storeInputs, graphInputs, weightInputs, storeOutputs };
+  const initializers = inlineInitializers(plan, inits);
+  if (!canonical) {
+    const bytes = buildModel(plan, name, nodes, inputs, initializers, outputs);
+    return { bytes, storeInputs, graphInputs, weightInputs, storeOutputs, rename: new Map() };
+  }
+  const c = canonicalize(plan, nodes, inputs, initializers, outputs);
+  const bytes = buildModel(plan, name, c.nodes, c.inputs, c.initializers, c.outputs);
+  return { bytes, storeInputs, graphInputs, weightInputs, storeOutputs, rename: c.rename };
+}
+
+/**
+ * Rename every tensor except the original graph inputs to `dsa_t<k>`, k = order of first appearance (inputs,
+ * initializers, then node inputs/outputs in topological order), node names to `dsa_n<k>`, and list the outputs in
+ * canonical order: the serialized graph then depends on the structure alone (ops, attributes, shapes, constant
+ * values), not on the names the exporter gave each block.
+ */
+function canonicalize(
+  plan: GraphPlan, nodes: NodeProto[], inputs: ValueInfoProto[], initializers: TensorProto[], outputs: ValueInfoProto[],
+): { nodes: NodeProto[]; inputs: ValueInfoProto[]; initializers: TensorProto[]; outputs: ValueInfoProto[]; rename: Map<string, string> } {
+  const rename = new Map<string, string>();
+  const order = new Map<string, number>();
+  const name = (t: string): string => {
+    if (!t || plan.graphInputs.has(t)) return t;
+    let r = rename.get(t);
+    if (r === undefined) {
+      order.set(t, rename.size);
+      r = `dsa_t${rename.size}`;
+      rename.set(t, r);
+    }
+    return r;
+  };
+  const cInputs = inputs.map((v) => ({ ...v, name: name(v.name ?? '') }));
+  const cInits = initializers.map((t) => ({ ...t, name: name(t.name ?? '') }));
+  const cNodes = nodes.map((n, k) => {
+    const c: NodeProto = { ...n, name: `dsa_n${k}`, input: n.input.map(name), output: n.output.map(name) };
+    delete (c as { doc_string?: string }).doc_string;
+    return c;
+  });
+  const cOutputs = [...outputs]
+    .sort((a, b) => (order.get(a.name ?? '') ?? 0) - (order.get(b.name ?? '') ?? 0))
+    .map((v) => ({ ...v, name: name(v.name ?? '') }));
+  return { nodes: cNodes, inputs: cInputs, initializers: cInits, outputs: cOutputs, rename };
 }

@@ -15,7 +15,7 @@ import { DsaPruneError, EXIT } from '../errors.js';
 import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
 import { DataType, float32ToFp16, type ModelProto } from '../model/onnx.js';
 import { buildFeeds, type DecoderSession } from '../eval/forward.js';
-import { buildBlock, buildPrefix, planGraph, type GraphPlan, type SubgraphSpec } from './graph.js';
+import { blockOutputs, buildBlock, buildPrefix, planGraph, type GraphPlan, type SubgraphSpec } from './graph.js';
 
 /**
  * What calibration needs from a model (PrunableModel from src/model satisfies it): the graph, its linears, and the
@@ -80,6 +80,8 @@ export interface CalibrationReport {
   blocks: BlockReport[];
   /** Peak resident memory of the process so far (bytes). */
   peakRssBytes: number;
+  /** onnxruntime sessions built for the blocks: 1 when all blocks are structurally identical and share one. */
+  blockSessions?: number;
 }
 
 type Store = Map<string, ort.Tensor>;
@@ -88,6 +90,16 @@ interface OpenBlock {
   spec: SubgraphSpec;
   session: ort.InferenceSession;
   gram: boolean;
+}
+
+/** A block session kept open for the next blocks whose canonical sub-graph has the same bytes. */
+interface SharedSession {
+  bytes: Uint8Array;
+  session: ort.InferenceSession;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && Buffer.compare(a, b) === 0;
 }
 
 const ORT_TO_ONNX: Record<string, number> = {
@@ -179,7 +191,7 @@ class Runner {
     const feeds: Record<string, ort.Tensor> = {};
     for (const w of spec.weightInputs) {
       const v = this.pm.readInitializer(w.name);
-      feeds[w.name] = w.fp16 ? new ort.Tensor('float16', float32ToFp16(v), w.dims) : new ort.Tensor('float32', v, w.dims);
+      feeds[spec.rename.get(w.name) ?? w.name] = w.fp16 ? new ort.Tensor('float16', float32ToFp16(v), w.dims) : new ort.Tensor('float32', v, w.dims);
     }
     return feeds;
   }
@@ -247,14 +259,32 @@ class Runner {
     this.opts.onProgress?.({ phase, block, fraction: Math.min(1, this.units / this.totalUnits) });
   }
 
+  private shared?: SharedSession;
+  /** Block sessions created (for the report and the tests): 1 when every block shares one. */
+  sessionsCreated = 0;
+
   /**
-   * The sub-graph session of block b. One session serves both passes of a block (the weights are inputs): the
-   * statistics pass fetches the statistics, the output pass the tensors handed to later blocks.
+   * The sub-graph session of block b. One session serves both passes of a block (every per-block weight is an
+   * input): the statistics pass fetches the statistics, the output pass the tensors handed to later blocks. The
+   * sub-graph is built in canonical form, so consecutive structurally identical blocks reuse one session: a new
+   * session's first run costs ≈ 1 CPU s of arena warm-up on bench-12l, paid once instead of once per block.
+   * Blocks that differ get their own session (the previous one is released first: one block session at a time).
    */
-  async openBlock(b: number, what: { stats: boolean; gram: boolean; outputs: boolean }): Promise<OpenBlock> {
-    const outputs = what.outputs && this.plan.carried[b]!.length > 0;
-    const spec = buildBlock(this.plan, b, { stats: what.stats, gram: what.gram, outputs }, this.storeTypes());
-    return { spec, session: await this.session(spec), gram: what.gram };
+  async openBlock(b: number, what: { stats: boolean; gram: boolean }): Promise<OpenBlock> {
+    const outputs = blockOutputs(this.plan, b).length > 0;
+    const spec = buildBlock(this.plan, b, { stats: what.stats, gram: what.gram, outputs, canonical: true }, this.storeTypes());
+    if (this.shared && sameBytes(this.shared.bytes, spec.bytes)) return { spec, session: this.shared.session, gram: what.gram };
+    await this.releaseShared();
+    const session = await this.session(spec);
+    this.sessionsCreated++;
+    this.shared = { bytes: spec.bytes, session };
+    return { spec, session, gram: what.gram };
+  }
+
+  async releaseShared(): Promise<void> {
+    const s = this.shared;
+    this.shared = undefined;
+    if (s) await s.session.release();
   }
 
   /**
@@ -263,7 +293,8 @@ class Runner {
    */
   async blockPass(b: number, open: OpenBlock, fetch: { stats: boolean; outputs: boolean }, phase: 'statistics' | 'output'): Promise<InputStats[]> {
     const { spec, session: s } = open;
-    const outputs = fetch.outputs && spec.storeOutputs.length > 0;
+    // The last block computes its outputs only to share the other blocks' session; nothing reads them.
+    const outputs = fetch.outputs && b < this.plan.nBlocks - 1 && spec.storeOutputs.length > 0;
     const gram = fetch.stats && open.gram;
     if (!fetch.stats && !outputs) return [];
     const t = now();
@@ -277,27 +308,28 @@ class Runner {
         tokens,
       }))
       : [];
+    const name = (t: string): string => spec.rename.get(t) ?? t;
     const fetches = [
       ...(outputs ? spec.storeOutputs : []),
       ...(fetch.stats ? sIn.flatMap((x) => (gram ? [x.sqOutput, x.gramOutput] : [x.sqOutput])) : []),
-    ];
+    ].map(name);
     const weights = this.weightFeeds(spec);
     for (let i = 0; i < this.nBatches; i++) {
       checkAbort(this.opts.signal);
       const store = this.stores[i]!;
       const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
-      for (const name of spec.storeInputs) feeds[name] = store.get(name)!;
+      for (const t of spec.storeInputs) feeds[name(t)] = store.get(t)!;
       const out = await s.run(feeds, fetches);
       if (fetch.stats) {
         for (let k = 0; k < sIn.length; k++) {
-          addInto(acc[k]!.sq, out[sIn[k]!.sqOutput]!.data as Float32Array);
-          if (gram) addInto(acc[k]!.gram!, out[sIn[k]!.gramOutput]!.data as Float32Array);
+          addInto(acc[k]!.sq, out[name(sIn[k]!.sqOutput)]!.data as Float32Array);
+          if (gram) addInto(acc[k]!.gram!, out[name(sIn[k]!.gramOutput)]!.data as Float32Array);
         }
       }
       if (outputs) {
-        for (const name of spec.storeOutputs) store.set(name, out[name]!);
+        for (const t of spec.storeOutputs) store.set(t, out[name(t)]!);
         // Free what no later block reads.
-        for (const name of spec.storeInputs) if ((this.plan.lastReader.get(name) ?? -1) <= b) store.delete(name);
+        for (const t of spec.storeInputs) if ((this.plan.lastReader.get(t) ?? -1) <= b) store.delete(t);
       }
       this.progress(phase, b);
     }
@@ -325,7 +357,9 @@ class Runner {
     this.report.peakRssBytes = Math.max(this.report.peakRssBytes, process.resourceUsage().maxRSS * 1024);
   }
 
-  finish(): CalibrationReport {
+  async finish(): Promise<CalibrationReport> {
+    await this.releaseShared();
+    this.report.blockSessions = this.sessionsCreated;
     this.stores.length = 0;
     this.sampleMemory();
     this.report.seconds.total = now() - this.t0;
@@ -356,14 +390,14 @@ export async function runCalibration(
     r.setTotalUnits(1 + L * r.nBatches);
     await r.runPrefix();
     const all: Map<string, InputStats>[] = [];
-    for (let b = 0; b < L; b++) {
-      r.hiddenSums(b);
-      const open = await r.openBlock(b, { stats: true, gram, outputs: b < L - 1 });
-      try {
+    try {
+      for (let b = 0; b < L; b++) {
+        r.hiddenSums(b);
+        const open = await r.openBlock(b, { stats: true, gram });
         all.push(r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: true }, 'statistics')));
-      } finally {
-        await open.session.release();
       }
+    } finally {
+      await r.releaseShared();
     }
     r.stores.length = 0;
     for (let b = 0; b < L; b++) {
@@ -378,10 +412,10 @@ export async function runCalibration(
   }
   r.setTotalUnits(1 + L * r.nBatches + (L - 1) * r.nBatches);
   await r.runPrefix();
-  for (let b = 0; b < L; b++) {
-    r.hiddenSums(b);
-    const open = await r.openBlock(b, { stats: true, gram, outputs: b < L - 1 });
-    try {
+  try {
+    for (let b = 0; b < L; b++) {
+      r.hiddenSums(b);
+      const open = await r.openBlock(b, { stats: true, gram });
       const stats = r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: false }, 'statistics'));
       checkAbort(opts.signal);
       const t = now();
@@ -389,10 +423,10 @@ export async function runCalibration(
       r.report.blocks[b]!.prune = now() - t;
       r.report.seconds.prune += now() - t;
       // Weights are read again here, so what onBlock wrote is what the output pass uses.
-      await r.blockPass(b, open, { stats: false, outputs: true }, 'output');
-    } finally {
-      await open.session.release();
+      if (b < L - 1) await r.blockPass(b, open, { stats: false, outputs: true }, 'output');
     }
+  } finally {
+    await r.releaseShared();
   }
   return r.finish();
 }
