@@ -26,3 +26,8 @@ export { DsaPruneError } from './errors.js';
 export type * from './types.js';
 export * from './report/index.js';
 export * from './compress/index.js';
+export * from './search/index.js';
+export * from './search/distributed/index.js';
+export * from './calibration/index.js';
+// Both report/ (the JSON a search writes) and search/ (the engine's in-memory result) name a SearchResult: the public one is the file format.
+export type { SearchResult } from './report/index.js';
