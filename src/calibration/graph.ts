@@ -64,8 +64,8 @@ export interface SubgraphSpec {
   /** Outputs written back to the store. */
   storeOutputs: string[];
   /**
-   * Names inside `bytes` of the sub-graph's inputs and outputs, by their name in the model (store tensors, weights,
-   * statistics outputs). Empty for graphs built without `canonical`; graph inputs (input_ids, masks) keep their names.
+   * Names inside `bytes` of the sub-graph's inputs and outputs, by their name in the model (graph inputs such as
+   * past_key_values.N.key, store tensors, weights, statistics outputs). Empty for graphs built without `canonical`.
    * With canonical names, two blocks whose `bytes` are equal are the same computation and can share one session.
    */
   rename: Map<string, string>;
@@ -421,7 +421,7 @@ function assemble(
 }
 
 /**
- * Rename every tensor except the original graph inputs to `dsa_t<k>`, k = order of first appearance (inputs,
+ * Rename every tensor to `dsa_t<k>`, k = order of first appearance (inputs,
  * initializers, then node inputs/outputs in topological order), node names to `dsa_n<k>`, and list the outputs in
  * canonical order: the serialized graph then depends on the structure alone (ops, attributes, shapes, constant
  * values), not on the names the exporter gave each block.
@@ -432,7 +432,7 @@ function canonicalize(
   const rename = new Map<string, string>();
   const order = new Map<string, number>();
   const name = (t: string): string => {
-    if (!t || plan.graphInputs.has(t)) return t;
+    if (!t) return t;
     let r = rename.get(t);
     if (r === undefined) {
       order.set(t, rename.size);
@@ -441,15 +441,25 @@ function canonicalize(
     }
     return r;
   };
-  const cInputs = inputs.map((v) => ({ ...v, name: name(v.name ?? '') }));
-  const cInits = initializers.map((t) => ({ ...t, name: name(t.name ?? '') }));
-  const cNodes = nodes.map((n, k) => {
-    const c: NodeProto = { ...n, name: `dsa_n${k}`, input: n.input.map(name), output: n.output.map(name) };
+  // Identity nodes (exporters alias deduplicated weights through them) are dropped: their output is their input.
+  const alias = new Map<string, string>();
+  const graphOut = new Set(outputs.map((v) => v.name ?? ''));
+  const kept = nodes.filter((n) => {
+    if (n.op_type !== 'Identity' || (n.domain ?? '') !== '' || graphOut.has(n.output[0] ?? '')) return true;
+    alias.set(n.output[0]!, alias.get(n.input[0]!) ?? n.input[0]!);
+    return false;
+  });
+  const real = (t: string): string => alias.get(t) ?? t;
+  // Names by first use in node order, so the order in which inputs were discovered does not matter.
+  const cNodes = kept.map((n, k) => {
+    const c: NodeProto = { ...n, name: `dsa_n${k}`, input: n.input.map((t) => name(real(t))), output: n.output.map(name) };
     delete (c as { doc_string?: string }).doc_string;
     return c;
   });
-  const cOutputs = [...outputs]
-    .sort((a, b) => (order.get(a.name ?? '') ?? 0) - (order.get(b.name ?? '') ?? 0))
-    .map((v) => ({ ...v, name: name(v.name ?? '') }));
+  const byOrder = <T extends { name?: string }>(xs: T[]): T[] =>
+    xs.filter((x) => order.has(x.name ?? '')).sort((a, b) => order.get(a.name ?? '')! - order.get(b.name ?? '')!).map((x) => ({ ...x, name: name(x.name ?? '') }));
+  const cInputs = byOrder(inputs);
+  const cInits = byOrder(initializers);
+  const cOutputs = byOrder(outputs);
   return { nodes: cNodes, inputs: cInputs, initializers: cInits, outputs: cOutputs, rename };
 }

@@ -179,12 +179,18 @@ class Runner {
     if (spec.graphInputs.length === 0) return {};
     const rows = this.rows(i);
     const { seqlen } = this.opts;
+    // buildFeeds looks inputs up by their names in the model; a canonical sub-graph calls them dsa_t<k>.
+    const original = new Map(spec.graphInputs.map((t) => [spec.rename.get(t) ?? t, t]));
     const view: DecoderSession = {
       inputNames: spec.graphInputs, outputNames: [], run: session.run.bind(session),
-      inputMetadata: (session as unknown as DecoderSession).inputMetadata,
+      inputMetadata: (session as unknown as DecoderSession).inputMetadata?.map((m) => ({ ...m, name: original.get(m.name) ?? m.name })),
     };
     const ids = this.windows.subarray(i * this.batch * seqlen, (i * this.batch + rows) * seqlen);
-    return buildFeeds(view, ids, rows, seqlen, { config: this.pm.config });
+    const feeds = buildFeeds(view, ids, rows, seqlen, { config: this.pm.config });
+    if (spec.rename.size === 0) return feeds;
+    const out: Record<string, ort.Tensor> = {};
+    for (const [k, v] of Object.entries(feeds)) out[spec.rename.get(k) ?? k] = v;
+    return out;
   }
 
   weightFeeds(spec: SubgraphSpec): Record<string, ort.Tensor> {
