@@ -146,13 +146,19 @@ if (want('main')) {
   save();
 }
 
-if (parts.includes('fastcompare')) {
-  // uniform, OWL and the best candidate so far (main checkpoint) with the same fast fitness on the search split,
-  // then the best one re-applied faithfully (sequential prune) on the search split.
+/** The state of the main search's checkpoint and its best evaluated candidate. */
+async function bestOfMainCheckpoint() {
   const { readCheckpoint } = await import('../src/search/checkpoint.js');
   const ck = await readCheckpoint(path.join(repo, '.search-scratch/targets-main.checkpoint.json'));
   const hist = ck.state.history;
   const best = hist.reduce((a, b) => ((b.fitness ?? Infinity) < (a.fitness ?? Infinity) ? b : a));
+  return { ck, hist, best };
+}
+
+if (parts.includes('fastcompare')) {
+  // uniform, OWL and the best candidate so far (main checkpoint) with the same fast fitness on the search split,
+  // then the best one re-applied faithfully (sequential prune) on the search split.
+  const { ck, hist, best } = await bestOfMainCheckpoint();
   const f = await createFitness(pm, spec, { calibrationIds: cal, searchIds }, { dense, threads: 2 });
   const input = { blocks: dense.blocks, sparsity: S, budget: 'exact' as const };
   const fast = {
@@ -182,10 +188,7 @@ if (parts.includes('baselines')) {
 
 if (parts.includes('final')) {
   // The best candidate of an interrupted main search (its checkpoint), re-applied faithfully: search split and SOTU.
-  const { readCheckpoint } = await import('../src/search/checkpoint.js');
-  const ck = await readCheckpoint(path.join(repo, '.search-scratch/targets-main.checkpoint.json'));
-  const hist = ck.state.history;
-  const best = hist.reduce((a, b) => ((b.fitness ?? Infinity) < (a.fitness ?? Infinity) ? b : a));
+  const { ck, hist, best } = await bestOfMainCheckpoint();
   log(`final: best of ${hist.length} evaluations (${ck.state.generation} generations): ${best.expression} λ=${best.lambda} fast fitness ${best.fitness}`);
   const t = performance.now();
   const f = await createFitness(pm, { ...spec, mode: 'faithful' }, { calibrationIds: cal, searchIds }, { threads: 2, dense: { blocks: [], stats: new Map() } });
