@@ -7,6 +7,7 @@
  *   npx tsx bench/calibration.bench.ts            # all cases, table on stdout
  *   npx tsx bench/calibration.bench.ts --json     # the same as JSON
  *   npx tsx bench/calibration.bench.ts --case forward|oneshot-sq|oneshot-gram|seq-sq|seq-gram
+ *   npx tsx bench/calibration.bench.ts --nsamples 32 --cases forward,oneshot-sq,seq-sq   # fewer windows / cases
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -26,7 +27,9 @@ const repoRoot = path.resolve(here, '..');
 const shared = path.resolve(repoRoot, '../shared');
 const modelDir = path.join(shared, 'models/bench-12l');
 const calibFile = path.join(shared, 'data/bench-corpus/calibration.txt');
-const NSAMPLES = 128;
+/** `--nsamples N` (default 128, a multiple of the batch): fewer windows for a quicker run on a busy machine. */
+const nsArg = process.argv.indexOf('--nsamples');
+const NSAMPLES = nsArg >= 0 ? Number(process.argv[nsArg + 1]) : 128;
 const SEQLEN = 512;
 const BATCH = 8;
 
@@ -100,8 +103,11 @@ async function main(): Promise<void> {
   }
   const results: CaseResult[] = [];
   const self = fileURLToPath(import.meta.url);
-  for (const name of CASES) {
-    const out = execFileSync(process.execPath, [...process.execArgv, self, '--case', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const ca = args.indexOf('--cases');
+  const names = ca >= 0 ? (args[ca + 1]!.split(',') as CaseName[]) : [...CASES];
+  if (names[0] !== 'forward') names.unshift('forward');
+  for (const name of names) {
+    const out = execFileSync(process.execPath, [...process.execArgv, self, '--case', name, '--nsamples', String(NSAMPLES)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
     const line = out.trim().split('\n').pop()!;
     results.push(JSON.parse(line) as CaseResult);
     if (!args.includes('--json')) console.error(`${name}: ${results.at(-1)!.seconds.toFixed(1)} s`);

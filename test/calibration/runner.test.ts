@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeWithExternalData } from '../../src/model/external.js';
-import { readModelFile } from '../../src/model/onnx.js';
+import { createNode, createTensor, DataType, readModelFile } from '../../src/model/onnx.js';
 import { describe, expect, it } from 'vitest';
 import { blockOfNode, planGraph, runCalibration, denseStatistics } from '../../src/calibration/index.js';
 import { DsaPruneError } from '../../src/errors.js';
@@ -74,6 +74,36 @@ describe('calibration runner', () => {
     expect(r.blocks.length).toBe(5);
     expect(r.seconds.total).toBeGreaterThan(0);
     expect(r.peakRssBytes).toBeGreaterThan(0);
+  });
+
+  it('shares one block session across identical blocks and falls back to separate sessions for a different block', async () => {
+    const m = loadFixture(dir);
+    const opts = { nsamples: N, seqlen: T, batchSize: 2, needs: { sq: true, gram: true } };
+    const dense = new Map<string, Map<string, { sq: Float64Array; gram?: Float64Array }>>();
+    const shared = await runCalibration(m, windows, opts, (b, stats) => { dense.set(String(b), stats); });
+    expect(shared.blockSessions).toBe(1);
+    // Block 2 gets an extra Mul by 1 on its attention input: same numbers, different structure.
+    const proto = readModelFile(path.join(dir, 'onnx/model.onnx'));
+    const q = m.linears.find((l) => l.name === 'model.layers.2.self_attn.q_proj')!;
+    const g = proto.graph;
+    const qNode = g.node.find((n) => n.name === q.node)!;
+    const x = qNode.input.find((i) => i !== q.weight)!;
+    const at = g.node.findIndex((n) => n.output.includes(x));
+    for (const n of g.node) if (n.name?.includes('/layers.2/')) n.input = n.input.map((i) => (i === x ? `${x}/times1` : i));
+    g.node.splice(at + 1, 0,
+      createNode({ op_type: 'Constant', name: '/model/layers.2/test/One', output: ['test_one'], attribute: [{ name: 'value', type: 4, t: createTensor({ dims: [], data_type: DataType.FLOAT, float_data: [1] }) }] }),
+      createNode({ op_type: 'Mul', name: '/model/layers.2/test/Mul', input: [x, 'test_one'], output: [`${x}/times1`] }));
+    const changed = { ...m, proto };
+    const seen = new Map<string, Map<string, { sq: Float64Array; gram?: Float64Array }>>();
+    const r = await runCalibration(changed, windows, opts, (b, stats) => { seen.set(String(b), stats); });
+    expect(r.blockSessions).toBe(3); // blocks 0–1, block 2, blocks 3–4
+    for (const [b, stats] of dense) {
+      for (const [k, s] of stats) {
+        const t = seen.get(b)!.get(k)!;
+        for (let j = 0; j < s.sq.length; j++) expect(Math.abs(s.sq[j]! - t.sq[j]!)).toBeLessThanOrEqual(1e-6 * s.sq[j]! + 1e-12);
+        for (let j = 0; j < s.gram!.length; j++) expect(Math.abs(s.gram![j]! - t.gram![j]!)).toBeLessThanOrEqual(1e-5 * (Math.abs(s.gram![j]!) + 1e-3));
+      }
+    }
   });
 
   it('aborts between runs with exit code 130', async () => {
