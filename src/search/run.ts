@@ -10,6 +10,8 @@ import { lineChart } from '../report/charts.js';
 import { searchSeries } from '../report/html.js';
 import { computeDense, createFitness, idsSha256, calibrationWindows, type DenseData } from './fitness.js';
 import { createPool, defaultParallelism } from './pool.js';
+import { createRedisEvaluator } from './distributed/coordinator.js';
+import { redactUrl } from './distributed/connection.js';
 import { searchSpace } from './space.js';
 import { functionEvaluator, runSearch, type SearchProgress, type SearchResult } from './evolution.js';
 import type { SearchCheckpoint } from './checkpoint.js';
@@ -48,6 +50,12 @@ export interface SearchModelOptions {
   final?: boolean;
   /** Dense statistics already computed (skips the dense pass). */
   dense?: DenseData;
+  /** Evaluate on `dsa-prune worker` processes through this Redis (redis:// or rediss:// URL) instead of locally. */
+  redis?: string;
+  /** Run id on Redis (default: derived from the spec and data, so a restarted coordinator finds its run). */
+  runId?: string;
+  /** Key prefix on Redis (several projects on one server). */
+  redisPrefix?: string;
   onProgress?: (p: SearchProgress & { strategy: 'evolution' | 'random' }) => void;
   onPhase?: (message: string) => void;
   signal?: AbortSignal;
@@ -126,7 +134,13 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
 
   o.onPhase?.(workers > 1 ? `starting ${workers} worker threads × ${threads} onnxruntime threads` : `evaluating in this thread (${threads} onnxruntime threads)`);
   let evaluator: Evaluator;
-  if (workers > 1) {
+  if (o.redis) {
+    o.onPhase?.(`publishing the run on ${redactUrl(o.redis)}: candidates go to dsa-prune worker processes`);
+    evaluator = await createRedisEvaluator({
+      redis: o.redis, spec, calibrationIds: cal.ids, searchIds, dense, runId: o.runId, prefix: o.redisPrefix,
+      onLog: o.onPhase, signal: o.signal,
+    });
+  } else if (workers > 1) {
     evaluator = await createPool({ modelDir: o.modelDir, spec, calibrationIds: cal.ids, searchIds, dense, workers, threads });
   } else {
     const fitness = await createFitness(pm, spec, { calibrationIds: cal.ids, searchIds }, { dense, threads });
@@ -143,7 +157,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
   let secondsRandom: number | undefined;
   try {
     const common = {
-      evaluations: o.evaluations, timeLimitSeconds: o.timeLimitSeconds, seed, population, batchSize: Math.max(1, workers),
+      evaluations: o.evaluations, timeLimitSeconds: o.timeLimitSeconds, seed, population, batchSize: o.redis ? undefined : Math.max(1, workers),
       signature, signal: o.signal,
     };
     const tS = performance.now();

@@ -29,6 +29,9 @@ const spec = defineCommand({
     time: { type: 'number', min: 0, minExclusive: true, valueName: '<min>', description: 'wall-clock cap in minutes' },
     mode: { type: 'string', choices: ['fast', 'faithful'], default: 'fast', description: 'fast: one-shot prune from dense statistics; faithful: sequential prune per candidate' },
     workers: { type: 'integer', min: 1, max: 256, description: 'evaluation worker threads (default: one per core)' },
+    redis: { type: 'string', valueName: '<url>', description: 'evaluate on `dsa-prune worker` processes through this Redis (redis://, rediss://)' },
+    'run-id': { type: 'string', valueName: '<id>', description: 'run id on Redis (default: derived from the run, so a restart resumes it)' },
+    'redis-prefix': { type: 'string', valueName: '<p>', description: 'key prefix on Redis' },
     seed: { type: 'integer', default: 0, description: 'seed (equal seeds give equal searches)' },
     population: { type: 'integer', min: 2, default: 16, description: 'population size' },
     random: { type: 'boolean', description: 'also run random search with the same budget (baseline)' },
@@ -53,6 +56,7 @@ ${formatOptions(spec.options)}
 Examples:
   dsa-prune search models/stories260k --sparsity 0.7 --calibration calib.txt --nsamples 64 --evals 100 --out best.json
   dsa-prune search bench-12l --calibration calibration.txt --evals 300 --workers 2 --random --out search.json
+  dsa-prune search bench-12l --calibration calibration.txt --evals 300 --redis redis://10.0.0.5:6379 --out search.json
   dsa-prune prune bench-12l --out pruned --allocator @search.json --calibration calibration.txt
 `;
 
@@ -130,6 +134,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
     searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals,
     timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, workers: v.workers, threads: args.common.threads,
+    redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'],
     seed: v.seed, population: v.population, random: v.random, randomOnly: v['random-only'], checkpointPath, resume,
     final: !v['no-final'], signal: io.signal,
     onPhase: (m) => say(m),
