@@ -6,8 +6,9 @@ import { createHash } from 'node:crypto';
 import { AutoTokenizer } from '@huggingface/transformers';
 import { DsaPruneError } from './errors.js';
 import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern, ProgressCallback } from './types.js';
-import { attachModel, type PrunableModel } from './model/index.js';
+import { attachModel, contextLength, type PrunableModel } from './model/index.js';
 import { getMethod, validateMethodRequest, type PruningMethod } from './methods/index.js';
+import { countZeros } from './methods/common.js';
 import { uniform, type Allocation, type Allocator, type BlockAllocationStats } from './allocators/index.js';
 import { wandaMetric } from './methods/metrics.js';
 import { denseStatistics, runCalibration } from './calibration/index.js';
@@ -132,10 +133,8 @@ export function selectLinears(pm: PrunableModel, o: Pick<PruneOptions, 'include'
   });
 }
 
-function contextLength(pm: PrunableModel): number {
-  const c = pm.config as Record<string, unknown>;
-  const v = c.max_position_embeddings ?? c.n_positions ?? c.max_sequence_length ?? c.seq_length;
-  return typeof v === 'number' ? v : 2048;
+function modelContext(pm: PrunableModel): number {
+  return contextLength(pm.config as Record<string, unknown>) ?? 2048;
 }
 
 /** Reject a bad request before any work starts. */
@@ -244,12 +243,6 @@ export async function denseAllocationStats(
   return result;
 }
 
-function countZeros(w: Float32Array): number {
-  let z = 0;
-  for (let i = 0; i < w.length; i++) if (w[i] === 0) z++;
-  return z;
-}
-
 function checkAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { exitCode: 130 });
 }
@@ -275,9 +268,9 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
   const linears = selectLinears(pm, options);
   if (linears.length === 0) throw new DsaPruneError('no linear layer matches the include/exclude/roles/skip options', { hint: 'Run `dsa-prune inspect <model>` to see the names and roles.' });
 
-  const seqlen = options.seqlen ?? Math.min(2048, contextLength(pm));
-  if (seqlen > contextLength(pm)) {
-    throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${contextLength(pm)}`, { hint: `Use --seqlen ${contextLength(pm)} or less.` });
+  const seqlen = options.seqlen ?? Math.min(2048, modelContext(pm));
+  if (seqlen > modelContext(pm)) {
+    throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${modelContext(pm)}`, { hint: `Use --seqlen ${modelContext(pm)} or less.` });
   }
   const nsamples = options.nsamples ?? 128;
   // Allocators that read no statistics (uniform, ATP, explicit lists) skip the dense pass.

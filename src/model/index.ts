@@ -10,3 +10,4 @@ export { savePruned, checkOutDir, packageVersion, type SaveOptions } from './sav
 export { inspectModel, formatInspectTable, type InspectReport, type InspectLinear } from './inspect.js';
 export { hasExternalData, externalFiles, initializerBytes, inlinedModel, writeWithExternalData, tensorDataSize, PROTOBUF_LIMIT } from './external.js';
 export * from './onnx.js';
+export { contextLength } from './context.js';

@@ -4,6 +4,7 @@
  * model and the deltas.
  */
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
+import { contextLength } from '../../model/context.js';
 import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
 import { DsaPruneError } from '../../errors.js';
@@ -55,14 +56,6 @@ interface EvalOutput {
   ppl?: number;
   perplexity?: Omit<PerplexityResult, 'ppl'> & { seqlen: number; stride?: number };
   tasks: Record<string, TaskResult>;
-}
-
-function contextLength(config: Record<string, unknown> | undefined): number | undefined {
-  for (const k of ['max_position_embeddings', 'n_positions', 'max_seq_len', 'seq_length']) {
-    const v = Number(config?.[k]);
-    if (Number.isInteger(v) && v > 0) return v;
-  }
-  return undefined;
 }
 
 type Args = ReturnType<typeof parseCommandArgs<typeof spec.options>>;
