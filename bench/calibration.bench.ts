@@ -9,41 +9,23 @@
  *   npx tsx bench/calibration.bench.ts --case forward|oneshot-sq|oneshot-gram|seq-sq|seq-gram
  *   npx tsx bench/calibration.bench.ts --nsamples 32 --cases forward,oneshot-sq,seq-sq   # fewer windows / cases
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
-import { AutoTokenizer, env } from '@huggingface/transformers';
-import { buildFeeds } from '../src/eval/forward.js';
-import { takeWindows, tokenizeText } from '../src/data/text.js';
 import { discoverLinears } from '../src/model/discover.js';
 import { readModelFile, tensorToFloat32 } from '../src/model/onnx.js';
 import { runCalibration, type CalibrationModel } from '../src/calibration/index.js';
+import {
+  BATCH, SEQLEN, calibrationWindows, casesArg, haveBench12l, modelDir, nsamplesArg, peakRssMB, plainForward, runChildCase, timeCpu,
+} from './bench12l.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(here, '..');
-const shared = path.resolve(repoRoot, '../shared');
-const modelDir = path.join(shared, 'models/bench-12l');
-const calibFile = path.join(shared, 'data/bench-corpus/calibration.txt');
-/** `--nsamples N` (default 128, a multiple of the batch): fewer windows for a quicker run on a busy machine. */
-const nsArg = process.argv.indexOf('--nsamples');
-const NSAMPLES = nsArg >= 0 ? Number(process.argv[nsArg + 1]) : 128;
-const SEQLEN = 512;
-const BATCH = 8;
+const NSAMPLES = nsamplesArg();
 
 export const CASES = ['forward', 'oneshot-sq', 'oneshot-gram', 'seq-sq', 'seq-gram'] as const;
 export type CaseName = (typeof CASES)[number];
 /** seconds = wall clock; cpuSeconds = user + system CPU of the process (all onnxruntime threads), robust to a busy machine. */
 export interface CaseResult { name: CaseName; seconds: number; cpuSeconds: number; peakRssMB: number }
-
-async function windows(): Promise<Int32Array> {
-  env.allowRemoteModels = false;
-  const tok = await AutoTokenizer.from_pretrained(modelDir);
-  const ids = tokenizeText(tok as unknown as Parameters<typeof tokenizeText>[0], readFileSync(calibFile, 'utf8'));
-  return takeWindows(ids, SEQLEN, NSAMPLES, { purpose: 'calibration' });
-}
 
 function loadModel(): CalibrationModel {
   const onnxDir = path.join(modelDir, 'onnx');
@@ -59,27 +41,13 @@ function loadModel(): CalibrationModel {
 
 /** Run one case in this process; returns its wall-clock and CPU seconds (setup such as tokenization excluded). */
 export async function runCase(name: CaseName, threads = os.availableParallelism()): Promise<{ seconds: number; cpuSeconds: number }> {
-  const w = await windows();
-  const c0 = process.cpuUsage();
-  const t0 = performance.now();
-  await timed(name, w, threads);
-  const c = process.cpuUsage(c0);
-  return { seconds: (performance.now() - t0) / 1000, cpuSeconds: (c.user + c.system) / 1e6 };
+  const w = await calibrationWindows(NSAMPLES);
+  const { seconds, cpuSeconds } = await timeCpu(() => timed(name, w, threads));
+  return { seconds, cpuSeconds };
 }
 
 async function timed(name: CaseName, w: Int32Array, threads: number): Promise<void> {
-  if (name === 'forward') {
-    const s = await ort.InferenceSession.create(path.join(modelDir, 'onnx/model.onnx'), {
-      intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
-    });
-    const config = JSON.parse(readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, unknown>;
-    for (let i = 0; i < NSAMPLES / BATCH; i++) {
-      const ids = w.subarray(i * BATCH * SEQLEN, (i + 1) * BATCH * SEQLEN);
-      await s.run(buildFeeds(s, ids, BATCH, SEQLEN, { config }), ['logits']);
-    }
-    await s.release();
-    return;
-  }
+  if (name === 'forward') return plainForward(w, NSAMPLES, threads);
   const m = loadModel();
   const gram = name.endsWith('gram');
   const mode = name.startsWith('seq') ? 'sequential' : 'oneshot';
@@ -88,28 +56,19 @@ async function timed(name: CaseName, w: Int32Array, threads: number): Promise<vo
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  if (!existsSync(modelDir) || !existsSync(calibFile)) {
-    console.error(`calibration bench: ${modelDir} or ${calibFile} is missing; skipped`);
-    return;
-  }
+  if (!haveBench12l('calibration')) return;
   const ci = args.indexOf('--case');
   if (ci >= 0) {
     const name = args[ci + 1] as CaseName;
     if (!CASES.includes(name)) throw new Error(`unknown case ${name}; one of ${CASES.join(', ')}`);
     const { seconds, cpuSeconds } = await runCase(name);
-    const peakRssMB = (process.resourceUsage().maxRSS * 1024) / 2 ** 20;
-    process.stdout.write(JSON.stringify({ name, seconds, cpuSeconds, peakRssMB } satisfies CaseResult) + '\n');
+    process.stdout.write(JSON.stringify({ name, seconds, cpuSeconds, peakRssMB: peakRssMB() } satisfies CaseResult) + '\n');
     return;
   }
   const results: CaseResult[] = [];
   const self = fileURLToPath(import.meta.url);
-  const ca = args.indexOf('--cases');
-  const names = ca >= 0 ? (args[ca + 1]!.split(',') as CaseName[]) : [...CASES];
-  if (names[0] !== 'forward') names.unshift('forward');
-  for (const name of names) {
-    const out = execFileSync(process.execPath, [...process.execArgv, self, '--case', name, '--nsamples', String(NSAMPLES)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
-    const line = out.trim().split('\n').pop()!;
-    results.push(JSON.parse(line) as CaseResult);
+  for (const name of casesArg(CASES)) {
+    results.push(runChildCase<CaseResult>(self, name, NSAMPLES));
     if (!args.includes('--json')) console.error(`${name}: ${results.at(-1)!.seconds.toFixed(1)} s`);
   }
   const fwd = results[0]!;
