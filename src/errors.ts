@@ -13,8 +13,11 @@ export class DsaPruneError extends Error {
   }
 }
 
-/** Exit codes of the CLI: 0 ok, 1 unexpected failure, 2 bad input or refused request, 130 aborted. */
-export const EXIT = { ok: 0, failure: 1, badInput: 2, aborted: 130 } as const;
+/**
+ * Exit codes of the CLI: 0 ok, 1 unexpected failure, 2 bad input or refused request, 3 an output could not be written
+ * (disk full, no permission; nothing was written), 130 aborted.
+ */
+export const EXIT = { ok: 0, failure: 1, badInput: 2, io: 3, aborted: 130 } as const;
 
 export function isDsaPruneError(e: unknown): e is DsaPruneError {
   return e instanceof DsaPruneError;

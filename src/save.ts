@@ -5,7 +5,8 @@ import { postProcessSaved, type PostSaveOptions, type PostSaveResult } from './c
 /**
  * Save a pruned model as a folder `from_pretrained` loads again, with `pruning.json` describing what was done
  * (method, target and realised sparsity, allocator, per-linear sparsity, calibration hash).
- * Refuses to write into the folder the model was loaded from; atomic (temp folder + rename).
+ * Refuses to write into the folder the model was loaded from; atomic (temp folder + rename), quantized variants and
+ * compression included.
  */
 export async function savePruned(
   model: unknown,
@@ -25,8 +26,10 @@ export async function savePruned(
     ...opts.manifest,
   };
   const { quantize, compress, quantizeOptions, ...rest } = opts;
-  await saveModel(model, outDir, { ...rest, manifest });
-  // quantize: also write onnx/model_q4.onnx / model_quantized.onnx; compress: model.onnx as bitmask + values.
-  if (quantize !== undefined || compress) return postProcessSaved(outDir, { quantize, compress, quantizeOptions });
-  return undefined;
+  // quantize: also write onnx/model_q4.onnx / model_quantized.onnx; compress: model.onnx as bitmask + values. Done in
+  // the temporary folder before it becomes outDir, so a failure there (a full disk) leaves no half-written model.
+  let post: PostSaveResult | undefined;
+  const beforePublish = quantize !== undefined || compress ? (dir: string) => void (post = postProcessSaved(dir, { quantize, compress, quantizeOptions })) : undefined;
+  await saveModel(model, outDir, { ...rest, manifest, beforePublish });
+  return post;
 }

@@ -4,7 +4,7 @@
  */
 import { existsSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { DsaPruneError } from '../errors.js';
+import { DsaPruneError, EXIT } from '../errors.js';
 import { initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from '../model/external.js';
 import { splitOnnxName } from '../model/hook.js';
 import { encodeModel, readModelFile, type ModelProto } from '../model/onnx.js';
@@ -48,23 +48,32 @@ function readInline(file: string): ModelProto {
   return inlinedModel(readModelFile(file), path.dirname(file));
 }
 
-/** Write `m` as `file` atomically (temp + rename); external data when too big for one protobuf. */
+/**
+ * Write `m` as `file` atomically: the .onnx (and its external data, when too big for one protobuf) go to temporary
+ * names first; the old file and its data are replaced only once everything is written, so a failure (a full disk)
+ * leaves the old model intact.
+ */
 export function writeModelAtomic(m: ModelProto, file: string): void {
   const dir = path.dirname(file);
   const name = path.basename(file);
   const tmp = path.join(dir, `.${name}.tmp-${process.pid}`);
+  const tmpData = `${tmp}_data`;
   try {
+    const external = initializerBytes(m) >= PROTOBUF_LIMIT;
+    if (external) writeWithExternalData(m, dir, tmp, tmpData, `${name}_data`); // location = the final data name
+    else writeFileSync(tmp, encodeModel(m));
     for (const f of readdirSync(dir)) if (f.startsWith(`${name}_data`)) rmSync(path.join(dir, f), { force: true });
-    if (initializerBytes(m) >= PROTOBUF_LIMIT) {
-      writeWithExternalData(m, dir, tmp, path.join(dir, `${name}_data`), `${name}_data`);
-    } else {
-      writeFileSync(tmp, encodeModel(m));
-    }
+    if (external) renameSync(tmpData, path.join(dir, `${name}_data`));
     renameSync(tmp, file);
   } catch (e) {
     rmSync(tmp, { force: true });
+    rmSync(tmpData, { force: true });
     if (e instanceof DsaPruneError) throw e;
-    throw new DsaPruneError(`writing ${file} failed: ${(e as Error).message}`, { hint: 'Check free disk space and permissions of the output folder.', cause: e });
+    throw new DsaPruneError(`writing ${file} failed: ${(e as Error).message}`, {
+      hint: 'Check free disk space and permissions of the output folder.',
+      exitCode: EXIT.io,
+      cause: e,
+    });
   }
 }
 

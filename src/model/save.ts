@@ -6,7 +6,7 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DsaPruneError } from '../errors.js';
+import { DsaPruneError, EXIT } from '../errors.js';
 import { countZeros } from '../methods/common.js';
 import { hasExternalData, initializerBytes, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
 import { encodeModel } from './onnx.js';
@@ -19,6 +19,11 @@ export interface SaveOptions {
   overwrite?: boolean;
   /** Force (true) or forbid (false) external data; default: when the source had it or the graph is over 2 GB. */
   externalData?: boolean;
+  /**
+   * Internal (src/save.ts): runs on the complete temporary folder before it is renamed to outDir — quantized variants
+   * and compression are written there, so a failure (a full disk) leaves nothing behind either.
+   */
+  beforePublish?: (dir: string) => void;
 }
 
 let cachedVersion: string | undefined;
@@ -141,16 +146,28 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
       }),
     };
     writeFileSync(path.join(tmp, 'pruning.json'), JSON.stringify(manifest, null, 2) + '\n');
+    opts.beforePublish?.(tmp);
     publish(tmp, out);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
-    if (e instanceof DsaPruneError) throw e;
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOSPC' || code === 'EDQUOT') {
-      throw new DsaPruneError(`the disk filled up while saving to ${out}; nothing was written`, { hint: 'Free disk space and save again.', cause: e });
-    }
-    throw new DsaPruneError(`saving to ${out} failed: ${(e as Error).message}; nothing was written`, { cause: e });
+    throw saveError(e, out);
   }
+}
+
+/** The error of a failed save: a full disk or another file-system error (exit code EXIT.io), or `e` itself. */
+function saveError(e: unknown, out: string): unknown {
+  // A file-system error, thrown directly or wrapped by a writer (writeModelAtomic) as its cause.
+  const errno = [e, (e as { cause?: unknown } | undefined)?.cause].find((x): x is NodeJS.ErrnoException => typeof (x as NodeJS.ErrnoException | undefined)?.code === 'string');
+  if (errno?.code === 'ENOSPC' || errno?.code === 'EDQUOT') {
+    return new DsaPruneError(`the disk filled up while saving to ${out}; nothing was written`, {
+      hint: `Free disk space (the model needs about as much as the source folder, more with --quantize) or save to another disk.`,
+      exitCode: EXIT.io,
+      cause: errno,
+    });
+  }
+  if (e instanceof DsaPruneError) return e;
+  if (errno) return new DsaPruneError(`saving to ${out} failed: ${errno.message}; nothing was written`, { exitCode: EXIT.io, cause: errno });
+  return new DsaPruneError(`saving to ${out} failed: ${(e as Error)?.message ?? String(e)}; nothing was written`, { cause: e });
 }
 
 /** True when the folder of the ONNX file holds external data files for it. */
