@@ -345,8 +345,9 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
   const t0 = performance.now();
   const { pm, method, pattern, budget, allocator, linears, cal, allocation, targetOf, secondsAllocation } = await prepare(model, options);
 
-  // Snapshot the original weights so an abort or a failure leaves the model as it was.
-  const originals = new Map<string, Float32Array>();
+  // Undo steps so an abort or a failure leaves the model as it was. They hold no weight copy (see snapshotWeight): a
+  // float32 copy of every pruned linear would add ≈ 1× the model to the peak, held through commit.
+  const undo: (() => void)[] = [];
   const reports = new Map<string, LinearReport>();
   let secondsPrune = 0;
   const pruneBlock = async (block: number, stats?: Map<string, InputStats>) => {
@@ -354,8 +355,8 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
     for (const l of linears) {
       if (l.block !== block) continue;
       checkAborted(options.signal);
+      undo.push(pm.snapshotWeight(l));
       const weight = pm.readWeight(l);
-      originals.set(l.name, weight.slice());
       const target = targetOf(l);
       const res = await method.prune({
         weight, dOut: l.dOut, dIn: l.dIn, stats: stats?.get(l.name), sparsity: target, pattern, budget,
@@ -383,12 +384,10 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
     // lm_head is outside the blocks.
     if (linears.some((l) => l.block < 0)) await pruneBlock(-1);
   } catch (e) {
-    for (const l of linears) {
-      const w = originals.get(l.name);
-      if (w) pm.writeWeight(l, w);
-    }
+    for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
     throw e;
   }
+  undo.length = 0; // inline sources: do not hold the replaced bytes through commit
   const secondsCalibration = (performance.now() - tCal) / 1000 - secondsPrune;
 
   const tCommit = performance.now();

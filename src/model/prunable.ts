@@ -36,6 +36,12 @@ export interface PrunableModel {
   /** An initializer's values as float32, in its raw ONNX layout. */
   readInitializer(name: string): Float32Array;
   /**
+   * Remember l's current weight; the returned function puts it back. Holds no copy: writeWeight replaces the tensor's
+   * data fields and never mutates them, so keeping the current fields (an external-data reference or the old bytes)
+   * is enough. Undo in reverse order when several snapshots cover one initializer.
+   */
+  snapshotWeight(l: LinearInfo): () => void;
+  /**
    * Build a session from the edited graph (same session options) and swap it into model.sessions in place.
    * Graphs under 2 GB go to onnxruntime as bytes (external data inlined); bigger ones, or `{ viaFile: true }`, through
    * a temporary model.onnx + model.onnx_data that is deleted once the session exists.
@@ -138,6 +144,9 @@ export function readFloats(t: TensorProto, baseDir: string | undefined, where: s
     });
   }
 }
+
+/** The TensorProto fields that hold (or point to) an initializer's data: what setTensorFloat32 replaces. */
+const DATA_FIELDS = ['raw_data', 'float_data', 'int32_data', 'int64_data', 'double_data', 'external_data', 'data_location'] as const;
 
 /** Index of every initializer of a graph and its subgraphs, by name. */
 function initializerIndex(g: GraphProto, into = new Map<string, TensorProto>()): Map<string, TensorProto> {
@@ -263,6 +272,17 @@ function makePrunable(
     sessionKey,
     readInitializer(name) {
       return floats(tensor(name));
+    },
+    snapshotWeight(l) {
+      check(l);
+      const t = tensor(l.weight);
+      const saved = DATA_FIELDS.map((k) => [k, t[k]] as const);
+      return () => {
+        for (const [k, v] of saved) {
+          if (v === undefined) delete t[k];
+          else (t as Record<string, unknown>)[k] = v;
+        }
+      };
     },
     readWeight(l) {
       const lay = check(l);
