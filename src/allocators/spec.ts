@@ -16,6 +16,9 @@ export interface AllocatorSpecOptions {
   beta?: number;
 }
 
+/** The spec as quoted in messages (a long argument gives a short error). */
+const clip = (s: string) => (s.length <= 80 ? s : `${s.slice(0, 60)}… (${s.length} characters)`);
+
 /**
  * The CLI's `--allocator` value: `uniform` | `owl` | `atp` | `dsa` (the published function) | `dsa:<expression>` |
  * `<expression>` (either DSA form) | `explicit:0.5,0.6,…` (one sparsity per block).
@@ -30,12 +33,16 @@ export function parseAllocatorSpec(spec: string, o: AllocatorSpecOptions = {}): 
   if (lower === 'dsa') return dsa(undefined, lambda);
   if (lower.startsWith('dsa:')) return dsa(s.slice(4), lambda);
   if (lower.startsWith('explicit:')) {
-    const vals = s.slice(9).split(',').map((x) => Number(x.trim()));
-    if (vals.some((v) => !Number.isFinite(v))) throw new DsaPruneError(`--allocator ${s}: every value of the list must be a number`);
+    const items = s.slice(9).split(',').map((x) => x.trim());
+    // Number('') is 0: an empty item (`0.5,,0.6`, a trailing comma) must not silently become sparsity 0.
+    const vals = items.map((x) => (x === '' ? NaN : Number(x)));
+    if (vals.some((v) => !Number.isFinite(v))) {
+      throw new DsaPruneError(`--allocator ${clip(s)}: every value of the list must be a number`, { hint: 'Give one sparsity per block, e.g. explicit:0.4,0.5,0.6.' });
+    }
     return explicit(vals);
   }
   if (s.includes('(')) return dsa(s, lambda);
-  throw new DsaPruneError(`unknown allocator "${s}"`, {
+  throw new DsaPruneError(`unknown allocator "${clip(s)}"`, {
     hint: 'Use uniform, owl, atp, dsa, dsa:<expression> (e.g. dsa:W:(ABSLOG)-(VAR)-(ATAN,ASIN)), a DSA expression such as asin(atan(var(abslog(z)))), or explicit:0.5,0.6,…',
   });
 }

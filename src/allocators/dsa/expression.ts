@@ -20,8 +20,19 @@ export const DSA_PUBLISHED = 'W:(ABSLOG)-(VAR)-(ATAN,ASIN)';
 
 const listNames = (ops: readonly DsaOp[]) => ops.map((o) => o.name).join(', ');
 
+/**
+ * Longest accepted expression text. The longest expression of the space is under 80 characters in either form; the cap
+ * bounds the parser's time and memory on arbitrary input (CLI arguments, search results, payloads).
+ */
+export const MAX_DSA_EXPRESSION_LENGTH = 1000;
+
+/** The expression as quoted in messages: at most 80 characters, so a megabyte of input gives a short error. */
+function quote(text: string, max = 80): string {
+  return text.length <= max ? text : `${text.slice(0, max - 20)}… (${text.length} characters)`;
+}
+
 function bad(text: string, why: string, hint?: string): DsaPruneError {
-  return new DsaPruneError(`DSA expression "${text}": ${why}`, {
+  return new DsaPruneError(`DSA expression "${quote(text)}": ${why}`, {
     hint:
       hint ??
       `Write it as W:(PRE,…)-(REDUCE)-(TRANSFORM[,POST]) or as nested functions of z such as asin(atan(var(abslog(z)))). ` +
@@ -33,14 +44,14 @@ function bad(text: string, why: string, hint?: string): DsaPruneError {
 export function normalizeDsa(e: DsaExpression, text = formatLoose(e)): DsaExpression {
   if (!e || typeof e !== 'object' || !Array.isArray(e.pre)) throw bad(text, 'not a DsaExpression { pre, reduce, transform, post? }');
   const pre = e.pre.map((p) => String(p).trim().toUpperCase()).filter((p) => p !== 'NO_OP' && p !== '');
-  for (const p of pre) if (!PRE_BY_NAME.has(p)) throw bad(text, `unknown pre-process op ${p}`);
+  for (const p of pre) if (!PRE_BY_NAME.has(p)) throw bad(text, `unknown pre-process op ${quote(p)}`);
   if (pre.length > 2) throw bad(text, `${pre.length} pre-process ops (at most 2)`);
   const reduce = String(e.reduce ?? '').trim().toUpperCase();
   const r = REDUCE_BY_NAME.get(reduce);
-  if (!r) throw bad(text, reduce ? `unknown reduction ${reduce}` : 'no reduction');
+  if (!r) throw bad(text, reduce ? `unknown reduction ${quote(reduce)}` : 'no reduction');
   let transform = String(e.transform ?? 'NO_OP').trim().toUpperCase() || 'NO_OP';
   let post: string | undefined = e.post === undefined ? undefined : String(e.post).trim().toUpperCase() || undefined;
-  for (const s of [transform, post]) if (s !== undefined && !SCALAR_BY_NAME.has(s)) throw bad(text, `unknown scalar op ${s}`);
+  for (const s of [transform, post]) if (s !== undefined && !SCALAR_BY_NAME.has(s)) throw bad(text, `unknown scalar op ${quote(s)}`);
   if (post === 'NO_OP') post = undefined;
   if (transform === 'NO_OP' && post !== undefined) {
     transform = post;
@@ -57,7 +68,9 @@ function formatLoose(e: DsaExpression): string {
   }
 }
 
-const REFERENCE_RE = /^\s*W\s*:\s*\(([^()]*)\)\s*-\s*\(([^()]*)\)\s*-\s*\(([^()]*)\)\s*(?:-\s*\(\s*([^()]*?)\s*\)\s*)?$/i;
+// Each field is one `[^()]*` between its parentheses (trimmed in code): no two quantifiers compete for the same
+// characters, so matching is linear. (`\(\s*([^()]*?)\s*\)` took seconds on a few thousand spaces.)
+const REFERENCE_RE = /^\s*W\s*:\s*\(([^()]*)\)\s*-\s*\(([^()]*)\)\s*-\s*\(([^()]*)\)\s*(?:-\s*\(([^()]*)\)\s*)?$/i;
 
 function parseReference(text: string): DsaExpression {
   const m = REFERENCE_RE.exec(text);
@@ -68,20 +81,39 @@ function parseReference(text: string): DsaExpression {
   if (red.length !== 1) throw bad(text, `field 2 must hold exactly one reduction, got ${red.length}`);
   const sc = split(m[3]);
   if (sc.length < 1 || sc.length > 2) throw bad(text, `field 3 must hold one or two scalar ops, got ${sc.length}`);
-  if (m[4] !== undefined && m[4] !== '' && !Number.isFinite(Number(m[4]))) throw bad(text, `the optional 4th field must be a number, got "${m[4]}"`);
+  const k = m[4]?.trim();
+  if (k !== undefined && k !== '' && !Number.isFinite(Number(k))) throw bad(text, `the optional 4th field must be a number, got "${quote(k)}"`);
   return normalizeDsa({ pre, reduce: red[0], transform: sc[0], ...(sc[1] !== undefined ? { post: sc[1] } : {}) }, text);
+}
+
+/** A short description of a mathjs node for messages (toString of a deep tree recurses without bound). */
+function describeNode(n: MathNode): string {
+  const o = n as unknown as { type: string; op?: string; value?: unknown; name?: string };
+  if (o.type === 'OperatorNode') return `the operator "${o.op}"`;
+  if (o.type === 'ConstantNode') return `the constant ${quote(String(o.value))}`;
+  return `"${quote(n.type === 'SymbolNode' ? String(o.name) : n.type)}"`;
 }
 
 const PRE_BY_MATHJS = new Map(PRE_OPS.map((o) => [o.mathjs, o.name]));
 const REDUCE_BY_MATHJS = new Map<string, string>([...REDUCE_OPS.map((o) => [o.mathjs, o.name] as [string, string]), ['variance', 'VAR']]);
 const SCALAR_BY_MATHJS = new Map(SCALAR_OPS.filter((o) => o.mathjs).map((o) => [o.mathjs, o.name]));
 
+/** Deepest bracket nesting accepted (the space needs 5: post(transform(reduce(pre(pre(z)))))). */
+const MAX_NESTING = 32;
+
 function parseMathjs(text: string): DsaExpression {
+  // mathjs parses recursively (many frames per level): refuse deep nesting here rather than overflow the stack there.
+  let depth = 0;
+  for (const c of text) {
+    if (c === '(' || c === '[' || c === '{') depth++;
+    else if (c === ')' || c === ']' || c === '}') depth--;
+    if (depth > MAX_NESTING) throw bad(text, `brackets nested more than ${MAX_NESTING} deep`);
+  }
   let node: MathNode;
   try {
     node = mathBase().parse(text);
   } catch (e) {
-    throw bad(text, `mathjs cannot parse it (${(e as Error).message})`);
+    throw bad(text, `mathjs cannot parse it (${quote(String((e as Error)?.message), 160)})`);
   }
   // Unwrap from the outside in: scalar ops, then one reduction, then pre ops, then the symbol z.
   const scalars: string[] = [];
@@ -92,7 +124,7 @@ function parseMathjs(text: string): DsaExpression {
     while (n.type === 'ParenthesisNode') n = (n as unknown as { content: MathNode }).content;
     if (n.type === 'SymbolNode') {
       const name = (n as unknown as { name: string }).name;
-      if (name !== 'z' && name !== 'W') throw bad(text, `unknown variable ${name} (the block vector is z)`);
+      if (name !== 'z' && name !== 'W') throw bad(text, `unknown variable ${quote(name)} (the block vector is z)`);
       break;
     }
     let fname: string;
@@ -109,7 +141,7 @@ function parseMathjs(text: string): DsaExpression {
       fname = 'square';
       args = [o.args[0]];
     } else {
-      throw bad(text, `"${n.toString()}" is not a function of one argument`);
+      throw bad(text, `${describeNode(n)} is not a function of one argument`);
     }
     if (fname === 'pow' && args.length === 2) {
       const c = args[1] as unknown as { type: string; value?: unknown };
@@ -117,15 +149,15 @@ function parseMathjs(text: string): DsaExpression {
       fname = 'square';
       args = [args[0]];
     }
-    if (args.length !== 1) throw bad(text, `${fname} takes one argument, got ${args.length}`);
+    if (args.length !== 1) throw bad(text, `${quote(fname)} takes one argument, got ${args.length}`);
     if (reduce === undefined) {
       const r = REDUCE_BY_MATHJS.get(fname);
       if (r) reduce = r;
       else {
         const s = SCALAR_BY_MATHJS.get(fname);
         if (!s) {
-          if (PRE_BY_MATHJS.has(fname)) throw bad(text, `${fname} is element-wise: it must be inside the reduction`);
-          throw bad(text, `unknown function ${fname}`);
+          if (PRE_BY_MATHJS.has(fname)) throw bad(text, `${quote(fname)} is element-wise: it must be inside the reduction`);
+          throw bad(text, `unknown function ${quote(fname)}`);
         }
         scalars.unshift(s);
       }
@@ -135,7 +167,7 @@ function parseMathjs(text: string): DsaExpression {
         if (fname === 'log')
           throw bad(text, 'inside the reduction the element-wise logs are safelog(z) (= ln(z + 1e-6), z ≤ 0 read as 1) and abslog(z) (= ln|z|, 0 read as 1)');
         if (REDUCE_BY_MATHJS.has(fname)) throw bad(text, 'only one reduction per expression');
-        throw bad(text, `${fname} is not an element-wise (pre-process) op`);
+        throw bad(text, `${quote(fname)} is not an element-wise (pre-process) op`);
       }
       pre.unshift(p);
     }
@@ -152,6 +184,7 @@ function parseMathjs(text: string): DsaExpression {
  */
 export function parseDsa(text: string): DsaExpression {
   if (typeof text !== 'string' || text.trim() === '') throw bad(String(text), 'empty expression');
+  if (text.length > MAX_DSA_EXPRESSION_LENGTH) throw bad(text, `${text.length} characters, more than any expression of the space (at most ${MAX_DSA_EXPRESSION_LENGTH})`);
   return /^\s*W\s*:/i.test(text) ? parseReference(text) : parseMathjs(text);
 }
 
