@@ -26,6 +26,7 @@ import {
 } from '../model/onnx.js';
 import { DsaPruneError } from '../errors.js';
 import { inlinedModel } from '../model/external.js';
+import { inlineMergedBranches } from './merged.js';
 import type { LinearInfo } from '../types.js';
 
 /** Scope patterns that mark a node as part of decoder block N. */
@@ -107,7 +108,8 @@ function defaultOpset(model: ModelProto): number {
 }
 
 /** Analyse `model` for calibration of `linears` (those with block ≥ 0 are the instrumented ones). */
-export function planGraph(model: ModelProto, linears: LinearInfo[], baseDir?: string): GraphPlan {
+export function planGraph(source: ModelProto, linears: LinearInfo[], baseDir?: string): GraphPlan {
+  const model = inlineMergedBranches(source, linears); // decoder_model_merged: the decoder lives in If branches
   const g = model.graph;
   const blockLinears = linears.filter((l) => l.block >= 0);
   if (blockLinears.length === 0) {

@@ -148,9 +148,17 @@ export function readFloats(t: TensorProto, baseDir: string | undefined, where: s
 /** The TensorProto fields that hold (or point to) an initializer's data: what setTensorFloat32 replaces. */
 const DATA_FIELDS = ['raw_data', 'float_data', 'int32_data', 'int64_data', 'double_data', 'external_data', 'data_location'] as const;
 
-/** Index of every initializer of a graph and its subgraphs, by name. */
-function initializerIndex(g: GraphProto, into = new Map<string, TensorProto>()): Map<string, TensorProto> {
-  for (const t of g.initializer ?? []) if (t.name && !into.has(t.name)) into.set(t.name, t);
+/**
+ * Every initializer of a graph and its subgraphs, by name. A name has several copies when each branch of an If holds
+ * its own (a merged decoder whose shared weights were not hoisted to the outer graph): writes go to all of them.
+ */
+function initializerIndex(g: GraphProto, into = new Map<string, TensorProto[]>()): Map<string, TensorProto[]> {
+  for (const t of g.initializer ?? []) {
+    if (!t.name) continue;
+    const list = into.get(t.name);
+    if (list) list.push(t);
+    else into.set(t.name, [t]);
+  }
   for (const n of g.node) {
     for (const a of n.attribute ?? []) {
       if (a.g) initializerIndex(a.g, into);
@@ -158,6 +166,15 @@ function initializerIndex(g: GraphProto, into = new Map<string, TensorProto>()):
     }
   }
   return into;
+}
+
+/** Same values, bit for bit (copies of one weight in several subgraphs). */
+function sameFloats(a: Float32Array, b: Float32Array): boolean {
+  if (a.length !== b.length) return false;
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
 }
 
 /**
@@ -249,12 +266,24 @@ function makePrunable(
   let hash: string | undefined;
   const sourceExternal = externalFiles(proto); // before any write turns a weight inline
 
-  const tensor = (name: string): TensorProto => {
+  const copies = (name: string): TensorProto[] => {
     const t = inits.get(name);
     if (!t) throw new DsaPruneError(`initializer ${name} not found in ${source.onnxPath || 'the model graph'}`);
     return t;
   };
+  const tensor = (name: string): TensorProto => copies(name)[0];
   const floats = (t: TensorProto): Float32Array => readFloats(t, baseDir, source.onnxPath);
+  // A weight copied into several subgraphs is pruned once and written to every copy — only right if they are equal.
+  for (const l of linears) {
+    const [first, ...rest] = inits.get(l.weight) ?? [];
+    if (!rest.length) continue;
+    const v = floats(first);
+    if (rest.some((t) => !sameFloats(v, floats(t)))) {
+      throw new DsaPruneError(`weight ${l.weight} of ${l.name} is stored in several subgraphs of ${source.onnxPath || 'the model'} with different values`, {
+        hint: 'Each branch of the If would need its own pruning; prune the single-graph export (onnx/model.onnx) instead.',
+      });
+    }
+  }
   const check = (l: LinearInfo): WeightLayout => {
     const lay = layout.get(l.name);
     if (!lay) throw new DsaPruneError(`linear ${l.name} does not belong to this model`, { hint: 'Use the LinearInfo objects of this model\'s PrunableModel.linears.' });
@@ -275,12 +304,13 @@ function makePrunable(
     },
     snapshotWeight(l) {
       check(l);
-      const t = tensor(l.weight);
-      const saved = DATA_FIELDS.map((k) => [k, t[k]] as const);
+      const saved = copies(l.weight).map((t) => [t, DATA_FIELDS.map((k) => [k, t[k]] as const)] as const);
       return () => {
-        for (const [k, v] of saved) {
-          if (v === undefined) delete t[k];
-          else (t as Record<string, unknown>)[k] = v;
+        for (const [t, fields] of saved) {
+          for (const [k, v] of fields) {
+            if (v === undefined) delete t[k];
+            else (t as Record<string, unknown>)[k] = v;
+          }
         }
       };
     },
@@ -296,7 +326,7 @@ function makePrunable(
         throw new DsaPruneError(`writeWeight(${l.name}): expected a Float32Array of ${l.dOut}×${l.dIn} = ${l.dOut * l.dIn} values, got ${w?.length}`);
       }
       const stored = lay === 'out_in' ? Float32Array.from(w) : transpose(w, l.dOut, l.dIn);
-      setTensorFloat32(tensor(l.weight), stored);
+      for (const t of copies(l.weight)) setTensorFloat32(t, stored); // every copy: both branches of a merged decoder
     },
     async commit(copts = {}) {
       const old = model.sessions[sessionKey];
