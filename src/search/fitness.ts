@@ -52,7 +52,11 @@ export interface FitnessOptions {
 }
 
 export interface Fitness {
-  evaluate(c: Candidate, signal?: AbortSignal): Promise<Evaluation>;
+  /**
+   * Fitness of a candidate. `blockSparsity`, when given, is the candidate's allocation already computed by the caller
+   * (candidateAllocation on the same dense blocks): a worker thread then skips scoring the block vectors again.
+   */
+  evaluate(c: Candidate, signal?: AbortSignal, blockSparsity?: number[]): Promise<Evaluation>;
   /** Dense block statistics (z vectors): the search space checks candidates on them. */
   denseBlocks: BlockAllocationStats[];
   /** Dense input statistics per linear (sq, and gram for SparseGPT). */
@@ -117,6 +121,11 @@ function serial<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) 
 /** The block sparsities (and per-linear overrides) of a candidate, from the dsa() allocator on the dense blocks. */
 function allocate(c: Candidate, blocks: BlockAllocationStats[], spec: SearchSpec) {
   return dsa(c.expression, { lambda: c.lambda }).allocate({ blocks, sparsity: spec.sparsity, budget: spec.budget });
+}
+
+/** A candidate's block sparsities (what evaluate() prunes with); cheap where the search already scored it. */
+export function candidateAllocation(c: Candidate, blocks: BlockAllocationStats[], spec: SearchSpec): number[] {
+  return allocate(c, blocks, spec).blockSparsity;
 }
 
 /**
@@ -253,9 +262,9 @@ export async function createFitness(
   };
 
   // One evaluation at a time on this session (callers may fire several; they queue).
-  const run = async (c: Candidate | number[], signal?: AbortSignal): Promise<Evaluation> => {
+  const run = async (c: Candidate | number[], signal?: AbortSignal, given?: number[]): Promise<Evaluation> => {
     const t0 = performance.now();
-    const alloc = Array.isArray(c) ? { blockSparsity: c } : allocate(c, dense.blocks, spec);
+    const alloc = Array.isArray(c) ? { blockSparsity: c } : given ? { blockSparsity: given } : allocate(c, dense.blocks, spec);
     await maskCandidate(alloc, signal);
     const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
     return {
@@ -268,7 +277,7 @@ export async function createFitness(
     denseBlocks: dense.blocks,
     denseStats: dense.stats,
     allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
-    evaluate: (c, signal) => serialRun(c, signal),
+    evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
     evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
     async close() {
       await session.release();

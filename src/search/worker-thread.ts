@@ -1,7 +1,7 @@
 /**
  * A search worker thread: loads the model itself from its folder (its own onnxruntime session), builds the fitness
  * from the dense statistics the main thread shares (SharedArrayBuffers, no copy), then evaluates candidates on request.
- * Messages in: { type: 'eval', id, candidate } | { type: 'close' }. Out: { type: 'ready' } | { type: 'result', id,
+ * Messages in: { type: 'eval', id, candidate, blockSparsity? } | { type: 'close' }. Out: { type: 'ready' } | { type: 'result', id,
  * evaluation } | { type: 'error', id?, message, hint? }.
  */
 import { parentPort, workerData } from 'node:worker_threads';
@@ -23,14 +23,14 @@ async function main(): Promise<void> {
     port.postMessage({ type: 'error', message: (e as Error).message, hint: (e as { hint?: string }).hint });
     return;
   }
-  port.on('message', async (m: { type: 'eval'; id: number; candidate: Candidate } | { type: 'close' }) => {
+  port.on('message', async (m: { type: 'eval'; id: number; candidate: Candidate; blockSparsity?: number[] } | { type: 'close' }) => {
     if (m.type === 'close') {
       await fitness.close();
       port.close();
       return;
     }
     try {
-      const evaluation = await fitness.evaluate(m.candidate);
+      const evaluation = await fitness.evaluate(m.candidate, undefined, m.blockSparsity);
       port.postMessage({ type: 'result', id: m.id, evaluation });
     } catch (e) {
       port.postMessage({ type: 'error', id: m.id, message: (e as Error).message, hint: (e as { hint?: string }).hint });

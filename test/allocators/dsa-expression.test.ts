@@ -6,6 +6,7 @@ import {
 } from '../../src/allocators/dsa/index.js';
 import { DsaPruneError } from '../../src/errors.js';
 import { mulberry32 } from '../../src/data/text.js';
+import { reduceAll, type ChunkSource } from '../../src/allocators/dsa/ops.js';
 
 // ---- independent float64 reference, written literally from METHODS.md on plain arrays ----
 const mean = (a: number[]) => a.reduce((s, x) => s + x, 0) / a.length;
@@ -245,6 +246,31 @@ describe('simplifyDsa', () => {
         expect(close(a, b, 1e-9), `${formatDsa(e, 'mathjs')} → ${formatDsa(s, 'mathjs')}: ${a} vs ${b}`).toBe(true);
         expect(simplifyDsa(s)).toBe(simplifyDsa(e)); // idempotent
       }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('reduceAll (the fused pass the search memoises)', () => {
+  it('gives every reduction bit for bit as its own reducer, across chunks and with NaN, ±Infinity, zeros and negatives', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.double({ noNaN: false }), fc.constantFrom(0, -0, 1e-300, Infinity, -Infinity, NaN), fc.double({ min: 0, max: 10 })), { minLength: 1, maxLength: 300 }),
+        fc.integer({ min: 1, max: 5 }),
+        (xs, chunks) => {
+          // The vector is repeated so that it spans several CHUNK-sized chunks when long enough.
+          const a = Float64Array.from({ length: xs.length * chunks }, (_, i) => xs[i % xs.length]!);
+          const src: ChunkSource = (visit) => {
+            const size = Math.max(1, Math.ceil(a.length / chunks));
+            for (let off = 0; off < a.length; off += size) {
+              const part = a.slice(off, Math.min(a.length, off + size));
+              visit(part, part.length);
+            }
+          };
+          const all = reduceAll(src);
+          for (const r of REDUCE_OPS) expect(Object.is(all[r.name], r.reduce(src)) || all[r.name] === r.reduce(src)).toBe(true);
+        },
+      ),
       { numRuns: 300 },
     );
   });

@@ -3,7 +3,7 @@
  * on a float64 scratch buffer (no copy of the block vector), the reduction accumulates in float64, the scalar ops run
  * on one number. Memory is O(chunk) whatever the block size; a block vector is read once per pass (1–4 passes).
  */
-import { CHUNK, PRE_BY_NAME, REDUCE_BY_NAME, SCALAR_BY_NAME, meanVar, type ChunkSource, type PreOp, type PreStats } from './ops.js';
+import { CHUNK, PRE_BY_NAME, REDUCE_BY_NAME, SCALAR_BY_NAME, meanVar, reduceAll, type ChunkSource, type PreOp, type PreStats } from './ops.js';
 import { toDsaExpression, type DsaExpression } from './expression.js';
 import type { BlockAllocationStats } from '../types.js';
 
@@ -92,20 +92,21 @@ function scalarStages(e: DsaExpression, reduced: number): ImportanceTrace {
 }
 
 /**
- * Reduced values are memoised per block vector and (pre, reduce) pair: search candidates that share those stages
- * only pay for the scalar ops. Block vectors are treated as immutable once scored.
+ * Reductions are memoised per block vector and pre-process: the first candidate with a given pre-process computes every
+ * reduction in one fused pass (reduceAll, identical values), so later candidates that share the pre-process — whatever
+ * their reduction — only pay for the scalar ops. Block vectors are treated as immutable once scored.
  */
-const reducedMemo = new WeakMap<object, Map<string, number>>();
+const reducedMemo = new WeakMap<object, Map<string, Record<string, number>>>();
 
 function memoReduced(e: DsaExpression, z: Vector): number {
-  const key = `${e.pre.join(',')}|${e.reduce}`;
+  const key = e.pre.join(',');
   let m = reducedMemo.get(z);
   if (!m) reducedMemo.set(z, (m = new Map()));
-  let v = m.get(key);
-  if (v === undefined) {
-    v = REDUCE_BY_NAME.get(e.reduce)!.reduce(preprocessed(e.pre, z));
-    m.set(key, v);
-  }
+  let all = m.get(key);
+  if (all === undefined) m.set(key, (all = reduceAll(preprocessed(e.pre, z))));
+  const name = REDUCE_BY_NAME.get(e.reduce)!.name; // NO_OP → MEAN
+  const v = all[name];
+  if (v === undefined) throw new Error(`reduction ${e.reduce} missing from reduceAll`);
   return v;
 }
 
