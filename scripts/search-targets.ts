@@ -27,7 +27,7 @@ const shared = path.resolve(repo, '../shared');
 const modelDir = path.join(shared, 'models/bench-12l');
 const calFile = path.join(shared, 'data/bench-corpus/calibration.txt');
 const sotuFile = path.join(shared, 'data/bench-corpus/eval_sotu_2001_2021.txt');
-const resultsFile = path.join(repo, process.env.TARGETS_OUT ?? 'docs/search-targets.json');
+const resultsFile = path.resolve(repo, process.env.TARGETS_OUT ?? 'docs/search-targets.json');
 const NS = 128;
 const SEQ = 512;
 const S = 0.7;
@@ -71,6 +71,7 @@ if (needsDense) {
 
 if (want('parallel')) {
   const n = flag('parallel-evals', 8);
+  const batchSize = flag('batch', 2); // sequences per onnxruntime run in the fitness perplexity
   const space = searchSpace(dense.blocks, S, 'exact');
   const rng = new Rng(99);
   const cands: Candidate[] = [];
@@ -78,13 +79,13 @@ if (want('parallel')) {
     const c = space.sample(rng);
     if (space.check(c).ok) cands.push(c);
   }
-  const rows: { workers: number; threads: number; evalsPerMinute: number; seconds: number }[] = [];
+  const rows: { workers: number; threads: number; batchSize: number; evalsPerMinute: number; seconds: number }[] = [];
   for (const [workers, threads] of [[1, 1], [1, 2], [2, 1]] as const) {
     log(`parallel: ${workers} workers × ${threads} threads, ${n} evaluations`);
     let seconds: number;
     let fits: number[];
     if (workers === 1) {
-      const f = await createFitness(pm, spec, { calibrationIds: cal, searchIds }, { dense, threads });
+      const f = await createFitness(pm, spec, { calibrationIds: cal, searchIds }, { dense, threads, batchSize });
       await f.evaluate(cands[0]!); // warm-up
       const t = performance.now();
       fits = [];
@@ -92,14 +93,14 @@ if (want('parallel')) {
       seconds = (performance.now() - t) / 1000;
       await f.close();
     } else {
-      const pool = await createPool({ modelDir, spec, calibrationIds: cal, searchIds, dense, workers, threads });
+      const pool = await createPool({ modelDir, spec, calibrationIds: cal, searchIds, dense, workers, threads, batchSize });
       await pool.evaluate(cands.slice(0, workers)); // warm-up
       const t = performance.now();
       fits = (await pool.evaluate(cands)).map((e) => e.fitness);
       seconds = (performance.now() - t) / 1000;
       await pool.close();
     }
-    rows.push({ workers, threads, evalsPerMinute: (n / seconds) * 60, seconds });
+    rows.push({ workers, threads, batchSize, evalsPerMinute: (n / seconds) * 60, seconds });
     log(`  ${((n / seconds) * 60).toFixed(2)} evals/min; fitness[0..2] ${fits.slice(0, 3).map((x) => x.toFixed(4)).join(' ')}`);
   }
   const single = Math.max(...rows.filter((r) => r.workers === 1).map((r) => r.evalsPerMinute));
