@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import { arbExpr } from './arbitraries.js';
 import {
-  DSA_PUBLISHED, PRE_OPS, REDUCE_OPS, SCALAR_OPS, CHUNK, dsaMath, dsaScores, formatDsa, importance, importanceTrace,
+  DSA_PUBLISHED, PRE_OPS, REDUCE_OPS, CHUNK, dsaMath, dsaScores, formatDsa, importance, importanceTrace,
   parseDsa, simplifyDsa, simplifyDsaExpression, type DsaExpression,
 } from '../../src/allocators/dsa/index.js';
 import { DsaPruneError } from '../../src/errors.js';
@@ -81,12 +82,6 @@ function vector(n: number, seed: number, kind: 'pos' | 'signed' | 'zeros' = 'pos
   return z;
 }
 
-const arbExpr: fc.Arbitrary<DsaExpression> = fc.record({
-  pre: fc.array(fc.constantFrom(...PRE_OPS.map((o) => o.name)), { maxLength: 2 }),
-  reduce: fc.constantFrom(...REDUCE_OPS.map((o) => o.name)),
-  transform: fc.constantFrom(...SCALAR_OPS.map((o) => o.name)),
-  post: fc.option(fc.constantFrom(...SCALAR_OPS.map((o) => o.name)), { nil: undefined }),
-}).map((e) => (e.post === undefined ? { pre: e.pre, reduce: e.reduce, transform: e.transform } : e));
 
 describe('parseDsa / formatDsa', () => {
   it('parses the published function in both forms to the same expression', () => {

@@ -8,6 +8,7 @@
  * exception, no input slower than TIME_LIMIT_MS. CI runs stay small; DSA_PRUNE_FUZZ_RUNS raises them (`npm run fuzz`).
  */
 import fc from 'fast-check';
+import { arbExpr } from './arbitraries.js';
 import { describe, expect, it } from 'vitest';
 import {
   DSA_PUBLISHED, PRE_OPS, REDUCE_OPS, SCALAR_OPS, formatDsa, parseDsa, simplifyDsa, type DsaExpression,
@@ -118,12 +119,6 @@ function fuzzOne(text: string): Outcome {
 }
 
 // ---- inputs ----
-const arbExpr: fc.Arbitrary<DsaExpression> = fc.record({
-  pre: fc.array(fc.constantFrom(...PRE_OPS.map((o) => o.name)), { maxLength: 2 }),
-  reduce: fc.constantFrom(...REDUCE_OPS.map((o) => o.name)),
-  transform: fc.constantFrom(...SCALAR_OPS.map((o) => o.name)),
-  post: fc.option(fc.constantFrom(...SCALAR_OPS.map((o) => o.name)), { nil: undefined }),
-}).map((e) => (e.post === undefined ? { pre: e.pre, reduce: e.reduce, transform: e.transform } : e));
 
 const arbValidText = fc.oneof(
   fc.constant(DSA_PUBLISHED),

@@ -7,15 +7,14 @@
  * public savePruned with --quantize / --compress (files written by src/compress), compressFolder replacing a model with
  * external data in place, and `dsa-prune prune` (exit code 3).
  */
-import { createHash } from 'node:crypto';
 import type * as NodeFs from 'node:fs';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AutoModelForCausalLM } from '@huggingface/transformers';
-import { maxAbsDiff } from './helpers.js';
+import { hashTree, maxAbsDiff } from './helpers.js';
 import { DsaPruneError, EXIT } from '../../src/errors.js';
 import { installLoadingHook, savePruned as saveModel } from '../../src/model/index.js';
 import { savePruned } from '../../src/save.js';
@@ -83,18 +82,6 @@ const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-diskfull-'));
 const src = path.join(work, 'src-model');
 const ids = { input_ids: BigInt64Array.from([1n, 403n, 2n, 150n, 33n, 7n]) };
 
-function hashTree(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string): void => {
-    for (const f of readdirSync(d).sort()) {
-      const p = path.join(d, f);
-      if (statSync(p).isDirectory()) walk(p);
-      else out[path.relative(dir, p)] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 async function logits(model: any): Promise<Float32Array> {

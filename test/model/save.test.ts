@@ -3,13 +3,12 @@
  * folder stays byte-for-byte unchanged; refusals (source folder, inside it, non-empty folder) write nothing; a failing
  * save leaves no half-written folder.
  */
-import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { maxAbsDiff } from './helpers.js';
+import { hashTree, maxAbsDiff } from './helpers.js';
 import { AutoModelForCausalLM, AutoTokenizer } from '@huggingface/transformers';
 import { DsaPruneError } from '../../src/errors.js';
 import { attachModel, inspectModel, installLoadingHook, savePruned } from '../../src/model/index.js';
@@ -20,19 +19,6 @@ const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-save-test-'));
 const src = path.join(work, 'src-model');
 
-/** sha256 of every file under `dir`, by relative path. */
-function hashTree(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string): void => {
-    for (const f of readdirSync(d).sort()) {
-      const p = path.join(d, f);
-      if (statSync(p).isDirectory()) walk(p);
-      else out[path.relative(dir, p)] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 describe('savePruned', () => {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
