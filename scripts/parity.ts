@@ -6,6 +6,7 @@
  *   npm run parity -- --model stories260k  # one model
  *   npm run parity -- --filter wanda       # rows whose "method pattern sparsity allocation" contains the text
  *   npm run parity -- --limit 4            # the first n matching rows
+ *   npm run parity -- --merge other.json   # add the results of another run (e.g. another machine's --out) and re-render
  * Every finished row is merged into docs/parity.json (keyed by model, row and eval set) and docs/parity.md is
  * re-rendered from it at once, so partial runs add up and an interrupted run keeps what it measured.
  */
@@ -114,7 +115,7 @@ export function parityDoc(results: ParityResult[], ref: { models: Record<string,
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { values } = parseArgs({ options: { model: { type: 'string', multiple: true }, filter: { type: 'string' }, limit: { type: 'string' }, eval: { type: 'string', multiple: true }, out: { type: 'string' } } });
+  const { values } = parseArgs({ options: { model: { type: 'string', multiple: true }, filter: { type: 'string' }, limit: { type: 'string' }, eval: { type: 'string', multiple: true }, out: { type: 'string' }, merge: { type: 'string', multiple: true } } });
   if (!existsSync(shared)) {
     process.stderr.write(`parity needs the reference data in ${shared} (absent)\n`);
     process.exit(2);
@@ -138,6 +139,13 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     write(store, JSON.stringify(merged, null, 1) + '\n');
     write(out, parityDoc(merged, ref));
   };
+  if (values.merge) {
+    let last: ParityResult | undefined;
+    for (const f of values.merge) for (const r of JSON.parse(readFileSync(f, 'utf8')) as ParityResult[]) (all.set(key(r), r), (last = r));
+    if (last) onResult(last);
+    process.stdout.write(`${all.size} results in ${store}; table written to ${out}\n`);
+    process.exit(0);
+  }
   const results = await runParity({ models: values.model, filter: values.filter, limit: values.limit ? Number(values.limit) : undefined, evalNames: values.eval, onResult });
   const ok = results.filter((r) => r.ok).length;
   process.stdout.write(`${ok}/${results.length} within tolerance this run; ${all.size} results in ${store}; table written to ${out}\n`);
