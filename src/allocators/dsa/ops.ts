@@ -140,34 +140,40 @@ export const PRE_OPS: readonly PreOp[] = [
   },
 ];
 
+/** Running mean and sum of squared deviations over chunks (Chan's merge). */
+interface Moments { n: number; mean: number; m2: number }
+
+/** Merge one chunk whose sum is `cs` into `acc`: two-pass inside the chunk, Chan's merge across chunks. */
+function addChunk(acc: Moments, buf: Float64Array, len: number, cs: number): void {
+  const cm = cs / len;
+  let c2 = 0;
+  for (let i = 0; i < len; i++) {
+    const d = buf[i] - cm;
+    c2 += d * d;
+  }
+  if (acc.n === 0) {
+    acc.n = len;
+    acc.mean = cm;
+    acc.m2 = c2;
+    return;
+  }
+  const tot = acc.n + len;
+  const delta = cm - acc.mean;
+  acc.mean += (delta * len) / tot;
+  acc.m2 += c2 + ((delta * delta * acc.n) / tot) * len;
+  acc.n = tot;
+}
+
 /** Mean and unbiased variance in one pass over chunks (two-pass inside each chunk, Chan's merge across chunks). */
-export function meanVar(src: ChunkSource): { n: number; mean: number; m2: number } {
-  let n = 0;
-  let mean = 0;
-  let m2 = 0;
+export function meanVar(src: ChunkSource): Moments {
+  const acc: Moments = { n: 0, mean: 0, m2: 0 };
   src((buf, len) => {
     if (len === 0) return;
     let s = 0;
     for (let i = 0; i < len; i++) s += buf[i];
-    const cm = s / len;
-    let c2 = 0;
-    for (let i = 0; i < len; i++) {
-      const d = buf[i] - cm;
-      c2 += d * d;
-    }
-    if (n === 0) {
-      n = len;
-      mean = cm;
-      m2 = c2;
-      return;
-    }
-    const tot = n + len;
-    const delta = cm - mean;
-    mean += (delta * len) / tot;
-    m2 += c2 + ((delta * delta * n) / tot) * len;
-    n = tot;
+    addChunk(acc, buf, len, s);
   });
-  return { n, mean, m2 };
+  return acc;
 }
 
 /** Σx, Σ|x| and Σx² in their own loops (a shared loop with a callback is megamorphic in V8 and ~3× slower). */
@@ -289,7 +295,6 @@ function entropyGiven(src: ChunkSource, k: number, t: number): number {
  * is accumulated in the same order as its own reducer, so the results are identical to calling them one by one.
  */
 export function reduceAll(src: ChunkSource): Record<string, number> {
-  let n = 0;
   let sum = 0;
   let abs = 0;
   let sq = 0;
@@ -297,8 +302,7 @@ export function reduceAll(src: ChunkSource): Record<string, number> {
   let bad = false;
   let k = 0;
   let t = 0;
-  let mean = 0;
-  let m2 = 0;
+  const moments: Moments = { n: 0, mean: 0, m2: 0 };
   src((buf, len) => {
     if (len === 0) return;
     let cs = 0;
@@ -315,25 +319,10 @@ export function reduceAll(src: ChunkSource): Record<string, number> {
         t += v;
       }
     }
-    // meanVar's chunk step, verbatim (two-pass inside the chunk, Chan's merge across chunks)
-    const cm = cs / len;
-    let c2 = 0;
-    for (let i = 0; i < len; i++) {
-      const d = buf[i] - cm;
-      c2 += d * d;
-    }
-    if (n === 0) {
-      mean = cm;
-      m2 = c2;
-    } else {
-      const tot = n + len;
-      const delta = cm - mean;
-      mean += (delta * len) / tot;
-      m2 += c2 + ((delta * delta * n) / tot) * len;
-    }
-    n += len;
+    addChunk(moments, buf, len, cs); // meanVar's step, so VAR and STD equal their own reducers bit for bit
   });
-  const variance = m2 / (n - 1);
+  const n = moments.n;
+  const variance = moments.m2 / (n - 1);
   return {
     MEAN: sum / n, VAR: variance, STD: Math.sqrt(variance), L1_NORM: abs / n, FROBENIUS_NORM: Math.sqrt(sq), GRAM: sq,
     GEOMETRIC_MEAN: bad ? NaN : Math.exp(logSum / n), ENTROPY: entropyGiven(src, k, t),
