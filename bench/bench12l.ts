@@ -35,6 +35,15 @@ export function casesArg<T extends string>(all: readonly T[], argv = process.arg
   return [...new Set(names)];
 }
 
+/** `--case name` (a child process running one case), validated against `all`; undefined in the parent. */
+export function childCaseArg<T extends string>(all: readonly T[], argv = process.argv): T | undefined {
+  const i = argv.indexOf('--case');
+  if (i < 0) return undefined;
+  const name = argv[i + 1] as T;
+  if (!all.includes(name)) throw new Error(`unknown case ${name}; one of ${all.join(', ')}`);
+  return name;
+}
+
 /** Whether the shared model and corpus are there (the benches skip, not fail, without them). */
 export function haveBench12l(what: string): boolean {
   if (existsSync(modelDir) && existsSync(calibFile)) return true;

@@ -17,7 +17,7 @@ import { discoverLinears } from '../src/model/discover.js';
 import { readModelFile, tensorToFloat32 } from '../src/model/onnx.js';
 import { runCalibration, type CalibrationModel } from '../src/calibration/index.js';
 import {
-  BATCH, SEQLEN, calibrationWindows, casesArg, haveBench12l, modelDir, nsamplesArg, peakRssMB, plainForward, runChildCase, timeCpu,
+  BATCH, SEQLEN, calibrationWindows, casesArg, childCaseArg, haveBench12l, modelDir, nsamplesArg, peakRssMB, plainForward, runChildCase, timeCpu,
 } from './bench12l.js';
 
 const NSAMPLES = nsamplesArg();
@@ -57,10 +57,8 @@ async function timed(name: CaseName, w: Int32Array, threads: number): Promise<vo
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (!haveBench12l('calibration')) return;
-  const ci = args.indexOf('--case');
-  if (ci >= 0) {
-    const name = args[ci + 1] as CaseName;
-    if (!CASES.includes(name)) throw new Error(`unknown case ${name}; one of ${CASES.join(', ')}`);
+  const name = childCaseArg(CASES);
+  if (name) {
     const { seconds, cpuSeconds } = await runCase(name);
     process.stdout.write(JSON.stringify({ name, seconds, cpuSeconds, peakRssMB: peakRssMB() } satisfies CaseResult) + '\n');
     return;

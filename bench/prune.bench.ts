@@ -19,7 +19,7 @@ import { pruneModel, type PruneReport } from '../src/prune.js';
 import { loadModelDir } from '../src/model/index.js';
 import { disableAutoPrint, ratio, record, value } from './harness.js';
 import {
-  BATCH, SEQLEN, calibrationWindows, casesArg, haveBench12l, modelDir, nsamplesArg, peakRssMB, plainForward, runChildCase, timeCpu,
+  BATCH, SEQLEN, calibrationWindows, casesArg, childCaseArg, haveBench12l, modelDir, nsamplesArg, peakRssMB, plainForward, runChildCase, timeCpu,
 } from './bench12l.js';
 
 const NSAMPLES = nsamplesArg();
@@ -81,10 +81,8 @@ const f = (v: number | undefined, d = 1) => (v === undefined || !Number.isFinite
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   if (!haveBench12l('prune')) return;
-  const ci = args.indexOf('--case');
-  if (ci >= 0) {
-    const name = args[ci + 1] as CaseName;
-    if (!CASES.includes(name)) throw new Error(`unknown case ${name}; one of ${CASES.join(', ')}`);
+  const name = childCaseArg(CASES);
+  if (name) {
     process.stdout.write(JSON.stringify(await runCase(name)) + '\n');
     return;
   }

@@ -270,6 +270,19 @@ describe.skipIf(skip !== undefined)('distributed queue (private redis-server)', 
   });
 });
 
+/** One worker and one evaluator on `url` under `prefix`: n candidates come back with the fake backend's fitness. */
+async function expectServed(url: string, prefix: string, n: number): Promise<void> {
+  const w = await startWorker({ redis: url, backend: fakeBackend('model-a', 1), prefix });
+  const ev = await createRedisEvaluator({ redis: url, spec: spec(), calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix });
+  try {
+    const cs = candidates(n);
+    expect((await ev.evaluate(cs)).map((r) => r.fitness)).toEqual(cs.map(fakeFitness));
+  } finally {
+    await ev.close();
+    await w.close();
+  }
+}
+
 describe.skipIf(skip !== undefined)('distributed queue with a password', () => {
   let redis: TestRedis;
   beforeAll(async () => {
@@ -280,15 +293,7 @@ describe.skipIf(skip !== undefined)('distributed queue with a password', () => {
   });
 
   it('works with the password in the URL and refuses a wrong one without retrying', async () => {
-    const w = await startWorker({ redis: redis.url, backend: fakeBackend('model-a', 1), prefix: 'p' });
-    const ev = await createRedisEvaluator({ redis: redis.url, spec: spec(), calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix: 'p' });
-    try {
-      const cs = candidates(3);
-      expect((await ev.evaluate(cs)).map((r) => r.fitness)).toEqual(cs.map(fakeFitness));
-    } finally {
-      await ev.close();
-      await w.close();
-    }
+    await expectServed(redis.url, 'p', 3);
     const wrong = `redis://:nope@127.0.0.1:${redis.port}`;
     const err = await createRedisEvaluator({ redis: wrong, spec: spec(), calibrationIds: ids(8, 1), searchIds: ids(8, 2) }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DsaPruneError);
@@ -319,15 +324,7 @@ describe.skipIf(skip !== undefined)('distributed queue over TLS (rediss://)', ()
     expect((untrusted as Error).message).toMatch(/TLS connection to Redis at rediss:\/\/:\*\*\*@127\.0\.0\.1:\d+ failed: .*certificate/);
     process.env.REDIS_TLS_CA = ca;
     try {
-      const w = await startWorker({ redis: url, backend: fakeBackend('model-a', 1), prefix: 'tls' });
-      const ev = await createRedisEvaluator({ redis: url, spec: spec(), calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix: 'tls' });
-      try {
-        const cs = candidates(4);
-        expect((await ev.evaluate(cs)).map((r) => r.fitness)).toEqual(cs.map(fakeFitness));
-      } finally {
-        await ev.close();
-        await w.close();
-      }
+      await expectServed(url, 'tls', 4);
     } finally {
       delete process.env.REDIS_TLS_CA;
     }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  AllocatorCheckError, allocationInputArbitrary, blockStatsArbitrary, checkAllocator, zVector, Z_DISTRIBUTIONS,
+  AllocatorCheckError, allocationInputArbitrary, type AllocationInputArbitraryOptions, blockStatsArbitrary, checkAllocator, zVector, Z_DISTRIBUTIONS,
 } from '../../src/testing/index.js';
 import {
   atp, custom, dsa, explicit, owl, uniform, PRE_OPS, REDUCE_OPS, SCALAR_OPS, type Allocator,
@@ -56,22 +56,22 @@ describe('arbitraries', () => {
 });
 
 describe('checkAllocator on every built-in', () => {
-  it.each<[string, Allocator]>([
+  it.each<[string, Allocator, AllocationInputArbitraryOptions?]>([
     ['uniform', uniform()],
     ['owl', owl()],
     ['owl M=3 λ=0.2', owl({ M: 3, lambda: 0.2 })],
     ['atp', atp()],
     // ATP's spread grows with depth (β per block): in reference mode deep inputs fall outside [0, 1) and are refused,
     // so this case draws shallower models to have accepted inputs whatever the seed.
-    ['atp β=0.05', Object.assign(atp({ beta: 0.05 }), { checkInputs: { maxBlocks: 12, minSparsity: 0.3, maxSparsity: 0.7 } })],
+    ['atp β=0.05', atp({ beta: 0.05 }), { maxBlocks: 12, minSparsity: 0.3, maxSparsity: 0.7 }],
     ['dsa published', dsa()],
     ['dsa std', dsa('W:(ABS)-(STD)-(ATAN)')],
     ['dsa entropy', dsa('W:(MMS)-(ENTROPY)-(NO_OP)', { lambda: 0.15 })],
     ['explicit map', explicit({ '*.mlp.*': 0.7, '/q_proj$/': 0.3 })],
     ['custom sparsity', custom('deeper-more', (i) => i.blocks.map((_, l) => 0.3 + (0.4 * l) / Math.max(1, i.blocks.length - 1)))],
     ['custom importance', custom('size', (i) => i.blocks.map((b) => Math.log(b.params)), { output: 'importance', properties: { permutationEquivariant: true, affineInvariantImportance: true } })],
-  ])('%s passes in both budget modes', (_, a) => {
-    const r = checkAllocator(a, { numRuns: 40, budget: 'both', inputs: (a as { checkInputs?: object }).checkInputs });
+  ])('%s passes in both budget modes', (_, a, inputs) => {
+    const r = checkAllocator(a, { numRuns: 40, budget: 'both', inputs });
     expect(r.accepted).toBeGreaterThan(0);
     expect(r.checked).toContain('budget');
   });
