@@ -101,7 +101,8 @@ export function parityDoc(results: ParityResult[], ref: { models: Record<string,
     'then perplexity is measured with the reference protocol (seqlen and nsamples of reference.json).',
     'Tolerance of the issue: 2% at ≤ 70% sparsity, 5% at 80%. `prune s` is the wall time of `pruneModel` (calibration included;',
     'OWL/DSA rows include their dense statistics pass) and depends on what else the machine was running.',
-    'Results of partial runs accumulate in docs/parity.json; rerun a row with `--filter` to refresh it.', ''];
+    'Results of partial runs accumulate in docs/parity.json; rerun a row with `--filter` to refresh it, and add another',
+    'machine\'s results with `--merge <its parity.json>`.', ''];
   for (const [name, m] of Object.entries(ref.models)) {
     const rows = results.filter((r) => r.model === name);
     const total = m.runs.length * Object.keys(m.eval_files).length;
@@ -124,25 +125,27 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const out = values.out ?? path.join(repo, 'docs/parity.md');
   const store = out.replace(/\.md$/, '') + '.json';
   const all = new Map<string, ParityResult>((existsSync(store) ? (JSON.parse(readFileSync(store, 'utf8')) as ParityResult[]) : []).map((r) => [key(r), r]));
-  const order = (rs: ParityResult[]) => {
-    const idx = new Map<string, number>();
-    for (const [name, m] of Object.entries(ref.models)) m.runs.forEach((r, i) => Object.keys(m.eval_files).forEach((e, j) => idx.set(`${name}|${r.method} ${r.pattern} ${r.sparsity} ${r.allocation}|${e}`, i * 10 + j + (name === 'stories260k' ? 0 : 1e6))));
-    return rs.sort((a, b) => (idx.get(key(a)) ?? 0) - (idx.get(key(b)) ?? 0));
-  };
+  // Table order = reference.json order (model, row, eval set), whatever order the results came in.
+  const rank = new Map<string, number>();
+  Object.entries(ref.models).forEach(([name, m], mi) =>
+    m.runs.forEach((r, i) => Object.keys(m.eval_files).forEach((e, j) => rank.set(`${name}|${r.method} ${r.pattern} ${r.sparsity} ${r.allocation}|${e}`, (mi * 1000 + i) * 10 + j))));
   const write = (file: string, text: string) => {
     writeFileSync(file + '.tmp', text);
     renameSync(file + '.tmp', file);
   };
-  const onResult = (r: ParityResult) => {
-    all.set(key(r), r);
-    const merged = order([...all.values()]);
+  /** Rewrite the store and the page from every result held. */
+  const persist = () => {
+    const merged = [...all.values()].sort((a, b) => (rank.get(key(a)) ?? 0) - (rank.get(key(b)) ?? 0));
     write(store, JSON.stringify(merged, null, 1) + '\n');
     write(out, parityDoc(merged, ref));
   };
+  const onResult = (r: ParityResult) => {
+    all.set(key(r), r);
+    persist();
+  };
   if (values.merge) {
-    let last: ParityResult | undefined;
-    for (const f of values.merge) for (const r of JSON.parse(readFileSync(f, 'utf8')) as ParityResult[]) (all.set(key(r), r), (last = r));
-    if (last) onResult(last);
+    for (const f of values.merge) for (const r of JSON.parse(readFileSync(f, 'utf8')) as ParityResult[]) all.set(key(r), r);
+    persist();
     process.stdout.write(`${all.size} results in ${store}; table written to ${out}\n`);
     process.exit(0);
   }

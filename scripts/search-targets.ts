@@ -3,8 +3,9 @@
  *   parallel   evaluations/minute for workers × threads settings (same candidates for each)
  *   main       300 evaluations in fast mode (time), best re-applied faithfully, SOTU perplexity vs uniform and OWL
  *   seeds      evolution vs random search at equal budget over 3 seeds
- * Usage: npx tsx scripts/search-targets.ts [parallel|main|seeds ...] [--evals n] [--seed-evals n]
- * Results are appended to docs/search-targets.json and rendered into docs/search.md between the TARGETS markers.
+ * Usage: npx tsx scripts/search-targets.ts [parallel|main|seeds ...] [--evals n] [--seed-evals n] [--parallel-evals n] [--batch n]
+ *   (--batch: sequences per onnxruntime run in the parallel measurement; default: the fitness default)
+ * Results are merged into docs/search-targets.json (TARGETS_OUT=<file> for another); docs/search.md "Targets" quotes them.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -71,7 +72,8 @@ if (needsDense) {
 
 if (want('parallel')) {
   const n = flag('parallel-evals', 8);
-  const batchSize = flag('batch', 2); // sequences per onnxruntime run in the fitness perplexity
+  // sequences per onnxruntime run in the fitness perplexity; without --batch the fitness's own default
+  const batchSize = argv.includes('--batch') ? flag('batch', 0) : undefined;
   const space = searchSpace(dense.blocks, S, 'exact');
   const rng = new Rng(99);
   const cands: Candidate[] = [];
@@ -79,7 +81,7 @@ if (want('parallel')) {
     const c = space.sample(rng);
     if (space.check(c).ok) cands.push(c);
   }
-  const rows: { workers: number; threads: number; batchSize: number; evalsPerMinute: number; seconds: number }[] = [];
+  const rows: { workers: number; threads: number; batchSize: number | 'default'; evalsPerMinute: number; seconds: number }[] = [];
   for (const [workers, threads] of [[1, 1], [1, 2], [2, 1]] as const) {
     log(`parallel: ${workers} workers × ${threads} threads, ${n} evaluations`);
     let seconds: number;
@@ -100,7 +102,7 @@ if (want('parallel')) {
       seconds = (performance.now() - t) / 1000;
       await pool.close();
     }
-    rows.push({ workers, threads, batchSize, evalsPerMinute: (n / seconds) * 60, seconds });
+    rows.push({ workers, threads, batchSize: batchSize ?? 'default', evalsPerMinute: (n / seconds) * 60, seconds });
     log(`  ${((n / seconds) * 60).toFixed(2)} evals/min; fitness[0..2] ${fits.slice(0, 3).map((x) => x.toFixed(4)).join(' ')}`);
   }
   const single = Math.max(...rows.filter((r) => r.workers === 1).map((r) => r.evalsPerMinute));

@@ -45,7 +45,7 @@ export interface FitnessOptions {
   threads?: number;
   /** Dense statistics already computed for this model and calibration set (skips the dense pass). */
   dense?: DenseData;
-  /** Sequences per onnxruntime run for the perplexity (default: all search windows, at most 16). */
+  /** Sequences per onnxruntime run for the perplexity (default 2, or fewer when there are fewer search windows). */
   batchSize?: number;
   /** Name reported in Evaluation.worker. */
   worker?: string;
