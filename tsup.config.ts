@@ -1,9 +1,18 @@
 import { defineConfig } from 'tsup';
 
+/** The package's entry points (package.json `exports`): dist/<key>.js is built from src/<key>.ts. */
+const PUBLIC = {
+  index: 'src/index.ts',
+  'search/index': 'src/search/index.ts',
+  'search/distributed/index': 'src/search/distributed/index.ts',
+  'eval/index': 'src/eval/index.ts',
+  'report/index': 'src/report/index.ts',
+  'testing/index': 'src/testing/index.ts',
+};
+
 export default defineConfig({
   entry: {
-    index: 'src/index.ts',
-    'testing/index': 'src/testing/index.ts',
+    ...PUBLIC,
     'cli/main': 'src/cli/main.ts',
     // main.ts loads each command on demand, so each is an entry of its own.
     ...Object.fromEntries(
@@ -12,7 +21,7 @@ export default defineConfig({
     'search/worker-thread': 'src/search/worker-thread.ts',
   },
   format: ['esm'],
-  dts: { entry: { index: 'src/index.ts', 'testing/index': 'src/testing/index.ts' } },
+  dts: { entry: PUBLIC },
   target: 'node20',
   platform: 'node',
   sourcemap: true,

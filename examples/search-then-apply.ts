@@ -6,13 +6,13 @@
  *
  * The paper-scale search uses hundreds of evaluations (docs/search.md); this one uses 8 so it finishes in seconds
  * of CPU time, which is enough to show the flow, not to find a good function.
- * In your own project write `from 'dsa-prune'` instead of the '../src/…' paths.
+ * In your own project write `from 'dsa-prune'` / `'dsa-prune/search'` instead of the '../src/…' paths.
  */
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dsa, loadModelDir, perplexity, pruneModel, uniform, type Allocator } from '../src/index.js'; // users: from 'dsa-prune'
-import { searchModel } from '../src/search/index.js'; // users: from 'dsa-prune'
+import { searchModel } from '../src/search/index.js'; // users: from 'dsa-prune/search'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const modelDir = path.join(root, 'models/stories260k');

@@ -1,7 +1,7 @@
 /**
  * Shared vocabulary of the project: plain data that crosses folder boundaries.
  * Methods, allocators and the search work on these typed arrays only, never on onnxruntime or ONNX objects,
- * so they can be tested without a model (see docs/ARCHITECTURE in ../shared).
+ * so they can be tested without a model (see docs/architecture.md).
  */
 
 /** Role of a linear inside a decoder block, from the node scope (`q_proj` → `q`, GPT-2 `c_fc` → `up`, …). */

@@ -10,7 +10,7 @@
  * fixed on that segment, c = (S·W − min·w(L) − max·w(H) − Σ_U w_i raw_i) / w(U). O(n log n), no iteration tolerance.
  *
  * This is "clamp to [0, 0.99], shift the unclamped ones by one common offset until the weighted mean equals S, repeat
- * when the shift clamps more" of ../shared/docs/METHODS.md, solved in closed form; unlike a literal clamp-first loop,
+ * when the shift clamps more" of the project's METHODS.md specification, solved in closed form; unlike a literal clamp-first loop,
  * a block clamped by the first clamp comes back into range when the common shift moves it there, so the result is a
  * continuous function of the raw values (and independent of the order of the blocks).
  */

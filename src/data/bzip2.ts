@@ -1,6 +1,6 @@
 /**
  * A small bzip2 decompressor (Node's zlib has none, and the project avoids extra dependencies): enough to read the
- * HellaSwag `.txt.bz2` shipped in ../shared directly. Follows the format of bzip2 1.0 (decompress.c): Huffman +
+ * full HellaSwag `.txt.bz2` directly. Follows the format of bzip2 1.0 (decompress.c): Huffman +
  * MTF + RUNA/RUNB, inverse BWT, then the initial run-length stage; concatenated streams are supported, randomised
  * blocks (obsolete since 0.9.5) are not. Block CRCs are verified.
  */

@@ -1,6 +1,6 @@
 /**
  * Text → token ids → windows: the one tokenization/windowing path shared by perplexity and calibration, following
- * the reference protocol (../shared/reference/README.md): the whole text is tokenized as ONE string with the
+ * the reference protocol (docs/evaluation.md): the whole text is tokenized as ONE string with the
  * tokenizer's defaults (post-processor included, so a Llama tokenizer adds one BOS at the very start), windows are
  * cut from that single id stream, and no BOS is inserted per window.
  */

@@ -1,7 +1,7 @@
 /**
  * Perplexity — the project's one implementation.
  *
- * Default (reference protocol, ../shared/reference/README.md): the text tokenized as one string, non-overlapping
+ * Default (reference protocol, docs/evaluation.md): the text tokenized as one string, non-overlapping
  * windows of `seqlen` tokens from the start, remainder dropped, each window's mean NLL over its seqlen − 1
  * next-token targets, ppl = exp(mean of the window means). No BOS inserted per window; float64 accumulation.
  *

@@ -1,5 +1,5 @@
 /**
- * SparseGPT (Frantar & Alistarh 2023) as defined in ../shared/docs/METHODS.md: blocksize 128, percdamp 0.01.
+ * SparseGPT (Frantar & Alistarh 2023) as defined in the project's METHODS.md specification: blocksize 128, percdamp 0.01.
  *
  * H = (2 / nsamples) · gram; dead inputs (H_jj = 0) get H_jj = 1 and a zero weight column; H += 0.01·mean(diag H)·I;
  * Hinv = upper Cholesky factor of H⁻¹ (float64, see upperCholeskyOfInverseInPlace). If H is not positive definite

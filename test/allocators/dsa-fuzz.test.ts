@@ -19,6 +19,10 @@ import type { Allocator, AllocationInput, BlockAllocationStats } from '../../src
 import { PayloadError, parseDsaStructure } from '../../src/search/distributed/protocol.js';
 import { DsaPruneError } from '../../src/errors.js';
 import { mulberry32 } from '../../src/data/text.js';
+import { mathBase } from '../../src/allocators/dsa/math.js';
+
+// mathjs is loaded on first use: load it here so the first timed parse below measures a parse, not the load.
+mathBase();
 
 const runs = Number(process.env.DSA_PRUNE_FUZZ_RUNS ?? 150);
 /** Per input, parse + allocation together. Catastrophic regex backtracking took seconds; a normal input takes < 5 ms. */

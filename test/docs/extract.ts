@@ -22,10 +22,21 @@ export function runnableBlocks(markdown: string): RunnableBlock[] {
   return blocks;
 }
 
-/** Point `dsa-prune` / `dsa-prune/testing` imports at this repository's sources. */
-export function rewriteImports(code: string, srcIndex: string, testingIndex: string): string {
-  return code
-    .replace(/from\s+(['"])dsa-prune\/testing\1/g, `from ${JSON.stringify(testingIndex)}`)
-    .replace(/from\s+(['"])dsa-prune\1/g, `from ${JSON.stringify(srcIndex)}`)
-    .replace(/import\s+(['"])dsa-prune\1/g, `import ${JSON.stringify(srcIndex)}`);
+/** The package's entry points (package.json `exports`) and the source file each one is built from. */
+export const ENTRY_POINTS: Readonly<Record<string, string>> = {
+  'dsa-prune': 'src/index.ts',
+  'dsa-prune/search': 'src/search/index.ts',
+  'dsa-prune/distributed': 'src/search/distributed/index.ts',
+  'dsa-prune/eval': 'src/eval/index.ts',
+  'dsa-prune/report': 'src/report/index.ts',
+  'dsa-prune/testing': 'src/testing/index.ts',
+};
+
+/** Point `dsa-prune` and `dsa-prune/<subpath>` imports at this repository's sources (paths under `repoRoot`). */
+export function rewriteImports(code: string, repoRoot: string): string {
+  return code.replace(/((?:from|import)\s+)(['"])(dsa-prune(?:\/[a-z]+)?)\2/g, (all, kw: string, _q: string, spec: string) => {
+    const src = ENTRY_POINTS[spec];
+    if (!src) throw new Error(`${spec} is not an entry point of the package (${Object.keys(ENTRY_POINTS).join(', ')})`);
+    return `${kw}${JSON.stringify(`${repoRoot.replace(/\/$/, '')}/${src}`)}`;
+  });
 }

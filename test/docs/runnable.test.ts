@@ -19,8 +19,10 @@ describe('runnableBlocks (the extractor)', () => {
     const blocks = runnableBlocks(md);
     expect(blocks.map((b) => b.line)).toEqual([5, 10]);
     expect(blocks[1].code).toBe('two()');
-    const code = rewriteImports(blocks[0].code, '/r/src/index.ts', '/r/src/testing/index.ts');
+    const code = rewriteImports(blocks[0].code, '/r');
     expect(code).toBe('import { a } from "/r/src/index.ts";\nimport { b } from "/r/src/testing/index.ts";');
+    expect(rewriteImports("import 'dsa-prune';\nimport { c } from \"dsa-prune/search\";", '/r/')).toBe('import "/r/src/index.ts";\nimport { c } from "/r/src/search/index.ts";');
+    expect(() => rewriteImports("import { d } from 'dsa-prune/nope';", '/r')).toThrow(/not an entry point/);
     expect(() => runnableBlocks('```ts run\nopen()')).toThrow(/unclosed/);
   });
 });
@@ -36,7 +38,7 @@ for (const page of PAGES) {
       it(`block at line ${b.line} runs`, { timeout: T }, async () => {
         mkdirSync(scratch, { recursive: true });
         const file = path.join(scratch, `${path.basename(page, '.md')}-${b.line}.ts`);
-        writeFileSync(file, `${rewriteImports(b.code, path.join(repoRoot, 'src/index.ts'), path.join(repoRoot, 'src/testing/index.ts'))}\nexport {};\n`);
+        writeFileSync(file, `${rewriteImports(b.code, repoRoot)}\nexport {};\n`);
         const cwd = process.cwd();
         process.chdir(repoRoot);
         try {

@@ -3,7 +3,7 @@
  * simplification, evaluation and the search's sampling all read these tables, so adding an operation is adding a row.
  *
  * Kernels run on typed arrays in chunks (a few hundred KB of float64 scratch, whatever the block size), accumulate in
- * float64, and follow ../shared/docs/METHODS.md literally (IEEE semantics: NaN / ±Infinity propagate; the allocator
+ * float64, and follow the project's METHODS.md specification literally (IEEE semantics: NaN / ±Infinity propagate; the allocator
  * decides what a non-finite importance means).
  */
 

@@ -24,7 +24,7 @@ const spec = defineCommand({
     windows: { type: 'integer', min: 1, description: 'evaluate only the first n perplexity windows' },
     task: { type: 'string', multiple: true, valueName: '<a,b>', description: `zero-shot tasks: ${TASK_NAMES.join(', ')}; <task>=<file> for your own copy` },
     limit: { type: 'integer', min: 1, description: 'first n items of each task' },
-    'data-dir': { type: 'string', valueName: '<dir>', description: 'task data folder (layout of ../shared/data/eval)' },
+    'data-dir': { type: 'string', multiple: true, valueName: '<dir>', description: 'task data folder, repeatable, searched in order (layout in docs/evaluation.md)' },
     'batch-size': { type: 'integer', min: 1, description: 'rows per forward (default: about 512 tokens per run)' },
     'no-bos': { type: 'boolean', description: 'zero-shot: no BOS before each sequence (lm-eval HF default)' },
     compare: { type: 'string', valueName: '<otherDir>', description: 'evaluate a second model on the same data; print deltas' },
@@ -39,7 +39,7 @@ Perplexity follows the reference protocol: the file tokenized as one string, non
 tokens from the start (remainder dropped), exp(mean over windows of each window's mean next-token NLL). With --stride,
 windows of --seqlen tokens start every --stride tokens and only the tokens not scored before count (token-weighted).
 Tasks are scored like lm-evaluation-harness (sum of log-probs of each answer; acc and length-normalised acc_norm).
-Task data is read from ../shared/data/eval next to the package, then data/tasks (small subsets), or --data-dir.
+Task data is read from the --data-dir folder(s) when given, else from the small subsets shipped in data/tasks.
 
 ${formatOptions(spec.options)}
 
@@ -48,7 +48,7 @@ JSON (--json): { "ppl"?, "perplexity"?: { windows, tokens, seconds, tokensPerSec
                  with --compare also "compare": { "model", "ppl"?, "tasks" } and "delta" (this model − the other) }
 
 Examples:
-  dsa-prune eval models/stories260k --ppl ../shared/data/text/tinystories_eval.txt --seqlen 512
+  dsa-prune eval models/stories260k --ppl data/tinystories/tinystories_eval.txt --seqlen 512
   dsa-prune eval out/wanda50 --task copa,blimp:anaphor_gender_agreement --limit 200 --compare models/stories260k
 `;
 

@@ -8,6 +8,7 @@ import { DsaPruneError } from '../../errors.js';
 import { loadModelDir } from '../../model/index.js';
 import { readTextFile, tokenizeText, type TextTokenizer } from '../../data/text.js';
 import { readCheckpoint } from '../../search/checkpoint.js';
+import { packageRoot } from '../../eval/tasks/files.js';
 import { searchChart, searchModel, type SearchOutput } from '../../search/run.js';
 
 const spec = defineCommand({
@@ -62,13 +63,13 @@ Examples:
 
 const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
 
-/** Evaluation files the project knows about (next to the package and in ../shared), by content hash. */
+/**
+ * Evaluation files the package ships (compared by content hash). Any other evaluation file is named explicitly with
+ * --eval-text: the package never looks in folders outside itself or the paths it is given.
+ */
 function knownEvalFiles(): string[] {
-  const roots = [process.cwd(), path.resolve(process.cwd(), '../shared')];
-  const rel = ['data/tinystories/tinystories_eval.txt', 'data/text/tinystories_eval.txt', 'data/text/wikitext2_raw_test.txt', 'data/bench-corpus/eval_sotu_2001_2021.txt'];
-  const out: string[] = [];
-  for (const r of roots) for (const f of rel) if (existsSync(path.join(r, f))) out.push(path.join(r, f));
-  return out;
+  const f = path.join(packageRoot(), 'data/tinystories/tinystories_eval.txt');
+  return existsSync(f) ? [f] : [];
 }
 
 export async function run(argv: string[], io: CliIo): Promise<number> {

@@ -27,13 +27,13 @@ export function packageRoot(): string {
 }
 
 /**
- * Folders searched for task data, in order: `dataDir` alone when given; else `../shared/data/eval` next to the
- * package (the project's full copies) then the small subsets shipped in `data/tasks`.
+ * Folders searched for task data, in order: the `dataDir` folder(s) when given (an explicit option: the package never
+ * guesses a folder outside itself); else the small subsets shipped in the package's `data/tasks`.
  */
-export function taskDataDirs(dataDir?: string): string[] {
-  if (dataDir) return [path.resolve(dataDir)];
-  const root = packageRoot();
-  return [path.resolve(root, '../shared/data/eval'), path.join(root, 'data/tasks')];
+export function taskDataDirs(dataDir?: string | readonly string[]): string[] {
+  const given = typeof dataDir === 'string' ? [dataDir] : [...(dataDir ?? [])];
+  if (given.length > 0) return given.map((d) => path.resolve(d));
+  return [path.join(packageRoot(), 'data/tasks')];
 }
 
 /**
@@ -49,7 +49,7 @@ export function findTaskFile(task: string, dirs: string[], candidates: string[])
   }
   const expected = dirs.flatMap((d) => candidates.map((c) => path.join(d, c)));
   throw new DsaPruneError(`task ${task}: data file not found; expected ${expected[0]}${expected.length > 1 ? ` (or ${expected.slice(1).join(', ')})` : ''}`, {
-    hint: 'pass --data-dir <folder> (dataDir) with the files laid out as ../shared/data/eval, or give the file as <task>=<path>',
+    hint: 'pass --data-dir <folder> (dataDir) with the files laid out as in docs/evaluation.md ("Task data"), or give the file as <task>=<path>',
   });
 }
 

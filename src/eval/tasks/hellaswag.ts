@@ -1,7 +1,7 @@
 /**
  * HellaSwag in the llama.cpp text format (6 lines per item: context, label 0-3, four endings), e.g.
  * hellaswag_val_full.txt. Context and endings cleaned as lm-eval's `preprocess`; continuation " <ending>";
- * acc and acc_norm. The `.txt.bz2` of ../shared is read directly (src/data/bzip2.ts: Node's zlib has no bzip2).
+ * acc and acc_norm. The `.txt.bz2` form is read directly (src/data/bzip2.ts: Node's zlib has no bzip2).
  */
 import { badLine, findTaskFile, readTaskText } from './files.js';
 import type { LoadOptions, McItem, TaskData } from './types.js';

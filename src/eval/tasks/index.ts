@@ -102,8 +102,8 @@ export function modelScorer(model: CausalLMLike, tokenizer: TaskTokenizer, optio
 export interface EvaluateTasksOptions extends EncodeOptions {
   /** First n items of each task. */
   limit?: number;
-  /** Folder with the task files (layout of ../shared/data/eval); default ../shared/data/eval, then data/tasks. */
-  dataDir?: string;
+  /** Folder(s) with the task files (layout in docs/evaluation.md); default: the subsets shipped in the package's data/tasks. */
+  dataDir?: string | readonly string[];
   /** Rows per forward (default: about 512 tokens per run). */
   batchSize?: number;
   /** Progress: phase "task:<name>", fraction of its choices scored. */

@@ -154,6 +154,21 @@ function loadIoredis(): RedisCtor {
   }
 }
 
+/** BullMQ, loaded on first use: importing `dsa-prune/distributed` (or the CLI) does not load it or ioredis. */
+export type BullMq = typeof import('bullmq');
+let bullmq: Promise<BullMq> | undefined;
+export function loadBullmq(): Promise<BullMq> {
+  bullmq ??= import('bullmq').catch((e: unknown) => {
+    bullmq = undefined;
+    throw new DsaPruneError('the distributed search needs the "bullmq" package, which could not be loaded', {
+      hint: 'Install it next to dsa-prune: npm install bullmq',
+      exitCode: EXIT.failure,
+      cause: e,
+    });
+  });
+  return bullmq;
+}
+
 /** True when the ioredis package can be loaded (tests skip otherwise). */
 export function ioredisAvailable(): boolean {
   try {

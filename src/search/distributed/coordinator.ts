@@ -10,7 +10,7 @@
  *   retries with back-off, then gives up with the same clear error instead of hanging).
  */
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
+import type { Queue } from 'bullmq';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { formatDsa } from '../../allocators/dsa/expression.js';
 import type { DenseData } from '../fitness.js';
@@ -18,11 +18,13 @@ import { redisDenseCache, shareDense } from './dense-codec.js';
 import { candidateKey, type Candidate, type Evaluation, type Evaluator, type SearchSpec } from '../types.js';
 import {
   connectRedis,
+  loadBullmq,
   parseRedisUrl,
   sleep,
   abortError,
   unreachable,
   type RedisClient,
+  type BullMq,
   type RedisTarget,
 } from './connection.js';
 import {
@@ -92,12 +94,13 @@ export interface RedisEvaluatorStats {
 export async function createRedisEvaluator(options: RedisEvaluatorOptions): Promise<RedisEvaluator> {
   const target = parseRedisUrl(options.redis);
   const log = options.onLog ?? (() => {});
+  const { Queue } = await loadBullmq();
   const client = await connectRedis(target, {
     attempts: options.connectAttempts,
     signal: options.signal,
     onRetry: (attempt, e, delay) => log(`redis ${target.display}: ${e.message}; retry ${attempt} in ${delay} ms`),
   });
-  const ev = new RedisEvaluator(target, client, options);
+  const ev = new RedisEvaluator(target, client, options, Queue);
   try {
     await ev.publish();
     if (options.dense && !(await ev.shareDense(options.dense))) log('dense statistics too large to share; each worker computes its own');
@@ -124,6 +127,7 @@ export class RedisEvaluator implements Evaluator {
     private readonly target: RedisTarget,
     private readonly client: RedisClient,
     private readonly options: RedisEvaluatorOptions,
+    QueueCtor: BullMq['Queue'],
   ) {
     this.prefix = options.prefix ?? DEFAULT_PREFIX;
     this.runId = options.runId ?? defaultRunId(options.spec, options.calibrationIds, options.searchIds);
@@ -133,7 +137,7 @@ export class RedisEvaluator implements Evaluator {
       });
     }
     this.log = options.onLog ?? (() => {});
-    this.queue = new Queue(QUEUE_NAME, {
+    this.queue = new QueueCtor(QUEUE_NAME, {
       connection: { ...target.options, maxRetriesPerRequest: 2, lazyConnect: false },
       prefix: this.prefix,
     } as ConstructorParameters<typeof Queue>[1]);

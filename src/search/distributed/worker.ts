@@ -13,11 +13,11 @@
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Job } from 'bullmq';
 import { DsaPruneError } from '../../errors.js';
 import { parseDsa } from '../../allocators/dsa/expression.js';
 import type { Candidate, Evaluation, SearchSpec } from '../types.js';
-import { connectRedis, parseRedisUrl, type RedisClient } from './connection.js';
+import { connectRedis, loadBullmq, parseRedisUrl, type RedisClient } from './connection.js';
 import { redisDenseCache, type DenseCache } from './dense-codec.js';
 
 export type { DenseCache };
@@ -109,6 +109,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const concurrency = Math.max(1, Math.floor(options.concurrency ?? 1));
   const id = options.workerId ?? `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   const backend = options.backend;
+  const { UnrecoverableError, Worker } = await loadBullmq();
   const client: RedisClient = await connectRedis(target, {
     attempts: options.connectAttempts,
     onRetry: (attempt, e, delay) => log(`redis ${target.display}: ${e.message}; retry ${attempt} in ${delay} ms`),
