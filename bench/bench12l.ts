@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { AutoTokenizer, env } from '@huggingface/transformers';
-import { buildFeeds } from '../src/eval/forward.js';
+import { buildFeeds } from '../src/model/feeds.js';
 import { takeWindows, tokenizeText } from '../src/data/text.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

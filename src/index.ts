@@ -73,5 +73,6 @@ export { perplexity, evaluateTasks, TASK_NAMES, readTextFile } from './eval/inde
 export type { PerplexityOptions, PerplexityResult, EvaluateTasksOptions, TaskResult } from './eval/index.js';
 
 // Errors and shared types
-export { DsaPruneError, isDsaPruneError, EXIT } from './errors.js';
+export { DsaPruneError, isDsaPruneError, EXIT, ERROR_CODES } from './errors.js';
+export type { DsaPruneErrorCode } from './errors.js';
 export type * from './types.js';

@@ -244,7 +244,7 @@ export async function denseAllocationStats(
 }
 
 function checkAborted(signal?: AbortSignal): void {
-  if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { exitCode: 130 });
+  if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { code: 'aborted' });
 }
 
 interface Prepared {

@@ -11,10 +11,10 @@
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { DsaPruneError, EXIT } from '../errors.js';
+import { DsaPruneError, EXIT, throwIfAborted } from '../errors.js';
 import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
 import { DataType, float32ToFp16, type ModelProto } from '../model/onnx.js';
-import { buildFeeds, type DecoderSession } from '../eval/forward.js';
+import { buildFeeds, type DecoderSession } from '../model/feeds.js';
 import { blockOutputs, buildBlock, buildPrefix, planGraph, type GraphPlan, type SubgraphSpec } from './graph.js';
 
 /**
@@ -112,7 +112,7 @@ function now(): number {
 }
 
 function checkAbort(signal?: AbortSignal): void {
-  if (signal?.aborted) throw new DsaPruneError('calibration aborted', { exitCode: EXIT.aborted });
+  throwIfAborted(signal, 'calibration aborted');
 }
 
 /** Shared machinery of both modes. */

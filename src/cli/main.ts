@@ -13,7 +13,7 @@
  */
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { DsaPruneError, EXIT, isDsaPruneError } from '../errors.js';
+import { DsaPruneError, EXIT, abortedError, isDsaPruneError } from '../errors.js';
 import { processIo, type CliIo } from './io.js';
 
 /** The contract of a command module. */
@@ -187,7 +187,7 @@ export async function main(argv: string[], io?: CliIo, options: MainOptions = {}
     sigints++;
     if (sigints === 1) {
       cio.stderr('\ninterrupted — stopping (Ctrl-C again to quit now)\n');
-      controller.abort(new DsaPruneError('interrupted', { exitCode: EXIT.aborted }));
+      controller.abort(abortedError('interrupted'));
     } else {
       process.exit(EXIT.aborted);
     }
@@ -239,7 +239,7 @@ export async function main(argv: string[], io?: CliIo, options: MainOptions = {}
       }
     } catch (e) {
       if (e instanceof CommandUnavailable) {
-        throw new DsaPruneError(`the '${name}' command is not available in this build`, {
+        throw new DsaPruneError(`the '${name}' command is not available in this build`, { code: 'unsupported',
           hint: `available here: ${availableCommands().join(', ') || 'none'}`,
           exitCode: EXIT.failure,
         });

@@ -31,10 +31,10 @@ export async function readTextFile(path: string): Promise<string> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
-      throw new DsaPruneError(`text file not found: ${path}`, { hint: 'check the path (relative paths are resolved from the current directory)', cause: e });
+      throw new DsaPruneError(`text file not found: ${path}`, { code: 'not-found', hint: 'check the path (relative paths are resolved from the current directory)', cause: e });
     }
     if (code === 'EISDIR') {
-      throw new DsaPruneError(`expected a text file but ${path} is a directory`, { hint: 'pass the path of a .txt file', cause: e });
+      throw new DsaPruneError(`expected a text file but ${path} is a directory`, { code: 'invalid-input', hint: 'pass the path of a .txt file', cause: e });
     }
     throw new DsaPruneError(`cannot read text file ${path}: ${(e as Error).message}`, { cause: e });
   }
@@ -42,14 +42,14 @@ export async function readTextFile(path: string): Promise<string> {
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch (e) {
-    throw new DsaPruneError(`text file ${path} is not valid UTF-8`, {
+    throw new DsaPruneError(`text file ${path} is not valid UTF-8`, { code: 'invalid-data',
       hint: 'convert it to UTF-8 (e.g. `iconv -f latin1 -t utf-8`) or pass a plain-text file',
       cause: e,
     });
   }
   if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
   if (text.trim().length === 0) {
-    throw new DsaPruneError(`text file ${path} is empty`, { hint: 'pass a file with some text in it' });
+    throw new DsaPruneError(`text file ${path} is empty`, { code: 'invalid-data', hint: 'pass a file with some text in it' });
   }
   return text;
 }

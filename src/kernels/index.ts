@@ -9,4 +9,5 @@ export {
 export type { NumericArray, StableCut } from './select.js';
 export { choleskyLowerInPlace, invertLowerInPlace, upperCholeskyOfInverseInPlace } from './cholesky.js';
 export { subtractProduct } from './gemm.js';
+export { countZeros, transpose } from './dense.js';
 export type { MatView } from './gemm.js';

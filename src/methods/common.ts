@@ -3,12 +3,8 @@ import { DsaPruneError } from '../errors.js';
 import type { InputStats } from '../types.js';
 import type { MethodContext } from './types.js';
 
-/** Number of zero entries (+0 and −0) of `w`. */
-export function countZeros(w: Float32Array): number {
-  let z = 0;
-  for (let i = 0; i < w.length; i++) if (w[i] === 0) z++;
-  return z;
-}
+/** Number of zero entries (+0 and −0) of `w` (in kernels/: model/ counts zeros too). */
+export { countZeros } from '../kernels/dense.js';
 
 /** `layer <name>` or `the layer` for messages. */
 export function layerLabel(ctx: { name?: string }): string {

@@ -11,3 +11,4 @@ export { inspectModel, formatInspectTable, type InspectReport, type InspectLinea
 export { hasExternalData, externalFiles, initializerBytes, inlinedModel, writeWithExternalData, tensorDataSize, PROTOBUF_LIMIT } from './external.js';
 export * from './onnx.js';
 export { contextLength } from './context.js';
+export { buildFeeds, sessionOf, type DecoderSession, type CausalLMLike, type FeedOptions, type PastState } from './feeds.js';

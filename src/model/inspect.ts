@@ -2,7 +2,7 @@
  * inspectModel: the prunable linears of a model (object or folder) with their shapes and current sparsity.
  */
 import path from 'node:path';
-import { countZeros } from '../methods/common.js';
+import { countZeros } from '../kernels/dense.js';
 import type { LinearInfo } from '../types.js';
 import { discoverLinears } from './discover.js';
 import { readFolderGraph, validateModelFolder } from './load.js';

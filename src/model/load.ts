@@ -35,7 +35,7 @@ async function resolveFolder(dirOrId: string): Promise<string> {
   const abs = path.resolve(dirOrId);
   if (existsSync(abs)) {
     if (!statSync(abs).isDirectory()) {
-      throw new DsaPruneError(`${abs} is a file, not a model folder`, {
+      throw new DsaPruneError(`${abs} is a file, not a model folder`, { code: 'invalid-input',
         hint: 'Pass the folder that holds config.json and onnx/model.onnx.',
       });
     }
@@ -49,7 +49,7 @@ async function resolveFolder(dirOrId: string): Promise<string> {
       if (existsSync(path.join(cand, 'config.json'))) return cand;
     }
   }
-  throw new DsaPruneError(`model folder ${abs} does not exist`, {
+  throw new DsaPruneError(`model folder ${abs} does not exist`, { code: 'not-found',
     hint: 'Pass a local folder with config.json and onnx/model.onnx (or a model id already in the transformers.js cache); dsa-prune never downloads.',
   });
 }
@@ -62,7 +62,7 @@ export async function validateModelFolder(dirOrId: string, opts: { dtype?: strin
   const dir = await resolveFolder(dirOrId);
   const cfgFile = path.join(dir, 'config.json');
   if (!existsSync(cfgFile)) {
-    throw new DsaPruneError(`${dir} has no config.json, so it is not a transformers.js model folder`, {
+    throw new DsaPruneError(`${dir} has no config.json, so it is not a transformers.js model folder`, { code: 'invalid-model',
       hint: 'A model folder holds config.json, tokenizer files and onnx/model.onnx (as exported by optimum / transformers.js).',
     });
   }
@@ -71,21 +71,21 @@ export async function validateModelFolder(dirOrId: string, opts: { dtype?: strin
     config = JSON.parse(readFileSync(cfgFile, 'utf8')) as Record<string, unknown>;
     if (!config || typeof config !== 'object' || Array.isArray(config)) throw new Error('not a JSON object');
   } catch (e) {
-    throw new DsaPruneError(`${cfgFile} is not valid JSON (${(e as Error).message})`, { hint: 'Fix or restore config.json.' });
+    throw new DsaPruneError(`${cfgFile} is not valid JSON (${(e as Error).message})`, { code: 'invalid-model', hint: 'Fix or restore config.json.' });
   }
   const archs = Array.isArray(config.architectures) ? (config.architectures as unknown[]).map(String) : [];
   if (archs.length > 0 && !archs.some((a) => CAUSAL_ARCH.test(a))) {
-    throw new DsaPruneError(`${dir} is not a causal language model (architectures: ${archs.join(', ')})`, {
+    throw new DsaPruneError(`${dir} is not a causal language model (architectures: ${archs.join(', ')})`, { code: 'invalid-model',
       hint: 'dsa-prune prunes decoder-only text generators (…ForCausalLM), e.g. Llama, Qwen2, Phi-3, GPT-2, OPT.',
     });
   }
   if (typeof config.model_type !== 'string') {
-    throw new DsaPruneError(`${cfgFile} has no model_type`, { hint: 'config.json must name the architecture (model_type: "llama", …).' });
+    throw new DsaPruneError(`${cfgFile} has no model_type`, { code: 'invalid-model', hint: 'config.json must name the architecture (model_type: "llama", …).' });
   }
   const onnxDir = path.join(dir, 'onnx');
   const files = existsSync(onnxDir) ? readdirSync(onnxDir).filter((f) => /^model.*\.onnx$/.test(f)) : [];
   if (files.length === 0) {
-    throw new DsaPruneError(`${dir} has no onnx/model*.onnx`, {
+    throw new DsaPruneError(`${dir} has no onnx/model*.onnx`, { code: 'not-found',
       hint: 'Export the model to ONNX first (optimum-cli export onnx --task text-generation-with-past …) so that onnx/model.onnx exists.',
     });
   }
@@ -93,11 +93,11 @@ export async function validateModelFolder(dirOrId: string, opts: { dtype?: strin
   if (opts.dtype !== undefined) {
     const suffix = dtypeToSuffix(opts.dtype);
     if (suffix === undefined) {
-      throw new DsaPruneError(`unknown dtype ${JSON.stringify(opts.dtype)}`, { hint: `Use one of ${Object.values(SUFFIX_DTYPE).join(', ')}.` });
+      throw new DsaPruneError(`unknown dtype ${JSON.stringify(opts.dtype)}`, { code: 'invalid-input', hint: `Use one of ${Object.values(SUFFIX_DTYPE).join(', ')}.` });
     }
     file = files.find((f) => f === `model${suffix}.onnx`);
     if (!file) {
-      throw new DsaPruneError(`${dir} has no onnx/model${suffix}.onnx for dtype ${opts.dtype}`, {
+      throw new DsaPruneError(`${dir} has no onnx/model${suffix}.onnx for dtype ${opts.dtype}`, { code: 'not-found',
         hint: `Available: ${files.join(', ')}.`,
       });
     }
@@ -118,7 +118,7 @@ export function readFolderGraph(folder: ModelFolder): ModelProto {
     if (!isExternal(t)) continue;
     const { location } = externalInfo(t);
     if (!existsSync(path.join(base, location))) {
-      throw new DsaPruneError(`${folder.onnxPath} keeps weight ${t.name} in ${location}, which is missing`, {
+      throw new DsaPruneError(`${folder.onnxPath} keeps weight ${t.name} in ${location}, which is missing`, { code: 'invalid-model',
         hint: 'Copy the whole model folder, including the .onnx_data file(s) next to the .onnx file.',
       });
     }
@@ -155,12 +155,12 @@ export async function loadModelDir(
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
     if (/unsupported model type|not supported|Unrecognized/i.test(msg)) {
-      throw new DsaPruneError(`${folder.dir} (model_type ${String(folder.config.model_type)}) is not a causal language model transformers.js can load: ${msg}`, {
+      throw new DsaPruneError(`${folder.dir} (model_type ${String(folder.config.model_type)}) is not a causal language model transformers.js can load: ${msg}`, { code: 'invalid-model',
         hint: 'dsa-prune prunes decoder-only text generators supported by AutoModelForCausalLM.',
         cause: e,
       });
     }
-    throw new DsaPruneError(`transformers.js could not load ${folder.dir}: ${msg}`, {
+    throw new DsaPruneError(`transformers.js could not load ${folder.dir}: ${msg}`, { code: 'invalid-model',
       hint: 'Check that the folder is a complete transformers.js export (config.json, tokenizer files, onnx/model.onnx).',
       cause: e,
     });
@@ -170,7 +170,7 @@ export async function loadModelDir(
     try {
       tokenizer = await tf.AutoTokenizer.from_pretrained(folder.dir, { local_files_only: true });
     } catch (e) {
-      throw new DsaPruneError(`the tokenizer files of ${folder.dir} could not be loaded: ${(e as Error).message}`, {
+      throw new DsaPruneError(`the tokenizer files of ${folder.dir} could not be loaded: ${(e as Error).message}`, { code: 'invalid-model',
         hint: 'Restore tokenizer.json / tokenizer_config.json from the original model.',
         cause: e,
       });

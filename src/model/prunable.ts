@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { densifyModel } from '../compress/sparse.js';
 import { DsaPruneError } from '../errors.js';
+import { transpose } from '../kernels/dense.js';
 import type { LinearInfo } from '../types.js';
 import { discoverLinears, type WeightLayout } from './discover.js';
 import { hasExternalData, externalFiles, initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
@@ -73,21 +74,7 @@ export function dtypeToSuffix(dtype: string | undefined): string | undefined {
   return dtype === undefined ? undefined : DTYPE_SUFFIX[dtype];
 }
 
-/** Blocked transpose of a [rows × cols] row-major matrix into dst [cols × rows]. */
-export function transpose(src: Float32Array, rows: number, cols: number, dst = new Float32Array(rows * cols)): Float32Array {
-  const B = 32;
-  for (let i0 = 0; i0 < rows; i0 += B) {
-    const i1 = Math.min(rows, i0 + B);
-    for (let j0 = 0; j0 < cols; j0 += B) {
-      const j1 = Math.min(cols, j0 + B);
-      for (let i = i0; i < i1; i++) {
-        const row = i * cols;
-        for (let j = j0; j < j1; j++) dst[j * rows + i] = src[row + j];
-      }
-    }
-  }
-  return dst;
-}
+export { transpose };
 
 function findOnnxInFolder(dir: string, suffix: string | undefined, base = 'model'): string | undefined {
   const sub = path.join(dir, 'onnx');
@@ -107,7 +94,7 @@ function findOnnxInFolder(dir: string, suffix: string | undefined, base = 'model
 function sessionEntries(model: any): [string, any][] { // eslint-disable-line @typescript-eslint/no-explicit-any
   const sessions = model?.sessions;
   if (!sessions || typeof sessions !== 'object') {
-    throw new DsaPruneError('the object passed is not a transformers.js model (it has no onnxruntime sessions)', {
+    throw new DsaPruneError('the object passed is not a transformers.js model (it has no onnxruntime sessions)', { code: 'invalid-input',
       hint: 'Pass the model returned by AutoModelForCausalLM.from_pretrained(...).',
     });
   }
@@ -183,7 +170,7 @@ function sameFloats(a: Float32Array, b: Float32Array): boolean {
  */
 export function attachModel(model: any, opts: { source?: string } = {}): Promise<PrunableModel> { // eslint-disable-line @typescript-eslint/no-explicit-any
   if (model === null || (typeof model !== 'object' && typeof model !== 'function')) {
-    return Promise.reject(new DsaPruneError('attachModel expects a transformers.js model object', {
+    return Promise.reject(new DsaPruneError('attachModel expects a transformers.js model object', { code: 'invalid-input',
       hint: 'Pass the model returned by AutoModelForCausalLM.from_pretrained(...).',
     }));
   }
@@ -236,7 +223,7 @@ function buildPrunable(model: any, opts: { source?: string }): PrunableModel { /
   } else if (source.bytes) {
     proto = decodeModel(source.bytes, 'the model bytes');
   } else {
-    throw new DsaPruneError('the source of the model session is unknown', { hint: 'Pass { source: dir }.' });
+    throw new DsaPruneError('the source of the model session is unknown', { code: 'invalid-input', hint: 'Pass { source: dir }.' });
   }
   // A folder saved with { compress: true } stores sparse weights as bitmask + values rebuilt by graph nodes:
   // restore plain dense initializers so the linears are found and editable.
@@ -244,7 +231,7 @@ function buildPrunable(model: any, opts: { source?: string }): PrunableModel { /
   const config = readConfig(source.dir, model);
   const found = discoverLinears(proto.graph, { config });
   if (found.linears.length === 0) {
-    throw new DsaPruneError(`no prunable linear layer found in ${source.onnxPath || 'the model graph'}`, {
+    throw new DsaPruneError(`no prunable linear layer found in ${source.onnxPath || 'the model graph'}`, { code: 'invalid-model',
       hint: 'dsa-prune prunes MatMul/Gemm nodes with float32/float16 weight initializers; run `dsa-prune inspect` on the folder to see what it finds.',
     });
   }

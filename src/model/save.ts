@@ -7,7 +7,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSyn
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DsaPruneError, EXIT } from '../errors.js';
-import { countZeros } from '../methods/common.js';
+import { countZeros } from '../kernels/dense.js';
 import { hasExternalData, initializerBytes, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
 import { encodeModel } from './onnx.js';
 import { attachModel } from './prunable.js';
@@ -71,22 +71,22 @@ export function checkOutDir(sourceDir: string, outDir: string, overwrite: boolea
   if (sourceDir) {
     const src = realpathSync(sourceDir);
     if (inside(outReal, src)) {
-      throw new DsaPruneError(`refusing to save into ${out}: it is ${outReal === src ? 'the folder' : 'inside the folder'} the model was loaded from (${src})`, {
+      throw new DsaPruneError(`refusing to save into ${out}: it is ${outReal === src ? 'the folder' : 'inside the folder'} the model was loaded from (${src})`, { code: 'refused',
         hint: 'Choose an output folder outside the source model folder; the source is never modified.',
       });
     }
     if (inside(src, outReal)) {
-      throw new DsaPruneError(`refusing to save into ${out}: the source model folder ${src} is inside it`, {
+      throw new DsaPruneError(`refusing to save into ${out}: the source model folder ${src} is inside it`, { code: 'refused',
         hint: 'Choose an output folder that does not contain the source model.',
       });
     }
   }
   if (existsSync(out)) {
     if (!statSync(out).isDirectory()) {
-      throw new DsaPruneError(`output ${out} exists and is a file`, { hint: 'Choose a folder path for the pruned model.' });
+      throw new DsaPruneError(`output ${out} exists and is a file`, { code: 'refused', hint: 'Choose a folder path for the pruned model.' });
     }
     if (readdirSync(out).length > 0 && !overwrite) {
-      throw new DsaPruneError(`output folder ${out} exists and is not empty`, {
+      throw new DsaPruneError(`output folder ${out} exists and is not empty`, { code: 'refused',
         hint: 'Choose a new folder, or pass overwrite (CLI: --overwrite) to replace it.',
       });
     }
@@ -156,8 +156,11 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
 
 /** The error of a failed save: a full disk or another file-system error (exit code EXIT.io), or `e` itself. */
 function saveError(e: unknown, out: string): unknown {
-  // A file-system error, thrown directly or wrapped by a writer (writeModelAtomic) as its cause.
-  const errno = [e, (e as { cause?: unknown } | undefined)?.cause].find((x): x is NodeJS.ErrnoException => typeof (x as NodeJS.ErrnoException | undefined)?.code === 'string');
+  // A file-system error, thrown directly or wrapped by a writer (writeModelAtomic) as its cause (a DsaPruneError has a
+  // `code` too, dsa-prune's own: not an errno).
+  const errno = [e, (e as { cause?: unknown } | undefined)?.cause].find(
+    (x): x is NodeJS.ErrnoException => !(x instanceof DsaPruneError) && typeof (x as NodeJS.ErrnoException | undefined)?.code === 'string',
+  );
   if (errno?.code === 'ENOSPC' || errno?.code === 'EDQUOT') {
     return new DsaPruneError(`the disk filled up while saving to ${out}; nothing was written`, {
       hint: `Free disk space (the model needs about as much as the source folder, more with --quantize) or save to another disk.`,
@@ -205,7 +208,7 @@ function publish(tmp: string, out: string): void {
     if (old) renameSync(old, out);
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-      throw new DsaPruneError(`output folder ${out} was created by someone else while saving`, {
+      throw new DsaPruneError(`output folder ${out} was created by someone else while saving`, { code: 'refused',
         hint: 'Another process saved to the same folder; choose a different output folder.',
         cause: e,
       });

@@ -10,7 +10,7 @@ import { parseReportInput, validateQuality, type QualityScores, type ReportInput
 export function reportInputFile(path: string): string {
   const abs = resolve(path);
   if (!existsSync(abs)) {
-    throw new DsaPruneError(`${path}: no such file or folder`, {
+    throw new DsaPruneError(`${path}: no such file or folder`, { code: 'not-found',
       hint: 'pass a pruned model folder (with pruning.json) or a search result JSON file',
       exitCode: EXIT.badInput,
     });
@@ -18,7 +18,7 @@ export function reportInputFile(path: string): string {
   if (statSync(abs).isDirectory()) {
     const f = join(abs, 'pruning.json');
     if (!existsSync(f)) {
-      throw new DsaPruneError(`${path}: folder has no pruning.json`, {
+      throw new DsaPruneError(`${path}: folder has no pruning.json`, { code: 'not-found',
         hint: 'pass a folder written by savePruned / `dsa-prune prune --out`, or a search result JSON file',
         exitCode: EXIT.badInput,
       });
@@ -41,7 +41,7 @@ export function loadReportInput(path: string): { input: ReportInput; file: strin
   try {
     data = JSON.parse(text);
   } catch (e) {
-    throw new DsaPruneError(`${file}: not valid JSON (${(e as Error).message})`, {
+    throw new DsaPruneError(`${file}: not valid JSON (${(e as Error).message})`, { code: 'invalid-data',
       hint: 'pass the pruning.json of a pruned folder or the JSON written by `dsa-prune search --json`',
       exitCode: EXIT.badInput,
       cause: e,
@@ -61,7 +61,7 @@ function readJson(file: string, what: string): unknown {
   try {
     return JSON.parse(text);
   } catch (e) {
-    throw new DsaPruneError(`${file}: ${what} is not valid JSON (${(e as Error).message})`, { exitCode: EXIT.badInput, cause: e });
+    throw new DsaPruneError(`${file}: ${what} is not valid JSON (${(e as Error).message})`, { code: 'invalid-data', cause: e });
   }
 }
 

@@ -5,7 +5,7 @@
 import { readFile, rename, writeFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
-import type { SearchState } from './evolution.js';
+import type { SearchState } from './types.js';
 
 export interface SearchCheckpoint {
   version: 1;

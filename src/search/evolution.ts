@@ -9,9 +9,11 @@
  * the evaluator at once) does not change any choice either: a generation's children are all fixed before the first one
  * is evaluated.
  */
-import { DsaPruneError } from '../errors.js';
+import { DsaPruneError, abortedError } from '../errors.js';
 import { mixSeed, Rng } from './random.js';
-import type { Candidate, Evaluation, Evaluator } from './types.js';
+import type { Candidate, Evaluation, Evaluator, HistoryEntry, Member, SearchState } from './types.js';
+// Re-exported: they were declared here (now in types.ts, so checkpoint.ts needs nothing of this file).
+export type { HistoryEntry, Member, SearchState } from './types.js';
 import { candidateKey } from './types.js';
 import { writeCheckpoint, type SearchCheckpoint } from './checkpoint.js';
 
@@ -79,21 +81,6 @@ export interface SearchProgress {
   generationDone: boolean;
 }
 
-/** One evaluated candidate, in the order of evaluation. */
-export interface HistoryEntry {
-  /** 1-based index of the evaluation. */
-  evaluation: number;
-  generation: number;
-  /** Reference string form, e.g. `W:(ABSLOG)-(VAR)-(ATAN)`. */
-  expression: string;
-  lambda: number;
-  /** Perplexity on the search split (null when not finite). */
-  fitness: number | null;
-  blockSparsity: number[];
-  seconds: number;
-  worker?: string;
-  candidate: Candidate;
-}
 
 export interface SearchResult {
   best: {
@@ -115,28 +102,6 @@ export interface SearchResult {
   seed: number;
 }
 
-/** A population member: a candidate with its fitness. */
-export interface Member {
-  candidate: Candidate;
-  allocationKey: string;
-  fitness: number;
-  /** Evaluation index (1-based), the tie-breaker: earlier wins. */
-  evaluation: number;
-}
-
-/** The whole state of a search between generations (what a checkpoint holds). */
-export interface SearchState {
-  strategy: 'evolution' | 'random';
-  seed: number;
-  generation: number; // generations completed
-  evaluations: number;
-  elapsedSeconds: number;
-  population: Member[];
-  /** allocation key → fitness (null = not finite) of every evaluated candidate. */
-  seen: Record<string, number | null>;
-  history: HistoryEntry[];
-  rejected: { invalid: number; duplicate: number };
-}
 
 const byFitness = (a: Member, b: Member) => a.fitness - b.fitness || a.evaluation - b.evaluation;
 
@@ -277,7 +242,7 @@ export async function runSearch(space: CandidateSpace, evaluator: Evaluator, opt
     const evaluated: Member[] = [];
     let timeUp = false;
     for (let i = 0; i < children.length; i += bs) {
-      if (options.signal?.aborted) throw new DsaPruneError('search aborted', { exitCode: 130, hint: options.checkpointPath ? `resume with --resume ${options.checkpointPath}` : undefined });
+      if (options.signal?.aborted) throw abortedError('search aborted', options.checkpointPath ? `resume with --resume ${options.checkpointPath}` : undefined);
       if (i > 0 && options.timeLimitSeconds !== undefined && elapsed() >= options.timeLimitSeconds) {
         timeUp = true;
         break;

@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { DsaPruneError } from '../errors.js';
+import { DsaPruneError, abortedError } from '../errors.js';
 import type { InputStats } from '../types.js';
 import { candidateAllocation, type DenseData } from './fitness.js';
 import type { Candidate, Evaluation, Evaluator, SearchSpec } from './types.js';
@@ -192,7 +192,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
           if (signal?.aborted) {
             slot.busy = false;
             wake();
-            throw new DsaPruneError('search aborted', { exitCode: 130 });
+            throw abortedError('search aborted');
           }
           const id = nextId++;
           // Fast mode: the allocation comes from here, where the search's validity check already scored the block

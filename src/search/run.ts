@@ -6,8 +6,6 @@
 import { DsaPruneError } from '../errors.js';
 import type { BudgetMode } from '../types.js';
 import type { PrunableModel } from '../model/index.js';
-import { lineChart } from '../report/charts.js';
-import { searchSeries } from '../report/html.js';
 import { computeDense, createFitness, idsSha256, calibrationWindows, type DenseData } from './fitness.js';
 import { createPool, defaultParallelism } from './pool.js';
 import { createRedisEvaluator } from './distributed/coordinator.js';
@@ -219,16 +217,5 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
   return out;
 }
 
-/** SVG chart of a search: every candidate and best-so-far vs evaluations (random search alongside when present). */
-export function searchChart(r: Pick<SearchOutput, 'history' | 'random' | 'best' | 'method' | 'sparsity'>, o: { referenceLines?: { value: number; label: string }[] } = {}): string {
-  const finite = [...r.history, ...(r.random ?? [])].map((h) => h.fitness).filter((f): f is number => f !== null && Number.isFinite(f));
-  const lo = Math.min(...finite);
-  const hi = Math.max(...finite);
-  return lineChart(searchSeries(r.history, r.random), {
-    title: `DSA search — ${r.method} ${(r.sparsity * 100).toFixed(0)}%: search-split perplexity vs evaluations`,
-    xLabel: 'evaluation',
-    yLabel: 'perplexity (search split)',
-    logY: hi / Math.max(lo, 1e-9) > 20,
-    ...(o.referenceLines ? { referenceLines: o.referenceLines } : {}),
-  });
-}
+// The chart of a search is drawn by report/ from the search's data (re-exported here for existing callers).
+export { searchChart } from '../report/search-chart.js';

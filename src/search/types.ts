@@ -64,3 +64,42 @@ export interface SearchSpec {
   seed: number;
   modelHash: string;
 }
+
+/** One evaluated candidate, in the order of evaluation. */
+export interface HistoryEntry {
+  /** 1-based index of the evaluation. */
+  evaluation: number;
+  generation: number;
+  /** Reference string form, e.g. `W:(ABSLOG)-(VAR)-(ATAN)`. */
+  expression: string;
+  lambda: number;
+  /** Perplexity on the search split (null when not finite). */
+  fitness: number | null;
+  blockSparsity: number[];
+  seconds: number;
+  worker?: string;
+  candidate: Candidate;
+}
+
+/** A population member: a candidate with its fitness. */
+export interface Member {
+  candidate: Candidate;
+  allocationKey: string;
+  fitness: number;
+  /** Evaluation index (1-based), the tie-breaker: earlier wins. */
+  evaluation: number;
+}
+
+/** The whole state of a search between generations (what a checkpoint holds). */
+export interface SearchState {
+  strategy: 'evolution' | 'random';
+  seed: number;
+  generation: number; // generations completed
+  evaluations: number;
+  elapsedSeconds: number;
+  population: Member[];
+  /** allocation key → fitness (null = not finite) of every evaluated candidate. */
+  seen: Record<string, number | null>;
+  history: HistoryEntry[];
+  rejected: { invalid: number; duplicate: number };
+}

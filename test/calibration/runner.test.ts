@@ -6,7 +6,7 @@ import { writeWithExternalData } from '../../src/model/external.js';
 import { createNode, createTensor, DataType, readModelFile } from '../../src/model/onnx.js';
 import { describe, expect, it } from 'vitest';
 import { blockOfNode, planGraph, runCalibration, denseStatistics } from '../../src/calibration/index.js';
-import { DsaPruneError } from '../../src/errors.js';
+import { DsaPruneError, EXIT } from '../../src/errors.js';
 import type { Progress } from '../../src/types.js';
 import { loadFixture, repoRoot } from './fixture.js';
 
@@ -113,7 +113,7 @@ describe('calibration runner', () => {
       nsamples: N, seqlen: T, batchSize: 1, needs: { sq: true, gram: false }, signal: ac.signal,
       onProgress: (x) => { if (x.phase === 'statistics') ac.abort(); },
     });
-    await expect(p).rejects.toMatchObject({ name: 'DsaPruneError', exitCode: 130 });
+    await expect(p).rejects.toMatchObject({ name: 'DsaPruneError', code: 'aborted', exitCode: EXIT.aborted });
   });
 
   it('reads weights kept in external data (model.onnx + model.onnx_data)', async () => {

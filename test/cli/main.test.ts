@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { memoryIo } from '../../src/cli/io.js';
 import { COMMANDS, main, type CommandModule } from '../../src/cli/main.js';
-import { DsaPruneError } from '../../src/errors.js';
+import { DsaPruneError, EXIT } from '../../src/errors.js';
 
 const fake = (run: CommandModule['run'], help = 'fake help'): CommandModule => ({ run, help });
 
@@ -86,7 +86,7 @@ describe('dispatcher', () => {
             }),
         ),
     });
-    expect(code).toBe(130);
+    expect(code).toBe(EXIT.aborted);
     expect(io.stderrText).toContain('aborted');
   });
 

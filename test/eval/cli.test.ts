@@ -59,6 +59,6 @@ describe('dsa-prune eval', () => {
     await run([storiesDir, '--task', 'copa', '--limit', '5', '--data-dir', dataDir, '-q'], io);
     expect(io.stdoutText).toMatch(/copa acc \(n=5\)\s+\d\.\d{4}/);
     await expect(run([storiesDir], memoryIo())).rejects.toThrow(/nothing to evaluate/);
-    await expect(run([storiesDir, '--task', 'copa', '--data-dir', path.join(tmp, 'none')], memoryIo())).rejects.toThrow(/data file not found; expected/);
+    await expect(run([storiesDir, '--task', 'copa', '--data-dir', path.join(tmp, 'none')], memoryIo())).rejects.toMatchObject({ name: 'DsaPruneError', code: 'not-found' });
   });
 });

@@ -49,7 +49,7 @@ describe('loadModelDir', () => {
       env.localModelPath = previous;
     }
     const e = await rejection(loadModelDir('nobody/nothing-here'));
-    expect(e.message).toMatch(/does not exist/);
+    expect(e.code).toBe('not-found');
     expect(e.hint).toMatch(/never downloads/);
   });
 

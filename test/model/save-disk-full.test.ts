@@ -147,6 +147,7 @@ describe('a full disk during savePruned', () => {
       const e = err as DsaPruneError;
       expect(e.message).toBe(`the disk filled up while saving to ${out}; nothing was written`);
       expect(e.hint).toMatch(/free disk space/i);
+      expect(e.code).toBe('write-failed');
       expect(e.exitCode).toBe(EXIT.io);
       expect((e.cause as NodeJS.ErrnoException).code).toBe('ENOSPC');
       // The budget ran out inside this file: everything before it was written, so the failure really was midway.
@@ -196,6 +197,7 @@ describe('a full disk during savePruned', () => {
     expect(err).toBeInstanceOf(DsaPruneError);
     expect((err as DsaPruneError).message).toMatch(/^writing .*model\.onnx failed: ENOSPC/);
     expect(hashTree(dir)).toEqual(before);
+    expect((err as DsaPruneError).code).toBe('write-failed');
     expect((err as DsaPruneError).exitCode).toBe(EXIT.io);
     disk.free = Infinity;
     const reloaded = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32', use_external_data_format: true });

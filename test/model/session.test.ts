@@ -130,7 +130,7 @@ describe('stories260k through transformers.js', () => {
     const pm = await attachModel(early, { source: dir });
     expect(pm.source.onnxPath).toBe(onnxPath);
     expect(pm.linears.length).toBe(35);
-    await expect(attachModel({})).rejects.toThrow(/not a transformers.js model/);
+    await expect(attachModel({})).rejects.toMatchObject({ name: 'DsaPruneError', code: 'invalid-input' });
     await session.release();
   });
 });

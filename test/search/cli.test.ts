@@ -62,7 +62,7 @@ describe('dsa-prune search', () => {
   });
 
   it('refuses a search text that is an evaluation file, before loading anything', async () => {
-    await expect(run([model, ...base(), '--search-text', evalFile, '--eval-text', evalFile], memoryIo())).rejects.toThrow(/evaluation file/);
+    await expect(run([model, ...base(), '--search-text', evalFile, '--eval-text', evalFile], memoryIo())).rejects.toMatchObject({ name: 'DsaPruneError', code: 'refused' });
     await expect(run([model, '--evals', '3'], memoryIo())).rejects.toThrow(/--calibration/);
   });
 });

@@ -55,7 +55,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const v = args.values;
   const t0 = performance.now();
@@ -167,7 +167,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
         ].join('\n'),
       );
     } else io.stdout(`${reportPath}\n`);
-    return 0;
+    return EXIT.ok;
   } finally {
     progress.done();
     await (model as { dispose?: () => Promise<unknown> }).dispose?.();

@@ -7,7 +7,7 @@ import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import { contextLength } from '../../model/context.js';
 import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
-import { DsaPruneError } from '../../errors.js';
+import { DsaPruneError, EXIT } from '../../errors.js';
 import { loadModelDir } from '../../model/index.js';
 import { readTextFile, tokenizeText } from '../../data/text.js';
 import { perplexity, type PerplexityResult } from '../../eval/perplexity.js';
@@ -145,7 +145,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const dir = args.positionals[0]!;
   const tasks = (args.values.task ?? []).flatMap((t) => t.split(',')).map((t) => t.trim()).filter(Boolean);
@@ -171,5 +171,5 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   } else {
     io.stdout(table(dir, a, other));
   }
-  return 0;
+  return EXIT.ok;
 }

@@ -5,6 +5,7 @@
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { formatInspectTable, inspectModel } from '../../model/index.js';
+import { EXIT } from '../../errors.js';
 
 const spec = defineCommand({
   name: 'inspect',
@@ -34,10 +35,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const report = await inspectModel(args.positionals[0]);
   if (args.common.json) io.stdout(JSON.stringify(report, null, 2) + '\n');
   else io.stdout(formatInspectTable(report));
-  return 0;
+  return EXIT.ok;
 }

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
-import { DsaPruneError } from '../../errors.js';
+import { DsaPruneError, EXIT } from '../../errors.js';
 import { loadModelDir } from '../../model/index.js';
 import { parseAllocatorSpec, dsa, type Allocator } from '../../allocators/index.js';
 import { planPrune, pruneModel, type PruneOptions } from '../../prune.js';
@@ -74,7 +74,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const v = args.values;
   const modelDir = args.positionals[0];
@@ -117,7 +117,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       for (const l of plan.linears) io.stdout(`  ${l.name.padEnd(48)} block ${String(l.block).padStart(3)}  ${l.role.padEnd(5)} ${String(l.dOut + '×' + l.dIn).padStart(12)}  → ${(l.target * 100).toFixed(2)}%\n`);
       io.stdout(`memory: ~${(plan.memory.peakBytes / 2 ** 20).toFixed(0)} MiB peak (${plan.memory.explanation})\n`);
     }
-    return 0;
+    return EXIT.ok;
   }
 
   const report = await pruneModel(model, options);
@@ -148,5 +148,5 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.stdout(`saved to ${v.out}\n`);
     if (saved) for (const f of saved.files) io.stdout(`  ${f.file.padEnd(28)} ${f.kind.padEnd(10)} ${(f.bytes / 2 ** 20).toFixed(2).padStart(9)} MiB  ${(f.ratio * 100).toFixed(1).padStart(5)}% of the dense file\n`);
   }
-  return 0;
+  return EXIT.ok;
 }

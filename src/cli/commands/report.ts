@@ -42,7 +42,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const compare: Record<string, string> = {};
   for (const c of args.values.compare ?? []) {
@@ -64,5 +64,5 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   });
   if (args.common.json) io.stdout(`${JSON.stringify({ report: target })}\n`);
   else if (!args.common.quiet) io.stdout(`report written to ${target}\n`);
-  return 0;
+  return EXIT.ok;
 }

@@ -4,12 +4,13 @@ import path from 'node:path';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { formatDuration } from '../progress.js';
-import { DsaPruneError } from '../../errors.js';
+import { DsaPruneError, EXIT } from '../../errors.js';
 import { loadModelDir } from '../../model/index.js';
 import { readTextFile, tokenizeText, type TextTokenizer } from '../../data/text.js';
 import { readCheckpoint } from '../../search/checkpoint.js';
 import { packageRoot } from '../../eval/tasks/files.js';
-import { searchChart, searchModel, type SearchOutput } from '../../search/run.js';
+import { searchModel, type SearchOutput } from '../../search/run.js';
+import { searchChart } from '../../report/search-chart.js';
 
 const spec = defineCommand({
   name: 'search',
@@ -76,7 +77,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const v = args.values;
   const modelDir = args.positionals[0]!;
@@ -95,7 +96,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     const h = sha(searchBytes);
     for (const f of [...(v['eval-text'] ?? []), ...knownEvalFiles()]) {
       if (sha(readFileSync(f)) === h) {
-        throw new DsaPruneError(`--search-text ${v['search-text']} is the evaluation file ${f}: a search must not see the data it is evaluated on`, {
+        throw new DsaPruneError(`--search-text ${v['search-text']} is the evaluation file ${f}: a search must not see the data it is evaluated on`, { code: 'refused',
           hint: 'pass a held-out part of your training/calibration text, or omit --search-text to use the calibration text after the calibration windows',
         });
       }
@@ -104,7 +105,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   for (const f of v['eval-text'] ?? []) {
     if (sha(readFileSync(f)) === sha(calBytes) && !searchBytes) {
-      throw new DsaPruneError(`--calibration ${v.calibration} is the evaluation file ${f}; its tail would be the search split`, {
+      throw new DsaPruneError(`--calibration ${v.calibration} is the evaluation file ${f}; its tail would be the search split`, { code: 'refused',
         hint: 'pass --search-text with held-out text',
       });
     }
@@ -165,5 +166,5 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     if (result.randomBest) io.stdout(`random search (same budget): best ${result.randomBest.fitness.toFixed(4)} — ${result.randomBest.expression}, λ = ${result.randomBest.lambda}\n`);
     if (out) io.stdout(`wrote ${out} and ${out.replace(/\.json$/i, '')}.svg; prune with: dsa-prune prune ${modelDir} --allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
   }
-  return 0;
+  return EXIT.ok;
 }

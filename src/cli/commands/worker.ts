@@ -44,7 +44,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const v = args.values;
   const need = (name: string, value: string | undefined): string => {

@@ -48,7 +48,7 @@ export function findTaskFile(task: string, dirs: string[], candidates: string[])
     }
   }
   const expected = dirs.flatMap((d) => candidates.map((c) => path.join(d, c)));
-  throw new DsaPruneError(`task ${task}: data file not found; expected ${expected[0]}${expected.length > 1 ? ` (or ${expected.slice(1).join(', ')})` : ''}`, {
+  throw new DsaPruneError(`task ${task}: data file not found; expected ${expected[0]}${expected.length > 1 ? ` (or ${expected.slice(1).join(', ')})` : ''}`, { code: 'not-found',
     hint: 'pass --data-dir <folder> (dataDir) with the files laid out as in docs/evaluation.md ("Task data"), or give the file as <task>=<path>',
   });
 }
@@ -59,7 +59,7 @@ export function readTaskText(task: string, file: string): string {
   try {
     bytes = readFileSync(file);
   } catch (e) {
-    throw new DsaPruneError(`task ${task}: cannot read ${file}: ${(e as Error).message}`, { cause: e });
+    throw new DsaPruneError(`task ${task}: cannot read ${file}: ${(e as Error).message}`, { code: 'not-found', cause: e });
   }
   if (file.endsWith('.bz2')) bytes = bunzip2(bytes, file);
   return new TextDecoder().decode(bytes);
@@ -67,7 +67,7 @@ export function readTaskText(task: string, file: string): string {
 
 /** Error for malformed task data at `file:line`. */
 export function badLine(task: string, file: string, line: number, what: string): DsaPruneError {
-  return new DsaPruneError(`task ${task}: ${file}:${line}: ${what}`, {
+  return new DsaPruneError(`task ${task}: ${file}:${line}: ${what}`, { code: 'invalid-data',
     hint: 'check the file format (see docs/evaluation.md) or use a fresh copy of the data',
   });
 }

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
-import { DsaPruneError, EXIT } from '../../errors.js';
+import { DsaPruneError, EXIT, abortedError } from '../../errors.js';
 
 // ioredis is CommonJS and is what BullMQ itself loads; a type-only view of the little we use keeps us independent of
 // its typings.
@@ -146,7 +146,7 @@ function loadIoredis(): RedisCtor {
     ctor = mod.default ?? mod;
     return ctor;
   } catch (e) {
-    throw new DsaPruneError('the distributed search needs the "ioredis" package, which is not installed', {
+    throw new DsaPruneError('the distributed search needs the "ioredis" package, which is not installed', { code: 'dependency-missing',
       hint: 'Install it next to dsa-prune: npm install ioredis',
       exitCode: EXIT.failure,
       cause: e,
@@ -160,7 +160,7 @@ let bullmq: Promise<BullMq> | undefined;
 export function loadBullmq(): Promise<BullMq> {
   bullmq ??= import('bullmq').catch((e: unknown) => {
     bullmq = undefined;
-    throw new DsaPruneError('the distributed search needs the "bullmq" package, which could not be loaded', {
+    throw new DsaPruneError('the distributed search needs the "bullmq" package, which could not be loaded', { code: 'dependency-missing',
       hint: 'Install it next to dsa-prune: npm install bullmq',
       exitCode: EXIT.failure,
       cause: e,
@@ -242,7 +242,7 @@ function isAuthError(e: Error): boolean {
 export function unreachable(target: RedisTarget, cause: Error | undefined, attempts: number): DsaPruneError {
   const why = cause?.message ?? 'no answer';
   if (cause && /certificate|self.signed|SSL|TLS|wrong version number|EPROTO/i.test(cause.message)) {
-    return new DsaPruneError(`TLS connection to Redis at ${target.display} failed: ${why}`, {
+    return new DsaPruneError(`TLS connection to Redis at ${target.display} failed: ${why}`, { code: 'remote',
       hint:
         'For a server certificate from a private CA, set REDIS_TLS_CA to that CA\'s PEM file; use rediss:// only for a ' +
         'TLS port and redis:// for a plain one.',
@@ -251,13 +251,13 @@ export function unreachable(target: RedisTarget, cause: Error | undefined, attem
     });
   }
   if (cause && isAuthError(cause)) {
-    return new DsaPruneError(`Redis at ${target.display} refused the credentials: ${why}`, {
+    return new DsaPruneError(`Redis at ${target.display} refused the credentials: ${why}`, { code: 'remote',
       hint: 'Give the password in the URL (redis://:PASSWORD@host:port) or in the REDIS_PASSWORD environment variable.',
       exitCode: EXIT.badInput,
       cause,
     });
   }
-  return new DsaPruneError(`cannot reach Redis at ${target.display} after ${attempts} attempts: ${why}`, {
+  return new DsaPruneError(`cannot reach Redis at ${target.display} after ${attempts} attempts: ${why}`, { code: 'remote',
     hint:
       'Check that redis-server is running and reachable from this machine (host, port, firewall, bind address), ' +
       'and use rediss:// if the server requires TLS.',
@@ -287,5 +287,5 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 
 /** The error thrown when a distributed wait is aborted (Ctrl-C). */
 export function abortError(): DsaPruneError {
-  return new DsaPruneError('distributed evaluation aborted', { exitCode: EXIT.aborted });
+  return abortedError('distributed evaluation aborted');
 }

@@ -326,7 +326,7 @@ export class RedisEvaluator implements Evaluator {
       const c = unique.get(k)!;
       throw new DsaPruneError(
         `candidate ${formatDsa(c.expression, 'reference')} (λ=${c.lambda}) failed on the workers: ${job.failedReason ?? 'unknown reason'}`,
-        {
+        { code: 'remote',
           hint: /model hash/.test(job.failedReason ?? '')
             ? 'Start the workers with the same model folder as the search (the run records its model hash).'
             : 'See the worker logs; the job stays in the failed set of the queue for inspection.',
