@@ -8,11 +8,12 @@ import { DsaPruneError, EXIT } from '../errors.js';
 import { initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from '../model/external.js';
 import { splitOnnxName } from '../model/hook.js';
 import { encodeModel, readModelFile, type ModelProto } from '../model/onnx.js';
+import { DTYPE_SUFFIX } from '../model/dtypes.js';
 import { quantizeModel, type QuantizeKind, type QuantizeOptions, type QuantizeReport } from './quantize.js';
 import { compressModel, type CompressOptions, type CompressReport } from './sparse.js';
 
 /** transformers.js file-name suffix per dtype (`from_pretrained(dir, { dtype })`). */
-export const QUANT_SUFFIX: Record<QuantizeKind, string> = { q8: '_quantized', q4: '_q4' };
+export const QUANT_SUFFIX: Record<QuantizeKind, string> = { q8: DTYPE_SUFFIX.q8, q4: DTYPE_SUFFIX.q4 };
 
 export interface FileSize {
   /** Path relative to the model folder. */

@@ -7,6 +7,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import path from 'node:path';
+import { FILE_SUFFIXES } from './dtypes.js';
 
 /** Where a session's ONNX graph came from. */
 export interface ModelSource {
@@ -35,12 +36,11 @@ interface Hooked {
   [HOOK]?: { original: CreateFn };
 }
 
-const DTYPE_SUFFIXES = ['_q4f16', '_quantized', '_fp16', '_int8', '_uint8', '_bnb4', '_q4', '_q8'];
 
 /** Split `model_fp16.onnx` into { base: 'model', suffix: '_fp16' }. */
 export function splitOnnxName(file: string): { base: string; suffix: string } {
   const stem = path.basename(file).replace(/\.onnx$/i, '');
-  for (const s of DTYPE_SUFFIXES) {
+  for (const s of FILE_SUFFIXES) {
     if (stem.endsWith(s) && stem.length > s.length) return { base: stem.slice(0, -s.length), suffix: s };
   }
   return { base: stem, suffix: '' };

@@ -11,4 +11,5 @@ export { inspectModel, formatInspectTable, type InspectReport, type InspectLinea
 export { hasExternalData, externalFiles, initializerBytes, inlinedModel, writeWithExternalData, tensorDataSize, PROTOBUF_LIMIT } from './external.js';
 export * from './onnx.js';
 export { contextLength } from './context.js';
+export { DTYPE_SUFFIX, SUFFIX_DTYPE, FILE_SUFFIXES, dtypeToSuffix, type ModelDtype } from './dtypes.js';
 export { buildFeeds, sessionOf, type DecoderSession, type CausalLMLike, type FeedOptions, type PastState } from './feeds.js';

@@ -8,7 +8,8 @@ import { DsaPruneError } from '../errors.js';
 import { installLoadingHook, splitOnnxName } from './hook.js';
 import { densifyModel } from '../compress/sparse.js';
 import { externalInfo, isExternal, readModelFile, type ModelProto } from './onnx.js';
-import { attachModel, dtypeToSuffix, rememberDecoded, type PrunableModel } from './prunable.js';
+import { attachModel, rememberDecoded, type PrunableModel } from './prunable.js';
+import { dtypeToSuffix, SUFFIX_DTYPE } from './dtypes.js';
 
 /** A validated model folder: where its config and the ONNX file to load are. */
 export interface ModelFolder {
@@ -20,9 +21,6 @@ export interface ModelFolder {
   dtype: string;
 }
 
-const SUFFIX_DTYPE: Record<string, string> = {
-  '': 'fp32', _fp16: 'fp16', _int8: 'int8', _uint8: 'uint8', _quantized: 'q8', _q4: 'q4', _q4f16: 'q4f16', _bnb4: 'bnb4',
-};
 const CAUSAL_ARCH = /(ForCausalLM|LMHeadModel|ForCausalLMWithValueHead)$/;
 
 async function transformers(): Promise<typeof import('@huggingface/transformers')> {

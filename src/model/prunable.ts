@@ -10,6 +10,7 @@ import path from 'node:path';
 import { densifyModel } from '../compress/sparse.js';
 import { DsaPruneError } from '../errors.js';
 import { transpose } from '../kernels/dense.js';
+import { dtypeToSuffix } from './dtypes.js';
 import type { LinearInfo } from '../types.js';
 import { discoverLinears, type WeightLayout } from './discover.js';
 import { hasExternalData, externalFiles, initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
@@ -67,12 +68,7 @@ export function rememberDecoded(onnxPath: string, proto: ModelProto): void {
 }
 
 const SESSION_KEYS = ['model', 'decoder_model_merged', 'decoder_model', 'text_model'];
-const DTYPE_SUFFIX: Record<string, string> = {
-  fp32: '', fp16: '_fp16', int8: '_int8', uint8: '_uint8', q8: '_quantized', q4: '_q4', q4f16: '_q4f16', bnb4: '_bnb4',
-};
-export function dtypeToSuffix(dtype: string | undefined): string | undefined {
-  return dtype === undefined ? undefined : DTYPE_SUFFIX[dtype];
-}
+export { dtypeToSuffix };
 
 export { transpose };
 
