@@ -11,10 +11,11 @@
  *   then, block after block, zLength float32 values of z.
  * Files are written to a temporary name and renamed, so a reader never sees half a file.
  */
-import { open, rename, unlink, mkdir } from 'node:fs/promises';
+import { open, mkdir } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
+import { writeFileAtomic } from '../data/atomic.js';
 import type { BlockAllocationStats } from './types.js';
 
 /** What the statistics were computed from; a cached file is reused only when every field matches. */
@@ -115,17 +116,13 @@ export function decodeAllocationStats(bytes: Uint8Array, where = 'statistics buf
 /** Write the statistics to `file` (block by block: no second copy of the vectors in memory). */
 export async function saveAllocationStats(file: string, blocks: readonly BlockAllocationStats[], key: AllocationStatsKey): Promise<void> {
   await mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  const fh = await open(tmp, 'w');
   try {
-    const { head } = headerBytes(blocks, key);
-    await fh.write(head);
-    for (const b of blocks) if (b.z.byteLength) await fh.write(bytesOf(b.z));
-    await fh.close();
-    await rename(tmp, file);
+    await writeFileAtomic(file, async (fh) => {
+      const { head } = headerBytes(blocks, key);
+      await fh.write(head);
+      for (const b of blocks) if (b.z.byteLength) await fh.write(bytesOf(b.z));
+    });
   } catch (e) {
-    await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
     throw new DsaPruneError(`could not write allocation statistics to ${file}: ${(e as Error).message}`, { cause: e });
   }
 }

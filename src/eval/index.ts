@@ -46,4 +46,3 @@ export {
 export { taskDataDirs } from './tasks/files.js';
 export { blimpSubsets } from './tasks/blimp.js';
 export { readTextFile, tokenizeText, takeWindows, countWindows, type TextTokenizer, type TakeWindowsOptions } from '../data/text.js';
-export { bunzip2 } from '../data/bzip2.js';

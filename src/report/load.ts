@@ -1,8 +1,9 @@
 /** Reading report inputs from disk and writing the page. */
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { DsaPruneError, EXIT } from '../errors.js';
+import { writeFileAtomic } from '../data/atomic.js';
 import { renderReport, type RenderOptions } from './html.js';
 import { parseReportInput, validateQuality, type QualityScores, type ReportInput } from './types.js';
 
@@ -140,8 +141,6 @@ export async function writeReport(path: string, out?: string, options: RenderOpt
   const html = renderReport(merged, { ...render, source: render.source ?? file });
   const target = resolve(out ?? defaultReportPath(path));
   await mkdir(dirname(target), { recursive: true });
-  const tmp = `${target}.tmp-${process.pid}`;
-  await writeFile(tmp, html, 'utf8');
-  await rename(tmp, target);
+  await writeFileAtomic(target, html);
   return target;
 }

@@ -2,9 +2,10 @@
  * Search checkpoints: the whole loop state as JSON after every generation, written atomically (temp file + rename in
  * the same folder), so a killed search leaves either the previous or the new checkpoint, never half of one.
  */
-import { readFile, rename, writeFile, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
+import { writeFileAtomic } from '../data/atomic.js';
 import type { SearchState } from './types.js';
 
 export interface SearchCheckpoint {
@@ -18,14 +19,10 @@ export interface SearchCheckpoint {
 
 /** JSON has no Infinity: fitness values that are not finite are stored as null (see SearchState). */
 export async function writeCheckpoint(file: string, ck: SearchCheckpoint): Promise<void> {
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
   const json = JSON.stringify(ck, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v));
   try {
-    await writeFile(tmp, json);
-    await rename(tmp, file);
+    await writeFileAtomic(file, json);
   } catch (e) {
-    await unlink(tmp).catch(() => undefined);
     throw new DsaPruneError(`cannot write the search checkpoint ${file}: ${(e as Error).message}`, {
       hint: 'check that the folder exists and is writable', cause: e,
     });

@@ -126,8 +126,10 @@ describe('task errors name the file, line or expected path', () => {
     expect(() => loadTask('copa', [empty])).toThrow(`data file not found; expected ${path.join(empty, 'superglue/COPA/val.jsonl')}`);
     expect(() => loadTask('boolq=/no/such/file.jsonl', [empty])).toThrow('/no/such/file.jsonl');
     expect(() => loadTask('mmlu', [empty])).toThrow(DsaPruneError);
-    const bz = put('bz/hellaswag_val_full.txt.bz2', 'BZh9');
-    expect(() => loadTask('hellaswag', [path.join(dir, 'bz')])).toThrow(`${bz}: truncated bzip2 data`);
+    put('bz/hellaswag_val_full.txt.bz2', 'BZh9');
+    expect(() => loadTask('hellaswag', [path.join(dir, 'bz')])).toThrow(expect.objectContaining({ code: 'unsupported' }));
+    put('gz/hellaswag_val_full.txt.gz', 'not gzip');
+    expect(() => loadTask('hellaswag', [path.join(dir, 'gz')])).toThrow(expect.objectContaining({ code: 'invalid-data' }));
   });
 });
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
@@ -9,6 +9,7 @@ import { loadModelDir } from '../../model/index.js';
 import { readTextFile, tokenizeText, type TextTokenizer } from '../../data/text.js';
 import { readCheckpoint } from '../../search/checkpoint.js';
 import { packageRoot } from '../../eval/tasks/files.js';
+import { writeFileAtomicSync } from '../../data/atomic.js';
 import { searchModel, type SearchOutput } from '../../search/run.js';
 import { searchChart } from '../../report/search-chart.js';
 
@@ -154,8 +155,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   };
   const text = JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';
   if (out) {
-    writeFileSync(out, text);
-    writeFileSync(out.replace(/\.json$/i, '') + '.svg', searchChart(result));
+    writeFileAtomicSync(out, text);
+    writeFileAtomicSync(out.replace(/\.json$/i, '') + '.svg', searchChart(result));
   }
   if (args.common.json) io.stdout(text);
   else if (!args.common.quiet) {

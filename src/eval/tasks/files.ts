@@ -6,7 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DsaPruneError } from '../../errors.js';
-import { bunzip2 } from '../../data/bzip2.js';
+import { gunzipSync } from 'node:zlib';
 
 /** The dsa-prune package root (the folder with its package.json), from this module's location. */
 export function packageRoot(): string {
@@ -53,7 +53,7 @@ export function findTaskFile(task: string, dirs: string[], candidates: string[])
   });
 }
 
-/** Read a whole text file (`.bz2` files are decompressed); unreadable → DsaPruneError with the path. */
+/** Read a whole text file (`.gz` files are decompressed with node:zlib); unreadable → DsaPruneError with the path. */
 export function readTaskText(task: string, file: string): string {
   let bytes: Uint8Array;
   try {
@@ -61,7 +61,19 @@ export function readTaskText(task: string, file: string): string {
   } catch (e) {
     throw new DsaPruneError(`task ${task}: cannot read ${file}: ${(e as Error).message}`, { code: 'not-found', cause: e });
   }
-  if (file.endsWith('.bz2')) bytes = bunzip2(bytes, file);
+  if (file.endsWith('.bz2')) {
+    throw new DsaPruneError(`task ${task}: ${file} is bzip2-compressed, which dsa-prune does not read`, {
+      code: 'unsupported',
+      hint: `recompress it with gzip (bzcat ${file} | gzip > ${file.replace(/\.bz2$/, '.gz')}) or decompress it; the full HellaSwag ships as data/eval/hellaswag_val_full.txt.gz in the repository`,
+    });
+  }
+  if (file.endsWith('.gz')) {
+    try {
+      bytes = gunzipSync(bytes);
+    } catch (e) {
+      throw new DsaPruneError(`task ${task}: ${file} is not valid gzip data (${(e as Error).message})`, { code: 'invalid-data', hint: 'use a fresh copy of the file', cause: e });
+    }
+  }
   return new TextDecoder().decode(bytes);
 }
 

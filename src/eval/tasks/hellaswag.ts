@@ -1,7 +1,7 @@
 /**
  * HellaSwag in the llama.cpp text format (6 lines per item: context, label 0-3, four endings), e.g.
  * hellaswag_val_full.txt. Context and endings cleaned as lm-eval's `preprocess`; continuation " <ending>";
- * acc and acc_norm. The `.txt.bz2` form is read directly (src/data/bzip2.ts: Node's zlib has no bzip2).
+ * acc and acc_norm. The full file may be gzip-compressed (`hellaswag_val_full.txt.gz`, read with node:zlib).
  */
 import { badLine, findTaskFile, readTaskText } from './files.js';
 import type { LoadOptions, McItem, TaskData } from './types.js';
@@ -12,7 +12,7 @@ export function preprocessHellaswag(text: string): string {
 }
 
 export function loadHellaswag(task: string, dirs: string[], options: LoadOptions & { file?: string } = {}): TaskData {
-  const file = options.file ?? findTaskFile(task, dirs, ['hellaswag_val_full.txt', 'hellaswag/val.txt', 'hellaswag_val_full.txt.bz2']);
+  const file = options.file ?? findTaskFile(task, dirs, ['hellaswag_val_full.txt', 'hellaswag/val.txt', 'hellaswag_val_full.txt.gz', 'hellaswag_val_full.txt.bz2']);
   const lines = readTaskText(task, file).split('\n');
   while (lines.length > 0 && lines[lines.length - 1]!.trim() === '') lines.pop();
   if (lines.length % 6 !== 0) {
