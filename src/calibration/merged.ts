@@ -50,7 +50,11 @@ export function inlineMergedBranches(model: ModelProto, linears: LinearInfo[]): 
     changed = true;
     node.push(...pick.node);
     // Branch-local initializers (an export that did not hoist them) become main-graph ones.
-    for (const init of pick.initializer ?? []) if (!have.has(init.name)) (initializer.push(init), have.add(init.name));
+    for (const init of pick.initializer ?? []) {
+      if (have.has(init.name)) continue;
+      initializer.push(init);
+      have.add(init.name);
+    }
     pick.output.forEach((o, i) => {
       if (n.output[i]) node.push(createNode({ op_type: 'Identity', name: `${n.name ?? 'If'}/inlined/${i}`, input: [o.name ?? ''], output: [n.output[i]] }));
     });

@@ -11,7 +11,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { DsaPruneError, EXIT, throwIfAborted } from '../errors.js';
+import { DsaPruneError, throwIfAborted } from '../errors.js';
 import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
 import { DataType, float32ToFp16, type ModelProto } from '../model/onnx.js';
 import { buildFeeds, type DecoderSession } from '../model/feeds.js';

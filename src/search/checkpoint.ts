@@ -3,7 +3,6 @@
  * the same folder), so a killed search leaves either the previous or the new checkpoint, never half of one.
  */
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
 import { writeFileAtomic } from '../data/atomic.js';
 import type { SearchState } from './types.js';

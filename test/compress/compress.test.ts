@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import {
-  compressModel, decodeSparse, densifyModel, encodeSparse, postProcessSaved, quantizeInt8, quantizeModel, quantizeQ4,
+  compressModel, decodeSparse, densifyModel, encodeSparse, quantizeInt8, quantizeModel, quantizeQ4,
 } from '../../src/compress/index.js';
 import { createNode, createTensor, DataType, decodeModel, encodeModel, readModelFile, tensorBytes, tensorToFloat32, type ModelProto } from '../../src/model/onnx.js';
 

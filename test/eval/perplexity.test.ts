@@ -5,7 +5,7 @@ import path from 'node:path';
 import { perplexity, stridedWindows } from '../../src/eval/perplexity.js';
 import { tokenNll } from '../../src/eval/forward.js';
 import { readTextFile, tokenizeText } from '../../src/data/text.js';
-import { hasShared, load, naiveLogProbs, sharedDir, SKIP_SHARED, storiesDir } from './helpers.js';
+import { hasShared, load, naiveLogProbs, sharedDir, storiesDir } from './helpers.js';
 
 const STORY =
   'Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine. One day, she saw a big red ball in the park. ' +

@@ -26,7 +26,6 @@ import {
   PROTOCOL_VERSION,
   QUEUE_NAME,
   RESULT_SCRIPT,
-  PayloadError,
   bufferToIds,
   encodeResult,
   keys,
