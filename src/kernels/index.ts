@@ -10,3 +10,11 @@ export type { NumericArray, StableCut } from './select.js';
 export { choleskyLowerInPlace, invertLowerInPlace, upperCholeskyOfInverseInPlace } from './cholesky.js';
 export { subtractProduct } from './gemm.js';
 export type { MatView } from './gemm.js';
+export {
+  choleskyLowerInPlaceAsync,
+  invertLowerInPlaceAsync,
+  upperCholeskyOfInverseInPlaceAsync,
+  BLAS_NB,
+} from './cholesky-blas.js';
+export { blasSubtractProduct, blasProduct, configureBlas, blasEnabled, releaseBlas, BLAS_MIN_WORK } from './blas.js';
+export type { BlasDtype } from './blas.js';

@@ -11,7 +11,9 @@
  */
 import { splitExactCount } from '../budget/rounding.js';
 import { DsaPruneError } from '../errors.js';
+import { BLAS_MIN_WORK, blasEnabled, blasSubtractProduct } from '../kernels/blas.js';
 import { upperCholeskyOfInverseInPlace } from '../kernels/cholesky.js';
+import { upperCholeskyOfInverseInPlaceAsync } from '../kernels/cholesky-blas.js';
 import { subtractProduct } from '../kernels/gemm.js';
 import { kthSmallest, setSmallest, smallestInGroup } from '../kernels/select.js';
 import { checkContext, countZeros, layerLabel, requireStats } from './common.js';
@@ -45,7 +47,42 @@ export function sparseGptHinv(
   nsamples: number,
   dIn: number,
   name?: string,
-): { hinv: Float64Array; dead: Uint8Array; deadCount: number; percdamp: number; attempts: number } {
+): HinvResult {
+  const run = hinvAttempts(gram, nsamples, dIn, name);
+  let step = run.next();
+  while (!step.done) step = run.next(upperCholeskyOfInverseInPlace(step.value, dIn));
+  return step.value;
+}
+
+/**
+ * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/kernels/cholesky-blas.ts, float64
+ * like the synchronous kernels; they are used instead when the matrix is small or `DSA_PRUNE_BLAS=0`).
+ */
+export async function sparseGptHinvAsync(
+  gram: Float64Array,
+  nsamples: number,
+  dIn: number,
+  name?: string,
+): Promise<HinvResult> {
+  const run = hinvAttempts(gram, nsamples, dIn, name);
+  let step = run.next();
+  while (!step.done) step = run.next(await upperCholeskyOfInverseInPlaceAsync(step.value, dIn));
+  return step.value;
+}
+
+export interface HinvResult {
+  hinv: Float64Array;
+  dead: Uint8Array;
+  deadCount: number;
+  percdamp: number;
+  attempts: number;
+}
+
+/**
+ * The damping attempts shared by the sync and async Hinv: yields the dampened H to factor in place (by
+ * upperCholeskyOfInverseInPlace or its async twin) and receives the kernel's result (-1 or the failing pivot).
+ */
+function* hinvAttempts(gram: Float64Array, nsamples: number, dIn: number, name?: string): Generator<Float64Array, HinvResult, number> {
   const n = dIn;
   const scale = 2 / nsamples;
   const dead = new Uint8Array(n);
@@ -68,7 +105,7 @@ export function sparseGptHinv(
     }
     const damp = percdamp * (trace / n);
     for (let j = 0; j < n; j++) h[j * n + j] += damp;
-    fail = Number.isFinite(damp) ? upperCholeskyOfInverseInPlace(h, n) : 0;
+    fail = Number.isFinite(damp) ? yield h : 0;
     if (fail < 0) return { hinv: h, dead, deadCount, percdamp, attempts: attempt + 1 };
     percdamp *= 10;
   }
@@ -82,8 +119,6 @@ export function sparseGptHinv(
     },
   );
 }
-
-type HinvResult = ReturnType<typeof sparseGptHinv>;
 
 /**
  * One-entry cache of the last Hinv, keyed by the gram array: q/k/v (and gate/up) share one statistics object and
@@ -103,13 +138,13 @@ function gramChecksum(g: Float64Array): number {
   return a + 1e-3 * b;
 }
 
-function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): HinvResult {
+async function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): Promise<HinvResult> {
   const checksum = gramChecksum(gram);
   const hit = hinvCache.get(gram);
   if (hit && hit.nsamples === nsamples && Object.is(hit.checksum, checksum) && hit.result.hinv.length === dIn * dIn) {
     return hit.result;
   }
-  const result = sparseGptHinv(gram, nsamples, dIn, name);
+  const result = await sparseGptHinvAsync(gram, nsamples, dIn, name);
   const prev = lastCached?.deref();
   if (prev && prev !== gram) hinvCache.delete(prev);
   hinvCache.set(gram, { nsamples, checksum, result });
@@ -128,7 +163,7 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
   if (!nm && s === 0) return { zeros: countZeros(W), notes: [] };
 
   const notes: string[] = nmNotes(n, pattern);
-  const { hinv: U, dead, deadCount, percdamp, attempts } = cachedHinv(stats.gram!, stats.nsamples, n, ctx.name);
+  const { hinv: U, dead, deadCount, percdamp, attempts } = await cachedHinv(stats.gram!, stats.nsamples, n, ctx.name);
   if (attempts > 1) {
     notes.push(
       `H not positive definite with ${SPARSEGPT_PERCDAMP} damping; used ${percdamp.toPrecision(2)} × mean(diag H) ` +
@@ -161,6 +196,7 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
     blockCounts = splitExactCount(s, ends);
   }
 
+  const useBlas = blasEnabled();
   for (let i1 = 0, blk = 0; i1 < n; i1 += bs, blk++) {
     const i2 = Math.min(i1 + bs, n);
     const count = i2 - i1;
@@ -211,7 +247,18 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
         for (let j = col + 1; j < i2; j++) W[wo + j] -= e * U[hr + j];
       }
     }
-    if (i2 < n) {
+    if (i2 < n && useBlas && rows * count * (n - i2) >= BLAS_MIN_WORK) {
+      // float32 product (as the reference's torch matmul), one rounding into W per block
+      await blasSubtractProduct(
+        { data: W, offset: i2, ld: n },
+        { data: err, offset: 0, ld: bs },
+        { data: U, offset: i1 * n + i2, ld: n },
+        rows,
+        count,
+        n - i2,
+        { dtype: 'float32' },
+      );
+    } else if (i2 < n) {
       subtractProduct(
         { data: W, offset: i2, ld: n },
         { data: err, offset: 0, ld: bs },
