@@ -17,7 +17,7 @@ import { createNode, DataType, encodeModel, type ModelProto, type ValueInfoProto
 import type { MatView } from './gemm.js';
 
 /** Below this many multiply-adds (m·k·n) a product runs in TypeScript (onnxruntime's per-call cost dominates). */
-export const BLAS_MIN_WORK = 1 << 18;
+export const BLAS_MIN_WORK = 1 << 20;
 
 export type BlasDtype = 'float32' | 'float64';
 

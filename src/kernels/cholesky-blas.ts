@@ -14,7 +14,7 @@ import { blasEnabled, blasProduct, blasSubtractProduct } from './blas.js';
 import { choleskyLowerInPlace, invertLowerInPlace } from './cholesky.js';
 
 /** Panel / row-block width of the onnxruntime-backed factorizations. */
-export const BLAS_NB = 256;
+export const BLAS_NB = 128;
 
 function copyBlock(a: Float64Array, n: number, r0: number, c0: number, rows: number, cols: number): Float64Array {
   const out = new Float64Array(rows * cols);
