@@ -20,6 +20,7 @@ export { pruneModel, planPrune, lastPruneReport, parsePattern, selectLinears, de
 export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
 export { savePruned } from './save.js';
 export * from './methods/index.js';
+export { configureBlas, blasEnabled, releaseBlas } from './kernels/blas.js';
 export * from './allocators/index.js';
 export * from './eval/index.js';
 export { DsaPruneError } from './errors.js';

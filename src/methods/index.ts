@@ -6,6 +6,7 @@ export {
   sparsegpt,
   sparseGptHinv,
   sparseGptHinvAsync,
+  SPARSEGPT_BLAS_MIN_DIN,
   SPARSEGPT_BLOCKSIZE,
   SPARSEGPT_PERCDAMP,
   SPARSEGPT_DAMP_RETRIES,

@@ -2,12 +2,14 @@
  * SparseGPT (Frantar & Alistarh 2023) as defined in ../shared/docs/METHODS.md: blocksize 128, percdamp 0.01.
  *
  * H = (2 / nsamples) · gram; dead inputs (H_jj = 0) get H_jj = 1 and a zero weight column; H += 0.01·mean(diag H)·I;
- * Hinv = upper Cholesky factor of H⁻¹ (float64, see upperCholeskyOfInverseInPlace). If H is not positive definite
+ * Hinv = upper Cholesky factor of H⁻¹ (float64; sparseGptHinvAsync: blocked, big products on onnxruntime, see
+ * src/kernels/cholesky-blas.ts; sparseGptHinv: the TypeScript kernel). If H is not positive definite
  * the damping is retried ×10 (0.1, 1, 10 × mean diag) and a note says so; after that a DsaPruneError names the layer.
  * Columns are swept in blocks of 128: the block's mask (unstructured) is chosen jointly over its rows on
  * w² / diag(Hinv)² (float32, as the reference), or every M columns for N:M; each pruned weight's error
  * err = w / Hinv_ii is propagated to the rest of the block (err ⊗ Hinv[i, i:]) and, after the block, to all later
- * columns with one blocked product W[:, later] −= Err · Hinv[blk, later].
+ * columns with one blocked product W[:, later] −= Err · Hinv[blk, later] (a float32 onnxruntime Gemm, as the
+ * reference's torch matmul, when it has at least BLAS_MIN_WORK multiply-adds; else the float64-accumulating TS loop).
  */
 import { splitExactCount } from '../budget/rounding.js';
 import { DsaPruneError } from '../errors.js';
@@ -55,8 +57,15 @@ export function sparseGptHinv(
 }
 
 /**
+ * Inputs from which sparseGptHinvAsync uses the onnxruntime-backed kernels: `npm run bench -- kernels` (shared 2-core
+ * machine) measured the blocked path 1.2× faster in wall time but 0.56× in CPU time at n = 576, 5.4× / 2.8× at 2048.
+ */
+export const SPARSEGPT_BLAS_MIN_DIN = 512;
+
+/**
  * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/kernels/cholesky-blas.ts, float64
- * like the synchronous kernels; they are used instead when the matrix is small or `DSA_PRUNE_BLAS=0`).
+ * like the synchronous kernels) from {@link SPARSEGPT_BLAS_MIN_DIN} inputs; below that, or with `DSA_PRUNE_BLAS=0`,
+ * the synchronous TypeScript kernels (same numbers to float64 rounding).
  */
 export async function sparseGptHinvAsync(
   gram: Float64Array,
@@ -66,7 +75,10 @@ export async function sparseGptHinvAsync(
 ): Promise<HinvResult> {
   const run = hinvAttempts(gram, nsamples, dIn, name);
   let step = run.next();
-  while (!step.done) step = run.next(await upperCholeskyOfInverseInPlaceAsync(step.value, dIn));
+  const big = dIn >= SPARSEGPT_BLAS_MIN_DIN;
+  while (!step.done) {
+    step = run.next(big ? await upperCholeskyOfInverseInPlaceAsync(step.value, dIn) : upperCholeskyOfInverseInPlace(step.value, dIn));
+  }
   return step.value;
 }
 

@@ -1,12 +1,12 @@
 /**
- * SparseGPT at a width where its onnxruntime path runs (Hinv on the blocked float64 kernels with two panels, the lazy
+ * SparseGPT at a width where its onnxruntime path runs (Hinv on the blocked float64 kernels with five panels (4 × 128 + 8), the lazy
  * OBS updates as float32 Gemm): the same masks as the plain-loop float64 implementation of METHODS.md and as the
  * TypeScript-only path (`configureBlas({ enabled: false })`), weights within float32 tolerance.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { BLAS_MIN_WORK, configureBlas, releaseBlas } from '../../src/kernels/blas.js';
 import { BLAS_NB } from '../../src/kernels/cholesky-blas.js';
-import { sparseGptHinv, sparseGptHinvAsync, sparsegpt } from '../../src/methods/index.js';
+import { SPARSEGPT_BLAS_MIN_DIN, sparseGptHinv, sparseGptHinvAsync, sparsegpt } from '../../src/methods/index.js';
 import type { MethodContext } from '../../src/methods/index.js';
 import type { InputStats, Pattern } from '../../src/types.js';
 import { randomMatrix, rng } from '../kernels/rng.js';
@@ -14,7 +14,7 @@ import { diagOf, naiveSparseGpt, randomGram } from './naive.js';
 
 afterAll(() => releaseBlas());
 
-const dOut = 64, dIn = 384;
+const dOut = 64, dIn = 520;
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let d = 0;
@@ -29,12 +29,13 @@ function maskDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 describe(`sparsegpt on the onnxruntime path (${dOut} × ${dIn})`, () => {
   it('the size really takes the onnxruntime path (Hinv wider than one panel, lazy update above the threshold)', () => {
+    expect(dIn).toBeGreaterThanOrEqual(SPARSEGPT_BLAS_MIN_DIN);
     expect(dIn).toBeGreaterThan(BLAS_NB);
-    expect(dOut * 128 * (dIn - 256)).toBeGreaterThanOrEqual(BLAS_MIN_WORK);
+    expect(dOut * 128 * (dIn - 128)).toBeGreaterThanOrEqual(BLAS_MIN_WORK); // the first column block
   });
 
   it('sparseGptHinvAsync equals sparseGptHinv (float64) to 1e-10 relative', async () => {
-    const g = randomGram(dIn, 200, rng(3), [7]);
+    const g = randomGram(dIn, 300, rng(3), [7]);
     const a = sparseGptHinv(g, 5, dIn);
     const b = await sparseGptHinvAsync(g, 5, dIn);
     let scale = 0;
@@ -51,9 +52,9 @@ describe(`sparsegpt on the onnxruntime path (${dOut} × ${dIn})`, () => {
   ];
   for (const [label, s, pattern] of cases)
     it(`${label}: masks equal to the naive float64 SparseGPT and to the TypeScript path, weights within 1e-4`, async () => {
-      // 200 tokens < 384 inputs: XᵀX is singular, only the 1 % damping makes H definite (ill-conditioned like a real layer)
-      const gram = randomGram(dIn, 200, rng(17 + s * 10));
-      const st: InputStats = { sq: diagOf(gram, dIn), gram, nsamples: 5, tokens: 200 };
+      // 300 tokens < 520 inputs: XᵀX is singular, only the 1 % damping makes H definite (ill-conditioned like a real layer)
+      const gram = randomGram(dIn, 300, rng(17 + s * 10));
+      const st: InputStats = { sq: diagOf(gram, dIn), gram, nsamples: 5, tokens: 300 };
       const w0 = randomMatrix(dOut, dIn, 31);
       const ctx = (weight: Float32Array): MethodContext => ({
         weight, dOut, dIn, sparsity: s, pattern, budget: 'reference', stats: st, name: 'test.layer',
