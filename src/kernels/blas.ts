@@ -16,8 +16,12 @@ import * as ort from 'onnxruntime-node';
 import { createNode, DataType, encodeModel, type ModelProto, type ValueInfoProto } from '../model/onnx.js';
 import type { MatView } from './gemm.js';
 
-/** Below this many multiply-adds (m·k·n) a product runs in TypeScript (onnxruntime's per-call cost dominates). */
-export const BLAS_MIN_WORK = 1 << 20;
+/**
+ * Below this many multiply-adds (m·k·n) SparseGPT's lazy update runs in TypeScript: one onnxruntime call cost 1–2 ms
+ * on the loaded 2-core machine (`npm run bench -- kernels`, 200 calls of 64 × 128 × 16), and at bench-12l's widths
+ * (≤ 4 M multiply-adds per block) the Gemm path made the prune phase slower there (docs/methods.md "Speed").
+ */
+export const BLAS_MIN_WORK = 1 << 23;
 
 export type BlasDtype = 'float32' | 'float64';
 
@@ -100,6 +104,9 @@ function session(dtype: BlasDtype, variant: Variant): Promise<ort.InferenceSessi
       interOpNumThreads: 1,
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
+      // no busy-waiting of the worker threads between calls: the calibration session runs in the same process, and
+      // on a shared machine spinning threads only take CPU from it (session config key session.intra_op.allow_spinning)
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
     sessions.set(key, s);
     s.catch(() => sessions.delete(key));

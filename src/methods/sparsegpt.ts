@@ -60,7 +60,7 @@ export function sparseGptHinv(
  * Inputs from which sparseGptHinvAsync uses the onnxruntime-backed kernels: `npm run bench -- kernels` (shared 2-core
  * machine) measured the blocked path 1.2× faster in wall time but 0.56× in CPU time at n = 576, 5.4× / 2.8× at 2048.
  */
-export const SPARSEGPT_BLAS_MIN_DIN = 512;
+export const SPARSEGPT_BLAS_MIN_DIN = 1024;
 
 /**
  * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/kernels/cholesky-blas.ts, float64

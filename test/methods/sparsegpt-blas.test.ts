@@ -1,7 +1,8 @@
 /**
- * SparseGPT at a width where its onnxruntime path runs (Hinv on the blocked float64 kernels with five panels (4 × 128 + 8), the lazy
- * OBS updates as float32 Gemm): the same masks as the plain-loop float64 implementation of METHODS.md and as the
- * TypeScript-only path (`configureBlas({ enabled: false })`), weights within float32 tolerance.
+ * SparseGPT where its onnxruntime path runs: at 256 × 520 the lazy OBS updates run as float32 Gemm (same masks as the
+ * plain-loop float64 implementation of METHODS.md and as the TypeScript-only path, `configureBlas({ enabled: false })`,
+ * weights within float32 tolerance); at 1040 inputs the Hinv runs on the blocked float64 kernels (9 panels) and
+ * equals the TypeScript kernel's.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { BLAS_MIN_WORK, configureBlas, releaseBlas } from '../../src/kernels/blas.js';
@@ -14,7 +15,8 @@ import { diagOf, naiveSparseGpt, randomGram } from './naive.js';
 
 afterAll(() => releaseBlas());
 
-const dOut = 64, dIn = 520;
+const dOut = 256, dIn = 520;
+const hinvDin = 1040;
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let d = 0;
@@ -28,16 +30,16 @@ function maskDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 describe(`sparsegpt on the onnxruntime path (${dOut} × ${dIn})`, () => {
-  it('the size really takes the onnxruntime path (Hinv wider than one panel, lazy update above the threshold)', () => {
-    expect(dIn).toBeGreaterThanOrEqual(SPARSEGPT_BLAS_MIN_DIN);
-    expect(dIn).toBeGreaterThan(BLAS_NB);
+  it('the sizes really take the onnxruntime path (lazy update above the threshold, Hinv above its threshold)', () => {
     expect(dOut * 128 * (dIn - 128)).toBeGreaterThanOrEqual(BLAS_MIN_WORK); // the first column block
+    expect(hinvDin).toBeGreaterThanOrEqual(SPARSEGPT_BLAS_MIN_DIN);
+    expect(hinvDin).toBeGreaterThan(BLAS_NB);
   });
 
-  it('sparseGptHinvAsync equals sparseGptHinv (float64) to 1e-10 relative', async () => {
-    const g = randomGram(dIn, 300, rng(3), [7]);
-    const a = sparseGptHinv(g, 5, dIn);
-    const b = await sparseGptHinvAsync(g, 5, dIn);
+  it(`sparseGptHinvAsync at ${hinvDin} inputs equals sparseGptHinv (float64) to 1e-10 relative`, async () => {
+    const g = randomGram(hinvDin, 600, rng(3), [7]);
+    const a = sparseGptHinv(g, 5, hinvDin);
+    const b = await sparseGptHinvAsync(g, 5, hinvDin);
     let scale = 0;
     for (const x of a.hinv) scale = Math.max(scale, Math.abs(x));
     expect(maxAbsDiff(a.hinv, b.hinv) / scale).toBeLessThan(1e-10);
