@@ -10,6 +10,7 @@
  *   npx tsx bench/prune.bench.ts                         # forward, magnitude, wanda, sparsegpt; markdown on stdout
  *   npx tsx bench/prune.bench.ts --json                  # the same as JSON
  *   npx tsx bench/prune.bench.ts --cases wanda,sparsegpt-2:4 --nsamples 8   # fewer cases / windows (quick run)
+ *   npx tsx bench/prune.bench.ts --cases sparsegpt,sparsegpt-ts          # SparseGPT with / without the onnxruntime kernels
  *   npm run bench -- prune                               # through bench/run.ts (rows into bench/results/)
  */
 import os from 'node:os';
@@ -17,6 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pruneModel, type PruneReport } from '../src/prune.js';
 import { loadModelDir } from '../src/model/index.js';
+import { configureBlas } from '../src/kernels/blas.js';
 import { disableAutoPrint, ratio, record, value } from './harness.js';
 import {
   BATCH, SEQLEN, calibrationWindows, casesArg, childCaseArg, haveBench12l, modelDir, nsamplesArg, peakRssMB, plainForward, runChildCase, timeCpu,
@@ -25,13 +27,16 @@ import {
 const NSAMPLES = nsamplesArg();
 const SPARSITY = 0.7;
 
-/** `sparsegpt-2:4` runs only when asked for with --cases. */
-export const CASES = ['forward', 'magnitude', 'wanda', 'sparsegpt', 'sparsegpt-2:4'] as const;
+/**
+ * `sparsegpt-2:4` and `sparsegpt-ts` (SparseGPT with the onnxruntime kernels off, `configureBlas({ enabled: false })`:
+ * the TypeScript-only Cholesky / inverse and lazy updates, for before/after comparisons) run only when asked for with --cases.
+ */
+export const CASES = ['forward', 'magnitude', 'wanda', 'sparsegpt', 'sparsegpt-2:4', 'sparsegpt-ts'] as const;
 const DEFAULT_CASES: readonly CaseName[] = ['forward', 'magnitude', 'wanda', 'sparsegpt'];
 export type CaseName = (typeof CASES)[number];
 
 /** Issue #4 targets: seconds / one plain forward. */
-const TARGET: Partial<Record<CaseName, number>> = { wanda: 2.2, sparsegpt: 3.5 };
+const TARGET: Partial<Record<CaseName, number>> = { wanda: 2.2, sparsegpt: 3.5, 'sparsegpt-ts': 3.5 };
 /** PyTorch CPU reference seconds, 128 × 512 tokens, 2 threads (../shared/reference/README.md). */
 const PYTORCH: Partial<Record<CaseName, number>> = { forward: 78.7, wanda: 232.8, sparsegpt: 319.5 };
 
@@ -53,7 +58,7 @@ export interface CaseResult {
 function pruneOptions(name: Exclude<CaseName, 'forward'>, ids: Int32Array, threads: number) {
   const nm = name === 'sparsegpt-2:4';
   return {
-    method: nm ? 'sparsegpt' : name, sparsity: nm ? 0.5 : SPARSITY, pattern: nm ? '2:4' : 'unstructured',
+    method: nm || name === 'sparsegpt-ts' ? 'sparsegpt' : name, sparsity: nm ? 0.5 : SPARSITY, pattern: nm ? '2:4' : 'unstructured',
     budget: 'reference' as const, mode: 'sequential' as const,
     calibration: { ids }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, threads,
   };
@@ -66,6 +71,7 @@ export async function runCase(name: CaseName, threads = os.availableParallelism(
     const { seconds, cpuSeconds } = await timeCpu(() => plainForward(w, NSAMPLES, threads));
     return { name, seconds, cpuSeconds, peakRssMB: peakRssMB() };
   }
+  if (name === 'sparsegpt-ts') configureBlas({ enabled: false });
   const load = await timeCpu(() => loadModelDir(modelDir, { threads }));
   const loadedRssMB = process.memoryUsage.rss() / 2 ** 20;
   const { result: report, seconds, cpuSeconds } = await timeCpu(() => pruneModel(load.result.model, pruneOptions(name, w, threads)));

@@ -75,4 +75,7 @@ export type { PerplexityOptions, PerplexityResult, EvaluateTasksOptions, TaskRes
 // Errors and shared types
 export { DsaPruneError, isDsaPruneError, EXIT, ERROR_CODES } from './errors.js';
 export type { DsaPruneErrorCode } from './errors.js';
+
+// Linear-algebra backend (onnxruntime Gemm for SparseGPT's big products)
+export { configureBlas, blasEnabled, releaseBlas } from './kernels/blas.js';
 export type * from './types.js';

@@ -5,10 +5,13 @@ export { wanda } from './wanda.js';
 export {
   sparsegpt,
   sparseGptHinv,
+  sparseGptHinvAsync,
+  SPARSEGPT_BLAS_MIN_DIN,
   SPARSEGPT_BLOCKSIZE,
   SPARSEGPT_PERCDAMP,
   SPARSEGPT_DAMP_RETRIES,
 } from './sparsegpt.js';
+export type { HinvResult } from './sparsegpt.js';
 export { getMethod, registerMethod, methodNames, validateMethodRequest } from './registry.js';
 export type { MethodRequest } from './registry.js';
 export { validateSparsityAndPattern, nmNotes } from './patterns.js';

@@ -2,16 +2,20 @@
  * SparseGPT (Frantar & Alistarh 2023) as defined in the project's METHODS.md specification: blocksize 128, percdamp 0.01.
  *
  * H = (2 / nsamples) · gram; dead inputs (H_jj = 0) get H_jj = 1 and a zero weight column; H += 0.01·mean(diag H)·I;
- * Hinv = upper Cholesky factor of H⁻¹ (float64, see upperCholeskyOfInverseInPlace). If H is not positive definite
+ * Hinv = upper Cholesky factor of H⁻¹ (float64; sparseGptHinvAsync: blocked, big products on onnxruntime, see
+ * src/kernels/cholesky-blas.ts; sparseGptHinv: the TypeScript kernel). If H is not positive definite
  * the damping is retried ×10 (0.1, 1, 10 × mean diag) and a note says so; after that a DsaPruneError names the layer.
  * Columns are swept in blocks of 128: the block's mask (unstructured) is chosen jointly over its rows on
  * w² / diag(Hinv)² (float32, as the reference), or every M columns for N:M; each pruned weight's error
  * err = w / Hinv_ii is propagated to the rest of the block (err ⊗ Hinv[i, i:]) and, after the block, to all later
- * columns with one blocked product W[:, later] −= Err · Hinv[blk, later].
+ * columns with one blocked product W[:, later] −= Err · Hinv[blk, later] (a float32 onnxruntime Gemm, as the
+ * reference's torch matmul, when it has at least BLAS_MIN_WORK multiply-adds; else the float64-accumulating TS loop).
  */
 import { splitExactCount } from '../budget/rounding.js';
 import { DsaPruneError } from '../errors.js';
+import { BLAS_MIN_WORK, blasEnabled, blasSubtractProduct } from '../kernels/blas.js';
 import { upperCholeskyOfInverseInPlace } from '../kernels/cholesky.js';
+import { upperCholeskyOfInverseInPlaceAsync } from '../kernels/cholesky-blas.js';
 import { subtractProduct } from '../kernels/gemm.js';
 import { kthSmallest, setSmallest, smallestInGroup } from '../kernels/select.js';
 import { checkContext, countZeros, layerLabel, requireStats } from './common.js';
@@ -45,7 +49,52 @@ export function sparseGptHinv(
   nsamples: number,
   dIn: number,
   name?: string,
-): { hinv: Float64Array; dead: Uint8Array; deadCount: number; percdamp: number; attempts: number } {
+): HinvResult {
+  const run = hinvAttempts(gram, nsamples, dIn, name);
+  let step = run.next();
+  while (!step.done) step = run.next(upperCholeskyOfInverseInPlace(step.value, dIn));
+  return step.value;
+}
+
+/**
+ * Inputs from which sparseGptHinvAsync uses the onnxruntime-backed kernels: `npm run bench -- kernels` (shared 2-core
+ * machine) measured the blocked path 1.2× faster in wall time but 0.56× in CPU time at n = 576, 5.4× / 2.8× at 2048.
+ */
+export const SPARSEGPT_BLAS_MIN_DIN = 1024;
+
+/**
+ * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/kernels/cholesky-blas.ts, float64
+ * like the synchronous kernels) from {@link SPARSEGPT_BLAS_MIN_DIN} inputs; below that, or with `DSA_PRUNE_BLAS=0`,
+ * the synchronous TypeScript kernels (same numbers to float64 rounding).
+ */
+export async function sparseGptHinvAsync(
+  gram: Float64Array,
+  nsamples: number,
+  dIn: number,
+  name?: string,
+): Promise<HinvResult> {
+  const run = hinvAttempts(gram, nsamples, dIn, name);
+  let step = run.next();
+  const big = dIn >= SPARSEGPT_BLAS_MIN_DIN;
+  while (!step.done) {
+    step = run.next(big ? await upperCholeskyOfInverseInPlaceAsync(step.value, dIn) : upperCholeskyOfInverseInPlace(step.value, dIn));
+  }
+  return step.value;
+}
+
+export interface HinvResult {
+  hinv: Float64Array;
+  dead: Uint8Array;
+  deadCount: number;
+  percdamp: number;
+  attempts: number;
+}
+
+/**
+ * The damping attempts shared by the sync and async Hinv: yields the dampened H to factor in place (by
+ * upperCholeskyOfInverseInPlace or its async twin) and receives the kernel's result (-1 or the failing pivot).
+ */
+function* hinvAttempts(gram: Float64Array, nsamples: number, dIn: number, name?: string): Generator<Float64Array, HinvResult, number> {
   const n = dIn;
   const scale = 2 / nsamples;
   const dead = new Uint8Array(n);
@@ -68,7 +117,7 @@ export function sparseGptHinv(
     }
     const damp = percdamp * (trace / n);
     for (let j = 0; j < n; j++) h[j * n + j] += damp;
-    fail = Number.isFinite(damp) ? upperCholeskyOfInverseInPlace(h, n) : 0;
+    fail = Number.isFinite(damp) ? yield h : 0;
     if (fail < 0) return { hinv: h, dead, deadCount, percdamp, attempts: attempt + 1 };
     percdamp *= 10;
   }
@@ -82,8 +131,6 @@ export function sparseGptHinv(
     },
   );
 }
-
-type HinvResult = ReturnType<typeof sparseGptHinv>;
 
 /**
  * One-entry cache of the last Hinv, keyed by the gram array: q/k/v (and gate/up) share one statistics object and
@@ -103,13 +150,13 @@ function gramChecksum(g: Float64Array): number {
   return a + 1e-3 * b;
 }
 
-function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): HinvResult {
+async function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): Promise<HinvResult> {
   const checksum = gramChecksum(gram);
   const hit = hinvCache.get(gram);
   if (hit && hit.nsamples === nsamples && Object.is(hit.checksum, checksum) && hit.result.hinv.length === dIn * dIn) {
     return hit.result;
   }
-  const result = sparseGptHinv(gram, nsamples, dIn, name);
+  const result = await sparseGptHinvAsync(gram, nsamples, dIn, name);
   const prev = lastCached?.deref();
   if (prev && prev !== gram) hinvCache.delete(prev);
   hinvCache.set(gram, { nsamples, checksum, result });
@@ -128,7 +175,7 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
   if (!nm && s === 0) return { zeros: countZeros(W), notes: [] };
 
   const notes: string[] = nmNotes(n, pattern);
-  const { hinv: U, dead, deadCount, percdamp, attempts } = cachedHinv(stats.gram!, stats.nsamples, n, ctx.name);
+  const { hinv: U, dead, deadCount, percdamp, attempts } = await cachedHinv(stats.gram!, stats.nsamples, n, ctx.name);
   if (attempts > 1) {
     notes.push(
       `H not positive definite with ${SPARSEGPT_PERCDAMP} damping; used ${percdamp.toPrecision(2)} × mean(diag H) ` +
@@ -161,6 +208,7 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
     blockCounts = splitExactCount(s, ends);
   }
 
+  const useBlas = blasEnabled();
   for (let i1 = 0, blk = 0; i1 < n; i1 += bs, blk++) {
     const i2 = Math.min(i1 + bs, n);
     const count = i2 - i1;
@@ -211,7 +259,18 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
         for (let j = col + 1; j < i2; j++) W[wo + j] -= e * U[hr + j];
       }
     }
-    if (i2 < n) {
+    if (i2 < n && useBlas && rows * count * (n - i2) >= BLAS_MIN_WORK) {
+      // float32 product (as the reference's torch matmul), one rounding into W per block
+      await blasSubtractProduct(
+        { data: W, offset: i2, ld: n },
+        { data: err, offset: 0, ld: bs },
+        { data: U, offset: i1 * n + i2, ld: n },
+        rows,
+        count,
+        n - i2,
+        { dtype: 'float32' },
+      );
+    } else if (i2 < n) {
       subtractProduct(
         { data: W, offset: i2, ld: n },
         { data: err, offset: 0, ld: bs },

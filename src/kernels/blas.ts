@@ -1,0 +1,210 @@
+/**
+ * Large dense products on onnxruntime's CPU `Gemm` (MLAS, multi-threaded): the BLAS-speed path of SparseGPT's
+ * Cholesky / inverse (float64) and of its lazy OBS updates (float32). One tiny ONNX graph per (dtype, variant) with
+ * symbolic shapes, so one session serves every size; inputs are copied into contiguous typed arrays (the copy is
+ * O(m·k + k·n + m·n) against O(m·k·n) multiply-adds).
+ *
+ * Measured on the 2-core build machine (`npm run bench -- kernels`, docs/methods.md "Speed"): float64 Gemm ≈ 20 GFLOP/s,
+ * float32 ≈ 60–100 GFLOP/s at n ≥ 576, against ≈ 1–2 GFLOP/s for the TypeScript loops; one call costs ≈ 0.1 ms, so
+ * products below {@link BLAS_MIN_WORK} multiply-adds stay in TypeScript.
+ *
+ * `DSA_PRUNE_BLAS=0` in the environment (or `configureBlas({ enabled: false })`) turns the path off everywhere: the
+ * methods then run the TypeScript kernels only (for comparisons, or if onnxruntime-node is unusable).
+ */
+import os from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { createNode, DataType, encodeModel, type ModelProto, type ValueInfoProto } from '../model/onnx.js';
+import type { MatView } from './gemm.js';
+
+/**
+ * Below this many multiply-adds (m·k·n) SparseGPT's lazy update runs in TypeScript: one onnxruntime call cost 1–2 ms
+ * on the loaded 2-core machine (`npm run bench -- kernels`, 200 calls of 64 × 128 × 16), and at bench-12l's widths
+ * (≤ 4 M multiply-adds per block) the Gemm path made the prune phase slower there (docs/methods.md "Speed").
+ */
+export const BLAS_MIN_WORK = 1 << 23;
+
+export type BlasDtype = 'float32' | 'float64';
+
+interface BlasConfig {
+  enabled: boolean;
+  threads: number;
+}
+
+const config: BlasConfig = {
+  enabled: process.env.DSA_PRUNE_BLAS !== '0',
+  threads: Math.max(1, os.availableParallelism()),
+};
+
+/** Sessions by `${dtype}/${variant}`; created on first use. */
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+/**
+ * Turn the onnxruntime path on or off, or set its intra-op threads (default: all cores). Changing `threads`
+ * releases the existing sessions.
+ */
+export function configureBlas(opts: { enabled?: boolean; threads?: number }): void {
+  if (opts.enabled !== undefined) config.enabled = opts.enabled;
+  if (opts.threads !== undefined && opts.threads !== config.threads) {
+    config.threads = Math.max(1, Math.floor(opts.threads));
+    void releaseBlas();
+  }
+}
+
+/** Whether the onnxruntime path is in use. */
+export function blasEnabled(): boolean {
+  return config.enabled;
+}
+
+/** Release the cached sessions (they are recreated on the next call). */
+export async function releaseBlas(): Promise<void> {
+  const all = [...sessions.values()];
+  sessions.clear();
+  await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.release()));
+}
+
+type Variant = 'sub' | 'subT' | 'mulT' | 'mul';
+
+/** Y = C − A·B (sub), C − A·Bᵀ (subT), A·Bᵀ (mulT), A·B (mul); A [m×k], B [k×n] or [n×k]. */
+function gemmModel(elem: number, variant: Variant): ModelProto {
+  const vi = (name: string, dims: string[]): ValueInfoProto => ({
+    name,
+    type: { tensor_type: { elem_type: elem, shape: { dim: dims.map((d) => ({ dim_param: d })) } } },
+  });
+  const trans = variant === 'subT' || variant === 'mulT';
+  const sub = variant === 'sub' || variant === 'subT';
+  const attribute = [
+    { name: 'alpha', type: 1, f: sub ? -1 : 1 },
+    { name: 'beta', type: 1, f: 1 },
+    { name: 'transB', type: 2, i: trans ? 1 : 0 },
+  ];
+  const inputs = [vi('A', ['m', 'k']), vi('B', trans ? ['n', 'k'] : ['k', 'n'])];
+  if (sub) inputs.push(vi('C', ['m', 'n']));
+  return {
+    ir_version: 8,
+    opset_import: [{ domain: '', version: 17 }],
+    graph: {
+      name: `dsa_prune_gemm_${variant}`,
+      node: [createNode({ op_type: 'Gemm', name: 'gemm', input: sub ? ['A', 'B', 'C'] : ['A', 'B'], output: ['Y'], attribute })],
+      initializer: [],
+      input: inputs,
+      output: [vi('Y', ['m', 'n'])],
+      value_info: [],
+    },
+  } as ModelProto;
+}
+
+function session(dtype: BlasDtype, variant: Variant): Promise<ort.InferenceSession> {
+  const key = `${dtype}/${variant}`;
+  let s = sessions.get(key);
+  if (!s) {
+    const bytes = encodeModel(gemmModel(dtype === 'float32' ? DataType.FLOAT : DataType.DOUBLE, variant));
+    s = ort.InferenceSession.create(bytes, {
+      executionProviders: ['cpu'],
+      intraOpNumThreads: config.threads,
+      interOpNumThreads: 1,
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+      // no busy-waiting of the worker threads between calls: the calibration session runs in the same process, and
+      // on a shared machine spinning threads only take CPU from it (session config key session.intra_op.allow_spinning)
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
+    });
+    sessions.set(key, s);
+    s.catch(() => sessions.delete(key));
+  }
+  return s;
+}
+
+type Typed = Float32Array | Float64Array;
+function alloc(dtype: BlasDtype, n: number): Typed {
+  return dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
+}
+
+/** Contiguous copy of the rows×cols block of a view (no copy when the view already is one contiguous array). */
+function pack(dtype: BlasDtype, v: MatView, rows: number, cols: number): Typed {
+  const want = dtype === 'float32' ? Float32Array : Float64Array;
+  if (v.data instanceof want && v.offset === 0 && v.ld === cols && v.data.length === rows * cols) return v.data as Typed;
+  const out = alloc(dtype, rows * cols);
+  const d = v.data;
+  if (v.ld === cols && d instanceof want) {
+    out.set((d as Typed).subarray(v.offset, v.offset + rows * cols));
+    return out;
+  }
+  for (let r = 0; r < rows; r++) {
+    const o = v.offset + r * v.ld;
+    if (d instanceof want) out.set((d as Typed).subarray(o, o + cols), r * cols);
+    else for (let c = 0; c < cols; c++) out[r * cols + c] = d[o + c];
+  }
+  return out;
+}
+
+function unpack(src: ArrayLike<number>, v: MatView, rows: number, cols: number): void {
+  const d = v.data;
+  for (let r = 0; r < rows; r++) {
+    const o = v.offset + r * v.ld;
+    if (d instanceof Float32Array || d instanceof Float64Array) {
+      if (src instanceof Float32Array || src instanceof Float64Array) {
+        if (src.constructor === d.constructor) {
+          d.set(src.subarray(r * cols, r * cols + cols) as never, o);
+          continue;
+        }
+      }
+    }
+    for (let c = 0; c < cols; c++) d[o + c] = src[r * cols + c];
+  }
+}
+
+async function run(dtype: BlasDtype, variant: Variant, feeds: Record<string, [Typed, number, number]>): Promise<Typed> {
+  const s = await session(dtype, variant);
+  const f: Record<string, ort.Tensor> = {};
+  for (const [name, [data, r, c]] of Object.entries(feeds)) f[name] = new ort.Tensor(dtype, data, [r, c]);
+  const out = await s.run(f);
+  return out.Y.data as Typed;
+}
+
+/**
+ * C[m×n] −= A[m×k] · op(B) on onnxruntime in `dtype` (op(B) = B [k×n], or Bᵀ with B [n×k] when `transB`).
+ * Views are copied in and the result written back into C's view (rounded to C's element type).
+ */
+export async function blasSubtractProduct(
+  c: MatView,
+  a: MatView,
+  b: MatView,
+  m: number,
+  k: number,
+  n: number,
+  opts: { dtype?: BlasDtype; transB?: boolean } = {},
+): Promise<void> {
+  if (m <= 0 || k <= 0 || n <= 0) return;
+  const dtype = opts.dtype ?? 'float64';
+  const t = opts.transB ?? false;
+  const y = await run(dtype, t ? 'subT' : 'sub', {
+    A: [pack(dtype, a, m, k), m, k],
+    B: t ? [pack(dtype, b, n, k), n, k] : [pack(dtype, b, k, n), k, n],
+    C: [pack(dtype, c, m, n), m, n],
+  });
+  unpack(y, c, m, n);
+}
+
+/** C[m×n] = A[m×k] · op(B) on onnxruntime in `dtype` (op as in {@link blasSubtractProduct}); C is overwritten. */
+export async function blasProduct(
+  c: MatView,
+  a: MatView,
+  b: MatView,
+  m: number,
+  k: number,
+  n: number,
+  opts: { dtype?: BlasDtype; transB?: boolean } = {},
+): Promise<void> {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    for (let r = 0; r < m; r++) c.data.fill(0, c.offset + r * c.ld, c.offset + r * c.ld + n);
+    return;
+  }
+  const dtype = opts.dtype ?? 'float64';
+  const t = opts.transB ?? false;
+  const y = await run(dtype, t ? 'mulT' : 'mul', {
+    A: [pack(dtype, a, m, k), m, k],
+    B: t ? [pack(dtype, b, n, k), n, k] : [pack(dtype, b, k, n), k, n],
+  });
+  unpack(y, c, m, n);
+}
