@@ -7,7 +7,7 @@
  * its damping retry; dead inputs get H_jj = 1 and a zero weight column, as in the reference). Columns are swept left to
  * right (lazy updates in blocks of 128, as IST-DASLab/sparsegpt `fasterprune` with `wbits`); at the first column of each
  * quantization group (`blockSize` columns along K = the writer's block) every row picks its scale and integer zero point
- * from the *current, error-updated* weights of the group's surviving entries (range widened to contain 0, the writer's
+ * from the *current, error-updated* weights of the group's surviving entries (rounded to float32) (range widened to contain 0, the writer's
  * range search); each weight is then rounded on that grid — a pruned weight (the mask: exactly 0 before GPTQ) becomes
  * exactly 0 (code = zero point) — and its error (w − q)/Hinv_ii is propagated to the later columns.
  */
@@ -140,7 +140,7 @@ export function gptqQuantizeLayer(
   const U = hinv;
   const sb = GPTQ_SWEEP_BLOCK;
   const err = new Float64Array(rows * sb);
-  const vals = new Float64Array(bs);
+  const vals = new Float32Array(bs); // the group's current weights as float32: the writer's rule on float32 weights
   const keep = new Uint8Array(bs);
   const curScale = new Float64Array(rows);
   const curZp = new Int32Array(rows);
