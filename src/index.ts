@@ -19,6 +19,8 @@ export type { PrunableModel, ModelSource, InspectReport } from './model/index.js
 export { pruneModel, planPrune, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
 export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
 export { savePruned } from './save.js';
+export { lastPruneCalibration, calibrationFor, type PruneCalibration } from './prune.js';
+export type { GptqSaveOptions, GptqSaveSummary } from './save-gptq.js';
 export * from './methods/index.js';
 export * from './allocators/index.js';
 export * from './eval/index.js';
