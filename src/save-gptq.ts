@@ -12,6 +12,8 @@ import type { ProgressCallback } from './types.js';
 export interface GptqSaveOptions {
   /** Shrunken ranges tried per group (default 6, as round-to-nearest q4). */
   rangeSearch?: number;
+  /** Hessian damping as a fraction of mean(diag H) (default 0.01). */
+  percdamp?: number;
   /** `sequential` (default): later blocks' Hessians see the quantized earlier blocks. */
   mode?: 'sequential' | 'oneshot';
   threads?: number;
@@ -68,7 +70,7 @@ export async function runGptqForSave(model: unknown, outDir: string, o: GptqRequ
   }
   const blockSize = o.quantizeOptions?.blockSize ?? 32;
   const res = await gptqModel(model, {
-    windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, blockSize, rangeSearch: g.rangeSearch ?? o.quantizeOptions?.rangeSearch,
+    windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, blockSize, rangeSearch: g.rangeSearch ?? o.quantizeOptions?.rangeSearch, percdamp: g.percdamp,
     mode: g.mode ?? cal.mode, threads: g.threads ?? cal.threads, batchSize: g.batchSize ?? cal.batchSize, onProgress: g.onProgress, signal: g.signal,
   });
   return {

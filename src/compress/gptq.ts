@@ -30,6 +30,8 @@ export interface GptqLayerOptions {
   rangeSearch?: number;
   /** Storage type of the scales: fp16 weights get fp16 scales in the writer, so the grid uses fp16-rounded scales. */
   scaleDtype?: 'float32' | 'float16';
+  /** Hessian damping as a fraction of mean(diag H) (gptqFromGram / gptqModel). Default 0.01, as SparseGPT and GPTQ. */
+  percdamp?: number;
 }
 
 /** GPTQ result of one [rows × k] weight: codes, per-group scale and zero point, and the weight they decode to. */
@@ -219,7 +221,7 @@ export function gptqFromGram(
   nsamples: number,
   opts: GptqLayerOptions & { name?: string } = {},
 ): GptqLayerResult & { deadInputs: number; percdamp: number } {
-  const { hinv, dead, deadCount, percdamp } = sparseGptHinv(gram, nsamples, k, opts.name);
+  const { hinv, dead, deadCount, percdamp } = sparseGptHinv(gram, nsamples, k, opts.name, opts.percdamp);
   const pruned = Uint8Array.from(w, (v) => (v === 0 ? 1 : 0));
   if (deadCount) for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) if (dead[j]) pruned[r * k + j] = 1;
   return { ...gptqQuantizeLayer(w, rows, k, hinv, { ...opts, pruned }), deadInputs: deadCount, percdamp };
@@ -319,7 +321,7 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
         const s = stats.get(l.name);
         if (!s?.gram) throw new DsaPruneError(`GPTQ: no calibration Hessian for ${l.name}`, { hint: 'This layout is not supported by the calibration engine; save without gptq.' });
         const res = gptqFromGram(pm.readWeight(l), l.dOut, l.dIn, s.gram, s.nsamples, {
-          blockSize, rangeSearch: opts.rangeSearch, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
+          blockSize, rangeSearch: opts.rangeSearch, percdamp: opts.percdamp, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
         });
         undo.push(pm.snapshotWeight(l));
         pm.writeWeight(l, res.weight);

@@ -45,6 +45,8 @@ export function sparseGptHinv(
   nsamples: number,
   dIn: number,
   name?: string,
+  /** First damping tried, as a fraction of mean(diag H) (default SPARSEGPT_PERCDAMP; GPTQ may pass its own). */
+  percdamp0: number = SPARSEGPT_PERCDAMP,
 ): { hinv: Float64Array; dead: Uint8Array; deadCount: number; percdamp: number; attempts: number } {
   const n = dIn;
   const scale = 2 / nsamples;
@@ -57,7 +59,7 @@ export function sparseGptHinv(
     }
   }
   const h = new Float64Array(n * n);
-  let percdamp = SPARSEGPT_PERCDAMP;
+  let percdamp = percdamp0;
   let fail = -1;
   for (let attempt = 0; attempt <= SPARSEGPT_DAMP_RETRIES; attempt++) {
     for (let i = 0; i < n * n; i++) h[i] = scale * gram[i];
