@@ -47,11 +47,11 @@ function layer(rows: number, k: number, tokens: number, seed: number) {
 }
 
 /** Naive float64: Hinv = upper Cholesky factor of (2/n·G + 0.01·mean diag·I)⁻¹ by Gauss–Jordan then Cholesky. */
-function naiveHinv(gram: Float64Array, k: number, nsamples: number): Float64Array {
+function naiveHinv(gram: Float64Array, k: number, nsamples: number, percdamp = 0.01): Float64Array {
   const h = Array.from({ length: k }, (_, i) => Array.from({ length: k }, (_, j) => (2 / nsamples) * gram[i * k + j]));
   let tr = 0;
   for (let i = 0; i < k; i++) tr += h[i][i];
-  for (let i = 0; i < k; i++) h[i][i] += 0.01 * (tr / k);
+  for (let i = 0; i < k; i++) h[i][i] += percdamp * (tr / k);
   const inv = Array.from({ length: k }, (_, i) => Array.from({ length: k }, (_, j) => (i === j ? 1 : 0)));
   for (let c = 0; c < k; c++) {
     let p = c;
@@ -189,6 +189,18 @@ describe('gptqQuantizeLayer', () => {
       expect(diff).toBeGreaterThan(0);
     });
   }
+
+  it('gptqFromGram with percdamp 1 matches the naive reference with that damping', () => {
+    const rows = 4, k = 96;
+    const { w, gram } = layer(rows, k, 300, 21);
+    const ref = naiveGptq(w, rows, k, naiveHinv(gram, k, 4, 1), 32);
+    const res = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32, percdamp: 1 });
+    expect(res.percdamp).toBe(1);
+    expect(Array.from(res.codes)).toEqual(Array.from(ref.codes));
+    expect(Array.from(res.weight)).toEqual(Array.from(ref.deq));
+    const d01 = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32 });
+    expect(Array.from(d01.codes)).not.toEqual(Array.from(res.codes));
+  });
 
   it('keeps every pruned weight exactly +0 (code = the group zero point) and the input untouched', () => {
     const rows = 8, k = 256;
