@@ -78,4 +78,12 @@ export type { DsaPruneErrorCode } from './errors.js';
 
 // Linear-algebra backend (onnxruntime Gemm for SparseGPT's big products)
 export { configureBlas, blasEnabled, releaseBlas } from './kernels/blas.js';
+
+// Joint prune + quantize (GPTQ on the q4 grid)
+export { lastPruneCalibration, calibrationFor, type PruneCalibration } from './prune.js';
+export type { GptqSaveOptions, GptqSaveSummary } from './save-gptq.js';
+export {
+  gptqModel, gptqFromGram, gptqQuantizeLayer, packGptqQ4, q4GroupParams, q4Code, GPTQ_SWEEP_BLOCK,
+  type GptqLayerOptions, type GptqLayerResult, type GptqModelOptions, type GptqModelResult, type GptqLinearReport,
+} from './compress/index.js';
 export type * from './types.js';

@@ -97,6 +97,41 @@ export interface PruneReport {
 }
 
 const lastReports = new WeakMap<object, PruneReport>();
+/** Calibration windows of the last pruneModel call per model (GPTQ at save time reuses them). */
+const lastCalibrations = new WeakMap<object, PruneCalibration>();
+
+/** Calibration windows (nsamples × seqlen token ids) and how they were run. */
+export interface PruneCalibration {
+  ids: Int32Array;
+  nsamples: number;
+  seqlen: number;
+  sha256: string;
+  mode: 'sequential' | 'oneshot';
+  threads?: number;
+  batchSize?: number;
+}
+
+/** The calibration windows of the last pruneModel call on this model, when it used calibration data. */
+export function lastPruneCalibration(model: object): PruneCalibration | undefined {
+  return lastCalibrations.get(model);
+}
+
+/**
+ * Calibration windows for `model` from a CalibrationSource, exactly as pruneModel builds them (tokenized with the
+ * model's tokenizer; nsamples default 128, seqlen default min(2048, context)). For tools that calibrate after pruning.
+ */
+export async function calibrationFor(
+  model: unknown,
+  o: Pick<PruneOptions, 'calibration' | 'nsamples' | 'seqlen' | 'source' | 'mode' | 'threads' | 'batchSize'>,
+): Promise<PruneCalibration> {
+  const pm = await attachModel(model, o.source ? { source: o.source } : undefined);
+  const seqlen = o.seqlen ?? Math.min(2048, modelContext(pm));
+  if (seqlen > modelContext(pm)) {
+    throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${modelContext(pm)}`, { hint: `Use seqlen ${modelContext(pm)} or less.` });
+  }
+  const cal = await calibrationWindows(pm, { method: 'magnitude', sparsity: 0, ...o }, seqlen, o.nsamples ?? 128);
+  return { ids: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, sha256: cal.sha256, mode: o.mode ?? 'sequential', threads: o.threads, batchSize: o.batchSize };
+}
 
 /** The report of the last pruneModel call on this model (savePruned writes it into pruning.json). */
 export function lastPruneReport(model: object): PruneReport | undefined {
@@ -431,5 +466,11 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
     notes,
   };
   lastReports.set(model as object, report);
+  if (cal) {
+    lastCalibrations.set(model as object, {
+      ids: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, sha256: cal.sha256, mode: options.mode ?? 'sequential',
+      threads: options.threads, batchSize: options.batchSize,
+    });
+  } else lastCalibrations.delete(model as object);
   return report;
 }

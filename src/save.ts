@@ -1,6 +1,7 @@
 import { savePruned as saveModel } from './model/index.js';
 import { lastPruneReport } from './prune.js';
 import { postProcessSaved, type PostSaveOptions, type PostSaveResult } from './compress/index.js';
+import { runGptqForSave, type GptqRequest, type GptqSaveSummary } from './save-gptq.js';
 
 /**
  * Save a pruned model as a folder `from_pretrained` loads again, with `pruning.json` describing what was done
@@ -11,8 +12,10 @@ import { postProcessSaved, type PostSaveOptions, type PostSaveResult } from './c
 export async function savePruned(
   model: unknown,
   outDir: string,
-  opts: { overwrite?: boolean; manifest?: Record<string, unknown> } & PostSaveOptions = {},
-): Promise<PostSaveResult | undefined> {
+  opts: { overwrite?: boolean; manifest?: Record<string, unknown> } & PostSaveOptions & Omit<GptqRequest, 'quantize' | 'quantizeOptions' | 'overwrite'> = {},
+): Promise<(PostSaveResult & { gptq?: GptqSaveSummary }) | undefined> {
+  // gptq (joint prune + quantize): validated and run before anything is written; the q4 writer then stores its codes.
+  const gptq = await runGptqForSave(model, outDir, opts);
   const report = lastPruneReport(model as object);
   const manifest = {
     ...(report
@@ -23,13 +26,15 @@ export async function savePruned(
           seconds: report.seconds, notes: report.notes,
         }
       : {}),
+    ...(gptq ? { quantization: { q4: gptq.summary } } : {}),
     ...opts.manifest,
   };
-  const { quantize, compress, quantizeOptions, ...rest } = opts;
+  const { quantize, compress, quantizeOptions: _q, gptq: _g, calibration: _c, nsamples: _n, seqlen: _s, ...rest } = opts; // eslint-disable-line @typescript-eslint/no-unused-vars
+  const quantizeOptions = gptq ? { ...opts.quantizeOptions, q4Codes: gptq.codes } : opts.quantizeOptions;
   // quantize: also write onnx/model_q4.onnx / model_quantized.onnx; compress: model.onnx as bitmask + values. Done in
   // the temporary folder before it becomes outDir, so a failure there (a full disk) leaves no half-written model.
   let post: PostSaveResult | undefined;
   const beforePublish = quantize !== undefined || compress ? (dir: string) => void (post = postProcessSaved(dir, { quantize, compress, quantizeOptions })) : undefined;
   await saveModel(model, outDir, { ...rest, manifest, beforePublish });
-  return post;
+  return post && gptq ? { ...post, gptq: gptq.summary } : post;
 }

@@ -8,3 +8,7 @@ export {
   writeQuantized, compressFolder, postProcessSaved, floatOnnxFile, onnxFileSize, writeModelAtomic, QUANT_SUFFIX,
   type FileSize, type PostSaveOptions, type PostSaveResult,
 } from './files.js';
+export {
+  gptqModel, gptqFromGram, gptqQuantizeLayer, packGptqQ4, q4GroupParams, q4Code, GPTQ_SWEEP_BLOCK,
+  type GptqLayerOptions, type GptqLayerResult, type GptqModelOptions, type GptqModelResult, type GptqLinearReport,
+} from './gptq.js';

@@ -32,6 +32,11 @@ export interface QuantizeOptions {
    * Exact zeros stay exact for every candidate. Default 6.
    */
   rangeSearch?: number;
+  /**
+   * q4: codes already computed for some weights (initializer name → packed [N × K] codes, e.g. GPTQ from gptq.ts),
+   * written as they are instead of round-to-nearest. Must match the weight's K, N and `blockSize`.
+   */
+  q4Codes?: ReadonlyMap<string, Q4Packed>;
 }
 
 export interface QuantizeReport {
@@ -240,7 +245,13 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
           const w = tensorToFloat32(t); // [K × N]
           const wt = new Float32Array(k * nOut); // [N × K]
           for (let i = 0; i < k; i++) for (let j = 0; j < nOut; j++) wt[j * k + i] = w[i * nOut + j];
-          const p = quantizeQ4(wt, nOut, k, blockSize, opts.rangeSearch ?? 6);
+          const pre = opts.q4Codes?.get(t.name!);
+          if (pre && (pre.k !== k || pre.n !== nOut || pre.blockSize !== blockSize)) {
+            throw new DsaPruneError(`precomputed q4 codes of ${t.name} are ${pre.n}×${pre.k} in blocks of ${pre.blockSize}, the weight is ${nOut}×${k} in blocks of ${blockSize}`, {
+              hint: 'Compute the codes (GPTQ) with the same q4 block size as the writer (quantizeOptions.blockSize).',
+            });
+          }
+          const p = pre ?? quantizeQ4(wt, nOut, k, blockSize, opts.rangeSearch ?? 6);
           const base = `${prefix}/${n.name || t.name}`;
           newInits.push(createTensor({ name: `${base}/B`, dims: [nOut, p.nBlocks, blockSize / 2], data_type: DataType.UINT8, raw_data: p.packed }));
           newInits.push(floatTensor(`${base}/scales`, [nOut * p.nBlocks], p.scales, t.data_type!));

@@ -49,8 +49,10 @@ export function sparseGptHinv(
   nsamples: number,
   dIn: number,
   name?: string,
+  /** First damping tried, as a fraction of mean(diag H) (default SPARSEGPT_PERCDAMP; GPTQ may pass its own). */
+  percdamp0: number = SPARSEGPT_PERCDAMP,
 ): HinvResult {
-  const run = hinvAttempts(gram, nsamples, dIn, name);
+  const run = hinvAttempts(gram, nsamples, dIn, name, percdamp0);
   let step = run.next();
   while (!step.done) step = run.next(upperCholeskyOfInverseInPlace(step.value, dIn));
   return step.value;
@@ -72,8 +74,10 @@ export async function sparseGptHinvAsync(
   nsamples: number,
   dIn: number,
   name?: string,
+  /** First damping tried, as a fraction of mean(diag H) (default SPARSEGPT_PERCDAMP; GPTQ may pass its own). */
+  percdamp0: number = SPARSEGPT_PERCDAMP,
 ): Promise<HinvResult> {
-  const run = hinvAttempts(gram, nsamples, dIn, name);
+  const run = hinvAttempts(gram, nsamples, dIn, name, percdamp0);
   let step = run.next();
   const big = dIn >= SPARSEGPT_BLAS_MIN_DIN;
   while (!step.done) {
@@ -94,7 +98,13 @@ export interface HinvResult {
  * The damping attempts shared by the sync and async Hinv: yields the dampened H to factor in place (by
  * upperCholeskyOfInverseInPlace or its async twin) and receives the kernel's result (-1 or the failing pivot).
  */
-function* hinvAttempts(gram: Float64Array, nsamples: number, dIn: number, name?: string): Generator<Float64Array, HinvResult, number> {
+function* hinvAttempts(
+  gram: Float64Array,
+  nsamples: number,
+  dIn: number,
+  name: string | undefined,
+  percdamp0: number,
+): Generator<Float64Array, HinvResult, number> {
   const n = dIn;
   const scale = 2 / nsamples;
   const dead = new Uint8Array(n);
@@ -106,7 +116,7 @@ function* hinvAttempts(gram: Float64Array, nsamples: number, dIn: number, name?:
     }
   }
   const h = new Float64Array(n * n);
-  let percdamp = SPARSEGPT_PERCDAMP;
+  let percdamp = percdamp0;
   let fail = -1;
   for (let attempt = 0; attempt <= SPARSEGPT_DAMP_RETRIES; attempt++) {
     for (let i = 0; i < n * n; i++) h[i] = scale * gram[i];

@@ -6,7 +6,7 @@ import { createProgress } from '../progress.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { loadModelDir } from '../../model/index.js';
 import { parseAllocatorSpec, dsa, type Allocator } from '../../allocators/index.js';
-import { planPrune, pruneModel, type PruneOptions } from '../../prune.js';
+import { lastPruneCalibration, planPrune, pruneModel, type PruneOptions } from '../../prune.js';
 import { savePruned } from '../../save.js';
 
 const spec = defineCommand({
@@ -38,6 +38,7 @@ const spec = defineCommand({
     'dry-run': { type: 'boolean', description: 'print the plan (layers, sparsities, memory) and stop' },
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
     compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load)' },
+    gptq: { type: 'boolean', description: 'q4 with GPTQ error feedback on the surviving weights (Hessians from the calibration set; needs --quantize q4 and --calibration)' },
   },
 });
 
@@ -83,6 +84,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   if (v.out && path.resolve(v.out) === path.resolve(modelDir)) {
     throw new DsaPruneError(`--out ${v.out} is the model folder itself; dsa-prune never overwrites the source model`, { hint: 'Choose a new folder for the pruned model.' });
   }
+  if (v.gptq && !(v.quantize ?? []).includes('q4')) {
+    throw new DsaPruneError('--gptq needs --quantize q4: GPTQ computes the 4-bit codes of model_q4.onnx', { hint: 'Add --quantize q4 (q8 is written with round-to-nearest, nearly lossless).' });
+  }
+  if (v.gptq && !(v.calibration && v.calibration.length)) {
+    throw new DsaPruneError('--gptq needs --calibration <file>: GPTQ uses the Hessians of the calibration set', { hint: 'Pass the calibration text, e.g. --calibration calib.txt.' });
+  }
   const allocator = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
   const progress = createProgress(io, args.common);
   const options: PruneOptions = {
@@ -122,7 +129,16 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 
   const report = await pruneModel(model, options);
   progress.done();
-  const saved = await savePruned(model, v.out!, { overwrite: v.overwrite, quantize: v.quantize as ('q8' | 'q4')[] | undefined, compress: v.compress });
+  const saved = await savePruned(model, v.out!, {
+    overwrite: v.overwrite, quantize: v.quantize as ('q8' | 'q4')[] | undefined, compress: v.compress,
+    ...(v.gptq
+      ? {
+          gptq: { threads: args.common.threads, batchSize: v['batch-size'], onProgress: progress.callback, signal: io.signal },
+          // magnitude records no calibration windows: give GPTQ the same calibration options
+          ...(lastPruneCalibration(model as object) ? {} : { calibration: options.calibration, nsamples: v.nsamples, seqlen: v.seqlen }),
+        }
+      : {}),
+  });
   if (args.common.json) {
     io.stdout(JSON.stringify({
       realizedSparsity: report.realizedSparsity,
@@ -139,6 +155,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       notes: report.notes,
       timings: report.seconds,
       ...(saved ? { files: saved.files, denseBytes: saved.dense.bytes } : {}),
+      ...(saved?.gptq ? { gptq: saved.gptq } : {}),
     }, null, 2) + '\n');
   } else if (!args.common.quiet) {
     io.stdout(`pruned ${report.linears.length} linears with ${report.method} (${report.pattern}, ${report.allocator.name}, ${report.budget} budget)\n`);
@@ -146,6 +163,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.stdout(`per block: ${report.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
     for (const n of report.notes) io.stdout(`note: ${n}\n`);
     io.stdout(`saved to ${v.out}\n`);
+    if (saved?.gptq) io.stdout(`q4 codes from GPTQ: ${saved.gptq.linears} linears, groups of ${saved.gptq.blockSize}, ${saved.gptq.seconds.toFixed(1)} s\n`);
     if (saved) for (const f of saved.files) io.stdout(`  ${f.file.padEnd(28)} ${f.kind.padEnd(10)} ${(f.bytes / 2 ** 20).toFixed(2).padStart(9)} MiB  ${(f.ratio * 100).toFixed(1).padStart(5)}% of the dense file\n`);
   }
   return EXIT.ok;

@@ -1,0 +1,44 @@
+/**
+ * GPTQ q4 variants of an already pruned folder (docs/compression.md, "GPTQ q4").
+ *   npx tsx bench/gptq-variant.bench.ts <prunedDir> --calibration <file> --eval <file> [--nsamples 128] [--seqlen 512]
+ *     [--eval-seqlen 512] [--windows 64] [--percdamp 0.01] [--range-search 6] [--mode sequential] [--out <dir>]
+ * Loads the pruned fp32 folder, rebuilds the calibration windows (their sha256 is printed: compare with pruning.json),
+ * saves q4 with gptq and measures its perplexity with transformers.js from_pretrained(dir, { dtype: 'q4' }).
+ */
+import { readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadModelDir } from '../src/model/index.js';
+import { perplexity } from '../src/eval/index.js';
+import { savePruned } from '../src/save.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, d?: string): string | undefined => {
+  const i = args.indexOf(`--${name}`);
+  if (i < 0) return d;
+  const v = args[i + 1];
+  args.splice(i, 2);
+  return v;
+};
+const calibration = opt('calibration')!;
+const evalFile = opt('eval')!;
+const nsamples = Number(opt('nsamples', '128'));
+const seqlen = Number(opt('seqlen', '512'));
+const evalSeqlen = Number(opt('eval-seqlen', '512'));
+const windows = Number(opt('windows', '64'));
+const percdamp = Number(opt('percdamp', '0.01'));
+const rangeSearch = Number(opt('range-search', '6'));
+const mode = opt('mode', 'sequential') as 'sequential' | 'oneshot';
+const out = opt('out', path.join(os.tmpdir(), `dsa-gptq-variant-${process.pid}`))!;
+const dir = args[0]!;
+
+const { model } = await loadModelDir(dir);
+rmSync(out, { recursive: true, force: true });
+const g = await savePruned(model, out, { quantize: 'q4', gptq: { percdamp, rangeSearch, mode }, calibration: { files: [calibration] }, nsamples, seqlen });
+await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+const tf = await import('@huggingface/transformers');
+tf.env.allowRemoteModels = false;
+const m = await tf.AutoModelForCausalLM.from_pretrained(path.resolve(out), { dtype: 'q4', local_files_only: true });
+const tok = await tf.AutoTokenizer.from_pretrained(path.resolve(out), { local_files_only: true });
+const r = await perplexity(m as never, readFileSync(evalFile, 'utf8'), { seqlen: evalSeqlen, tokenizer: tok as never, limitWindows: windows });
+console.log(`GPTQ q4 percdamp ${percdamp} rangeSearch ${rangeSearch} ${mode}: ppl ${r.ppl.toFixed(3)} on ${windows} × ${evalSeqlen} (calibration sha256 ${g?.gptq?.calibration.sha256}, ${g?.gptq?.seconds.toFixed(0)} s)`);

@@ -1,0 +1,338 @@
+/**
+ * Joint prune + quantize: GPTQ (Frantar et al. 2023) error feedback for the surviving weights of a pruned model, on the
+ * exact 4-bit grid the q4 writer stores (MatMulNBits, see quantize.ts), so the saved `model_q4.onnx` holds the GPTQ codes.
+ *
+ * Per linear W [rows × k] (row = output channel) with input Gram matrix XᵀX from the calibration engine:
+ * Hinv = upper Cholesky factor of H⁻¹ (H = 2/n·XᵀX + 0.01·mean(diag H)·I, the SparseGPT pass's own sparseGptHinv, with
+ * its damping retry; dead inputs get H_jj = 1 and a zero weight column, as in the reference). Columns are swept left to
+ * right (lazy updates in blocks of 128, as IST-DASLab/sparsegpt `fasterprune` with `wbits`); at the first column of each
+ * quantization group (`blockSize` columns along K = the writer's block) every row picks its scale and integer zero point
+ * from the *current, error-updated* weights of the group's surviving entries (rounded to float32) (range widened to contain 0, the writer's
+ * range search); each weight is then rounded on that grid — a pruned weight (the mask: exactly 0 before GPTQ) becomes
+ * exactly 0 (code = zero point) — and its error (w − q)/Hinv_ii is propagated to the later columns.
+ */
+import { DsaPruneError } from '../errors.js';
+import { subtractProduct } from '../kernels/gemm.js';
+import { sparseGptHinv } from '../methods/sparsegpt.js';
+import { float32ToFp16, fp16ToFloat32 } from '../model/onnx.js';
+import type { Q4Packed } from './quantize.js';
+import { runCalibration } from '../calibration/index.js';
+import { attachModel } from '../model/index.js';
+import type { LinearInfo, ProgressCallback } from '../types.js';
+
+/** Column block of the lazy-update sweep (the reference's default). */
+export const GPTQ_SWEEP_BLOCK = 128;
+
+export interface GptqLayerOptions {
+  /** Quantization group along K = the q4 writer's block size (power of two ≥ 16). Default 32. */
+  blockSize?: number;
+  /** Shrunken ranges tried per group (the writer's `rangeSearch`; 0 = plain min/max). Default 6. */
+  rangeSearch?: number;
+  /** Storage type of the scales: fp16 weights get fp16 scales in the writer, so the grid uses fp16-rounded scales. */
+  scaleDtype?: 'float32' | 'float16';
+  /** Hessian damping as a fraction of mean(diag H) (gptqFromGram / gptqModel). Default 0.01, as SparseGPT and GPTQ. */
+  percdamp?: number;
+}
+
+/** GPTQ result of one [rows × k] weight: codes, per-group scale and zero point, and the weight they decode to. */
+export interface GptqLayerResult {
+  rows: number;
+  k: number;
+  blockSize: number;
+  nBlocks: number;
+  /** [rows × k] 4-bit codes (0..15), one per byte. */
+  codes: Uint8Array;
+  /** [rows × nBlocks] */
+  scales: Float32Array;
+  /** [rows × nBlocks] integer zero points 0..15. */
+  zeroPoints: Uint8Array;
+  /** [rows × k] dequantized weight, float32((code − zp)·scale): what MatMulNBits computes. Pruned entries are +0. */
+  weight: Float32Array;
+}
+
+const f16 = new Float32Array(1);
+function roundScale(s: number, dtype: 'float32' | 'float16'): number {
+  f16[0] = s;
+  if (dtype === 'float16') return fp16ToFloat32(float32ToFp16(f16))[0]!;
+  return f16[0];
+}
+
+/**
+ * Scale and zero point of one group (the q4 writer's rule, quantize.ts `quantizeQ4`): range [min(0, lo), max(0, hi)]
+ * over the surviving values, `rangeSearch` shrinks by 4 % steps, keep the least squared round-to-nearest error.
+ * All surviving values 0 (or none survive): scale 0, zp 0.
+ */
+export function q4GroupParams(
+  vals: ArrayLike<number>,
+  keep: ArrayLike<number> | undefined,
+  rangeSearch = 6,
+  scaleDtype: 'float32' | 'float16' = 'float32',
+): { scale: number; zp: number } {
+  let lo = 0;
+  let hi = 0;
+  for (let j = 0; j < vals.length; j++) {
+    if (keep && !keep[j]) continue;
+    const v = vals[j]!;
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  let bestErr = Infinity;
+  let best = { scale: 0, zp: 0 };
+  if (hi - lo > 0) {
+    const tries = Math.max(1, rangeSearch);
+    for (let t = 0; t < tries; t++) {
+      const shrink = 1 - t * 0.04;
+      const scale = roundScale((hi * shrink - lo * shrink) / 15, scaleDtype);
+      if (!(scale > 0)) continue;
+      let zp = Math.round(-(lo * shrink) / scale);
+      if (zp < 0) zp = 0;
+      else if (zp > 15) zp = 15;
+      let err = 0;
+      for (let j = 0; j < vals.length; j++) {
+        if (keep && !keep[j]) continue;
+        const v = vals[j]!;
+        const d = (q4Code(v, scale, zp) - zp) * scale - v;
+        err += d * d;
+      }
+      if (err < bestErr) {
+        bestErr = err;
+        best = { scale, zp };
+      }
+    }
+  }
+  return best;
+}
+
+/** Round v to the 4-bit grid (scale, zp): clamp(round(v/scale) + zp, 0, 15); 0 (and scale 0) → zp. */
+export function q4Code(v: number, scale: number, zp: number): number {
+  if (v === 0 || !(scale > 0)) return zp;
+  let q = Math.round(v / scale) + zp;
+  if (q < 0) q = 0;
+  else if (q > 15) q = 15;
+  return q;
+}
+
+/**
+ * GPTQ of one layer on the q4 grid. `w` [rows × k] row-major (row = output channel) is not modified; `hinv` is the
+ * upper Cholesky factor of H⁻¹ ([k × k] float64, sparseGptHinv); `pruned[r·k + j] = 1` marks weights that must stay
+ * exactly 0 (default: the entries of `w` that are 0, i.e. the pruning mask).
+ */
+export function gptqQuantizeLayer(
+  w: Float32Array,
+  rows: number,
+  k: number,
+  hinv: Float64Array,
+  opts: GptqLayerOptions & { pruned?: Uint8Array } = {},
+): GptqLayerResult {
+  const bs = opts.blockSize ?? 32;
+  if (bs < 16 || (bs & (bs - 1)) !== 0) {
+    throw new DsaPruneError(`GPTQ: block size ${bs} is not a power of two ≥ 16`, { hint: 'Use 16, 32, 64 or 128 (default 32), the q4 block size.' });
+  }
+  if (w.length !== rows * k) throw new DsaPruneError(`GPTQ: expected ${rows}×${k} weights, got ${w.length}`);
+  if (hinv.length < k * k) throw new DsaPruneError(`GPTQ: Hinv has ${hinv.length} entries, need ${k}×${k}`);
+  const rangeSearch = opts.rangeSearch ?? 6;
+  const scaleDtype = opts.scaleDtype ?? 'float32';
+  const pruned = opts.pruned ?? Uint8Array.from(w, (v) => (v === 0 ? 1 : 0));
+  const nBlocks = Math.ceil(k / bs);
+  const codes = new Uint8Array(rows * k);
+  const scales = new Float32Array(rows * nBlocks);
+  const zeroPoints = new Uint8Array(rows * nBlocks);
+  const out = new Float32Array(rows * k);
+  const W = Float64Array.from(w);
+  const U = hinv;
+  const sb = GPTQ_SWEEP_BLOCK;
+  const err = new Float64Array(rows * sb);
+  const vals = new Float32Array(bs); // the group's current weights as float32: the writer's rule on float32 weights
+  const keep = new Uint8Array(bs);
+  const curScale = new Float64Array(rows);
+  const curZp = new Int32Array(rows);
+  const gemmScratch = { acc: new Float64Array(256), idx: new Int32Array(rows * sb), cnt: new Int32Array(rows) };
+
+  for (let i1 = 0; i1 < k; i1 += sb) {
+    const i2 = Math.min(i1 + sb, k);
+    const count = i2 - i1;
+    for (let col = i1; col < i2; col++) {
+      if (col % bs === 0) {
+        // group start: scale / zero point per row from the current (error-updated) surviving weights
+        const g = col / bs;
+        const g1 = Math.min(k, col + bs);
+        for (let r = 0; r < rows; r++) {
+          const ro = r * k;
+          for (let j = col; j < g1; j++) {
+            vals[j - col] = W[ro + j];
+            keep[j - col] = pruned[ro + j] ? 0 : 1;
+          }
+          const p = q4GroupParams(vals.subarray(0, g1 - col), keep.subarray(0, g1 - col), rangeSearch, scaleDtype);
+          curScale[r] = p.scale;
+          curZp[r] = p.zp;
+          scales[r * nBlocks + g] = p.scale;
+          zeroPoints[r * nBlocks + g] = p.zp;
+        }
+      }
+      const hr = col * k;
+      const d = U[hr + col];
+      for (let r = 0; r < rows; r++) {
+        const ro = r * k;
+        const v = W[ro + col];
+        const zp = curZp[r];
+        const s = curScale[r];
+        let q: number;
+        let deq: number;
+        if (pruned[ro + col]) {
+          q = zp;
+          deq = 0;
+        } else {
+          q = q4Code(v, s, zp);
+          deq = Math.fround((q - zp) * s);
+        }
+        codes[ro + col] = q;
+        out[ro + col] = deq === 0 ? 0 : deq; // +0, never −0
+        const e = (v - deq) / d;
+        err[r * sb + (col - i1)] = e;
+        if (e === 0) continue;
+        for (let j = col + 1; j < i2; j++) W[ro + j] -= e * U[hr + j];
+      }
+    }
+    if (i2 < k) {
+      subtractProduct(
+        { data: W, offset: i2, ld: k },
+        { data: err, offset: 0, ld: sb },
+        { data: U, offset: i1 * k + i2, ld: k },
+        rows,
+        count,
+        k - i2,
+        gemmScratch,
+      );
+    }
+    err.fill(0);
+  }
+  return { rows, k, blockSize: bs, nBlocks, codes, scales, zeroPoints, weight: out };
+}
+
+/**
+ * GPTQ of one layer from its Gram matrix XᵀX (float64 [k × k], as InputStats.gram) over `nsamples` sequences: the
+ * SparseGPT Hinv (same damping and retry), dead inputs (H_jj = 0) forced to 0, then gptqQuantizeLayer.
+ */
+export function gptqFromGram(
+  w: Float32Array,
+  rows: number,
+  k: number,
+  gram: Float64Array,
+  nsamples: number,
+  opts: GptqLayerOptions & { name?: string } = {},
+): GptqLayerResult & { deadInputs: number; percdamp: number } {
+  const { hinv, dead, deadCount, percdamp } = sparseGptHinv(gram, nsamples, k, opts.name, opts.percdamp);
+  const pruned = Uint8Array.from(w, (v) => (v === 0 ? 1 : 0));
+  if (deadCount) for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) if (dead[j]) pruned[r * k + j] = 1;
+  return { ...gptqQuantizeLayer(w, rows, k, hinv, { ...opts, pruned }), deadInputs: deadCount, percdamp };
+}
+
+/**
+ * Pack a GPTQ result into the q4 writer's MatMulNBits layout (quantize.ts Q4Packed: `B` [N, nBlocks, blockSize/2], low
+ * nibble first, K padded with the zero point; zero points two per byte, low nibble first).
+ */
+export function packGptqQ4(res: GptqLayerResult): Q4Packed {
+  const { rows: n, k, blockSize, nBlocks, codes, scales, zeroPoints } = res;
+  const blob = blockSize / 2;
+  const zpRow = Math.ceil(nBlocks / 2);
+  const packed = new Uint8Array(n * nBlocks * blob);
+  const zps = new Uint8Array(n * zpRow);
+  const q = new Uint8Array(blockSize);
+  for (let r = 0; r < n; r++) {
+    for (let b = 0; b < nBlocks; b++) {
+      const zp = zeroPoints[r * nBlocks + b]!;
+      const k0 = b * blockSize;
+      const k1 = Math.min(k, k0 + blockSize);
+      q.fill(zp);
+      q.set(codes.subarray(r * k + k0, r * k + k1));
+      const base = (r * nBlocks + b) * blob;
+      for (let j = 0; j < blob; j++) packed[base + j] = q[2 * j]! | (q[2 * j + 1]! << 4);
+      zps[r * zpRow + (b >> 1)] |= b & 1 ? zp << 4 : zp;
+    }
+  }
+  return { n, k, blockSize, nBlocks, packed, scales: Float32Array.from(scales), zeroPoints: zps };
+}
+
+export interface GptqModelOptions extends GptqLayerOptions {
+  /** Calibration windows: nsamples × seqlen token ids, row-major (what pruneModel used, see lastPruneCalibration). */
+  windows: Int32Array;
+  nsamples: number;
+  seqlen: number;
+  /**
+   * `sequential` (default, as GPTQ): block b's Hessians come from the outputs of blocks 0..b-1 *after* they were
+   * quantized; `oneshot`: every Hessian from the (pruned) float model.
+   */
+  mode?: 'sequential' | 'oneshot';
+  threads?: number;
+  batchSize?: number;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+}
+
+export interface GptqLinearReport {
+  name: string;
+  /** Initializer holding the weight (the key of `codes`). */
+  weight: string;
+  rows: number;
+  k: number;
+  deadInputs: number;
+  percdamp: number;
+}
+
+export interface GptqModelResult {
+  /** Initializer name → MatMulNBits codes, for quantizeModel's `q4Codes` (QuantizeOptions). */
+  codes: Map<string, Q4Packed>;
+  linears: GptqLinearReport[];
+  blockSize: number;
+  seconds: number;
+}
+
+/**
+ * GPTQ q4 codes for every block linear of a (pruned) transformers.js model that the q4 writer turns into MatMulNBits
+ * (MatMul weights stored [K × N]), with Hessians from the calibration engine. The model is left exactly as it was:
+ * the quantized weights are written into the graph only while calibrating (so later blocks see the quantized
+ * earlier ones) and restored afterwards, also on failure. Pass `codes` to `quantizeModel(…, 'q4', { q4Codes })`
+ * (savePruned does this with `gptq: true`).
+ */
+export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise<GptqModelResult> {
+  const t0 = performance.now();
+  const blockSize = opts.blockSize ?? 32;
+  if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
+    throw new DsaPruneError(`GPTQ: block size ${blockSize} is not a power of two ≥ 16`, { hint: 'Use 16, 32, 64 or 128 (default 32), the q4 block size.' });
+  }
+  const pm = await attachModel(model);
+  const targets = pm.linears.filter((l) => l.block >= 0 && pm.layout.get(l.name) === 'in_out');
+  if (targets.length === 0) {
+    throw new DsaPruneError('GPTQ: the model has no block linear stored as a MatMul weight [K × N], nothing the q4 writer quantizes', {
+      hint: 'Save without gptq (round-to-nearest q4) for this layout.',
+    });
+  }
+  const byBlock = new Map<number, LinearInfo[]>();
+  for (const l of targets) byBlock.set(l.block, [...(byBlock.get(l.block) ?? []), l]);
+  const codes = new Map<string, Q4Packed>();
+  const linears: GptqLinearReport[] = [];
+  const undo: (() => void)[] = [];
+  try {
+    await runCalibration(pm, opts.windows, {
+      nsamples: opts.nsamples, seqlen: opts.seqlen, needs: { sq: false, gram: true }, mode: opts.mode ?? 'sequential',
+      threads: opts.threads, batchSize: opts.batchSize, onProgress: opts.onProgress, signal: opts.signal,
+    }, async (block, stats) => {
+      for (const l of byBlock.get(block) ?? []) {
+        const s = stats.get(l.name);
+        if (!s?.gram) throw new DsaPruneError(`GPTQ: no calibration Hessian for ${l.name}`, { hint: 'This layout is not supported by the calibration engine; save without gptq.' });
+        const res = gptqFromGram(pm.readWeight(l), l.dOut, l.dIn, s.gram, s.nsamples, {
+          blockSize, rangeSearch: opts.rangeSearch, percdamp: opts.percdamp, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
+        });
+        undo.push(pm.snapshotWeight(l));
+        pm.writeWeight(l, res.weight);
+        codes.set(l.weight, packGptqQ4(res));
+        linears.push({ name: l.name, weight: l.weight, rows: l.dOut, k: l.dIn, deadInputs: res.deadInputs, percdamp: res.percdamp });
+        opts.signal?.throwIfAborted();
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
+    });
+  } finally {
+    for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
+  }
+  return { codes, linears, blockSize, seconds: (performance.now() - t0) / 1000 };
+}

@@ -1,0 +1,371 @@
+/**
+ * GPTQ q4 (src/compress/gptq.ts) against an independent naive float64 reference written here (explicit inverse,
+ * explicit Cholesky, full-row updates column by column, the writer's own quantizeQ4 choosing each group's grid), plus
+ * zeros, reconstruction error vs round-to-nearest, the saved file's codes read back with this file's own MatMulNBits
+ * decoder, bad input, and stories260k end to end.
+ */
+import { cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gptqFromGram, gptqModel, gptqQuantizeLayer, packGptqQ4 } from '../../src/compress/gptq.js';
+import { quantizeQ4 } from '../../src/compress/quantize.js';
+import { sparseGptHinv } from '../../src/methods/sparsegpt.js';
+import { readModelFile, tensorDims, tensorToFloat32, type ModelProto, type TensorProto } from '../../src/model/onnx.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const stories = path.join(repoRoot, 'models/stories260k');
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+function gauss(r: () => number): number {
+  return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
+}
+
+/** A random pruned layer W [rows × k] (half the weights exactly 0) and inputs X [tokens × k] with correlated features. */
+function layer(rows: number, k: number, tokens: number, seed: number) {
+  const r = rng(seed);
+  const w = new Float32Array(rows * k);
+  for (let i = 0; i < w.length; i++) w[i] = r() < 0.5 ? 0 : gauss(r) * 0.1 * (1 + (i % 7));
+  const x = new Float64Array(tokens * k);
+  for (let t = 0; t < tokens; t++) {
+    const common = gauss(r);
+    for (let j = 0; j < k; j++) x[t * k + j] = gauss(r) * (1 + (j % 5)) + 0.7 * common;
+  }
+  const gram = new Float64Array(k * k);
+  for (let t = 0; t < tokens; t++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) gram[i * k + j] += x[t * k + i] * x[t * k + j];
+  return { w, x, gram };
+}
+
+/** Naive float64: Hinv = upper Cholesky factor of (2/n·G + 0.01·mean diag·I)⁻¹ by Gauss–Jordan then Cholesky. */
+function naiveHinv(gram: Float64Array, k: number, nsamples: number, percdamp = 0.01): Float64Array {
+  const h = Array.from({ length: k }, (_, i) => Array.from({ length: k }, (_, j) => (2 / nsamples) * gram[i * k + j]));
+  let tr = 0;
+  for (let i = 0; i < k; i++) tr += h[i][i];
+  for (let i = 0; i < k; i++) h[i][i] += percdamp * (tr / k);
+  const inv = Array.from({ length: k }, (_, i) => Array.from({ length: k }, (_, j) => (i === j ? 1 : 0)));
+  for (let c = 0; c < k; c++) {
+    let p = c;
+    for (let r = c + 1; r < k; r++) if (Math.abs(h[r][c]) > Math.abs(h[p][c])) p = r;
+    [h[c], h[p]] = [h[p], h[c]];
+    [inv[c], inv[p]] = [inv[p], inv[c]];
+    const d = h[c][c];
+    for (let j = 0; j < k; j++) {
+      h[c][j] /= d;
+      inv[c][j] /= d;
+    }
+    for (let r = 0; r < k; r++) {
+      if (r === c) continue;
+      const f = h[r][c];
+      if (f === 0) continue;
+      for (let j = 0; j < k; j++) {
+        h[r][j] -= f * h[c][j];
+        inv[r][j] -= f * inv[c][j];
+      }
+    }
+  }
+  // lower L with inv = L·Lᵀ; U = Lᵀ
+  const l = Array.from({ length: k }, () => new Array<number>(k).fill(0));
+  for (let i = 0; i < k; i++) {
+    for (let j = 0; j <= i; j++) {
+      let s = (inv[i][j] + inv[j][i]) / 2;
+      for (let t = 0; t < j; t++) s -= l[i][t] * l[j][t];
+      l[i][j] = i === j ? Math.sqrt(s) : s / l[j][j];
+    }
+  }
+  const u = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = i; j < k; j++) u[i * k + j] = l[j][i];
+  return u;
+}
+
+/** Naive GPTQ, column by column; each group's scale / zero point from quantizeQ4 (the writer) on the current weights. */
+function naiveGptq(w: Float32Array, rows: number, k: number, u: Float64Array, gs: number) {
+  const W = Array.from({ length: rows }, (_, r) => Array.from(w.subarray(r * k, (r + 1) * k), Number));
+  const mask = Array.from({ length: rows }, (_, r) => Array.from(w.subarray(r * k, (r + 1) * k), (v) => v === 0));
+  const codes = new Uint8Array(rows * k);
+  const nb = Math.ceil(k / gs);
+  const scales = new Float32Array(rows * nb);
+  const zps = new Uint8Array(rows * nb);
+  const deq = new Float64Array(rows * k);
+  for (let i = 0; i < k; i++) {
+    if (i % gs === 0) {
+      for (let r = 0; r < rows; r++) {
+        const len = Math.min(gs, k - i);
+        const vals = new Float32Array(len);
+        for (let j = 0; j < len; j++) vals[j] = mask[r][i + j] ? 0 : W[r][i + j];
+        const p = quantizeQ4(vals, 1, len, gs);
+        scales[r * nb + i / gs] = p.scales[0];
+        zps[r * nb + i / gs] = p.zeroPoints[0] & 15;
+      }
+    }
+    for (let r = 0; r < rows; r++) {
+      const s = scales[r * nb + Math.floor(i / gs)];
+      const zp = zps[r * nb + Math.floor(i / gs)];
+      let q: number;
+      let v: number;
+      if (mask[r][i]) {
+        q = zp;
+        v = 0;
+      } else {
+        q = s > 0 && W[r][i] !== 0 ? Math.min(15, Math.max(0, Math.round(W[r][i] / s) + zp)) : zp;
+        v = Math.fround((q - zp) * s);
+      }
+      codes[r * k + i] = q;
+      deq[r * k + i] = v;
+      const e = (W[r][i] - v) / u[i * k + i];
+      for (let j = i + 1; j < k; j++) W[r][j] -= e * u[i * k + j];
+    }
+  }
+  return { codes, scales, zps, deq };
+}
+
+/** ‖(W − Q)·Xᵀ‖² over the tokens. */
+function outputError(w: Float32Array, q: ArrayLike<number>, x: Float64Array, rows: number, k: number, tokens: number): number {
+  let e = 0;
+  for (let t = 0; t < tokens; t++) {
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let j = 0; j < k; j++) s += (w[r * k + j] - q[r * k + j]) * x[t * k + j];
+      e += s * s;
+    }
+  }
+  return e;
+}
+
+/** This test's own MatMulNBits decoder: B [N, nBlocks, bs/2] low nibble first, zero points two per byte. */
+function decodeQ4(b: TensorProto, scales: TensorProto, zp: TensorProto, k: number) {
+  const [n, nBlocks, half] = tensorDims(b);
+  const bs = half * 2;
+  const raw = b.raw_data!;
+  const sc = tensorToFloat32(scales);
+  const z = zp.raw_data!;
+  const zpRow = Math.ceil(nBlocks / 2);
+  const codes = new Uint8Array(n * k);
+  const w = new Float32Array(n * k);
+  for (let r = 0; r < n; r++) {
+    for (let j = 0; j < k; j++) {
+      const blk = Math.floor(j / bs);
+      const byte = raw[(r * nBlocks + blk) * half + ((j % bs) >> 1)];
+      const q = j % 2 === 0 ? byte & 15 : byte >> 4;
+      const zb = z[r * zpRow + (blk >> 1)];
+      const zpv = blk % 2 === 0 ? zb & 15 : zb >> 4;
+      codes[r * k + j] = q;
+      w[r * k + j] = Math.fround((q - zpv) * sc[r * nBlocks + blk]);
+    }
+  }
+  return { n, codes, w };
+}
+
+describe('gptqQuantizeLayer', () => {
+  for (const [rows, k] of [[6, 160], [5, 144]] as const) {
+    it(`matches the naive float64 reference on a random ${rows}×${k} layer (2 sweep blocks, groups of 32)`, () => {
+      const { w, gram } = layer(rows, k, 400, rows * 1000 + k);
+      const nsamples = 4;
+      const u = naiveHinv(gram, k, nsamples);
+      const ref = naiveGptq(w, rows, k, u, 32);
+      const { hinv } = sparseGptHinv(gram, nsamples, k);
+      for (let i = 0; i < k * k; i++) expect(Math.abs(hinv[i] - u[i])).toBeLessThan(1e-9 * (1 + Math.abs(u[i])));
+      const res = gptqQuantizeLayer(w, rows, k, hinv, { blockSize: 32 });
+      expect(Array.from(res.codes)).toEqual(Array.from(ref.codes));
+      expect(Array.from(res.scales)).toEqual(Array.from(ref.scales));
+      expect(Array.from(res.zeroPoints)).toEqual(Array.from(ref.zps));
+      expect(Array.from(res.weight)).toEqual(Array.from(ref.deq));
+      // GPTQ moved codes away from round-to-nearest (the error feedback did something)
+      const rtn = quantizeQ4(w, rows, k, 32);
+      let diff = 0;
+      for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) {
+        const byte = rtn.packed[(r * rtn.nBlocks + (j >> 5)) * 16 + ((j % 32) >> 1)];
+        if ((j % 2 ? byte >> 4 : byte & 15) !== res.codes[r * k + j]) diff++;
+      }
+      expect(diff).toBeGreaterThan(0);
+    });
+  }
+
+  it('gptqFromGram with percdamp 1 matches the naive reference with that damping', () => {
+    const rows = 4, k = 96;
+    const { w, gram } = layer(rows, k, 300, 21);
+    const ref = naiveGptq(w, rows, k, naiveHinv(gram, k, 4, 1), 32);
+    const res = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32, percdamp: 1 });
+    expect(res.percdamp).toBe(1);
+    expect(Array.from(res.codes)).toEqual(Array.from(ref.codes));
+    expect(Array.from(res.weight)).toEqual(Array.from(ref.deq));
+    const d01 = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32 });
+    expect(Array.from(d01.codes)).not.toEqual(Array.from(res.codes));
+  });
+
+  it('keeps every pruned weight exactly +0 (code = the group zero point) and the input untouched', () => {
+    const rows = 8, k = 256;
+    const { w, gram } = layer(rows, k, 300, 7);
+    const before = Float32Array.from(w);
+    const res = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32 });
+    expect(Array.from(w)).toEqual(Array.from(before));
+    let zeros = 0;
+    for (let i = 0; i < w.length; i++) {
+      if (w[i] !== 0) continue;
+      zeros++;
+      expect(Object.is(res.weight[i], 0)).toBe(true);
+      const r = Math.floor(i / k), g = Math.floor((i % k) / 32);
+      expect(res.codes[i]).toBe(res.zeroPoints[r * res.nBlocks + g]);
+    }
+    expect(zeros).toBeGreaterThan(w.length / 3);
+    // every kept weight is on its group's grid
+    for (let i = 0; i < w.length; i++) {
+      const r = Math.floor(i / k), g = Math.floor((i % k) / 32);
+      const s = res.scales[r * res.nBlocks + g], zp = res.zeroPoints[r * res.nBlocks + g];
+      expect(res.weight[i]).toBe(Math.fround((res.codes[i] - zp) * s) || 0);
+    }
+  });
+
+  it('has a lower output reconstruction error ‖(W−Q)X‖ than round-to-nearest q4 on the same layer', () => {
+    const rows = 16, k = 192, tokens = 500;
+    const { w, x, gram } = layer(rows, k, tokens, 11);
+    const res = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32 });
+    const rtn = quantizeQ4(w, rows, k, 32);
+    const rtnW = new Float32Array(rows * k);
+    for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) {
+      const b = j >> 5;
+      const byte = rtn.packed[(r * rtn.nBlocks + b) * 16 + ((j % 32) >> 1)];
+      const q = j % 2 ? byte >> 4 : byte & 15;
+      const zb = rtn.zeroPoints[r * Math.ceil(rtn.nBlocks / 2) + (b >> 1)];
+      rtnW[r * k + j] = Math.fround((q - (b % 2 ? zb >> 4 : zb & 15)) * rtn.scales[r * rtn.nBlocks + b]);
+    }
+    const eG = outputError(w, res.weight, x, rows, k, tokens);
+    const eR = outputError(w, rtnW, x, rows, k, tokens);
+    expect(eG).toBeLessThan(eR);
+  });
+
+  it('packs into the writer layout: this file\'s MatMulNBits decoder reads back the GPTQ codes and weights', () => {
+    const rows = 4, k = 80; // last group of 16: padded with the zero point
+    const { w, gram } = layer(rows, k, 200, 3);
+    const res = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32 });
+    const p = packGptqQ4(res);
+    const t = (data: Uint8Array, dims: number[], data_type: number) => ({ dims, data_type, raw_data: data }) as unknown as TensorProto;
+    const dec = decodeQ4(
+      t(p.packed, [rows, p.nBlocks, 16], 2),
+      t(new Uint8Array(p.scales.buffer), [rows * p.nBlocks], 1),
+      t(p.zeroPoints, [p.zeroPoints.length], 2),
+      k,
+    );
+    expect(Array.from(dec.codes)).toEqual(Array.from(res.codes));
+    expect(Array.from(dec.w)).toEqual(Array.from(res.weight));
+  });
+});
+
+function mainInits(m: ModelProto): Map<string, TensorProto> {
+  return new Map(m.graph.initializer.map((t) => [t.name!, t]));
+}
+
+const evalText = path.resolve(repoRoot, '../shared/data/text/tinystories_eval.txt');
+const calText = path.resolve(repoRoot, '../shared/data/text/tinystories_calibration.txt');
+
+describe('savePruned gptq: bad input', () => {
+  let work: string;
+  beforeAll(() => {
+    work = mkdtempSync(path.join(os.tmpdir(), 'dsa-gptq-bad-'));
+  });
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it('refuses gptq without q4, and gptq without calibration, writing nothing', async () => {
+    const { loadModelDir } = await import('../../src/model/index.js');
+    const { pruneModel } = await import('../../src/prune.js');
+    const { savePruned } = await import('../../src/save.js');
+    const { model } = await loadModelDir(stories);
+    await pruneModel(model, { method: 'magnitude', sparsity: 0.5 });
+    await expect(savePruned(model, path.join(work, 'a'), { gptq: true })).rejects.toThrow(/gptq needs a quantized output/);
+    await expect(savePruned(model, path.join(work, 'b'), { gptq: true, quantize: 'q8' })).rejects.toThrow(/q4 only/);
+    await expect(savePruned(model, path.join(work, 'c'), { gptq: true, quantize: 'q4' })).rejects.toThrow(/needs calibration data/);
+    expect(readdirSync(work)).toEqual([]);
+    await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+  }, 60_000);
+
+  it('CLI: --gptq without --quantize q4 or without --calibration fails before loading', async () => {
+    const { memoryIo } = await import('../../src/cli/io.js');
+    const { run } = await import('../../src/cli/commands/prune.js');
+    await expect(run([stories, '--out', path.join(work, 'd'), '--method', 'magnitude', '--gptq'], memoryIo())).rejects.toThrow(/--gptq needs --quantize q4/);
+    await expect(run([stories, '--out', path.join(work, 'e'), '--method', 'magnitude', '--gptq', '--quantize', 'q4'], memoryIo())).rejects.toThrow(/--gptq needs --calibration/);
+    expect(readdirSync(work)).toEqual([]);
+  });
+});
+
+describe.skipIf(!existsSync(evalText) || !existsSync(calText))('stories260k GPTQ end to end (needs ../shared/data/text)', () => {
+  let work: string;
+  let tf: typeof import('@huggingface/transformers');
+
+  beforeAll(async () => {
+    work = mkdtempSync(path.join(os.tmpdir(), 'dsa-gptq-e2e-'));
+    tf = await import('@huggingface/transformers');
+    tf.env.allowRemoteModels = false;
+  });
+  afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+  it('saves the GPTQ codes in model_q4.onnx, keeps pruned weights 0, leaves the model and fp32 file pruned-fp32, and beats RTN ppl', async () => {
+    const { loadModelDir, attachModel } = await import('../../src/model/index.js');
+    const { pruneModel, lastPruneCalibration } = await import('../../src/prune.js');
+    const { savePruned } = await import('../../src/save.js');
+    const src = path.join(work, 'src');
+    cpSync(stories, src, { recursive: true });
+    const { model } = await loadModelDir(src);
+    await pruneModel(model, { method: 'wanda', sparsity: 0.5, calibration: { files: [calText] }, nsamples: 16, seqlen: 256 });
+    const pm = await attachModel(model);
+    const before = new Map(pm.linears.map((l) => [l.name, Float32Array.from(pm.readWeight(l))]));
+
+    // the codes GPTQ computes on its own, from the same calibration windows
+    const cal = lastPruneCalibration(model as object)!;
+    const direct = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen });
+    for (const l of pm.linears) expect(Array.from(pm.readWeight(l))).toEqual(Array.from(before.get(l.name)!));
+
+    const rtnDir = path.join(work, 'rtn');
+    const gDir = path.join(work, 'gptq');
+    await savePruned(model, rtnDir, { quantize: 'q4' });
+    const res = await savePruned(model, gDir, { quantize: 'q4', gptq: true });
+    expect(res?.gptq?.linears).toBe(direct.linears.length);
+    expect(res?.gptq?.calibration.reused).toBe(true);
+    for (const l of pm.linears) expect(Array.from(pm.readWeight(l))).toEqual(Array.from(before.get(l.name)!));
+
+    const fp32 = mainInits(readModelFile(path.join(gDir, 'onnx/model.onnx')));
+    const q4 = readModelFile(path.join(gDir, 'onnx/model_q4.onnx'));
+    const qi = mainInits(q4);
+    let checked = 0;
+    for (const node of q4.graph.node.filter((n) => n.op_type === 'MatMulNBits')) {
+      const k = Number(node.attribute.find((a) => a.name === 'K')!.i);
+      const dec = decodeQ4(qi.get(node.input[1])!, qi.get(node.input[2])!, qi.get(node.input[3])!, k);
+      const l = pm.linears.find((x) => node.name === `${x.node}_Q4`);
+      if (!l) continue; // lm_head: round-to-nearest
+      const want = direct.codes.get(l.weight)!;
+      expect(want).toBeDefined();
+      // the file's B is exactly the packed GPTQ codes
+      expect(Buffer.compare(Buffer.from(qi.get(node.input[1])!.raw_data!), Buffer.from(want.packed))).toBe(0);
+      // pruned positions (0 in the saved fp32 file, layout [K × N]) decode to exactly 0
+      const w = tensorToFloat32(fp32.get(l.weight)!);
+      for (let i = 0; i < k; i++) for (let j = 0; j < dec.n; j++) if (w[i * dec.n + j] === 0) expect(dec.w[j * k + i]).toBe(0);
+      checked++;
+    }
+    expect(checked).toBe(direct.linears.length);
+    expect(checked).toBeGreaterThan(0);
+
+    const { perplexity } = await import('../../src/eval/index.js');
+    const text = (await import('node:fs')).readFileSync(evalText, 'utf8').slice(0, 60_000);
+    const ppl = async (dir: string, dtype: string) => {
+      const m = await tf.AutoModelForCausalLM.from_pretrained(dir, { dtype: dtype as 'fp32', local_files_only: true });
+      const tok = await tf.AutoTokenizer.from_pretrained(dir, { local_files_only: true });
+      const r = await perplexity(m as never, text, { seqlen: 256, tokenizer: tok as never, limitWindows: 8 });
+      await (m as { dispose?: () => Promise<unknown> }).dispose?.();
+      return r.ppl;
+    };
+    const p0 = await ppl(gDir, 'fp32');
+    const pr = await ppl(rtnDir, 'q4');
+    const pg = await ppl(gDir, 'q4');
+    expect(Number.isFinite(pg)).toBe(true);
+    expect(Math.abs(pg - p0)).toBeLessThan(Math.abs(pr - p0));
+    await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+  }, 300_000);
+});
