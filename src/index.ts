@@ -14,7 +14,7 @@ import { installLoadingHook } from './model/index.js';
 // Importing the plugin records where every later onnxruntime session came from (the ONNX graph we edit).
 installLoadingHook();
 
-export { installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir, sourceOfSession, validateModelFolder, formatInspectTable } from './model/index.js';
+export { installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir, loadModelVariant, sourceOfSession, validateModelFolder, formatInspectTable } from './model/index.js';
 export type { PrunableModel, ModelSource, InspectReport } from './model/index.js';
 export { pruneModel, planPrune, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
 export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';

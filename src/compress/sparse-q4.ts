@@ -291,6 +291,7 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
   const report: SparseQuantReport = { kind: 'q4', weights: [], skipped: [], bytesBefore: 0, bytesAfter: 0 };
   const nbits = g.node.filter((n) => n.op_type === 'MatMulNBits' && n.domain === 'com.microsoft');
   const usable: Usable[] = [];
+  const halfScales = new Map<NodeProto, string>();
   const reasons: string[] = [];
   for (const n of nbits) {
     const r = checkNBits(n, inits);
@@ -311,17 +312,48 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
       hint: 'Sparse q4 rewrites the 4-bit MatMulNBits weights dsa-prune writes (--quantize q4); this model has none it can take (its linears are not MatMul nodes with their own weight initializer). Save without --compress for plain q4, or use --quantize q8 --compress.',
     });
   }
-  // Groups: consecutive usable weights with the same block size and scale type, bounded in elements.
-  const groups: Usable[][] = [];
+  // Weights whose own sparse payload would not pay (a dense lm_head) keep their codes; only their fp32 scales are
+  // stored as fp16 (+ Cast) when that is lossless.
+  const dense: Usable[] = [];
+  const sparse: Usable[] = [];
   for (const u of usable) {
+    const raw = tensorBytes(u.B);
+    const zp = unpackZeroPoints(copyOf(tensorBytes(u.Z)), u.N, u.nb);
+    let nz = 0;
+    for (let blk = 0; blk < zp.length; blk++) {
+      for (let j = 0; j < u.bs; j++) {
+        const byte = raw[blk * (u.bs / 2) + (j >> 1)];
+        if ((j & 1 ? byte >> 4 : byte & 15) !== zp[blk]) nz++;
+      }
+    }
+    const payload = zp.length * u.bs / 8 + nz / 2; // element bits + codes (scales cost the same either way)
+    (payload <= maxRatio * raw.length ? sparse : dense).push(u);
+  }
+  const bld = new Builder();
+  for (const u of dense) {
+    const sc = tensorToFloat32(u.S);
+    if (u.S.data_type === DataType.FLOAT && fp16Exact(sc)) {
+      const name = `${SPARSE_Q_PREFIX}h/${u.S.name}`;
+      bld.inits.push(createTensor({ name: `${name}/fp16`, dims: tensorDims(u.S), data_type: DataType.FLOAT16, raw_data: new Uint8Array(float32ToFp16(sc).buffer) }));
+      bld.node('Cast', [`${name}/fp16`], name, [{ name: 'to', type: 2, i: DataType.FLOAT }]);
+      halfScales.set(u.n, name);
+      report.skipped.push({ name: u.B.name!, reason: 'not sparse enough: codes kept as they are, scales stored as fp16' });
+    } else report.skipped.push({ name: u.B.name!, reason: 'not sparse enough' });
+  }
+  // Groups: consecutive sparse weights with the same block size and scale type, bounded in elements.
+  const groups: Usable[][] = [];
+  for (const u of sparse) {
     const last = groups[groups.length - 1];
     const size = last ? last.reduce((a, w) => a + w.N * w.nb * w.bs, 0) : 0;
     if (last && last[0].bs === u.bs && last[0].S.data_type === u.S.data_type && size + u.N * u.nb * u.bs <= groupElements) last.push(u);
     else groups.push([u]);
   }
-  const bld = new Builder();
   const removed = new Set<string>();
   const renamed = new Map<NodeProto, string[]>();
+  for (const [n, name] of halfScales) {
+    renamed.set(n, [n.input[0], n.input[1], name, ...n.input.slice(3)]);
+    removed.add(n.input[2]);
+  }
   groups.forEach((grp, gi) => {
     const bs = grp[0].bs;
     const blob = bs / 2;
@@ -412,7 +444,7 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
     report.bytesBefore += before;
     report.bytesAfter += after + overhead;
   });
-  if (!report.weights.length) return { model, report };
+  if (!report.weights.length && !halfScales.size) return { model, report };
   bld.finishShared();
   const nodes = g.node.map((n) => {
     const inputs = renamed.get(n);
