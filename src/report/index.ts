@@ -17,6 +17,7 @@ export {
   type TableOptions,
 } from './charts.js';
 export { renderReport, blockSeries, searchSeries, type RenderOptions } from './html.js';
+export { renderFrontier, type FrontierPageInput } from './frontier.js';
 export {
   validatePrunedManifest,
   validateSearchResult,

@@ -55,7 +55,7 @@ Examples:
 `;
 
 /** `--allocator @file.json` re-runs the expression a search found, on this model's statistics. */
-function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator {
+export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator {
   if (value.startsWith('@')) {
     const file = value.slice(1);
     let best: { expression?: string; lambda?: number } | undefined;
