@@ -88,7 +88,7 @@ export function recommend(points: FrontierPoint[], tolerance: number): FrontierR
   let why: string;
   if (pick.sparsity === 0) {
     why = smallerPruned
-      ? `pruning does not pay for this model: the smaller pruned files (e.g. ${smallerPruned.name}, ${MB(smallerPruned.bytes)}) lose more than ${Math.round(tolerance * 100)} % perplexity (${smallerPruned.name}: ${smallerPruned.ppl.toFixed(2)})`
+      ? `pruning does not pay for this model, the smaller pruned files (e.g. ${smallerPruned.name}, ${MB(smallerPruned.bytes)}) lose more than ${Math.round(tolerance * 100)} % perplexity (${smallerPruned.name}: ${smallerPruned.ppl.toFixed(2)})`
       : 'no variant is smaller at that quality';
   } else why = `the smallest file within ${Math.round(tolerance * 100)} % of the dense fp32 perplexity`;
   return {
