@@ -19,6 +19,7 @@ export type { PrunableModel, ModelSource, InspectReport } from './model/index.js
 export { pruneModel, planPrune, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
 export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
 export { savePruned } from './save.js';
+export { frontier, paretoFront, recommend, type FrontierOptions, type FrontierPoint, type FrontierResult } from './frontier.js';
 export * from './methods/index.js';
 export * from './allocators/index.js';
 export * from './eval/index.js';
