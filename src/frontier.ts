@@ -174,6 +174,7 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
   }
   // Measure each file as transformers.js loads it.
   const points: FrontierPoint[] = [];
+  let ids: ReturnType<typeof tokenizeText> | undefined; // every variant shares the source model's tokenizer
   for (let i = 0; i < saved.length; i++) {
     const v = saved[i];
     for (let j = 0; j < v.formats.length; j++) {
@@ -184,7 +185,8 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
       const m = await loadModelVariant(f.dir, { dtype: f.dtype, threads: opts.threads });
       const loadMs = performance.now() - t0;
       try {
-        const r = await perplexity(m.model, tokenizeText(m.tokenizer, text), { seqlen: pplSeqlen, limitWindows: opts.pplWindows, signal: opts.signal });
+        ids ??= tokenizeText(m.tokenizer, text);
+        const r = await perplexity(m.model, ids, { seqlen: pplSeqlen, limitWindows: opts.pplWindows, signal: opts.signal });
         points.push({ name, sparsity: v.sparsity, format: f.format, dtype: f.dtype, dir: path.relative(opts.out, f.dir), file: m.file, bytes: m.bytes, ppl: r.ppl, loadMs, pareto: false });
       } finally {
         await m.model.dispose?.();
