@@ -84,11 +84,12 @@ export function recommend(points: FrontierPoint[], tolerance: number): FrontierR
   const ok = points.filter((p) => p.ppl <= base.ppl * (1 + tolerance));
   const pick = ok.reduce((a, b) => (b.bytes < a.bytes || (b.bytes === a.bytes && b.ppl < a.ppl) ? b : a));
   const rel = (pick.ppl / base.ppl - 1) * 100;
-  const smallerPruned = points.filter((p) => p.sparsity > 0 && p.bytes < pick.bytes).sort((a, b) => a.bytes - b.bytes)[0];
+  // The best pruned file that is smaller than the pick, to say what pruning would cost.
+  const smallerPruned = points.filter((p) => p.sparsity > 0 && p.bytes < pick.bytes).sort((a, b) => a.ppl - b.ppl)[0];
   let why: string;
   if (pick.sparsity === 0) {
     why = smallerPruned
-      ? `pruning does not pay for this model, the smaller pruned files (e.g. ${smallerPruned.name}, ${MB(smallerPruned.bytes)}) lose more than ${Math.round(tolerance * 100)} % perplexity (${smallerPruned.name}: ${smallerPruned.ppl.toFixed(2)})`
+      ? `pruning does not pay for this model, even the best smaller pruned file (${smallerPruned.name}, ${MB(smallerPruned.bytes)}) has ppl ${smallerPruned.ppl.toFixed(2)}, more than ${Math.round(tolerance * 100)} % worse`
       : 'no variant is smaller at that quality';
   } else why = `the smallest file within ${Math.round(tolerance * 100)} % of the dense fp32 perplexity`;
   return {

@@ -1,5 +1,5 @@
 /**
- * Sparse 4-bit / 8-bit storage that is still plain ONNX: the zeros of a pruned model count in the q4 / q8 file.
+ * Sparse 4-bit storage that is still plain ONNX: the zeros of a pruned model count in the q4 / q8 file.
  *
  * q4 (`sparseQ4Model`): for every com.microsoft MatMulNBits (bits 4) whose `B`, `scales` and `zero_points` are
  * initializers, `B` ([N, n_blocks, block/2] uint8, two codes per byte, low nibble first) is replaced by
@@ -28,8 +28,7 @@
  * test/compress/sparse-q4.test.ts on the optimized graph), and MatMulNBits pre-packs the folded `B` as usual: plain
  * transformers.js loads the file with `dtype: 'q4'`, no plugin.
  *
- * q8 (`sparseQ8Model`): the int8 weights of DequantizeLinear (zero point 0, so a pruned weight is code 0) become a
- * bitmask + the non-zero codes, rebuilt by the same Gather/CumSum nodes as the compressed fp32 file.
+ * q8 is not stored sparse (not implemented): `--quantize q8 --compress` writes plain q8.
  */
 import { DsaPruneError } from '../errors.js';
 import {
@@ -42,7 +41,7 @@ export const SPARSE_Q_PREFIX = 'dsa_prune_sparseq/';
 const META_KEY = 'dsa-prune.sparse-quantized';
 
 export interface SparseQuantReport {
-  kind: 'q4' | 'q8';
+  kind: 'q4';
   /** One row per rewritten weight. */
   weights: {
     name: string; numel: number; blocks?: number; keptBlocks?: number; nonZeros: number;
@@ -460,7 +459,7 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
   return { model: { ...model, graph, metadata_props: meta }, report };
 }
 
-/** True when the graph holds decoders written by sparseQ4Model / sparseQ8Model. */
+/** True when the graph holds decoders written by sparseQ4Model. */
 export function isSparseQuantized(model: ModelProto): boolean {
   return model.graph.node.some((n) => (n.name ?? '').startsWith(SPARSE_Q_PREFIX));
 }
