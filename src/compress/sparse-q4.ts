@@ -1,8 +1,10 @@
 /**
- * Sparse 4-bit storage that is still plain ONNX: the zeros of a pruned model count in the q4 / q8 file.
+ * Sparse 4-bit storage that is still plain ONNX: the zeros of a pruned model count in the q4 file.
  *
- * q4 (`sparseQ4Model`): for every com.microsoft MatMulNBits (bits 4) whose `B`, `scales` and `zero_points` are
- * initializers, `B` ([N, n_blocks, block/2] uint8, two codes per byte, low nibble first) is replaced by
+ * q4 (`sparseQ4Model`): the com.microsoft MatMulNBits (bits 4) whose `B`, `scales` and `zero_points` are their own
+ * initializers are taken in groups (consecutive weights, same block size, ≤ 2²¹ elements: one decoder per group, not
+ * per weight); a group's `B`s ([N, n_blocks, block/2] uint8, two codes per byte, low nibble first) are concatenated
+ * block by block and replaced by
  *
  *   - `bmask`  one bit per quantization block (set = the block holds a code ≠ its zero point); all-zero blocks are
  *              skipped entirely (no element bits, no codes, no scale);
@@ -21,7 +23,10 @@
  *   q        = zp + e · (c − zp)              (zp = the block's zero point, unpacked from zero_points)
  *   B        = Cast<uint8>(q[…, even] + 16 · q[…, odd])  reshaped to [N, n_blocks, block/2]
  *   scales   = Gather(Cast<float>(scales), blk)
+ *   per weight: B_w = Reshape(Slice(B, start_w, end_w), [N, n_blocks, block/2]), scales_w = Slice(scales, …)
  *
+ * (zp: the group's zero_points initializers, Concat-ed and unpacked to one nibble per block.) A weight that is not
+ * sparse enough to pay keeps its B; only its fp32 scales become fp16 + Cast when that is lossless.
  * A position whose bit is unset gets its block's zero point, so the rebuilt `B` is the plain q4 file's `B` byte for
  * byte: weights that were exactly 0 dequantize to exactly 0, the others to the plain q4 values. Every input is a
  * constant, so onnxruntime constant-folds the nodes into initializers when the session is created (checked in
