@@ -25,7 +25,7 @@ installLoadingHook();
 
 // The model folder
 export {
-  installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir, sourceOfSession, validateModelFolder, formatInspectTable,
+  installLoadingHook, attachModel, inspectModel, discoverLinears, loadModelDir, loadModelVariant, sourceOfSession, validateModelFolder, formatInspectTable,
   contextLength,
 } from './model/index.js';
 export type { PrunableModel, ModelSource, InspectReport, InspectLinear, ModelFolder, SaveOptions } from './model/index.js';
@@ -63,6 +63,7 @@ export type { CalibrationModel, CalibrationOptions, CalibrationReport, BlockRepo
 export {
   quantizeModel, quantizeQ4, quantizeInt8, compressModel, densifyModel, isCompressed, encodeSparse, decodeSparse, SPARSE_PREFIX,
   writeQuantized, compressFolder, postProcessSaved, floatOnnxFile, onnxFileSize, QUANT_SUFFIX,
+  sparseQ4Model, encodeSparseQ4, decodeSparseQ4, isSparseQuantized,
 } from './compress/index.js';
 export type {
   QuantizeKind, QuantizeOptions, QuantizeReport, Q4Packed, CompressOptions, CompressReport, FileSize, PostSaveOptions, PostSaveResult,
@@ -86,4 +87,7 @@ export {
   gptqModel, gptqFromGram, gptqQuantizeLayer, packGptqQ4, q4GroupParams, q4Code, GPTQ_SWEEP_BLOCK,
   type GptqLayerOptions, type GptqLayerResult, type GptqModelOptions, type GptqModelResult, type GptqLinearReport,
 } from './compress/index.js';
+
+// Size–quality frontier (dsa-prune frontier)
+export { frontier, paretoFront, recommend, type FrontierOptions, type FrontierPoint, type FrontierResult } from './frontier.js';
 export type * from './types.js';

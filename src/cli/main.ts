@@ -27,6 +27,7 @@ export const COMMANDS = {
   inspect: 'list the prunable linears of a model (blocks, roles, shapes)',
   prune: 'prune a model (magnitude, Wanda, SparseGPT; uniform, OWL or DSA allocation) and save it',
   eval: 'measure perplexity and zero-shot task accuracy of a model',
+  frontier: 'size vs perplexity of dense / pruned, plain / 4-bit / sparse 4-bit variants: what to ship',
   search: 'evolutionary search for a DSA allocation function',
   worker: 'serve search evaluations from a Redis queue (distributed search)',
   report: 'render a pruned folder or a search result as one offline HTML page',

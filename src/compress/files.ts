@@ -7,10 +7,11 @@ import path from 'node:path';
 import { DsaPruneError, EXIT } from '../errors.js';
 import { initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from '../model/external.js';
 import { splitOnnxName } from '../model/hook.js';
-import { encodeModel, readModelFile, type ModelProto } from '../model/onnx.js';
+import { DataType, encodeModel, readModelFile, tensorDims, tensorToFloat32, type ModelProto } from '../model/onnx.js';
 import { DTYPE_SUFFIX } from '../model/dtypes.js';
 import { quantizeModel, type QuantizeKind, type QuantizeOptions, type QuantizeReport } from './quantize.js';
 import { compressModel, type CompressOptions, type CompressReport } from './sparse.js';
+import { sparseQ4Model, type SparseQuantReport } from './sparse-q4.js';
 
 /** transformers.js file-name suffix per dtype (`from_pretrained(dir, { dtype })`). */
 export const QUANT_SUFFIX: Record<QuantizeKind, string> = { q8: DTYPE_SUFFIX.q8, q4: DTYPE_SUFFIX.q4 };
@@ -78,17 +79,54 @@ export function writeModelAtomic(m: ModelProto, file: string): void {
   }
 }
 
-/**
- * Write `onnx/<base>_q4.onnx` (q4) or `onnx/<base>_quantized.onnx` (q8) next to the float model of the folder `dir`;
- * the float file stays. Load with `from_pretrained(dir, { dtype: 'q4' | 'q8' })`.
- */
-export function writeQuantized(dir: string, kind: QuantizeKind, opts: QuantizeOptions = {}): FileSize & { report: QuantizeReport } {
+/** Float 2-D weight initializers with ≥ 10 % exact zeros still read by a Gemm / MatMul after quantization. */
+function unconvertedSparse(m: ModelProto): string[] {
+  const inits = new Map(m.graph.initializer.map((t) => [t.name!, t]));
+  const out: string[] = [];
+  for (const n of m.graph.node) {
+    if ((n.domain ?? '') !== '' || (n.op_type !== 'Gemm' && n.op_type !== 'MatMul')) continue;
+    for (const name of n.input.slice(0, 2)) {
+      const t = inits.get(name);
+      if (!t || (t.data_type !== DataType.FLOAT && t.data_type !== DataType.FLOAT16) || tensorDims(t).length !== 2) continue;
+      const w = tensorToFloat32(t);
+      let z = 0;
+      for (let i = 0; i < w.length; i++) if (w[i] === 0) z++;
+      if (w.length >= 1024 && z >= 0.1 * w.length) out.push(`${n.op_type} ${n.name || name} weight ${name}`);
+    }
+  }
+  return out;
+}
+
+/** The quantized model of the folder `dir` and the file it goes to, in memory (nothing written). */
+function buildQuantized(dir: string, kind: QuantizeKind, opts: QuantizeOptions, sparse: boolean): { model: ModelProto; out: string; report: QuantizeReport; sparse?: SparseQuantReport } {
   const src = floatOnnxFile(dir);
   const { base } = splitOnnxName(src);
-  const { model, report } = quantizeModel(readInline(src), kind, opts);
+  const q = quantizeModel(readInline(src), kind, opts);
   const out = path.join(path.dirname(src), `${base}${QUANT_SUFFIX[kind]}.onnx`);
-  writeModelAtomic(model, out);
-  return { file: path.relative(dir, out), bytes: onnxFileSize(out), report };
+  if (!sparse) return { model: q.model, out, report: q.report };
+  if (kind !== 'q4') {
+    throw new DsaPruneError(`sparse storage of ${kind} is not implemented (only q4)`, { hint: 'Use --quantize q4 --compress, or drop --compress for plain q8.' });
+  }
+  // A pruned linear the q4 file keeps in float (a Gemm, a weight MatMulNBits cannot take) would stay dense: refuse.
+  const left = unconvertedSparse(q.model);
+  if (left.length) {
+    throw new DsaPruneError(`sparse q4: ${left.length} pruned weight(s) of ${src} stay float in the q4 file because MatMulNBits cannot take their layout (${left.slice(0, 3).join(', ')}${left.length > 3 ? ', …' : ''})`, {
+      hint: 'Their zeros would not shrink the q4 file. Use --quantize q8 (plain) or --compress alone (sparse fp32) for this model, or drop --compress for plain q4.',
+    });
+  }
+  const s = sparseQ4Model(q.model);
+  return { model: s.model, out, report: q.report, sparse: s.report };
+}
+
+/**
+ * Write `onnx/<base>_q4.onnx` (q4) or `onnx/<base>_quantized.onnx` (q8) next to the float model of the folder `dir`;
+ * the float file stays. Load with `from_pretrained(dir, { dtype: 'q4' | 'q8' })`. `sparse` (q4 only): store the
+ * MatMulNBits weights as block mask + bitmask + non-zero codes (sparse-q4.ts), still loaded with `dtype: 'q4'`.
+ */
+export function writeQuantized(dir: string, kind: QuantizeKind, opts: QuantizeOptions = {}, sparse = false): FileSize & { report: QuantizeReport; sparse?: SparseQuantReport } {
+  const b = buildQuantized(dir, kind, opts, sparse);
+  writeModelAtomic(b.model, b.out);
+  return { file: path.relative(dir, b.out), bytes: onnxFileSize(b.out), report: b.report, ...(b.sparse ? { sparse: b.sparse } : {}) };
 }
 
 /**
@@ -106,7 +144,10 @@ export function compressFolder(dir: string, opts: CompressOptions = {}): FileSiz
 export interface PostSaveOptions {
   /** Also write a quantized variant: 'q8' → onnx/model_quantized.onnx, 'q4' → onnx/model_q4.onnx. */
   quantize?: QuantizeKind | QuantizeKind[];
-  /** Store the float model as bitmask + non-zero values (plain ONNX, decoded by onnxruntime at load). */
+  /**
+   * Store the float model as bitmask + non-zero values (plain ONNX, decoded by onnxruntime at load); with
+   * `quantize: 'q4'`, the q4 file is written sparse too (block mask + bitmask + non-zero 4-bit codes, sparse-q4.ts).
+   */
   compress?: boolean | CompressOptions;
   /** Options of the quantizer (block size, …). */
   quantizeOptions?: QuantizeOptions;
@@ -116,7 +157,7 @@ export interface PostSaveResult {
   /** Size of the dense float file before any post-processing. */
   dense: FileSize;
   /** Written files with their sizes and the ratio to the dense float file. */
-  files: (FileSize & { kind: 'fp32' | 'compressed' | QuantizeKind; ratio: number })[];
+  files: (FileSize & { kind: 'fp32' | 'compressed' | QuantizeKind | 'sparse-q4'; ratio: number })[];
 }
 
 /** Apply the options to a folder savePruned just wrote. */
@@ -125,10 +166,13 @@ export function postProcessSaved(dir: string, opts: PostSaveOptions): PostSaveRe
   const dense = { file: path.relative(dir, src), bytes: onnxFileSize(src) };
   const files: PostSaveResult['files'] = [];
   const kinds = opts.quantize === undefined ? [] : Array.isArray(opts.quantize) ? opts.quantize : [opts.quantize];
-  for (const k of kinds) {
-    if (k !== 'q4' && k !== 'q8') throw new DsaPruneError(`unknown quantize option '${String(k)}'`, { hint: "Use 'q8' or 'q4'." });
-    const r = writeQuantized(dir, k, opts.quantizeOptions);
-    files.push({ file: r.file, bytes: r.bytes, kind: k, ratio: r.bytes / dense.bytes });
+  for (const k of kinds) if (k !== 'q4' && k !== 'q8') throw new DsaPruneError(`unknown quantize option '${String(k)}'`, { hint: "Use 'q8' or 'q4'." });
+  // Build every quantized model before writing any, so a refused layout (sparse q4) leaves the folder untouched.
+  const built = kinds.map((k) => ({ k, b: buildQuantized(dir, k, opts.quantizeOptions ?? {}, !!opts.compress && k === 'q4') }));
+  for (const { k, b } of built) {
+    writeModelAtomic(b.model, b.out);
+    const bytes = onnxFileSize(b.out);
+    files.push({ file: path.relative(dir, b.out), bytes, kind: b.sparse?.weights.length ? 'sparse-q4' : k, ratio: bytes / dense.bytes });
   }
   if (opts.compress) {
     const r = compressFolder(dir, typeof opts.compress === 'object' ? opts.compress : {});

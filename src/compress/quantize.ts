@@ -63,8 +63,22 @@ export interface Q4Packed {
 }
 
 /**
+ * x rounded to 11 significant bits, i.e. a value fp16 represents exactly, when x is in fp16's normal range (else x):
+ * q4 scales chosen this way are stored losslessly as fp16 by the sparse q4 file (sparse-q4.ts); the plain file keeps
+ * them in the model's float type. The relative change (≤ 2⁻¹¹) is far below the 4-bit step.
+ */
+export function halfPrecision(x: number): number {
+  if (!(x >= 2 ** -14 && x <= 65504)) return x;
+  let e = Math.floor(Math.log2(x));
+  if (2 ** e > x) e--;
+  else if (2 ** (e + 1) <= x) e++;
+  const quantum = 2 ** (e - 10);
+  return Math.round(x / quantum) * quantum;
+}
+
+/**
  * Quantize W [n × k] (row-major, row = output channel) to 4 bits with per-block scale and integer zero point.
- * Every block's range contains 0, so exact zeros map to their zero point.
+ * Every block's range contains 0, so exact zeros map to their zero point. Scales are fp16-representable (halfPrecision).
  */
 export function quantizeQ4(w: Float32Array, n: number, k: number, blockSize = 32, rangeSearch = 6): Q4Packed {
   if (w.length !== n * k) throw new DsaPruneError(`quantizeQ4: expected ${n}×${k} values, got ${w.length}`);
@@ -102,7 +116,7 @@ export function quantizeQ4(w: Float32Array, n: number, k: number, blockSize = 32
           const shrink = 1 - t * 0.04;
           const a = lo * shrink;
           const c = hi * shrink;
-          f32[0] = (c - a) / 15;
+          f32[0] = halfPrecision((c - a) / 15);
           const scale = f32[0];
           if (!(scale > 0)) continue;
           let zp = Math.round(-a / scale);

@@ -5,7 +5,7 @@
 export { installLoadingHook, sourceOfSession, sourceFromPath, splitOnnxName, type ModelSource } from './hook.js';
 export { discoverLinears, fusedParts, parseScope, linearNameFromNode, type Discovery, type DiscoverOptions, type WeightLayout } from './discover.js';
 export { attachModel, transpose, type PrunableModel } from './prunable.js';
-export { loadModelDir, validateModelFolder, readFolderGraph, type ModelFolder } from './load.js';
+export { loadModelDir, loadModelVariant, validateModelFolder, readFolderGraph, type ModelFolder } from './load.js';
 export { savePruned, checkOutDir, packageVersion, type SaveOptions } from './save.js';
 export { inspectModel, formatInspectTable, type InspectReport, type InspectLinear } from './inspect.js';
 export { hasExternalData, externalFiles, initializerBytes, inlinedModel, writeWithExternalData, tensorDataSize, PROTOBUF_LIMIT } from './external.js';

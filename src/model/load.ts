@@ -134,6 +134,31 @@ export async function loadModelDir(
 ): Promise<{ model: any; tokenizer: any; prunable: PrunableModel }> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const folder = await validateModelFolder(dir, opts);
   const proto = readFolderGraph(folder);
+  rememberDecoded(folder.onnxPath, proto);
+  const { model, tokenizer } = await openFolder(folder, opts);
+  const prunable = await attachModel(model, { source: folder.dir });
+  return { model, tokenizer, prunable };
+}
+
+/**
+ * Load the file transformers.js picks for `dtype` (`fp32`, `fp16`, `q8`, `q4`, …; default as validateModelFolder),
+ * as transformers.js itself does, without attaching dsa-prune: for evaluating any saved variant, quantized ones
+ * included. Returns the file (relative to the folder) and its size with external data.
+ */
+export async function loadModelVariant(
+  dir: string,
+  opts: { dtype?: string; threads?: number } = {},
+): Promise<{ model: any; tokenizer: any; dtype: string; file: string; bytes: number }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const folder = await validateModelFolder(dir, opts);
+  const { model, tokenizer } = await openFolder(folder, opts);
+  const onnxDir = path.dirname(folder.onnxPath);
+  const name = path.basename(folder.onnxPath);
+  let bytes = statSync(folder.onnxPath).size;
+  for (const f of readdirSync(onnxDir)) if (f.startsWith(`${name}_data`)) bytes += statSync(path.join(onnxDir, f)).size;
+  return { model, tokenizer, dtype: folder.dtype, file: path.relative(folder.dir, folder.onnxPath), bytes };
+}
+
+async function openFolder(folder: ModelFolder, opts: { threads?: number }): Promise<{ model: any; tokenizer: any }> { // eslint-disable-line @typescript-eslint/no-explicit-any
   const tf = await transformers();
   tf.env.allowRemoteModels = false;
   tf.env.allowLocalModels = true;
@@ -142,7 +167,6 @@ export async function loadModelDir(
     sessionOptions.intraOpNumThreads = opts.threads;
     sessionOptions.interOpNumThreads = 1;
   }
-  rememberDecoded(folder.onnxPath, proto);
   let model: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   try {
     model = await tf.AutoModelForCausalLM.from_pretrained(folder.dir, {
@@ -174,6 +198,5 @@ export async function loadModelDir(
       });
     }
   }
-  const prunable = await attachModel(model, { source: folder.dir });
-  return { model, tokenizer, prunable };
+  return { model, tokenizer };
 }

@@ -16,7 +16,7 @@ export interface RenderOptions {
   logY?: boolean | 'auto';
 }
 
-const CSS = `
+export const CSS = `
 :root { color-scheme: light; }
 body { font-family: system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif; margin: 0; background: #f6f7f9; color: #1d1f23; }
 main { max-width: 1000px; margin: 0 auto; padding: 24px 28px 48px; }

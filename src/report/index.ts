@@ -18,6 +18,7 @@ export {
 } from './charts.js';
 export { renderReport, blockSeries, searchSeries, type RenderOptions } from './html.js';
 export { searchChart, type SearchChartInput } from './search-chart.js';
+export { renderFrontier, type FrontierPageInput } from './frontier.js';
 export {
   validatePrunedManifest,
   validateSearchResult,

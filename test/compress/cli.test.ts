@@ -22,7 +22,7 @@ describe('prune --quantize / --compress', () => {
     expect(code).toBe(0);
     const res = JSON.parse(io.stdoutText) as { denseBytes: number; files: { file: string; kind: string; bytes: number; ratio: number }[] };
     expect(res.denseBytes).toBe(denseBytes);
-    expect(res.files.map((f) => f.kind).sort()).toEqual(['compressed', 'q4', 'q8']);
+    expect(res.files.map((f) => f.kind).sort()).toEqual(['compressed', 'q8', 'sparse-q4']);
     for (const f of res.files) {
       const size = statSync(path.join(out, f.file)).size;
       expect(f.bytes).toBe(size);
@@ -30,6 +30,32 @@ describe('prune --quantize / --compress', () => {
       expect(f.ratio).toBeLessThan(0.6);
     }
   }, 120_000);
+
+  it('eval --dtype measures the file transformers.js loads for that dtype (ppl = plain from_pretrained on the same file)', async () => {
+    const out = path.join(work, 'out');
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const textFile = path.join(work, 'eval.txt');
+    writeFileSync(textFile, readFileSync(path.join(repoRoot, 'data/tinystories/tinystories_eval.txt'), 'utf8').slice(0, 12_000));
+    const { run: evalRun } = await import('../../src/cli/commands/eval.js');
+    const tf = await import('@huggingface/transformers');
+    const { perplexity } = await import('../../src/eval/index.js');
+    const { tokenizeText } = await import('../../src/data/text.js');
+    for (const [dtype, file] of [['q4', 'onnx/model_q4.onnx'], ['q8', 'onnx/model_quantized.onnx'], ['fp32', 'onnx/model.onnx']] as const) {
+      const io = memoryIo();
+      expect(await evalRun([out, '--dtype', dtype, '--ppl', textFile, '--seqlen', '128', '--windows', '3', '--json'], io)).toBe(0);
+      const r = JSON.parse(io.stdoutText) as { ppl: number; file: string; dtype: string; bytes: number };
+      expect(r.file).toBe(path.join(...file.split('/')));
+      expect(r.dtype).toBe(dtype);
+      expect(r.bytes).toBe(statSync(path.join(out, file)).size);
+      const model = await tf.AutoModelForCausalLM.from_pretrained(out, { dtype, local_files_only: true });
+      const tok = await tf.AutoTokenizer.from_pretrained(out, { local_files_only: true });
+      const direct = await perplexity(model as never, tokenizeText(tok as never, readFileSync(textFile, 'utf8')), { seqlen: 128, limitWindows: 3 });
+      await (model as { dispose: () => Promise<unknown> }).dispose();
+      expect(r.ppl).toBe(direct.ppl);
+    }
+    const io = memoryIo();
+    await expect(evalRun([path.join(repoRoot, 'models/stories260k'), '--dtype', 'q4', '--ppl', textFile], io)).rejects.toThrow(/no onnx\/model_q4\.onnx for dtype q4/);
+  }, 180_000);
 
   it('rejects an unknown --quantize value', async () => {
     const io = memoryIo();

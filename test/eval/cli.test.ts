@@ -20,7 +20,7 @@ describe('dsa-prune eval', () => {
     const code = await run([storiesDir, '--ppl', textFile, '--seqlen', '32', '--task', 'copa,hellaswag', '--limit', '10', '--data-dir', dataDir, '--json'], io);
     expect(code).toBe(0);
     const out = JSON.parse(io.stdoutText);
-    expect(Object.keys(out)).toEqual(['ppl', 'perplexity', 'tasks']);
+    expect(Object.keys(out)).toEqual(['ppl', 'perplexity', 'tasks', 'file', 'dtype', 'bytes']);
     // Independent: mean of window means of naive float64 NLL.
     const { model, tokenizer } = await load(storiesDir);
     const ids = Array.from(tokenizeText(tokenizer, TEXT));

@@ -1,5 +1,5 @@
 /**
- * `dsa-prune eval <modelDir> [--ppl <file>] [--seqlen n] [--stride n] [--task a,b] [--limit n] [--compare <dir>] [--json]`:
+ * `dsa-prune eval <modelDir> [--dtype d] [--ppl <file>] [--seqlen n] [--stride n] [--task a,b] [--limit n] [--compare <dir>] [--json]`:
  * perplexity (reference protocol or strided) and zero-shot task accuracy; with --compare, the same data on a second
  * model and the deltas.
  */
@@ -8,16 +8,17 @@ import { contextLength } from '../../model/context.js';
 import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
-import { loadModelDir } from '../../model/index.js';
+import { loadModelVariant } from '../../model/index.js';
 import { readTextFile, tokenizeText } from '../../data/text.js';
 import { perplexity, type PerplexityResult } from '../../eval/perplexity.js';
 import { evaluateTasks, TASK_NAMES, type TaskResult } from '../../eval/tasks/index.js';
 
 const spec = defineCommand({
   name: 'eval',
-  usage: 'dsa-prune eval <modelDir> [--ppl <file>] [--seqlen n] [--stride n] [--task a,b] [--limit n] [--compare <otherDir>] [--json]',
+  usage: 'dsa-prune eval <modelDir> [--dtype fp32|fp16|q8|q4] [--ppl <file>] [--seqlen n] [--stride n] [--task a,b] [--limit n] [--compare <otherDir>] [--json]',
   positionals: { min: 1, max: 1, names: ['modelDir'] },
   options: {
+    dtype: { type: 'string', valueName: '<dtype>', description: "evaluate the file transformers.js loads for this dtype: fp32 = onnx/model.onnx, fp16 = model_fp16, q8 = model_quantized, q4 = model_q4 (default: model.onnx, else the first file)" },
     ppl: { type: 'string', valueName: '<file>', description: 'text file for perplexity (tokenized as one string)' },
     seqlen: { type: 'integer', min: 2, description: 'perplexity window in tokens (default min(2048, context length))' },
     stride: { type: 'integer', min: 1, description: 'sliding-window step: context = seqlen, only new tokens scored' },
@@ -43,16 +44,21 @@ Task data is read from the --data-dir folder(s) when given, else from the small 
 
 ${formatOptions(spec.options)}
 
-JSON (--json): { "ppl"?, "perplexity"?: { windows, tokens, seconds, tokensPerSecond, seqlen, stride? },
+JSON (--json): { "ppl"?, "file", "dtype", "bytes", "perplexity"?: { windows, tokens, seconds, tokensPerSecond, seqlen, stride? },
                  "tasks": { "<name>": { "acc", "acc_norm"?, "n" } },
                  with --compare also "compare": { "model", "ppl"?, "tasks" } and "delta" (this model − the other) }
 
 Examples:
   dsa-prune eval models/stories260k --ppl data/tinystories/tinystories_eval.txt --seqlen 512
+  dsa-prune eval out/wanda50 --dtype q4 --ppl data/tinystories/tinystories_eval.txt --seqlen 512
   dsa-prune eval out/wanda50 --task copa,blimp:anaphor_gender_agreement --limit 200 --compare models/stories260k
 `;
 
 interface EvalOutput {
+  /** The file evaluated (relative to the model folder), its dtype and its size in bytes (with external data). */
+  file?: string;
+  dtype?: string;
+  bytes?: number;
   ppl?: number;
   perplexity?: Omit<PerplexityResult, 'ppl'> & { seqlen: number; stride?: number };
   tasks: Record<string, TaskResult>;
@@ -61,7 +67,7 @@ interface EvalOutput {
 type Args = ReturnType<typeof parseCommandArgs<typeof spec.options>>;
 
 async function evaluateOne(dir: string, args: Args, tasks: string[], text: string | undefined, io: CliIo, label: string): Promise<EvalOutput> {
-  const { model, tokenizer } = await loadModelDir(dir, { threads: args.common.threads });
+  const { model, tokenizer, file, dtype, bytes } = await loadModelVariant(dir, { threads: args.common.threads, ...(args.values.dtype !== undefined ? { dtype: args.values.dtype } : {}) });
   try {
     if (!tokenizer) throw new DsaPruneError(`${dir} has no tokenizer files (tokenizer.json)`, { hint: 'evaluation needs the tokenizer of the model' });
     const progress = createProgress(io, { quiet: args.common.quiet, json: args.common.json });
@@ -95,7 +101,7 @@ async function evaluateOne(dir: string, args: Args, tasks: string[], text: strin
       progress.done();
     }
     // Key order of the JSON: ppl first.
-    return { ...(out.ppl !== undefined ? { ppl: out.ppl, perplexity: out.perplexity } : {}), tasks: out.tasks };
+    return { ...(out.ppl !== undefined ? { ppl: out.ppl, perplexity: out.perplexity } : {}), tasks: out.tasks, file, dtype, bytes };
   } finally {
     await model.dispose?.();
   }
@@ -134,6 +140,9 @@ function table(dir: string, a: EvalOutput, other?: { dir: string; out: EvalOutpu
   const widths = head.map((_, c) => Math.max(...all.map((r) => (r[c] ?? '').length)));
   const line = (r: string[]) => r.map((s, c) => (c === 0 ? s.padEnd(widths[c]!) : s.padStart(widths[c]!))).join('  ').trimEnd();
   let s = all.map(line).join('\n') + '\n';
+  for (const [d, o] of [[dir, a], ...(other ? [[other.dir, other.out] as const] : [])] as const) {
+    if (o.file) s += `${d}: ${o.file} (dtype ${o.dtype}, ${o.bytes!.toLocaleString('en-US')} bytes)\n`;
+  }
   if (a.perplexity) {
     const p = a.perplexity;
     s += `perplexity: ${p.windows} windows of ${p.seqlen}${p.stride ? ` (stride ${p.stride})` : ''}, ${p.tokens} tokens in ${p.seconds.toFixed(1)} s (${Math.round(p.tokensPerSecond)} tokens/s)\n`;

@@ -37,7 +37,7 @@ const spec = defineCommand({
     overwrite: { type: 'boolean', description: 'replace a non-empty output folder' },
     'dry-run': { type: 'boolean', description: 'print the plan (layers, sparsities, memory) and stop' },
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
-    compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load)' },
+    compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load); with --quantize q4 also model_q4.onnx as block mask + bitmask + non-zero 4-bit codes (loads with dtype q4)' },
     gptq: { type: 'boolean', description: 'q4 with GPTQ error feedback on the surviving weights (Hessians from the calibration set; needs --quantize q4 and --calibration)' },
   },
 });
@@ -56,7 +56,7 @@ Examples:
 `;
 
 /** `--allocator @file.json` re-runs the expression a search found, on this model's statistics. */
-function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator {
+export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator {
   if (value.startsWith('@')) {
     const file = value.slice(1);
     let best: { expression?: string; lambda?: number } | undefined;

@@ -1,0 +1,213 @@
+/**
+ * Size–quality frontier: prune a model at several sparsities, save every variant a transformers.js user could ship
+ * (dense fp32 / q8 / q4; each sparsity × plain q4 / sparse q4), measure each file's bytes and perplexity as
+ * transformers.js loads it, and mark the Pareto front (no other variant both smaller and better).
+ *
+ * ```ts
+ * import { frontier } from 'dsa-prune';
+ * const r = await frontier('models/stories260k', { calibration: ['calib.txt'], ppl: 'eval.txt', sparsities: [0, 0.5] });
+ * r.points.filter((p) => p.pareto); r.recommendation.sentence;
+ * ```
+ */
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { DsaPruneError } from './errors.js';
+import { loadModelDir, loadModelVariant } from './model/index.js';
+import { pruneModel, type PruneOptions } from './prune.js';
+import { savePruned } from './save.js';
+import { sparseQ4Model, writeModelAtomic } from './compress/index.js';
+import { readModelFile } from './model/onnx.js';
+import { readTextFile, tokenizeText } from './data/text.js';
+import { perplexity } from './eval/perplexity.js';
+import type { ProgressCallback } from './types.js';
+
+export interface FrontierOptions {
+  /** Calibration text file(s) (Wanda / SparseGPT). */
+  calibration?: string[];
+  /** Text file for perplexity. */
+  ppl: string;
+  /** Sparsities of the grid (0 = dense). Default [0, 0.3, 0.5, 0.7]. */
+  sparsities?: number[];
+  method?: PruneOptions['method'];
+  allocator?: PruneOptions['allocator'];
+  nsamples?: number;
+  seqlen?: number;
+  /** Perplexity window (default min(512, seqlen ?? 512)) and number of windows (default all). */
+  pplSeqlen?: number;
+  pplWindows?: number;
+  /** Folder for the variants, frontier.json and frontier.html. */
+  out: string;
+  /** "What to ship": the smallest file whose ppl is within this fraction of the dense fp32 ppl. Default 0.05. */
+  tolerance?: number;
+  threads?: number;
+  onProgress?: ProgressCallback;
+  signal?: AbortSignal;
+}
+
+export interface FrontierPoint {
+  /** e.g. `dense fp32`, `50% q4`, `50% sparse q4`. */
+  name: string;
+  sparsity: number;
+  /** `fp32` | `q8` | `q4` | `sparse-q4` (| `gptq-q4` once that exists). */
+  format: string;
+  /** transformers.js dtype that loads it. */
+  dtype: string;
+  /** Folder (relative to `out`) and file (relative to that folder). */
+  dir: string;
+  file: string;
+  bytes: number;
+  ppl: number;
+  loadMs: number;
+  pareto: boolean;
+}
+
+export interface FrontierResult {
+  model: string;
+  method: string;
+  allocator: string;
+  sparsities: number[];
+  perplexity: { file: string; seqlen: number; windows?: number };
+  points: FrontierPoint[];
+  recommendation: { name: string; sentence: string; tolerance: number };
+}
+
+/** Points not dominated by another (bytes ≤ and ppl ≤, one of them strictly). */
+export function paretoFront<T extends { bytes: number; ppl: number }>(points: T[]): boolean[] {
+  return points.map((p) => !points.some((q) => q !== p && q.bytes <= p.bytes && q.ppl <= p.ppl && (q.bytes < p.bytes || q.ppl < p.ppl)));
+}
+
+const MB = (b: number): string => `${(b / 1e6).toFixed(2)} MB`;
+
+/** The smallest variant within `tolerance` of the dense fp32 perplexity, as one sentence. */
+export function recommend(points: FrontierPoint[], tolerance: number): FrontierResult['recommendation'] {
+  const base = points.find((p) => p.sparsity === 0 && p.format === 'fp32') ?? points.reduce((a, b) => (a.ppl <= b.ppl ? a : b));
+  const ok = points.filter((p) => p.ppl <= base.ppl * (1 + tolerance));
+  const pick = ok.reduce((a, b) => (b.bytes < a.bytes || (b.bytes === a.bytes && b.ppl < a.ppl) ? b : a));
+  const rel = (pick.ppl / base.ppl - 1) * 100;
+  // The best pruned file that is smaller than the pick, to say what pruning would cost.
+  const smallerPruned = points.filter((p) => p.sparsity > 0 && p.bytes < pick.bytes).sort((a, b) => a.ppl - b.ppl)[0];
+  let why: string;
+  if (pick.sparsity === 0) {
+    why = smallerPruned
+      ? `pruning does not pay for this model, even the best smaller pruned file (${smallerPruned.name}, ${MB(smallerPruned.bytes)}) has ppl ${smallerPruned.ppl.toFixed(2)}, more than ${Math.round(tolerance * 100)} % worse`
+      : 'no variant is smaller at that quality';
+  } else why = `the smallest file within ${Math.round(tolerance * 100)} % of the dense fp32 perplexity`;
+  return {
+    name: pick.name,
+    tolerance,
+    sentence: `Ship ${pick.name} (${MB(pick.bytes)}, ppl ${pick.ppl.toFixed(2)}, ${rel >= 0 ? '+' : ''}${rel.toFixed(1)} % vs dense fp32 ${base.ppl.toFixed(2)}): ${why}.`,
+  };
+}
+
+/**
+ * Hook for the GPTQ q4 variant of each pruned model (issue #19, `--gptq`, src/compress/gptq.ts by another change).
+ * TODO(gptq): when that module exports its q4 writer, add a `gptq-q4` point per sparsity here.
+ */
+const GPTQ_VARIANT: undefined | ((dir: string) => Promise<void>) = undefined;
+
+function atomicWrite(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, file);
+}
+
+/** Copy a model folder's non-ONNX files (config, tokenizer, pruning.json) and only `onnx/<file>`. */
+function variantFolder(src: string, dst: string): void {
+  rmSync(dst, { recursive: true, force: true });
+  mkdirSync(path.join(dst, 'onnx'), { recursive: true });
+  for (const f of readdirSync(src)) if (statSync(path.join(src, f)).isFile()) copyFileSync(path.join(src, f), path.join(dst, f));
+}
+
+/** Build and measure the grid. Writes `<out>/variants/…`, `<out>/frontier.json`; the HTML page is the caller's. */
+export async function frontier(modelDir: string, opts: FrontierOptions): Promise<FrontierResult> {
+  const sparsities = [...new Set(opts.sparsities ?? [0, 0.3, 0.5, 0.7])].sort((a, b) => a - b);
+  for (const s of sparsities) {
+    if (!(s >= 0 && s < 1)) throw new DsaPruneError(`sparsity ${s} is outside [0, 1)`, { hint: 'Pass --sparsities like 0,0.3,0.5,0.7.' });
+  }
+  const method = opts.method ?? 'wanda';
+  const methodName = typeof method === 'string' ? method : method.name;
+  if (methodName !== 'magnitude' && sparsities.some((s) => s > 0) && !opts.calibration?.length) {
+    throw new DsaPruneError(`${methodName} needs calibration text`, { hint: 'Pass --calibration <file> (or --method magnitude).' });
+  }
+  if (!existsSync(opts.ppl)) throw new DsaPruneError(`perplexity text ${opts.ppl} does not exist`, { hint: 'Pass --ppl <file>.' });
+  if (path.resolve(opts.out) === path.resolve(modelDir)) {
+    throw new DsaPruneError(`--out ${opts.out} is the model folder itself`, { hint: 'Choose a new folder for the frontier.' });
+  }
+  const text = await readTextFile(opts.ppl);
+  const pplSeqlen = opts.pplSeqlen ?? Math.min(512, opts.seqlen ?? 512);
+  const variantsDir = path.join(opts.out, 'variants');
+  mkdirSync(variantsDir, { recursive: true });
+  const total = sparsities.length;
+  const report = (i: number, phase: string, f = 0): void => opts.onProgress?.({ phase: `frontier ${phase}`, fraction: Math.min(1, (i + f) / total) });
+
+  // Save every variant folder first.
+  const saved: { sparsity: number; dir: string; formats: { format: string; dtype: string; dir: string }[] }[] = [];
+  for (let i = 0; i < sparsities.length; i++) {
+    const s = sparsities[i];
+    const tag = s === 0 ? 'dense' : `s${Math.round(s * 100)}`;
+    report(i, `${tag}: prune + save`);
+    const { model } = await loadModelDir(modelDir, { threads: opts.threads });
+    try {
+      if (s > 0) {
+        await pruneModel(model, {
+          method, sparsity: s, allocator: opts.allocator,
+          calibration: opts.calibration?.length ? { files: opts.calibration } : undefined,
+          nsamples: opts.nsamples, seqlen: opts.seqlen, threads: opts.threads, signal: opts.signal,
+          onProgress: (p) => report(i, `${tag}: ${p.phase}`, 0.7 * p.fraction),
+        });
+      }
+      const dir = path.join(variantsDir, tag);
+      await savePruned(model, dir, { overwrite: true, quantize: s === 0 ? ['q8', 'q4'] : ['q4'] });
+      const formats = [...(s === 0 ? [{ format: 'fp32', dtype: 'fp32', dir }, { format: 'q8', dtype: 'q8', dir }] : []), { format: 'q4', dtype: 'q4', dir }];
+      if (s > 0) {
+        const sdir = `${dir}-sparse-q4`;
+        variantFolder(dir, sdir);
+        const { model: sq, report: r } = sparseQ4Model(readModelFile(path.join(dir, 'onnx/model_q4.onnx')));
+        writeModelAtomic(sq, path.join(sdir, 'onnx/model_q4.onnx'));
+        if (r.weights.length) formats.push({ format: 'sparse-q4', dtype: 'q4', dir: sdir });
+        else rmSync(sdir, { recursive: true, force: true });
+        if (GPTQ_VARIANT) await GPTQ_VARIANT(dir);
+      }
+      saved.push({ sparsity: s, dir, formats });
+    } finally {
+      await model.dispose?.();
+    }
+  }
+  // Measure each file as transformers.js loads it.
+  const points: FrontierPoint[] = [];
+  let ids: ReturnType<typeof tokenizeText> | undefined; // every variant shares the source model's tokenizer
+  for (let i = 0; i < saved.length; i++) {
+    const v = saved[i];
+    for (let j = 0; j < v.formats.length; j++) {
+      const f = v.formats[j];
+      const name = `${v.sparsity === 0 ? 'dense' : `${Math.round(v.sparsity * 100)}%`} ${f.format === 'sparse-q4' ? 'sparse q4' : f.format}`;
+      report(i, `${name}: perplexity`, 0.7 + (0.3 * j) / v.formats.length);
+      const t0 = performance.now();
+      const m = await loadModelVariant(f.dir, { dtype: f.dtype, threads: opts.threads });
+      const loadMs = performance.now() - t0;
+      try {
+        ids ??= tokenizeText(m.tokenizer, text);
+        const r = await perplexity(m.model, ids, { seqlen: pplSeqlen, limitWindows: opts.pplWindows, signal: opts.signal });
+        points.push({ name, sparsity: v.sparsity, format: f.format, dtype: f.dtype, dir: path.relative(opts.out, f.dir), file: m.file, bytes: m.bytes, ppl: r.ppl, loadMs, pareto: false });
+      } finally {
+        await m.model.dispose?.();
+      }
+    }
+  }
+  // The pruned folders keep their fp32 model.onnx (the source of their q4 files); the grid ships pruned models as
+  // q4 / sparse q4 only.
+  const front = paretoFront(points);
+  points.forEach((p, k) => (p.pareto = front[k]));
+  const result: FrontierResult = {
+    model: modelDir,
+    method: methodName,
+    allocator: opts.allocator === undefined ? 'uniform' : (opts.allocator as { name?: string }).name ?? 'custom',
+    sparsities,
+    perplexity: { file: opts.ppl, seqlen: pplSeqlen, ...(opts.pplWindows ? { windows: opts.pplWindows } : {}) },
+    points,
+    recommendation: recommend(points, opts.tolerance ?? 0.05),
+  };
+  atomicWrite(path.join(opts.out, 'frontier.json'), JSON.stringify(result, null, 2) + '\n');
+  opts.onProgress?.({ phase: 'frontier', fraction: 1 });
+  return result;
+}

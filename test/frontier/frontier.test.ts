@@ -1,0 +1,81 @@
+/**
+ * `dsa-prune frontier` on stories260k (small grid, magnitude so no calibration): every point's bytes are its file on
+ * disk, its ppl is what plain from_pretrained on that file gives, sparse q4 equals q4 (same codes), the Pareto flags
+ * match a naive recomputation, the page and JSON are written. Plus paretoFront / recommend on hand-made points.
+ */
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { memoryIo } from '../../src/cli/io.js';
+import { run } from '../../src/cli/commands/frontier.js';
+import { paretoFront, recommend, type FrontierPoint, type FrontierResult } from '../../src/frontier.js';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-frontier-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+const pt = (name: string, sparsity: number, format: string, bytes: number, ppl: number): FrontierPoint => ({
+  name, sparsity, format, dtype: format, dir: '', file: '', bytes, ppl, loadMs: 0, pareto: false,
+});
+
+describe('paretoFront / recommend', () => {
+  it('marks exactly the non-dominated points; recommends the smallest within tolerance', () => {
+    const pts = [pt('dense fp32', 0, 'fp32', 100, 10), pt('dense q4', 0, 'q4', 20, 10.2), pt('50% q4', 0.5, 'q4', 20, 12), pt('50% sparse q4', 0.5, 'sparse-q4', 15, 12), pt('70% sparse q4', 0.7, 'sparse-q4', 12, 30), pt('dup', 0.7, 'q4', 12, 30)];
+    expect(paretoFront(pts)).toEqual([true, true, false, true, true, true]);
+    expect(recommend(pts, 0.05).name).toBe('dense q4');
+    expect(recommend(pts, 0.05).sentence).toMatch(/^Ship dense q4 \(0\.00 MB, ppl 10\.20, \+2\.0 % vs dense fp32 10\.00\): pruning does not pay/);
+    expect(recommend(pts, 0.25).name).toBe('50% sparse q4');
+  });
+});
+
+describe('dsa-prune frontier (stories260k)', () => {
+  it('writes the grid, JSON and page; sizes and ppl are re-measurable', async () => {
+    const text = path.join(work, 'eval.txt');
+    writeFileSync(text, readFileSync(path.join(repoRoot, 'data/tinystories/tinystories_eval.txt'), 'utf8').slice(0, 8000));
+    const out = path.join(work, 'fr');
+    const io = memoryIo();
+    const code = await run([path.join(repoRoot, 'models/stories260k'), '--method', 'magnitude', '--sparsities', '0,0.6', '--ppl', text, '--ppl-seqlen', '128', '--windows', '2', '--out', out, '--json'], io);
+    expect(code).toBe(0);
+    const r = JSON.parse(io.stdoutText) as FrontierResult & { page: string };
+    expect(r.points.map((p) => p.name).sort()).toEqual(['60% q4', '60% sparse q4', 'dense fp32', 'dense q4', 'dense q8']);
+    for (const p of r.points) expect(p.bytes).toBe(statSync(path.join(out, p.dir, p.file)).size);
+    const by = new Map(r.points.map((p) => [p.name, p]));
+    expect(by.get('60% sparse q4')!.bytes).toBeLessThan(by.get('60% q4')!.bytes);
+    expect(by.get('60% sparse q4')!.ppl).toBe(by.get('60% q4')!.ppl); // same codes
+    expect(by.get('dense q4')!.bytes).toBe(by.get('60% q4')!.bytes); // plain q4 does not shrink with pruning
+    // Pareto flags = naive recomputation.
+    for (const p of r.points) {
+      const dominated = r.points.some((q) => q !== p && q.bytes <= p.bytes && q.ppl <= p.ppl && (q.bytes < p.bytes || q.ppl < p.ppl));
+      expect(p.pareto).toBe(!dominated);
+    }
+    // ppl of one point again, by plain transformers.js on the file.
+    const tf = await import('@huggingface/transformers');
+    const { perplexity } = await import('../../src/eval/index.js');
+    const { tokenizeText } = await import('../../src/data/text.js');
+    const sq = by.get('60% sparse q4')!;
+    const model = await tf.AutoModelForCausalLM.from_pretrained(path.join(out, sq.dir), { dtype: 'q4', local_files_only: true });
+    const tok = await tf.AutoTokenizer.from_pretrained(path.join(out, sq.dir), { local_files_only: true });
+    const again = await perplexity(model as never, tokenizeText(tok as never, readFileSync(text, 'utf8')), { seqlen: 128, limitWindows: 2 });
+    await (model as { dispose: () => Promise<unknown> }).dispose();
+    expect(again.ppl).toBe(sq.ppl);
+    // JSON on disk and the page.
+    expect(JSON.parse(readFileSync(path.join(out, 'frontier.json'), 'utf8')).points.length).toBe(5);
+    expect(existsSync(r.page)).toBe(true);
+    const html = readFileSync(r.page, 'utf8');
+    expect(html).toContain('<svg');
+    expect(html).toContain(r.recommendation.sentence.replace(/&/g, '&amp;').slice(0, 40));
+    expect(r.recommendation.sentence).toMatch(/^Ship /);
+  }, 300_000);
+
+  it('bad input: no --ppl, a bad sparsity list, wanda without calibration', async () => {
+    const m = path.join(repoRoot, 'models/stories260k');
+    await expect(run([m, '--out', path.join(work, 'x')], memoryIo())).rejects.toThrow(/--ppl/);
+    await expect(run([m, '--ppl', 'x.txt', '--sparsities', '0,a'], memoryIo())).rejects.toThrow(/sparsities/);
+    const t = path.join(work, 't.txt');
+    writeFileSync(t, 'hello');
+    await expect(run([m, '--ppl', t, '--sparsities', '0,0.5', '--out', path.join(work, 'y')], memoryIo())).rejects.toThrow(/calibration/);
+    expect(existsSync(path.join(work, 'y'))).toBe(false);
+  });
+});
