@@ -111,7 +111,7 @@ export interface StructuredReport {
   /** FLAP bias compensation applied (score flap). */
   biasCompensation: boolean;
   /** FFN intermediate width per block before / after. */
-  blocks: { block: number; ffnBefore: number; ffnAfter: number }[];
+  blocks: { block: number; ffnBefore: number; ffnAfter: number; kept: number[] }[];
   /** Float parameters of the whole graph (every float initializer) before / after. */
   params: { before: number; after: number };
 }

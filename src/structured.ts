@@ -14,7 +14,7 @@ import type { InputStats, LinearInfo } from './types.js';
 import { attachModel, contextLength, type PrunableModel } from './model/index.js';
 import { DataType, tensorDims } from './model/onnx.js';
 import {
-  SurgeryLog, ensureDownBias, ffnLayout, readMainInitializer, removeFfnChannels, writeMainInitializer, type FfnLayout,
+  SurgeryLog, ensureDownBias, ffnLayout, privatizeBiases, readMainInitializer, removeFfnChannels, writeMainInitializer, type FfnLayout,
 } from './model/surgery.js';
 import { runCalibration, type CalibrationModel } from './calibration/index.js';
 import { uniform, type BlockAllocationStats } from './allocators/index.js';
@@ -129,6 +129,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
   try {
     // FLAP: every block that loses channels gets a down bias before calibration plans its sub-graphs.
     const added = new Set<string>();
+    for (const l of layouts) for (const n of privatizeBiases(pm, l, log)) added.add(n);
     const biasNames: (string | undefined)[] = layouts.map((l, b) => {
       if (!flap || removeCount[b]! === 0) return undefined;
       if (l.downBias) return l.downBias;
@@ -233,7 +234,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     notes: [],
     structured: {
       target: targets, score, mode, biasCompensation: flap,
-      blocks: layouts.map((l, b) => ({ block: b, ffnBefore: widthsBefore[b]!, ffnAfter: l.width })),
+      blocks: layouts.map((l, b) => ({ block: b, ffnBefore: widthsBefore[b]!, ffnAfter: l.width, kept: Array.from(keeps[b]!) })),
       params: { before: paramsBefore, after: graphParams(pm) },
     },
   };

@@ -46,19 +46,51 @@ function numel(t: TensorProto): number {
   return tensorDims(t).reduce((a, b) => a * b, 1);
 }
 
-/** The bias initializer added to a linear's output: Gemm's C input, or the one Add consuming the MatMul output. */
-function biasOf(g: GraphProto, node: NodeProto, dOut: number): string | undefined {
-  if (node.op_type === 'Gemm' && node.input[2]) {
-    const t = initializerOf(g, node.input[2]);
-    if (t && numel(t) === dOut) return t.name;
-    return undefined;
+/** The initializer a tensor name stands for, through Identity nodes (exporters alias deduplicated weights so). */
+function resolveInitializer(g: GraphProto, name: string): { init: TensorProto; aliased: boolean } | undefined {
+  let n = name;
+  let aliased = false;
+  for (let k = 0; k < 16; k++) {
+    const t = initializerOf(g, n);
+    if (t) return { init: t, aliased };
+    const p = g.node.find((x) => x.output.includes(n));
+    if (!p || p.op_type !== 'Identity' || !p.input[0]) return undefined;
+    n = p.input[0];
+    aliased = true;
   }
+  return undefined;
+}
+
+/** Where a linear's bias enters: [node, input index] of Gemm's C, or of the one Add consuming the MatMul output. */
+function biasSlot(g: GraphProto, node: NodeProto, dOut: number): [NodeProto, number] | undefined {
+  const ok = (name: string | undefined): boolean => {
+    const r = name ? resolveInitializer(g, name) : undefined;
+    return !!r && numel(r.init) === dOut && tensorDims(r.init).length <= 2;
+  };
+  if (node.op_type === 'Gemm') return node.input[2] && ok(node.input[2]) ? [node, 2] : undefined;
   const out = node.output[0];
   const consumers = g.node.filter((n) => n.input.includes(out!));
   if (consumers.length !== 1 || consumers[0]!.op_type !== 'Add') return undefined;
-  const other = consumers[0]!.input.find((i) => i !== out);
-  const t = other ? initializerOf(g, other) : undefined;
-  return t && numel(t) === dOut && tensorDims(t).length === 1 ? t.name : undefined;
+  const add = consumers[0]!;
+  const idx = add.input.findIndex((i) => i !== out);
+  return idx >= 0 && ok(add.input[idx]) ? [add, idx] : undefined;
+}
+
+/** The bias initializer of a linear, made private to it (a copy when it is aliased or read by other nodes). */
+function biasOf(g: GraphProto, node: NodeProto, dOut: number, privateName: string, log?: SurgeryLog, added?: Set<string>): string | undefined {
+  const slot = biasSlot(g, node, dOut);
+  if (!slot) return undefined;
+  const [reader, idx] = slot;
+  const r = resolveInitializer(g, reader.input[idx]!)!;
+  const readers = g.node.filter((n) => n.input.includes(r.init.name!)).length;
+  if (!r.aliased && readers === 1) return r.init.name;
+  log?.graph(g);
+  const copy = createTensor({ name: privateName, dims: tensorDims(r.init), data_type: r.init.data_type });
+  setTensorFloat32(copy, tensorToFloat32(r.init));
+  g.initializer.push(copy);
+  reader.input[idx] = privateName;
+  added?.add(privateName);
+  return privateName;
 }
 
 function nodeOf(g: GraphProto, l: LinearInfo): NodeProto {
@@ -69,7 +101,8 @@ function nodeOf(g: GraphProto, l: LinearInfo): NodeProto {
 
 /**
  * The MLP of block b (gate + up, fused gate_up, or up alone — GPT-2 c_fc / OPT fc1 — followed by down), or a
- * DsaPruneError saying why the ffn target cannot take this layout.
+ * DsaPruneError saying why the ffn target cannot take this layout. Analysis only: biases are found, not edited
+ * (`privatizeBiases` gives each its own initializer before any edit).
  */
 export function ffnLayout(pm: PrunableModel, b: number): FfnLayout {
   const g = pm.proto.graph;
@@ -105,13 +138,25 @@ export function ffnLayout(pm: PrunableModel, b: number): FfnLayout {
     const shared = pm.linears.filter((x) => x.weight === l.weight);
     if (shared.length > 1) throw new DsaPruneError(`weight ${l.weight} of ${l.name} is shared by ${shared.length} linears; its channels cannot be removed for one block`, { hint });
   }
-  for (const i of inputs) {
-    const bias = biasOf(g, nodeOf(g, i.linear), i.linear.dOut);
+  const paramsPerChannel = inputs.reduce((a, i) => a + i.offsets.length * i.linear.dIn, 0) + down.dOut;
+  return { block: b, width, inputs, down, paramsPerChannel };
+}
+
+/**
+ * Find the biases of the MLP's projections and give each its own initializer: exporters deduplicate equal tensors
+ * (GPT-2's zero-initialised biases are one initializer behind Identity nodes), and slicing a shared one for one block
+ * would break the others. Returns the names of the initializers it created (the copies).
+ */
+export function privatizeBiases(pm: PrunableModel, layout: FfnLayout, log?: SurgeryLog): Set<string> {
+  const g = pm.proto.graph;
+  const added = new Set<string>();
+  for (const i of layout.inputs) {
+    const bias = biasOf(g, nodeOf(g, i.linear), i.linear.dOut, `${i.linear.name}.bias.dsa`, log, added);
     if (bias) i.bias = bias;
   }
-  const downBias = biasOf(g, nodeOf(g, down), down.dOut);
-  const paramsPerChannel = inputs.reduce((a, i) => a + i.offsets.length * i.linear.dIn, 0) + down.dOut;
-  return { block: b, width, inputs, down, ...(downBias ? { downBias } : {}), paramsPerChannel };
+  const downBias = biasOf(g, nodeOf(g, layout.down), layout.down.dOut, `${layout.down.name}.bias.dsa`, log, added);
+  if (downBias) layout.downBias = downBias;
+  return added;
 }
 
 /** Undo log of a surgery: restores every tensor field, node list, initializer list, value_info and LinearInfo touched. */
