@@ -32,7 +32,7 @@ const NSAMPLES = nsamplesArg();
 const argAfter = (flag: string): string | undefined => (process.argv.includes(flag) ? process.argv[process.argv.indexOf(flag) + 1] : undefined);
 const EVAL_WINDOWS = Number(argAfter('--eval-windows') ?? 64);
 /** `--sparsities 0.25` (default 0.1,0.2,0.3); `--skip-quality` leaves out the 20 % comparisons. */
-const SPARSITIES = (argAfter('--sparsities') ?? '0.1,0.2,0.3').split(',').map(Number);
+const SPARSITIES = (argAfter('--sparsities') ?? '0.1,0.2,0.3').split(',').map(Number).filter((x) => x > 0 && x < 1); // 'none': quality only
 const SKIP_QUALITY = process.argv.includes('--skip-quality');
 const cfg = JSON.parse(readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, number>;
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-structured-bench-'));
@@ -73,7 +73,7 @@ async function forwardTps(dir: string, ids: Int32Array, reps = 5): Promise<numbe
 }
 
 /** Median new tokens/s of transformers.js generate (greedy, 128 new tokens, batch 1) over `reps` runs. */
-async function generateTps(dir: string, prompt: number[], reps = 3): Promise<number> {
+async function generateTps(dir: string, prompt: number[], reps = Number(argAfter('--gen-reps') ?? 3)): Promise<number> {
   const m = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32' });
   const input_ids = new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length]);
   const attention_mask = new Tensor('int64', BigInt64Array.from(prompt.map(() => 1n)), [1, prompt.length]);
@@ -124,6 +124,7 @@ async function main(): Promise<void> {
   const dense = { bytes: onnxBytes(modelDir), sotu: await ppl(modelDir, sotu), wiki: await ppl(modelDir, wiki) };
   value('dense SOTU ppl', dense.sotu);
   value('dense WikiText-2 ppl', dense.wiki);
+  process.stderr.write(`dense: SOTU ${dense.sotu.toFixed(2)}, WikiText-2 ${dense.wiki.toFixed(2)}, ${dense.bytes} bytes\n`);
   const table: string[] = [
     '| removed | FFN width (mean) | forward tok/s dense → pruned | measured speed-up | MAC-predicted | generate tok/s dense → pruned | generate speed-up | onnx bytes (× dense) | SOTU ppl | WikiText-2 ppl |',
     '|---|---|---|---|---|---|---|---|---|---|',
@@ -146,14 +147,16 @@ async function main(): Promise<void> {
     value(`generate speed-up ${S * 100}%`, gp / gd, '×', `${gd.toFixed(1)} → ${gp.toFixed(1)} tok/s`);
     value(`bytes ${S * 100}%`, bytes / dense.bytes, '× dense', `${bytes}`);
     value(`SOTU ppl flap ${S * 100}%`, s);
-    table.push(`| ${S * 100}% | ${meanW.toFixed(1)} / ${cfg.intermediate_size} | ${fd.toFixed(0)} → ${fp.toFixed(0)} | ${(fp / fd).toFixed(3)}× | ${predicted.toFixed(3)}× | ${gd.toFixed(1)} → ${gp.toFixed(1)} | ${(gp / gd).toFixed(3)}× | ${bytes.toLocaleString('en-US')} (${(bytes / dense.bytes).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} |`);
+    const row = `| ${S * 100}% | ${meanW.toFixed(1)} / ${cfg.intermediate_size} | ${fd.toFixed(0)} → ${fp.toFixed(0)} | ${(fp / fd).toFixed(3)}× | ${predicted.toFixed(3)}× | ${gd.toFixed(1)} → ${gp.toFixed(1)} | ${(gp / gd).toFixed(3)}× | ${bytes.toLocaleString('en-US')} (${(bytes / dense.bytes).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} |`;
+    table.push(row);
+    process.stderr.write(`${row}\n`);
     rmSync(p.dir, { recursive: true, force: true });
   }
 
   // Quality at 20 %.
   const q: string[] = ['| 20 % of block linear parameters removed | SOTU ppl | WikiText-2 ppl | onnx bytes (× dense) |', '|---|---|---|---|',
     `| dense | ${dense.sotu.toFixed(2)} | ${dense.wiki.toFixed(2)} | 1.000 |`];
-  const variants: Variant[] = SKIP_QUALITY ? [] : [
+  const allVariants: Variant[] = [
     { label: 'structured flap, uniform', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: uniform() } },
     { label: 'structured wanda-sp, uniform', options: { method: 'structured', target: ['ffn'], score: 'wanda-sp', sparsity: 0.2, allocator: uniform() } },
     { label: 'structured magnitude, uniform', options: { method: 'structured', target: ['ffn'], score: 'magnitude', sparsity: 0.2, allocator: uniform() } },
@@ -161,6 +164,8 @@ async function main(): Promise<void> {
     { label: 'structured wanda-sp, OWL (M 5, λ 0.08)', options: { method: 'structured', target: ['ffn'], score: 'wanda-sp', sparsity: 0.2, allocator: owl({ M: 5, lambda: 0.08 }) } },
     { label: 'unstructured Wanda 20 %, uniform (same zeros, dense file)', options: { method: 'wanda', sparsity: 0.2 } },
   ];
+  const only = argAfter('--quality');
+  const variants = SKIP_QUALITY ? [] : only ? allVariants.filter((_, i) => only.split(',').map(Number).includes(i)) : allVariants;
   for (const v of variants) {
     const p = await prune(v);
     const s = await ppl(p.dir, sotu);
@@ -169,6 +174,7 @@ async function main(): Promise<void> {
     value(`SOTU ppl ${v.label}`, s);
     value(`WikiText-2 ppl ${v.label}`, wk);
     q.push(`| ${v.label} | ${s.toFixed(2)} | ${wk.toFixed(2)} | ${(bytes / dense.bytes).toFixed(3)} |`);
+    process.stderr.write(`${q[q.length - 1]}\n`);
     rmSync(p.dir, { recursive: true, force: true });
   }
   process.stdout.write(`\nbench-12l structured ffn (calibration ${NSAMPLES} × ${SEQLEN}, eval ${EVAL_WINDOWS} windows of ${SEQLEN}, ${os.availableParallelism()} cores, shared machine)\n\n${table.join('\n')}\n\n${q.join('\n')}\n`);
