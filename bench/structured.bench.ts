@@ -9,6 +9,7 @@
  *   npx tsx bench/structured.bench.ts                 # 128 × 512 calibration (the issue's protocol)
  *   npx tsx bench/structured.bench.ts --nsamples 32 --eval-windows 32   # quicker
  *   npx tsx bench/structured.bench.ts --sparsities 0.25 --skip-quality    # the issue's 25 % target only
+ *   npx tsx bench/structured.bench.ts --sparsities none --skip-quality --q4   # equal size after q4 only
  *   npm run bench -- structured
  *
  * Timing on a shared machine is noisy: dense and pruned are measured alternately in the same run, and the ratios are
@@ -49,9 +50,9 @@ function macsPerToken(ffnWidths: number[]): number {
   return m + cfg.vocab_size! * h;
 }
 
-function onnxBytes(dir: string): number {
+function onnxBytes(dir: string, file = 'model.onnx'): number {
   const d = path.join(dir, 'onnx');
-  return readdirSync(d).filter((f) => f.startsWith('model.onnx')).reduce((a, f) => a + statSync(path.join(d, f)).size, 0);
+  return readdirSync(d).filter((f) => f === file || f.startsWith(`${file}_data`)).reduce((a, f) => a + statSync(path.join(d, f)).size, 0);
 }
 
 /** Median tokens/s of `reps` plain onnxruntime forwards of BATCH × SEQLEN tokens (after one warm-up). */
@@ -90,8 +91,8 @@ async function generateTps(dir: string, prompt: number[], reps = Number(argAfter
   return r[r.length >> 1]!;
 }
 
-async function ppl(dir: string, ids: Int32Array): Promise<number> {
-  const m = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32' });
+async function ppl(dir: string, ids: Int32Array, dtype: 'fp32' | 'q4' = 'fp32'): Promise<number> {
+  const m = await AutoModelForCausalLM.from_pretrained(dir, { dtype });
   const r = await perplexity(m as never, ids, { seqlen: SEQLEN, limitWindows: EVAL_WINDOWS });
   await m.dispose();
   return r.ppl;
@@ -109,13 +110,13 @@ async function main(): Promise<void> {
   const prompt = Array.from(sotu.subarray(0, 16));
   const base = { calibration: { ids: w }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH };
 
-  const prune = async (v: Variant): Promise<{ dir: string; widths: number[]; seconds: number }> => {
+  const prune = async (v: Variant, quantize?: 'q4'): Promise<{ dir: string; widths: number[]; seconds: number }> => {
     const model = await AutoModelForCausalLM.from_pretrained(modelDir, { dtype: 'fp32' });
     const t0 = performance.now();
     const r = await pruneModel(model, { ...base, ...v.options } as never);
     const seconds = (performance.now() - t0) / 1000;
     const dir = path.join(work, v.label.replace(/\W+/g, '_'));
-    await savePruned(model, dir);
+    await savePruned(model, dir, quantize ? { quantize: [quantize] } : {});
     await model.dispose();
     return { dir, widths: r.structured?.blocks.map((b) => b.ffnAfter) ?? Array(cfg.num_hidden_layers).fill(cfg.intermediate_size), seconds };
   };
@@ -177,7 +178,29 @@ async function main(): Promise<void> {
     process.stderr.write(`${q[q.length - 1]}\n`);
     rmSync(p.dir, { recursive: true, force: true });
   }
-  process.stdout.write(`\nbench-12l structured ffn (calibration ${NSAMPLES} × ${SEQLEN}, eval ${EVAL_WINDOWS} windows of ${SEQLEN}, ${os.availableParallelism()} cores, shared machine)\n\n${table.join('\n')}\n\n${q.join('\n')}\n`);
+  // Equal file size after q4: what each kind of pruning buys once the weights are quantized.
+  const q4: string[] = ['| q4 (MatMulNBits) | model_q4.onnx bytes (× dense q4) | SOTU ppl | WikiText-2 ppl |', '|---|---|---|---|'];
+  if (process.argv.includes('--q4')) {
+    const q4Variants: Variant[] = [
+      { label: 'dense', options: { method: 'magnitude', sparsity: 0 } },
+      { label: 'structured flap 20 %', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2 } },
+      { label: 'structured flap 30 %', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.3 } },
+      { label: 'unstructured Wanda 50 %', options: { method: 'wanda', sparsity: 0.5 } },
+    ];
+    let denseQ4 = 0;
+    for (const v of q4Variants) {
+      const p = await prune({ ...v, label: `q4 ${v.label}` }, 'q4');
+      const bytes = onnxBytes(p.dir, 'model_q4.onnx');
+      if (!denseQ4) denseQ4 = bytes;
+      const s = await ppl(p.dir, sotu, 'q4');
+      const wk = await ppl(p.dir, wiki, 'q4');
+      q4.push(`| ${v.label} | ${bytes.toLocaleString('en-US')} (${(bytes / denseQ4).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} |`);
+      process.stderr.write(`${q4[q4.length - 1]}\n`);
+      value(`q4 SOTU ppl ${v.label}`, s);
+      rmSync(p.dir, { recursive: true, force: true });
+    }
+  }
+  process.stdout.write(`\nbench-12l structured ffn (calibration ${NSAMPLES} × ${SEQLEN}, eval ${EVAL_WINDOWS} windows of ${SEQLEN}, ${os.availableParallelism()} cores, shared machine)\n\n${table.join('\n')}\n\n${q.join('\n')}\n\n${q4.length > 2 ? q4.join('\n') + '\n' : ''}`);
 }
 
 try {
