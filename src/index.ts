@@ -32,7 +32,9 @@ export type { PrunableModel, ModelSource, InspectReport, InspectLinear, ModelFol
 
 // The pipeline
 export { pruneModel, planPrune, lastPruneReport, parsePattern, selectLinears, denseAllocationStats } from './prune.js';
-export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource } from './prune.js';
+export type { PrunePlan, PruneOptions, PruneReport, LinearReport, CalibrationSource, StructuredReport } from './prune.js';
+export { parseTargets, STRUCTURED_TARGETS, type StructuredTarget } from './structured.js';
+export * as structured from './methods/structured/index.js';
 export { savePruned } from './save.js';
 
 // Methods

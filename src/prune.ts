@@ -13,6 +13,7 @@ import { uniform, type Allocation, type Allocator, type BlockAllocationStats } f
 import { wandaMetric } from './methods/metrics.js';
 import { denseStatistics, runCalibration } from './calibration/index.js';
 import { readTextFile, takeWindows, tokenizeText } from './data/text.js';
+import { pruneStructured } from './structured.js';
 
 /** Where calibration tokens come from. A string is the calibration text itself. */
 export type CalibrationSource =
@@ -29,8 +30,12 @@ export type CalibrationSource =
     };
 
 export interface PruneOptions {
-  /** `magnitude`, `wanda`, `sparsegpt`, or your own PruningMethod. */
+  /** `magnitude`, `wanda`, `sparsegpt`, `structured` (whole channels removed: see docs/structured.md), or your own PruningMethod. */
   method: string | PruningMethod;
+  /** method `structured`: what to remove (`ffn`: MLP intermediate channels). */
+  target?: string | string[];
+  /** method `structured`: channel score `wanda-sp` (default), `flap` (with bias compensation) or `magnitude`. */
+  score?: string;
   /** Global target sparsity in [0, 1). */
   sparsity: number;
   /** `unstructured` (default) or N:M such as `'2:4'` / `{ kind: 'nm', n: 2, m: 4 }`. */
@@ -94,6 +99,21 @@ export interface PruneReport {
   calibration?: { nsamples: number; seqlen: number; tokens: number; sha256: string; source: string };
   seconds: { total: number; allocation: number; prune: number; calibration: number; commit: number };
   notes: string[];
+  /** method `structured`: what was kept per block, and the model's parameters before / after. */
+  structured?: StructuredReport;
+}
+
+/** What structured pruning removed (pruning.json `structured`). */
+export interface StructuredReport {
+  target: string[];
+  score: string;
+  mode: 'sequential' | 'oneshot';
+  /** FLAP bias compensation applied (score flap). */
+  biasCompensation: boolean;
+  /** FFN intermediate width per block before / after. */
+  blocks: { block: number; ffnBefore: number; ffnAfter: number; kept: number[] }[];
+  /** Float parameters of the whole graph (every float initializer) before / after. */
+  params: { before: number; after: number };
 }
 
 const lastReports = new WeakMap<object, PruneReport>();
@@ -131,6 +151,11 @@ export async function calibrationFor(
   }
   const cal = await calibrationWindows(pm, { method: 'magnitude', sparsity: 0, ...o }, seqlen, o.nsamples ?? 128);
   return { ids: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, sha256: cal.sha256, mode: o.mode ?? 'sequential', threads: o.threads, batchSize: o.batchSize };
+}
+
+/** Record the report savePruned writes (used by the structured pipeline). */
+export function recordPruneReport(model: object, report: PruneReport): void {
+  lastReports.set(model, report);
 }
 
 /** The report of the last pruneModel call on this model (savePruned writes it into pruning.json). */
@@ -187,7 +212,7 @@ export function validatePruneOptions(o: PruneOptions): { method: PruningMethod; 
   return { method, pattern, budget };
 }
 
-interface CalibrationData {
+export interface CalibrationData {
   ids: Int32Array;
   nsamples: number;
   seqlen: number;
@@ -195,7 +220,7 @@ interface CalibrationData {
   source: string;
 }
 
-async function calibrationWindows(pm: PrunableModel, o: PruneOptions, seqlen: number, nsamples: number): Promise<CalibrationData> {
+export async function calibrationWindows(pm: PrunableModel, o: PruneOptions, seqlen: number, nsamples: number): Promise<CalibrationData> {
   const src = o.calibration;
   if (src === undefined) {
     throw new DsaPruneError('this method or allocator needs calibration data', {
@@ -377,6 +402,7 @@ export async function planPrune(model: unknown, options: PruneOptions): Promise<
  * writes it to a folder that `from_pretrained` loads again.
  */
 export async function pruneModel(model: unknown, options: PruneOptions): Promise<PruneReport> {
+  if (options && options.method === 'structured') return pruneStructured(model, options);
   const t0 = performance.now();
   const { pm, method, pattern, budget, allocator, linears, cal, allocation, targetOf, secondsAllocation } = await prepare(model, options);
 

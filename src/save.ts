@@ -24,6 +24,7 @@ export async function savePruned(
           realizedSparsity: report.realizedSparsity, blockSparsity: report.blockSparsity,
           targetBlockSparsity: report.targetBlockSparsity, allocator: report.allocator, calibration: report.calibration,
           seconds: report.seconds, notes: report.notes,
+          ...(report.structured ? { structured: report.structured } : {}),
         }
       : {}),
     ...(gptq ? { quantization: { q4: gptq.summary } } : {}),

@@ -50,6 +50,8 @@ export interface InputStats {
   sq: Float64Array;
   /** Σ_t x_tᵀ x_t, [dIn × dIn] row-major (SparseGPT); present only when requested. */
   gram?: Float64Array;
+  /** Σ_t x_tj per input feature, length dIn (FLAP's mean / variance); present only when requested. */
+  sum?: Float64Array;
   /** Number of calibration sequences (the reference divides by it). */
   nsamples: number;
   /** Number of calibration tokens summed over. */

@@ -50,6 +50,8 @@ export interface StatsInput {
   /** Graph output names added for the statistics. */
   sqOutput: string;
   gramOutput: string;
+  /** Graph output name of Σx (added when BlockGraphOptions.sum). */
+  sumOutput: string;
 }
 
 /** What one sub-graph reads and writes. */
@@ -156,7 +158,7 @@ export function planGraph(source: ModelProto, linears: LinearInfo[], baseDir?: s
       let s = byTensor.get(x);
       if (!s) {
         const k = `${b}_${byTensor.size}`;
-        s = { tensor: x, dIn: l.dIn, linears: [], fp16: l.dtype === 'float16', sqOutput: `dsa_calib_sq_${k}`, gramOutput: `dsa_calib_gram_${k}` };
+        s = { tensor: x, dIn: l.dIn, linears: [], fp16: l.dtype === 'float16', sqOutput: `dsa_calib_sq_${k}`, gramOutput: `dsa_calib_gram_${k}`, sumOutput: `dsa_calib_sum_${k}` };
         byTensor.set(x, s);
       } else if (s.dIn !== l.dIn) {
         throw new DsaPruneError(`calibration: ${l.name} reads ${x} with d_in ${l.dIn}, another linear reads it with ${s.dIn}`);
@@ -312,6 +314,8 @@ export interface BlockGraphOptions {
   /** Add the statistics outputs (sum of squares; Gram when `gram`). */
   stats: boolean;
   gram: boolean;
+  /** Also add Σx per feature (ReduceSum over tokens) to the statistics outputs. */
+  sum?: boolean;
   /**
    * Also compute the tensors handed to later blocks (for the last block: the tensors the final norm reads, so its
    * graph has the same structure as the others; they are listed in storeOutputs but need not be fetched).
@@ -360,6 +364,19 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
         }));
       }
       statsOuts.push(valueInfo(s.sqOutput, DataType.FLOAT));
+      if (opts.sum) {
+        // ReduceSum takes its axes as an input from opset 13.
+        if (plan.opset >= 13) {
+          extra.push(constInt64(`${p}/SumAxesConst`, `${p}/sumAxes`, [0]));
+          extra.push(createNode({ op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d, `${p}/sumAxes`], output: [s.sumOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
+        } else {
+          extra.push(createNode({
+            op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d], output: [s.sumOutput],
+            attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
+          }));
+        }
+        statsOuts.push(valueInfo(s.sumOutput, DataType.FLOAT));
+      }
       if (opts.gram) {
         // XᵀX as one Gemm with transA: no transposed copy of X.
         extra.push(createNode({ op_type: 'Gemm', name: `${p}/Gram`, input: [x2d, x2d], output: [s.gramOutput], attribute: [{ name: 'transA', type: 2, i: 1 }] }));

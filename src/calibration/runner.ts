@@ -48,7 +48,7 @@ export interface CalibrationOptions {
    */
   mode?: 'sequential' | 'oneshot';
   /** Which statistics to compute: `sq` (per-feature Σx², Wanda) is always computed; `gram` (XᵀX, SparseGPT) on request. */
-  needs: { sq: boolean; gram: boolean };
+  needs: { sq: boolean; gram: boolean; sum?: boolean };
   /**
    * Progress: phase `statistics` / `output` (and `prefix`), the block, and `fraction` = share of the whole run done.
    */
@@ -90,6 +90,7 @@ interface OpenBlock {
   spec: SubgraphSpec;
   session: ort.InferenceSession;
   gram: boolean;
+  sum: boolean;
 }
 
 /** A block session kept open for the next blocks whose canonical sub-graph has the same bytes. */
@@ -278,13 +279,14 @@ class Runner {
    */
   async openBlock(b: number, what: { stats: boolean; gram: boolean }): Promise<OpenBlock> {
     const outputs = blockOutputs(this.plan, b).length > 0;
-    const spec = buildBlock(this.plan, b, { stats: what.stats, gram: what.gram, outputs, canonical: true }, this.storeTypes());
-    if (this.shared && sameBytes(this.shared.bytes, spec.bytes)) return { spec, session: this.shared.session, gram: what.gram };
+    const sum = this.opts.needs.sum === true;
+    const spec = buildBlock(this.plan, b, { stats: what.stats, gram: what.gram, sum, outputs, canonical: true }, this.storeTypes());
+    if (this.shared && sameBytes(this.shared.bytes, spec.bytes)) return { spec, session: this.shared.session, gram: what.gram, sum };
     await this.releaseShared();
     const session = await this.session(spec);
     this.sessionsCreated++;
     this.shared = { bytes: spec.bytes, session };
-    return { spec, session, gram: what.gram };
+    return { spec, session, gram: what.gram, sum };
   }
 
   async releaseShared(): Promise<void> {
@@ -302,6 +304,7 @@ class Runner {
     // The last block computes its outputs only to share the other blocks' session; nothing reads them.
     const outputs = fetch.outputs && b < this.plan.nBlocks - 1 && spec.storeOutputs.length > 0;
     const gram = fetch.stats && open.gram;
+    const sum = fetch.stats && open.sum;
     if (!fetch.stats && !outputs) return [];
     const t = now();
     const sIn = this.plan.statsInputs[b]!;
@@ -310,6 +313,7 @@ class Runner {
       ? sIn.map((x) => ({
         sq: new Float64Array(x.dIn),
         gram: gram ? new Float64Array(x.dIn * x.dIn) : undefined,
+        ...(sum ? { sum: new Float64Array(x.dIn) } : {}),
         nsamples: this.opts.nsamples,
         tokens,
       }))
@@ -317,7 +321,7 @@ class Runner {
     const name = (t: string): string => spec.rename.get(t) ?? t;
     const fetches = [
       ...(outputs ? spec.storeOutputs : []),
-      ...(fetch.stats ? sIn.flatMap((x) => (gram ? [x.sqOutput, x.gramOutput] : [x.sqOutput])) : []),
+      ...(fetch.stats ? sIn.flatMap((x) => [x.sqOutput, ...(gram ? [x.gramOutput] : []), ...(sum ? [x.sumOutput] : [])]) : []),
     ].map(name);
     const weights = this.weightFeeds(spec);
     for (let i = 0; i < this.nBatches; i++) {
@@ -330,6 +334,7 @@ class Runner {
         for (let k = 0; k < sIn.length; k++) {
           addInto(acc[k]!.sq, out[name(sIn[k]!.sqOutput)]!.data as Float32Array);
           if (gram) addInto(acc[k]!.gram!, out[name(sIn[k]!.gramOutput)]!.data as Float32Array);
+          if (sum) addInto(acc[k]!.sum!, out[name(sIn[k]!.sumOutput)]!.data as Float32Array);
         }
       }
       if (outputs) {

@@ -20,6 +20,8 @@ export interface InspectReport {
   linears: InspectLinear[];
   /** Σ dIn·dOut over the listed linears. */
   prunableParams: number;
+  /** MLP intermediate width per block (the down projection's inputs; differs per block after structured pruning). */
+  ffnWidths: number[];
 }
 
 function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array): InspectReport {
@@ -31,7 +33,8 @@ function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) =
       ...(l.parts ? { parts: l.parts.map((p) => ({ ...p })) } : {}),
     };
   });
-  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0) };
+  const ffnWidths = Array.from({ length: blocks }, (_, b) => linears.find((l) => l.block === b && l.role === 'down')?.dIn ?? 0);
+  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0), ffnWidths };
 }
 
 /**
@@ -72,5 +75,6 @@ export function formatInspectTable(r: InspectReport): string {
     '',
     `${r.linears.length} linears in ${r.blocks} blocks, ${r.prunableParams.toLocaleString('en-US')} prunable parameters, ` +
       `sparsity ${(r.prunableParams ? (zeros / r.prunableParams) * 100 : 0).toFixed(2)}%`,
+    ...(r.ffnWidths.some((w) => w > 0) ? [`FFN width per block: ${r.ffnWidths.join(' ')}`] : []),
   ].join('\n') + '\n';
 }

@@ -1,10 +1,10 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
-import { loadModelDir } from '../../model/index.js';
+import { attachModel, loadModelDir } from '../../model/index.js';
 import { parseAllocatorSpec, dsa, type Allocator } from '../../allocators/index.js';
 import { lastPruneCalibration, planPrune, pruneModel, type PruneOptions } from '../../prune.js';
 import { savePruned } from '../../save.js';
@@ -15,7 +15,9 @@ const spec = defineCommand({
   positionals: { min: 1, max: 1, names: ['modelDir'] },
   options: {
     out: { type: 'string', short: 'o', valueName: '<dir>', description: 'output folder (must not exist, or be empty; never the model folder)' },
-    method: { type: 'string', choices: ['magnitude', 'wanda', 'sparsegpt'], default: 'wanda', description: 'pruning method' },
+    method: { type: 'string', choices: ['magnitude', 'wanda', 'sparsegpt', 'structured'], default: 'wanda', description: 'pruning method (structured: remove whole channels, a smaller dense model; see docs/structured.md)' },
+    target: { type: 'string', multiple: true, valueName: '<t>', description: 'structured: what to remove (ffn: MLP intermediate channels); repeatable or comma list' },
+    score: { type: 'string', choices: ['wanda-sp', 'flap', 'magnitude'], valueName: '<s>', description: 'structured: channel score (default wanda-sp; flap adds its bias compensation)' },
     sparsity: { type: 'number', min: 0, max: 1, maxExclusive: true, default: 0.5, description: 'global target sparsity' },
     pattern: { type: 'string', default: 'unstructured', valueName: '<p>', description: "'unstructured' or N:M such as 2:4, 4:8" },
     budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
@@ -53,6 +55,7 @@ Examples:
   dsa-prune prune models/stories260k --out out/owl70 --sparsity 0.7 --allocator owl --calibration calib.txt
   dsa-prune prune models/stories260k --out out/sgpt24 --method sparsegpt --pattern 2:4 --calibration calib.txt --json
   dsa-prune prune models/stories260k --out out/dsa --allocator @search-result.json --calibration calib.txt
+  dsa-prune prune models/stories260k --out out/ffn25 --method structured --target ffn --score flap --sparsity 0.25 --calibration calib.txt
 `;
 
 /** `--allocator @file.json` re-runs the expression a search found, on this model's statistics. */
@@ -69,6 +72,13 @@ export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number
     return dsa(best.expression, { lambda: o.lambda ?? best.lambda ?? 0.08 });
   }
   return parseAllocatorSpec(value, o);
+}
+
+/** Bytes of an ONNX file and its external data files (`model.onnx`, `model.onnx_data*`) in a folder. */
+function onnxBytes(dir: string, file: string): number {
+  let n = 0;
+  for (const f of readdirSync(dir)) if (f === file || f.startsWith(`${file}_data`)) n += statSync(path.join(dir, f)).size;
+  return n;
 }
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
@@ -92,8 +102,14 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   const allocator = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
   const progress = createProgress(io, args.common);
+  const structured = v.method === 'structured';
+  if (!structured && (v.target !== undefined || v.score !== undefined)) {
+    throw new DsaPruneError('--target and --score apply to --method structured only', { hint: 'Add --method structured, or drop --target / --score.' });
+  }
+  if (structured && dryRun) throw new DsaPruneError('--dry-run is not available for --method structured yet', { hint: 'Run without --dry-run; bad shares are refused before any work.' });
   const options: PruneOptions = {
     method: v.method,
+    ...(structured ? { target: v.target ?? ['ffn'], score: v.score ?? 'wanda-sp' } : {}),
     sparsity: v.sparsity,
     pattern: v.pattern,
     budget: v.budget as 'exact' | 'reference',
@@ -129,6 +145,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 
   const report = await pruneModel(model, options);
   progress.done();
+  const sourceOnnx = report.structured ? (await attachModel(model)).source.onnxPath : undefined;
   const saved = await savePruned(model, v.out!, {
     overwrite: v.overwrite, quantize: v.quantize as ('q8' | 'q4')[] | undefined, compress: v.compress,
     ...(v.gptq
@@ -156,11 +173,21 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       timings: report.seconds,
       ...(saved ? { files: saved.files, denseBytes: saved.dense.bytes } : {}),
       ...(saved?.gptq ? { gptq: saved.gptq } : {}),
+      ...(report.structured ? {
+        structured: { target: report.structured.target, score: report.structured.score, blocks: report.structured.blocks.map(({ kept: _k, ...b }) => b) },
+        params: report.structured.params,
+        bytes: { before: onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)), after: onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)) },
+      } : {}),
     }, null, 2) + '\n');
   } else if (!args.common.quiet) {
     io.stdout(`pruned ${report.linears.length} linears with ${report.method} (${report.pattern}, ${report.allocator.name}, ${report.budget} budget)\n`);
     io.stdout(`realised sparsity ${(report.realizedSparsity * 100).toFixed(3)}% (target ${(report.sparsity * 100).toFixed(1)}%) in ${report.seconds.total.toFixed(1)} s\n`);
     io.stdout(`per block: ${report.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
+    if (report.structured) {
+      io.stdout(`FFN width per block: ${report.structured.blocks.map((b) => `${b.ffnAfter}/${b.ffnBefore}`).join(' ')}\n`);
+      io.stdout(`parameters ${report.structured.params.before.toLocaleString('en-US')} → ${report.structured.params.after.toLocaleString('en-US')}; ` +
+        `onnx bytes ${onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)).toLocaleString('en-US')} → ${onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)).toLocaleString('en-US')}\n`);
+    }
     for (const n of report.notes) io.stdout(`note: ${n}\n`);
     io.stdout(`saved to ${v.out}\n`);
     if (saved?.gptq) io.stdout(`q4 codes from GPTQ: ${saved.gptq.linears} linears, groups of ${saved.gptq.blockSize}, ${saved.gptq.seconds.toFixed(1)} s\n`);

@@ -1,0 +1,3 @@
+/** Structured pruning: channel scores, selection and channel counts (plain arrays; the graph surgery is src/model/surgery.ts). */
+export * from './scores.js';
+export * from './allocation.js';

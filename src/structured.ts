@@ -1,0 +1,248 @@
+/**
+ * The structured pipeline (`pruneModel(model, { method: 'structured', target: ['ffn'], score, sparsity, allocator })`):
+ * validate → attach → FFN layouts → allocation (any allocator, per-block shares of the block linear parameters) →
+ * whole channels per block (exact to one channel) → calibration (sequential by default) scoring each block's channels →
+ * graph surgery (smaller dense initializers, FLAP bias) → session swapped in place.
+ *
+ * During calibration a removed channel is zeroed in the down projection only (an exact stand-in for its removal: its
+ * contribution to the block output is W_down[:, j] · h_j), and FLAP's compensation is written into a bias that the
+ * sub-graphs read as an input, so block b + 1's statistics see block b as it will be saved. The slicing happens once,
+ * after the last block.
+ */
+import { DsaPruneError } from './errors.js';
+import type { InputStats, LinearInfo } from './types.js';
+import { attachModel, contextLength, type PrunableModel } from './model/index.js';
+import { DataType, tensorDims } from './model/onnx.js';
+import {
+  SurgeryLog, ensureDownBias, ffnLayout, privatizeBiases, readMainInitializer, removeFfnChannels, writeMainInitializer, type FfnLayout,
+} from './model/surgery.js';
+import { runCalibration, type CalibrationModel } from './calibration/index.js';
+import { uniform, type BlockAllocationStats } from './allocators/index.js';
+import {
+  channelCounts, channelMeans, channelScores, compensationBias, parseChannelScore, selectChannels, type ChannelScore,
+} from './methods/structured/index.js';
+import {
+  calibrationWindows, denseAllocationStats, recordPruneReport, type LinearReport, type PruneOptions, type PruneReport,
+} from './prune.js';
+
+export const STRUCTURED_TARGETS = ['ffn', 'heads', 'depth'] as const;
+export type StructuredTarget = (typeof STRUCTURED_TARGETS)[number];
+
+/** `--target ffn,heads` / ['ffn'] → checked list. */
+export function parseTargets(t: string | string[] | undefined): StructuredTarget[] {
+  const list = (Array.isArray(t) ? t : [t ?? 'ffn']).flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter(Boolean);
+  if (list.length === 0) return ['ffn'];
+  for (const x of list) {
+    if (!(STRUCTURED_TARGETS as readonly string[]).includes(x)) {
+      throw new DsaPruneError(`unknown structured target "${x}" (known: ${STRUCTURED_TARGETS.join(', ')})`, { hint: 'Pass --target ffn.' });
+    }
+  }
+  return [...new Set(list)] as StructuredTarget[];
+}
+
+/** Refuse a bad structured request before any work. */
+export function validateStructuredOptions(o: PruneOptions): { targets: StructuredTarget[]; score: ChannelScore } {
+  const targets = parseTargets(o.target);
+  const score = parseChannelScore(o.score ?? 'wanda-sp');
+  if (score === 'flap' && targets.includes('depth')) {
+    throw new DsaPruneError('--score flap scores channels; it cannot score whole sub-layers (--target depth)', {
+      hint: 'Use --target ffn with --score flap; depth pruning ranks sub-layers by block influence instead.',
+    });
+  }
+  const todo = targets.filter((t) => t !== 'ffn');
+  if (todo.length) {
+    throw new DsaPruneError(`structured target ${todo.join(', ')} is not implemented yet (only ffn is)`, { hint: 'Use --target ffn.' });
+  }
+  if (typeof o.sparsity !== 'number' || !(o.sparsity >= 0 && o.sparsity < 1)) {
+    throw new DsaPruneError(`sparsity must be a number in [0, 1), got ${String(o.sparsity)}`, { hint: 'For structured pruning it is the fraction of all decoder-block linear parameters removed.' });
+  }
+  if (o.pattern !== undefined && o.pattern !== 'unstructured') {
+    throw new DsaPruneError('structured pruning removes whole channels; --pattern N:M does not apply', { hint: 'Drop --pattern.' });
+  }
+  if (o.budget === 'reference') throw new DsaPruneError("structured pruning uses the exact budget; budget 'reference' does not apply");
+  if (o.nsamples !== undefined && (!Number.isInteger(o.nsamples) || o.nsamples < 1)) throw new DsaPruneError(`nsamples must be a positive integer, got ${o.nsamples}`);
+  if (o.seqlen !== undefined && (!Number.isInteger(o.seqlen) || o.seqlen < 2)) throw new DsaPruneError(`seqlen must be an integer ≥ 2, got ${o.seqlen}`);
+  for (const k of ['include', 'exclude', 'roles', 'skipFirstBlocks', 'skipLastBlocks', 'lmHead'] as const) {
+    if (o[k] !== undefined && o[k] !== 0 && o[k] !== false) throw new DsaPruneError(`option ${k} is not supported by structured pruning yet`);
+  }
+  return { targets, score };
+}
+
+/** Float parameters of the main graph (every float / float16 initializer). */
+export function graphParams(pm: PrunableModel): number {
+  let n = 0;
+  for (const t of pm.proto.graph.initializer) {
+    if (t.data_type === DataType.FLOAT || t.data_type === DataType.FLOAT16) n += tensorDims(t).reduce((a, b) => a * b, 1);
+  }
+  return n;
+}
+
+function checkAborted(signal?: AbortSignal): void {
+  if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { exitCode: 130 });
+}
+
+export async function pruneStructured(model: unknown, options: PruneOptions): Promise<PruneReport> {
+  const t0 = performance.now();
+  const { targets, score } = validateStructuredOptions(options);
+  const allocator = options.allocator ?? uniform();
+  const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
+  const layouts: FfnLayout[] = Array.from({ length: pm.blocks }, (_, b) => ffnLayout(pm, b));
+  const blockLinears = pm.linears.filter((l) => l.block >= 0);
+  const blockParams = layouts.map((_, b) => blockLinears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut, 0));
+  const mode = options.mode ?? 'sequential';
+
+  const ctx = contextLength(pm.config as Record<string, unknown>) ?? 2048;
+  const seqlen = options.seqlen ?? Math.min(2048, ctx);
+  if (seqlen > ctx) throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${ctx}`, { hint: `Use --seqlen ${ctx} or less.` });
+  const nsamples = options.nsamples ?? 128;
+  const statsFree = allocator.needsStatistics === false;
+  const needsCalibration = score !== 'magnitude' || !statsFree;
+  const cal = needsCalibration ? await calibrationWindows(pm, options, seqlen, nsamples) : undefined;
+  checkAborted(options.signal);
+
+  // Per-block shares from the allocator (weights = every linear of the block), then whole channels.
+  const tAlloc = performance.now();
+  let blocks: BlockAllocationStats[];
+  if (statsFree) {
+    blocks = layouts.map((_, index) => {
+      const ls = blockLinears.filter((l) => l.block === index);
+      return { index, params: blockParams[index]!, z: new Float32Array(0), linears: ls.map((l) => ({ name: l.name, role: l.role, params: l.dIn * l.dOut })) };
+    });
+  } else {
+    blocks = (await denseAllocationStats(pm, cal!, blockLinears, options)).blocks;
+  }
+  const allocation = allocator.allocate({ blocks, sparsity: options.sparsity, budget: 'exact' });
+  const removeCount = channelCounts(
+    layouts.map((l, b) => ({ index: b, params: blockParams[b]!, width: l.width, paramsPerChannel: l.paramsPerChannel })),
+    allocation.blockSparsity, options.sparsity,
+  );
+  const secondsAllocation = (performance.now() - tAlloc) / 1000;
+  const paramsBefore = graphParams(pm);
+  const widthsBefore = layouts.map((l) => l.width);
+
+  const log = new SurgeryLog();
+  const keeps: Int32Array[] = layouts.map((l) => Int32Array.from({ length: l.width }, (_, j) => j));
+  const flap = score === 'flap';
+  let secondsPrune = 0;
+  let secondsCalibration = 0;
+  const tCal = performance.now();
+  try {
+    // FLAP: every block that loses channels gets a down bias before calibration plans its sub-graphs.
+    const added = new Set<string>();
+    for (const l of layouts) for (const n of privatizeBiases(pm, l, log)) added.add(n);
+    const biasNames: (string | undefined)[] = layouts.map((l, b) => {
+      if (!flap || removeCount[b]! === 0) return undefined;
+      if (l.downBias) return l.downBias;
+      const name = ensureDownBias(pm, l, log);
+      added.add(name);
+      return name;
+    });
+    const scoreBlock = (b: number, stats?: Map<string, InputStats>): void => {
+      const t = performance.now();
+      checkAborted(options.signal);
+      const lay = layouts[b]!;
+      const r = removeCount[b]!;
+      if (r === 0) return;
+      const down = pm.readWeight(lay.down);
+      const s = stats?.get(lay.down.name);
+      const scores = channelScores(score, {
+        width: lay.width, down, downOut: lay.down.dOut,
+        up: lay.inputs.map((i) => ({ w: pm.readWeight(i.linear), dIn: i.linear.dIn, offsets: i.offsets })),
+        ...(s ? { sq: s.sq, tokens: s.tokens, ...(s.sum ? { sum: s.sum } : {}) } : {}),
+      });
+      const { keep, removed } = selectChannels(scores, r);
+      keeps[b] = keep;
+      if (flap) {
+        const comp = compensationBias(down, lay.down.dOut, lay.width, removed, channelMeans(s!.sum!, s!.tokens));
+        const name = biasNames[b]!;
+        const cur = readMainInitializer(pm, name);
+        const next = new Float32Array(cur.length);
+        for (let o = 0; o < cur.length; o++) next[o] = cur[o]! + comp[o]!;
+        writeMainInitializer(pm, name, next, undefined, log);
+      }
+      // Zero the removed channels' down columns: the block output is now what the sliced graph computes.
+      const t0 = pm.proto.graph.initializer.find((x) => x.name === lay.down.weight)!;
+      log.tensor(t0);
+      for (const j of removed) for (let o = 0; o < lay.down.dOut; o++) down[o * lay.width + j] = 0;
+      pm.writeWeight(lay.down, down);
+      secondsPrune += (performance.now() - t) / 1000;
+    };
+    if (cal && score !== 'magnitude') {
+      const calModel: CalibrationModel = {
+        proto: pm.proto, linears: pm.linears, source: pm.source, config: pm.config,
+        readInitializer: (name) => (added.has(name) ? readMainInitializer(pm, name) : pm.readInitializer(name)),
+      };
+      await runCalibration(calModel, cal.ids, {
+        nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: false, sum: flap }, mode,
+        threads: options.threads, batchSize: options.batchSize, onProgress: options.onProgress, signal: options.signal,
+      }, (b, stats) => scoreBlock(b, stats));
+    } else {
+      for (let b = 0; b < pm.blocks; b++) scoreBlock(b);
+    }
+    secondsCalibration = (performance.now() - tCal) / 1000 - secondsPrune;
+    checkAborted(options.signal);
+    const tS = performance.now();
+    for (let b = 0; b < pm.blocks; b++) removeFfnChannels(pm, layouts[b]!, keeps[b]!, log);
+    secondsPrune += (performance.now() - tS) / 1000;
+  } catch (e) {
+    log.undo();
+    throw e;
+  }
+  const tCommit = performance.now();
+  try {
+    await pm.commit();
+  } catch (e) {
+    log.undo();
+    throw e;
+  }
+  const secondsCommit = (performance.now() - tCommit) / 1000;
+
+  // Reports: per linear, the fraction of its original parameters removed.
+  const linears: LinearReport[] = [];
+  const removedPerBlock = new Array<number>(pm.blocks).fill(0);
+  for (const l of blockLinears) {
+    const lay = layouts[l.block]!;
+    const F0 = widthsBefore[l.block]!;
+    const K = lay.width;
+    const inp = lay.inputs.find((i) => i.linear === l);
+    const isFfn = inp !== undefined || lay.down === l;
+    const before = isFfn ? (inp ? inp.offsets.length * F0 * l.dIn : F0 * l.dOut) : l.dIn * l.dOut;
+    const after = l.dIn * l.dOut;
+    removedPerBlock[l.block] += before - after;
+    linears.push({ name: l.name, block: l.block, role: l.role, params: before, target: allocation.blockSparsity[l.block]!, sparsity: (before - after) / before });
+  }
+  const totalBlockParams = blockParams.reduce((a, b) => a + b, 0);
+  const report: PruneReport = {
+    method: 'structured',
+    pattern: 'structured',
+    budget: 'exact',
+    sparsity: options.sparsity,
+    realizedSparsity: removedPerBlock.reduce((a, b) => a + b, 0) / totalBlockParams,
+    blockSparsity: removedPerBlock.map((r, b) => r / blockParams[b]!),
+    targetBlockSparsity: allocation.blockSparsity,
+    allocator: {
+      name: allocator.name, description: allocator.describe(),
+      ...(allocation.scores ? { scores: allocation.scores } : {}),
+      ...(allocation.expression ? { expression: allocation.expression } : {}),
+    },
+    linears,
+    ...(cal ? { calibration: { nsamples: cal.nsamples, seqlen: cal.seqlen, tokens: cal.ids.length, sha256: cal.sha256, source: cal.source } } : {}),
+    seconds: {
+      total: (performance.now() - t0) / 1000, allocation: secondsAllocation, prune: secondsPrune,
+      calibration: Math.max(0, secondsCalibration), commit: secondsCommit,
+    },
+    notes: [],
+    structured: {
+      target: targets, score, mode, biasCompensation: flap,
+      blocks: layouts.map((l, b) => ({ block: b, ffnBefore: widthsBefore[b]!, ffnAfter: l.width, kept: Array.from(keeps[b]!) })),
+      params: { before: paramsBefore, after: graphParams(pm) },
+    },
+  };
+  recordPruneReport(model as object, report);
+  return report;
+}
+
+/** The FFN width of every block of a model as it is now (for inspect and tests). */
+export function ffnWidths(linears: LinearInfo[], blocks: number): number[] {
+  return Array.from({ length: blocks }, (_, b) => linears.find((l) => l.block === b && l.role === 'down')?.dIn ?? 0);
+}
