@@ -38,6 +38,8 @@ const spec = defineCommand({
     'dry-run': { type: 'boolean', description: 'print the plan (layers, sparsities, memory) and stop' },
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
     compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load)' },
+    dtype: { type: 'string', valueName: '<d>', description: 'which onnx/model*.onnx to prune: fp32 | fp16 | … (default: fp32 if present, else fp16)' },
+    'allow-remote': { type: 'boolean', description: 'let <modelDir> be a hub id (org/name) downloaded by transformers.js from env.remoteHost (also DSA_PRUNE_ALLOW_REMOTE=1)' },
   },
 });
 
@@ -105,7 +107,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     onProgress: progress.callback,
     signal: io.signal,
   };
-  const { model } = await loadModelDir(modelDir, { threads: args.common.threads });
+  const { model } = await loadModelDir(modelDir, {
+    threads: args.common.threads, ...(v.dtype ? { dtype: v.dtype } : {}), ...(v['allow-remote'] ? { allowRemote: true } : {}),
+  });
 
   if (dryRun) {
     const plan = await planPrune(model, options);
