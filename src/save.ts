@@ -11,7 +11,7 @@ import { postProcessSaved, type PostSaveOptions, type PostSaveResult } from './c
 export async function savePruned(
   model: unknown,
   outDir: string,
-  opts: { overwrite?: boolean; manifest?: Record<string, unknown> } & PostSaveOptions = {},
+  opts: { overwrite?: boolean; manifest?: Record<string, unknown>; variants?: boolean } & PostSaveOptions = {},
 ): Promise<PostSaveResult | undefined> {
   const report = lastPruneReport(model as object);
   const manifest = {

@@ -39,6 +39,7 @@ const spec = defineCommand({
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
     compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load)' },
     dtype: { type: 'string', valueName: '<d>', description: 'which onnx/model*.onnx to prune: fp32 | fp16 | … (default: fp32 if present, else fp16)' },
+    'max-memory': { type: 'number', min: 0, minExclusive: true, valueName: '<GB>', description: 'memory the prune may use (default: the available memory); refused before any work when the estimate is above' },
     'allow-remote': { type: 'boolean', description: 'let <modelDir> be a hub id (org/name) downloaded by transformers.js from env.remoteHost (also DSA_PRUNE_ALLOW_REMOTE=1)' },
   },
 });
@@ -106,6 +107,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     batchSize: v['batch-size'],
     onProgress: progress.callback,
     signal: io.signal,
+    ...(v['max-memory'] !== undefined ? { maxMemoryGB: v['max-memory'] } : {}),
   };
   const { model } = await loadModelDir(modelDir, {
     threads: args.common.threads, ...(v.dtype ? { dtype: v.dtype } : {}), ...(v['allow-remote'] ? { allowRemote: true } : {}),
