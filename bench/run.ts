@@ -33,11 +33,11 @@ export function findCaseFiles(dir: string, filters: string[]): string[] {
     .map((f) => path.join(dir, f));
 }
 
-function runFile(file: string, tmp: string, json: boolean): FileResult {
+function runFile(file: string, tmp: string, json: boolean, args: string[] = []): FileResult {
   const out = path.join(tmp, `${path.basename(file)}.json`);
   const t0 = performance.now();
   // The child runs under the same loader (tsx) as this process.
-  const r = spawnSync(process.execPath, [...process.execArgv, file], {
+  const r = spawnSync(process.execPath, [...process.execArgv, file, ...args], {
     cwd: repoRoot,
     env: { ...process.env, DSA_BENCH_OUT: out },
     // with --json, keep stdout clean: the case file's output goes to stderr
@@ -50,7 +50,17 @@ function runFile(file: string, tmp: string, json: boolean): FileResult {
 
 async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
-  const filters = argv.filter((a) => !a.startsWith('--'));
+  // `--name value` options other than --json go to every case file (e.g. `npm run bench -- scale --shape qwen2.5-0.5b`).
+  const filters: string[] = [];
+  const forward: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') continue;
+    if (a.startsWith('--')) {
+      forward.push(a);
+      if (!a.includes('=') && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--')) forward.push(argv[++i]!);
+    } else filters.push(a);
+  }
   const files = findCaseFiles(here, filters);
   if (files.length === 0) {
     process.stderr.write(`no bench/*.bench.ts files${filters.length ? ` matching ${filters.join(', ')}` : ''}\n`);
@@ -61,7 +71,7 @@ async function main(argv: string[]): Promise<number> {
   try {
     for (const f of files) {
       process.stderr.write(`\n== ${path.relative(repoRoot, f)}\n`);
-      results.push(runFile(f, tmp, json));
+      results.push(runFile(f, tmp, json, forward));
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true });

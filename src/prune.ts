@@ -7,6 +7,8 @@ import { AutoTokenizer } from '@huggingface/transformers';
 import { DsaPruneError } from './errors.js';
 import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern, ProgressCallback } from './types.js';
 import { attachModel, contextLength, type PrunableModel } from './model/index.js';
+import { checkMemory, estimatePeakMemory, type MemoryEstimate } from './model/memory.js';
+import { initializerBytes } from './model/external.js';
 import { getMethod, validateMethodRequest, type PruningMethod } from './methods/index.js';
 import { countZeros } from './methods/common.js';
 import { uniform, type Allocation, type Allocator, type BlockAllocationStats } from './allocators/index.js';
@@ -71,6 +73,8 @@ export interface PruneOptions {
   batchSize?: number;
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
+  /** Memory the prune may use, in GB (CLI --max-memory); default: the machine's available memory. Checked before any work. */
+  maxMemoryGB?: number;
 }
 
 export interface LinearReport {
@@ -333,6 +337,8 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
     throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${modelContext(pm)}`, { hint: `Use --seqlen ${modelContext(pm)} or less.` });
   }
   const nsamples = options.nsamples ?? 128;
+  // Refuse before any work when the estimated peak will not fit (calibration buffers: nsamples × seqlen, not context).
+  checkMemory(memoryOf(pm, method, linears, nsamples, seqlen), options.maxMemoryGB);
   // Allocators that read no statistics (uniform, ATP, explicit lists) skip the dense pass.
   const statsFree = allocator.needsStatistics === false;
   const needsCalibration = method.needs.sq || method.needs.gram || !statsFree;
@@ -379,22 +385,23 @@ export async function planPrune(model: unknown, options: PruneOptions): Promise<
   const ls = p.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, dOut: l.dOut, dIn: l.dIn, target: p.targetOf(l) }));
   const params = ls.reduce((a, l) => a + l.dOut * l.dIn, 0);
   const zeros = Math.round(ls.reduce((a, l) => a + l.target * l.dOut * l.dIn, 0));
-  const hidden = Number((p.pm.config as Record<string, unknown>).hidden_size ?? 0);
-  const seqlen = p.cal?.seqlen ?? 0;
-  const nsamples = p.cal?.nsamples ?? 0;
-  const hiddenBytes = 2 * nsamples * seqlen * hidden * 4;
-  const biggest = Math.max(0, ...p.linears.map((l) => l.dIn));
-  const gramBytes = p.method.needs.gram ? biggest * biggest * 8 * 2 : 0;
-  const blockBytes = Math.max(0, ...Array.from({ length: p.pm.blocks }, (_, b) => p.linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut * 4, 0)));
-  const modelBytes = p.pm.linears.reduce((a, l) => a + l.dIn * l.dOut * 4, 0);
+  const mem = memoryOf(p.pm, p.method, p.linears, p.cal?.nsamples ?? 0, p.cal?.seqlen ?? 0);
   return {
     method: p.method.name, pattern: patternName(p.pattern), budget: p.budget, sparsity: options.sparsity,
     allocator: p.allocator.describe(), blockSparsity: p.allocation.blockSparsity, linears: ls, params, zeros,
-    memory: {
-      peakBytes: modelBytes * 2 + hiddenBytes + gramBytes + blockBytes * 3,
-      explanation: 'model weights twice (graph + session), hidden states of the calibration set in and out, one block working set' + (gramBytes ? ', the largest Gram matrix in float64' : ''),
-    },
+    memory: { peakBytes: mem.peakBytes, explanation: mem.explanation },
   };
+}
+
+/** Peak memory estimate of pruning `linears` with `method` on nsamples × seqlen calibration tokens (src/model/memory.ts). */
+function memoryOf(pm: PrunableModel, method: { needs: { gram?: boolean } }, linears: LinearInfo[], nsamples: number, seqlen: number): MemoryEstimate {
+  return estimatePeakMemory({
+    weightBytes: initializerBytes(pm.proto),
+    hidden: Number((pm.config as Record<string, unknown>).hidden_size ?? (pm.config as Record<string, unknown>).n_embd ?? 0),
+    nsamples, seqlen,
+    blockBytes: Math.max(0, ...Array.from({ length: pm.blocks }, (_, b) => linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut * 4, 0))),
+    gramDim: method.needs.gram ? Math.max(0, ...linears.map((l) => l.dIn)) : 0,
+  });
 }
 
 /**

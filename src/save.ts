@@ -12,7 +12,7 @@ import { runGptqForSave, type GptqRequest, type GptqSaveSummary } from './save-g
 export async function savePruned(
   model: unknown,
   outDir: string,
-  opts: { overwrite?: boolean; manifest?: Record<string, unknown> } & PostSaveOptions & Omit<GptqRequest, 'quantize' | 'quantizeOptions' | 'overwrite'> = {},
+  opts: { overwrite?: boolean; manifest?: Record<string, unknown>; variants?: boolean } & PostSaveOptions & Omit<GptqRequest, 'quantize' | 'quantizeOptions' | 'overwrite'> = {},
 ): Promise<(PostSaveResult & { gptq?: GptqSaveSummary }) | undefined> {
   // gptq (joint prune + quantize): validated and run before anything is written; the q4 writer then stores its codes.
   const gptq = await runGptqForSave(model, outDir, opts);

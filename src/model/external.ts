@@ -79,6 +79,8 @@ export function writeWithExternalData(
   dataPath: string,
   dataFile: string,
   threshold = 1024,
+  /** Bytes to store instead of a tensor's own (same dtype and size), produced one tensor at a time. */
+  override?: (t: TensorProto) => Uint8Array | undefined,
 ): number {
   const read = externalSliceReader(srcBaseDir);
   const fd = openSync(dataPath, 'w');
@@ -91,7 +93,7 @@ export function writeWithExternalData(
         out.push(isExternal(t) ? inlineCopy(t, tensorBytes(t, srcBaseDir, read)) : t);
         continue;
       }
-      const bytes = tensorBytes(t, srcBaseDir, read);
+      const bytes = override?.(t) ?? tensorBytes(t, srcBaseDir, read);
       const pad = (64 - (offset % 64)) % 64;
       if (pad) {
         writeAll(fd, new Uint8Array(pad), offset);

@@ -48,8 +48,82 @@ async function resolveFolder(dirOrId: string): Promise<string> {
     }
   }
   throw new DsaPruneError(`model folder ${abs} does not exist`, { code: 'not-found',
-    hint: 'Pass a local folder with config.json and onnx/model.onnx (or a model id already in the transformers.js cache); dsa-prune never downloads.',
+    hint: /^[\w.-]+\/[\w.-]+$/.test(dirOrId)
+      ? `To load ${dirOrId} from the hub (env.remoteHost), allow remote models: --allow-remote (API: { allowRemote: true }) or DSA_PRUNE_ALLOW_REMOTE=1.`
+      : 'Pass a local folder with config.json and onnx/model.onnx (or a model id already in the transformers.js cache).',
   });
+}
+
+/** True when remote models may be downloaded: the option, else the DSA_PRUNE_ALLOW_REMOTE environment variable. */
+export function remoteAllowed(opt?: boolean): boolean {
+  if (opt !== undefined) return opt;
+  const e = process.env.DSA_PRUNE_ALLOW_REMOTE;
+  return e !== undefined && e !== '' && e !== '0' && e.toLowerCase() !== 'false';
+}
+
+/**
+ * Load `id` (org/name) from the hub transformers.js points at (env.remoteHost + env.remotePathTemplate): it downloads
+ * into its file cache (env.cacheDir) and the session is created from the cached path, so the model has a source folder
+ * like a local one. One clear error per failure: no such repository, no onnx/ file for the dtype, host unreachable.
+ */
+async function loadFromHub(
+  id: string,
+  dtype: string,
+  sessionOptions: Record<string, unknown>,
+): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const tf = await transformers();
+  tf.env.allowRemoteModels = true;
+  const host = `${String(tf.env.remoteHost)}${String(tf.env.remotePathTemplate).replaceAll('{model}', id).replaceAll('{revision}', 'main')}`;
+  const suffix = dtypeToSuffix(dtype) ?? '';
+  const fail = (e: unknown): never => {
+    const msg = (e as Error)?.message ?? String(e);
+    if (/config\.json/.test(msg) && /(404|not found|could not locate)/i.test(msg)) {
+      throw new DsaPruneError(`model ${id} was not found on ${String(tf.env.remoteHost)} (no ${host}config.json)`, {
+        hint: 'Check the repository id (org/name) and env.remoteHost / env.remotePathTemplate.', cause: e,
+      });
+    }
+    if (/\.onnx/.test(msg) && /(404|not found|could not locate)/i.test(msg)) {
+      throw new DsaPruneError(`model ${id} on ${String(tf.env.remoteHost)} has no onnx/model${suffix}.onnx (dtype ${dtype})`, {
+        hint: 'The repository must hold a transformers.js export: onnx/model.onnx (fp32) or onnx/model_fp16.onnx (--dtype fp16).', cause: e,
+      });
+    }
+    if (/fetch failed|ECONNREFUSED|ENOTFOUND|EAI_AGAIN/i.test(msg)) {
+      throw new DsaPruneError(`cannot reach ${String(tf.env.remoteHost)} to download ${id}: ${msg}`, { hint: 'Check the network, or download the model folder and pass its path.', cause: e });
+    }
+    throw new DsaPruneError(`transformers.js could not load ${id} from ${String(tf.env.remoteHost)}: ${msg}`, { cause: e });
+  };
+  let config: Record<string, unknown>;
+  try {
+    config = (await tf.AutoConfig.from_pretrained(id)) as unknown as Record<string, unknown>;
+  } catch (e) {
+    return fail(e);
+  }
+  const archs = Array.isArray(config.architectures) ? (config.architectures as unknown[]).map(String) : [];
+  if (archs.length > 0 && !archs.some((a) => CAUSAL_ARCH.test(a))) {
+    throw new DsaPruneError(`${id} is not a causal language model (architectures: ${archs.join(', ')})`, {
+      hint: 'dsa-prune prunes decoder-only text generators (…ForCausalLM), e.g. Llama, Qwen2, Phi-3, GPT-2, OPT.',
+    });
+  }
+  // Check the ONNX file is there before from_pretrained: its parallel downloads reject more than once on a 404.
+  const onnxFile = `onnx/model${suffix}.onnx`;
+  const cached = typeof tf.env.cacheDir === 'string' && existsSync(path.join(tf.env.cacheDir, id, onnxFile));
+  if (!cached) {
+    let status: number;
+    try {
+      status = (await fetch(`${host}${onnxFile}`, { method: 'HEAD' })).status;
+    } catch (e) {
+      return fail(e);
+    }
+    if (status === 404) fail(new Error(`${onnxFile} not found (404)`));
+  }
+  try {
+    return await tf.AutoModelForCausalLM.from_pretrained(id, {
+      dtype: dtype as never,
+      ...(Object.keys(sessionOptions).length ? { session_options: sessionOptions } : {}),
+    });
+  } catch (e) {
+    return fail(e);
+  }
 }
 
 /**
@@ -130,8 +204,10 @@ export function readFolderGraph(folder: ModelFolder): ModelProto {
  */
 export async function loadModelDir(
   dir: string,
-  opts: { dtype?: string; threads?: number } = {},
+  opts: { dtype?: string; threads?: number; allowRemote?: boolean } = {},
 ): Promise<{ model: any; tokenizer: any; prunable: PrunableModel }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  // A hub id with remote models allowed: transformers.js resolves it (its own cache first, then env.remoteHost).
+  if (remoteAllowed(opts.allowRemote) && /^[\w.-]+\/[\w.-]+$/.test(dir) && !existsSync(path.resolve(dir))) return loadRemote(dir, opts);
   const folder = await validateModelFolder(dir, opts);
   const proto = readFolderGraph(folder);
   rememberDecoded(folder.onnxPath, proto);
@@ -199,4 +275,30 @@ async function openFolder(folder: ModelFolder, opts: { threads?: number }): Prom
     }
   }
   return { model, tokenizer };
+}
+
+/** loadModelDir for a repository id on the hub (remote models allowed): download through transformers.js, attach. */
+async function loadRemote(
+  id: string,
+  opts: { dtype?: string; threads?: number },
+): Promise<{ model: any; tokenizer: any; prunable: PrunableModel }> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const dtype = opts.dtype ?? 'fp32';
+  if (dtypeToSuffix(dtype) === undefined) {
+    throw new DsaPruneError(`unknown dtype ${JSON.stringify(dtype)}`, { hint: `Use one of ${Object.values(SUFFIX_DTYPE).join(', ')}.` });
+  }
+  const sessionOptions: Record<string, unknown> = {};
+  if (opts.threads !== undefined) {
+    sessionOptions.intraOpNumThreads = opts.threads;
+    sessionOptions.interOpNumThreads = 1;
+  }
+  const model = await loadFromHub(id, dtype, sessionOptions);
+  const tf = await transformers();
+  let tokenizer: any = null; // eslint-disable-line @typescript-eslint/no-explicit-any
+  try {
+    tokenizer = await tf.AutoTokenizer.from_pretrained(id);
+  } catch {
+    tokenizer = null; // a repository without tokenizer files: calibration then needs token ids
+  }
+  const prunable = await attachModel(model);
+  return { model, tokenizer, prunable };
 }

@@ -10,6 +10,8 @@ import { DsaPruneError, EXIT } from '../errors.js';
 import { countZeros } from '../kernels/dense.js';
 import { hasExternalData, initializerBytes, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
 import { encodeModel } from './onnx.js';
+import { modelCard } from './card.js';
+import { writeFloatVariants } from './variants.js';
 import { attachModel } from './prunable.js';
 
 export interface SaveOptions {
@@ -24,6 +26,8 @@ export interface SaveOptions {
    * and compression are written there, so a failure (a full disk) leaves nothing behind either.
    */
   beforePublish?: (dir: string) => void;
+  /** Also rebuild the source folder's other float variants (model_fp16.onnx next to model.onnx, …); default true. */
+  variants?: boolean;
 }
 
 let cachedVersion: string | undefined;
@@ -106,6 +110,7 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
       hint: 'Load the model from a folder (from_pretrained(dir)), or attach it with { source: dir }.',
     });
   }
+  const sourceId = await hubIdOf(src.dir); // before the checks: no await between checking outDir and publishing it
   const out = checkOutDir(src.dir, outDir, opts.overwrite ?? false);
   const parent = path.dirname(out);
   mkdirSync(parent, { recursive: true });
@@ -135,11 +140,17 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
     } else {
       writeFileSync(path.join(onnxDir, fileName), encodeModel(pm.proto));
     }
+    // The source's other float variants (model_fp16.onnx next to model.onnx, …) with the same pruned weights.
+    const variants = opts.variants === false ? undefined : writeFloatVariants(pm, onnxDir);
+    if (variants?.written.length && existsSync(path.join(tmp, 'config.json'))) {
+      writeFileSync(path.join(tmp, 'config.json'), configPerFile(readFileSync(path.join(tmp, 'config.json'), 'utf8'), readdirSync(onnxDir)));
+    }
     const manifest = {
       tool: 'dsa-prune',
       version: packageVersion(),
       source: { dir: src.dir, onnx: path.relative(src.dir, src.onnxPath), sha256: pm.modelHash() },
       ...opts.manifest,
+      ...(variants && (variants.written.length || variants.skipped.length) ? { variants } : {}),
       linears: pm.linears.map((l) => {
         const w = pm.readInitializer(l.weight);
         return { name: l.name, block: l.block, role: l.role, sparsity: w.length ? countZeros(w) / w.length : 0 };
@@ -147,6 +158,11 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
     };
     writeFileSync(path.join(tmp, 'pruning.json'), JSON.stringify(manifest, null, 2) + '\n');
     opts.beforePublish?.(tmp);
+    // The model card replaces the source's README.md (whose license and base model it carries over).
+    writeFileSync(path.join(tmp, 'README.md'), modelCard({
+      name: path.basename(out), sourceDir: src.dir, sourceId, config: pm.config as Record<string, unknown>,
+      files: readdirSync(onnxDir).sort(), manifest, version: packageVersion(),
+    }));
     publish(tmp, out);
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
@@ -195,6 +211,22 @@ function configFor(text: string, external: boolean): string {
   return JSON.stringify({ ...cfg, 'transformers.js_config': next }, null, 2) + '\n';
 }
 
+/** config.json naming, per ONNX file, whether it has external data (several variants: some do, some do not). */
+function configPerFile(text: string, files: string[]): string {
+  let cfg: Record<string, unknown>;
+  try {
+    cfg = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return text;
+  }
+  const ext: Record<string, number> = {};
+  for (const f of files) if (f.endsWith('.onnx') && files.includes(`${f}_data`)) ext[f] = 1;
+  const tjs = { ...((cfg['transformers.js_config'] as Record<string, unknown> | undefined) ?? {}) };
+  if (Object.keys(ext).length) tjs.use_external_data_format = ext;
+  else delete tjs.use_external_data_format;
+  return JSON.stringify({ ...cfg, 'transformers.js_config': tjs }, null, 2) + '\n';
+}
+
 /** Move the finished temp folder to `out` (replacing an empty or, when allowed, existing folder). */
 function publish(tmp: string, out: string): void {
   let old: string | undefined;
@@ -216,4 +248,12 @@ function publish(tmp: string, out: string): void {
     throw e;
   }
   if (old) rmSync(old, { recursive: true, force: true });
+}
+
+/** The hub id (org/name) of a model folder inside transformers.js's download cache, else undefined. */
+async function hubIdOf(dir: string): Promise<string | undefined> {
+  const { env } = await import('@huggingface/transformers');
+  if (typeof env.cacheDir !== 'string' || !env.cacheDir) return undefined;
+  const rel = path.relative(path.resolve(env.cacheDir), dir);
+  return /^[\w.-]+\/[\w.-]+$/.test(rel.split(path.sep).join('/')) && !rel.startsWith('..') ? rel.split(path.sep).join('/') : undefined;
 }

@@ -44,7 +44,7 @@ describe('savePruned', () => {
   it('saves a folder that from_pretrained reloads with the same logits; the source is unchanged', async () => {
     const out = path.join(work, 'out');
     await savePruned(model, out, { manifest: { method: 'test', sparsity: 0.5 } });
-    expect(readdirSync(out).sort()).toEqual(['LICENSE', 'config.json', 'generation_config.json', 'onnx', 'pruning.json', 'tokenizer.json', 'tokenizer_config.json']);
+    expect(readdirSync(out).sort()).toEqual(['LICENSE', 'README.md', 'config.json', 'generation_config.json', 'onnx', 'pruning.json', 'tokenizer.json', 'tokenizer_config.json']);
     expect(readdirSync(path.join(out, 'onnx'))).toEqual(['model.onnx']);
     for (const f of ['config.json', 'tokenizer.json', 'generation_config.json']) {
       expect(readFileSync(path.join(out, f))).toEqual(readFileSync(path.join(src, f)));

@@ -41,6 +41,9 @@ const spec = defineCommand({
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
     compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load); with --quantize q4 also model_q4.onnx as block mask + bitmask + non-zero 4-bit codes (loads with dtype q4)' },
     gptq: { type: 'boolean', description: 'q4 with GPTQ error feedback on the surviving weights (Hessians from the calibration set; needs --quantize q4 and --calibration)' },
+    dtype: { type: 'string', valueName: '<d>', description: 'which onnx/model*.onnx to prune: fp32 | fp16 | … (default: fp32 if present, else fp16)' },
+    'max-memory': { type: 'number', min: 0, minExclusive: true, valueName: '<GB>', description: 'memory the prune may use (default: the available memory); refused before any work when the estimate is above' },
+    'allow-remote': { type: 'boolean', description: 'let <modelDir> be a hub id (org/name) downloaded by transformers.js from env.remoteHost (also DSA_PRUNE_ALLOW_REMOTE=1)' },
   },
 });
 
@@ -127,8 +130,11 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     batchSize: v['batch-size'],
     onProgress: progress.callback,
     signal: io.signal,
+    ...(v['max-memory'] !== undefined ? { maxMemoryGB: v['max-memory'] } : {}),
   };
-  const { model } = await loadModelDir(modelDir, { threads: args.common.threads });
+  const { model } = await loadModelDir(modelDir, {
+    threads: args.common.threads, ...(v.dtype ? { dtype: v.dtype } : {}), ...(v['allow-remote'] ? { allowRemote: true } : {}),
+  });
 
   if (dryRun) {
     const plan = await planPrune(model, options);

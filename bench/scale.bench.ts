@@ -1,0 +1,139 @@
+/**
+ * Scale bench: a real-size onnx-community layout (test/fixtures/community.ts — published config, random weights),
+ * loaded as a user does (loadModelDir → from_pretrained), pruned (sequential Wanda by default) on nsamples × seqlen
+ * deterministic random token ids, saved. Rows: load, calibration, method, commit, save and total seconds (from the
+ * prune report), one plain onnxruntime forward over the same tokens, the ratios to it, peak RSS and peak RSS / fp32
+ * weight bytes. The fixture build and the forward run in child processes, so the peak RSS is the prune's own.
+ *
+ *   npm run bench -- scale [--shape smollm2-135m|qwen2.5-0.5b|llama3.2-1b|llama3.2-3b] [--nsamples 32] [--seqlen 512]
+ *                          [--method wanda|sparsegpt|magnitude] [--blocks n] [--dir <fixture dir, kept>]
+ *   npx tsx bench/scale.bench.ts --shape smollm2-135m                       # the same, directly
+ *
+ * Timings are wall seconds; on a shared machine read the ratios (same run), not the absolute numbers.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as ort from 'onnxruntime-node';
+import { buildFeeds } from '../src/eval/forward.js';
+import { loadModelDir } from '../src/model/index.js';
+import { pruneModel } from '../src/prune.js';
+import { savePruned } from '../src/save.js';
+import { COMMUNITY_SHAPES } from '../test/fixtures/community.js';
+import { ratio, record, value } from './harness.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const { values: opt } = parseArgs({
+  options: {
+    shape: { type: 'string', default: 'smollm2-135m' },
+    nsamples: { type: 'string', default: '32' },
+    seqlen: { type: 'string', default: '512' },
+    method: { type: 'string', default: 'wanda' },
+    blocks: { type: 'string' },
+    dir: { type: 'string' },
+    case: { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  strict: false,
+});
+const shapeName = String(opt.shape);
+const shape = COMMUNITY_SHAPES[shapeName];
+if (!shape) throw new Error(`--shape must be one of ${Object.keys(COMMUNITY_SHAPES).join(', ')}`);
+const nsamples = Number(opt.nsamples);
+const seqlen = Number(opt.seqlen);
+const method = String(opt.method) as 'wanda' | 'sparsegpt' | 'magnitude';
+const BATCH = 8;
+
+/** nsamples × seqlen token ids in [0, vocab), the same on every run (xorshift32). */
+function tokenIds(n: number, vocab: number, seed = 12345): Int32Array {
+  let s = seed >>> 0;
+  const ids = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    ids[i] = s % vocab;
+  }
+  return ids;
+}
+
+const peakMB = (): number => (process.resourceUsage().maxRSS * 1024) / 2 ** 20;
+
+/** Child: one plain forward of the model over the calibration tokens; prints { seconds, batch, peakMB }. */
+async function forwardCase(dir: string): Promise<void> {
+  const s = await ort.InferenceSession.create(path.join(dir, 'onnx/model.onnx'), { graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+  const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  const ids = tokenIds(nsamples * seqlen, shape!.vocab);
+  // Logits are [batch × seqlen × vocab] float32: batch so that they stay under 512 MB (Qwen's vocab is 151936).
+  const batch = Math.max(1, Math.min(BATCH, Math.floor(2 ** 29 / (seqlen * shape!.vocab * 4))));
+  const t0 = performance.now();
+  for (let i = 0; i < nsamples; i += batch) {
+    const b = Math.min(batch, nsamples - i);
+    await s.run(buildFeeds(s, ids.subarray(i * seqlen, (i + b) * seqlen), b, seqlen, { config }), ['logits']);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(JSON.stringify({ seconds, batch, peakMB: peakMB() }));
+}
+
+function child(args: string[]): string {
+  return execFileSync(process.execPath, [...process.execArgv, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 * 2 ** 20 });
+}
+
+async function main(): Promise<void> {
+  const keep = typeof opt.dir === 'string';
+  const dir = keep ? path.resolve(String(opt.dir)) : path.join(mkdtempSync(path.join(os.tmpdir(), `dsa-scale-${shapeName}-`)), 'model');
+  const blocksArg = opt.blocks ? ['--blocks', String(opt.blocks)] : [];
+  try {
+    if (!existsSync(path.join(dir, 'onnx/model.onnx'))) {
+      const t = performance.now();
+      child([path.join(here, '../test/fixtures/community.ts'), shapeName, dir, '--no-fp16', ...blocksArg]);
+      console.error(`built ${shapeName} in ${((performance.now() - t) / 1000).toFixed(1)} s at ${dir}`);
+    }
+    const fwd = JSON.parse(child([fileURLToPath(import.meta.url), '--case', 'forward', '--dir', dir, '--shape', shapeName, '--nsamples', String(nsamples), '--seqlen', String(seqlen)]).trim().split('\n').pop()!) as { seconds: number; batch: number; peakMB: number };
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const blocks = Number(cfg.num_hidden_layers);
+    const h = shape!.hidden, qd = shape!.heads * shape!.headDim, kvd = shape!.kvHeads * shape!.headDim;
+    const params = 2 * shape!.vocab * h + blocks * (h * (qd + 2 * kvd) + qd * h + 3 * h * shape!.inter);
+    const weightBytes = params * 4;
+
+    const t0 = performance.now();
+    const { model } = await loadModelDir(dir, { dtype: 'fp32' });
+    const load = (performance.now() - t0) / 1000;
+    const report = await pruneModel(model, { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH });
+    const out = path.join(path.dirname(dir), 'pruned');
+    rmSync(out, { recursive: true, force: true });
+    const t1 = performance.now();
+    await savePruned(model, out);
+    const save = (performance.now() - t1) / 1000;
+    rmSync(out, { recursive: true, force: true });
+
+    const tag = `${shapeName}${opt.blocks ? `@${String(opt.blocks)}b` : ''} ${method} ${nsamples}×${seqlen}`;
+    const forward = record({ name: `${tag}: one plain forward`, seconds: fwd.seconds, peakRssMB: fwd.peakMB, maxRssMB: fwd.peakMB, notes: `batch ${fwd.batch}, logits fetched` });
+    const rows = {
+      load: record({ name: `${tag}: load`, seconds: load }),
+      calibration: record({ name: `${tag}: calibration`, seconds: report.seconds.calibration }),
+      method: record({ name: `${tag}: method`, seconds: report.seconds.prune }),
+      commit: record({ name: `${tag}: commit`, seconds: report.seconds.commit }),
+      total: record({ name: `${tag}: pruneModel total`, seconds: report.seconds.total, peakRssMB: peakMB(), maxRssMB: peakMB() }),
+      save: record({ name: `${tag}: save`, seconds: save }),
+    };
+    ratio(`${tag}: pruneModel / forward`, rows.total, forward);
+    ratio(`${tag}: method / pruneModel`, rows.method, rows.total);
+    ratio(`${tag}: save / forward`, rows.save, forward);
+    value(`${tag}: peak RSS`, peakMB(), 'MB', 'load + prune + save, one process');
+    value(`${tag}: fp32 weight bytes`, weightBytes / 2 ** 20, 'MB', `${(params / 1e6).toFixed(1)} M parameters`);
+    value(`${tag}: peak RSS / weight bytes`, (peakMB() * 2 ** 20) / weightBytes, '×');
+    value(`${tag}: realised sparsity`, report.realizedSparsity);
+    console.error(JSON.stringify({ shape: shapeName, blocks, nsamples, seqlen, method, load, seconds: report.seconds, save, forward: fwd, peakMB: peakMB(), weightMB: weightBytes / 2 ** 20 }));
+  } finally {
+    if (!keep) rmSync(path.dirname(dir), { recursive: true, force: true });
+  }
+}
+
+if (opt.case === 'forward') await forwardCase(String(opt.dir));
+else await main();

@@ -1,0 +1,80 @@
+/**
+ * Memory: the estimate made before any work, the refusal (API maxMemoryGB, CLI --max-memory) with nothing changed
+ * and nothing written, and calibration sized by nsamples × seqlen whatever the model's context length.
+ * On the stories260k model shipped in the repository (fast); the estimate's terms are recomputed by hand here.
+ */
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadModelDir, planPrune, pruneModel } from '../../src/index.js';
+import { memoryIo } from '../../src/cli/io.js';
+import { main } from '../../src/cli/main.js';
+import { DsaPruneError } from '../../src/errors.js';
+import { checkMemory, estimatePeakMemory } from '../../src/model/memory.js';
+
+const MODEL = path.resolve('models/stories260k');
+const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-memory-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+const ids = Int32Array.from({ length: 4 * 32 }, (_, i) => (i * 31 + 5) % 512);
+
+describe('memory', () => {
+  it('estimate: weights twice + hidden states in/out + block working set + Gram (hand-computed)', () => {
+    const e = estimatePeakMemory({ weightBytes: 1000, hidden: 64, nsamples: 128, seqlen: 512, blockBytes: 300, gramDim: 172 });
+    expect(e.terms).toEqual({ weights: 2000, hiddenStates: 2 * 128 * 512 * 64 * 4, blockWorkingSet: 900, gram: 172 * 172 * 16 });
+    expect(e.peakBytes).toBe(2000 + 2 * 128 * 512 * 64 * 4 + 900 + 172 * 172 * 16);
+    // The refusal names the dominant term's flag.
+    expect(() => checkMemory(e, 0.001)).toThrow(/needs about 0\.03 GB, --max-memory allows 0\.00 GB; nothing was changed/);
+    try {
+      checkMemory(e, 0.001);
+    } catch (err) {
+      expect((err as DsaPruneError).hint).toMatch(/lower --nsamples or --seqlen/);
+    }
+    expect(() => checkMemory(e, 1)).not.toThrow();
+  });
+
+  it('API: maxMemoryGB below the estimate refuses before any work, weights unchanged', async () => {
+    const { model, prunable } = await loadModelDir(MODEL);
+    const before = prunable.linears.map((l) => prunable.readWeight(l));
+    const opts = { method: 'sparsegpt' as const, sparsity: 0.5, calibration: { ids }, nsamples: 4, seqlen: 32 };
+    const plan = await planPrune(model, opts);
+    await expect(pruneModel(model, { ...opts, maxMemoryGB: (plan.memory.peakBytes * 0.5) / 2 ** 30 })).rejects.toThrow(/not enough memory: this prune needs about/);
+    prunable.linears.forEach((l, i) => expect(prunable.readWeight(l)).toEqual(before[i]));
+    // Just above the estimate it runs.
+    const r = await pruneModel(model, { ...opts, maxMemoryGB: (plan.memory.peakBytes * 1.01) / 2 ** 30 });
+    expect(r.realizedSparsity).toBeCloseTo(0.5, 6);
+  }, 120_000);
+
+  it('CLI: --max-memory too small → one clear line, nothing written', async () => {
+    const out = path.join(work, 'refused');
+    const calib = path.join(work, 'c.txt');
+    writeFileSync(calib, 'Once upon a time there was a cat. '.repeat(50));
+    const io = memoryIo();
+    const code = await main(['prune', MODEL, '--out', out, '--calibration', calib, '--nsamples', '4', '--seqlen', '32', '--max-memory', '0.0001', '--quiet'], io);
+    expect(code).not.toBe(0);
+    const lines = io.stderrText.split('\n').filter((l) => l.startsWith('error:'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/not enough memory: this prune needs about [\d.]+ GB, --max-memory allows 0\.00 GB/);
+    expect(io.stderrText).toMatch(/--max-memory <GB> overrides/);
+    expect(existsSync(out)).toBe(false);
+  }, 120_000);
+
+  it('calibration is sized by nsamples × seqlen, not by the context length (128k context = same plan, same result)', async () => {
+    const long = path.join(work, 'long-context');
+    cpSync(MODEL, long, { recursive: true });
+    const cfg = JSON.parse(readFileSync(path.join(long, 'config.json'), 'utf8'));
+    writeFileSync(path.join(long, 'config.json'), JSON.stringify({ ...cfg, max_position_embeddings: 131072 }));
+    const opts = { method: 'wanda' as const, sparsity: 0.5, calibration: { ids }, nsamples: 4, seqlen: 32 };
+    const a = await loadModelDir(MODEL);
+    const b = await loadModelDir(long);
+    const pa = await planPrune(a.model, opts);
+    const pb = await planPrune(b.model, opts);
+    expect(pb.memory.peakBytes).toBe(pa.memory.peakBytes);
+    const hidden = 64;
+    expect(pb.memory.peakBytes).toBeLessThan(2 * 131072 * hidden * 4); // what context-sized buffers alone would take
+    const ra = await pruneModel(a.model, opts);
+    const rb = await pruneModel(b.model, opts);
+    expect(rb.calibration).toMatchObject({ nsamples: 4, seqlen: 32, tokens: ra.calibration!.tokens });
+    b.prunable.linears.forEach((l, i) => expect(b.prunable.readWeight(l)).toEqual(a.prunable.readWeight(a.prunable.linears[i]!)));
+  }, 120_000);
+});
