@@ -9,6 +9,7 @@ import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern, ProgressC
 import { attachModel, contextLength, type PrunableModel } from './model/index.js';
 import { getMethod, validateMethodRequest, type PruningMethod } from './methods/index.js';
 import { countZeros } from './methods/common.js';
+import { resolveLinearSparsity } from './allocators/resolve.js';
 import { uniform, type Allocation, type Allocator, type BlockAllocationStats } from './allocators/index.js';
 import { wandaMetric } from './methods/metrics.js';
 import { denseStatistics, runCalibration } from './calibration/index.js';
@@ -296,7 +297,9 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
     allocation = allocator.allocate({ blocks: dense.blocks, sparsity: options.sparsity, budget });
   }
   const secondsAllocation = (performance.now() - tAlloc) / 1000;
-  const targetOf = (l: LinearInfo) => allocation.linearSparsity?.[l.name] ?? allocation.blockSparsity[l.block] ?? options.sparsity;
+  // One resolver decides (src/allocators/resolve.ts); checked for every linear here, before any weight changes.
+  const targets = new Map(linears.map((l) => [l.name, resolveLinearSparsity(allocation, l, { outside: options.sparsity, allocator: allocator.name })]));
+  const targetOf = (l: LinearInfo) => targets.get(l.name)!;
   return { pm, method, pattern, budget, allocator, linears, cal, allocation, targetOf, secondsAllocation };
 }
 

@@ -24,6 +24,7 @@ import { encodeModel, tensorDims, DataType, float32ToFp16, type ModelProto, type
 import { inlinedModel, hasExternalData } from '../model/external.js';
 import type { BlockAllocationStats } from '../allocators/types.js';
 import { dsa } from '../allocators/dsa-allocator.js';
+import { resolveLinearSparsity } from '../allocators/resolve.js';
 import { sparsegpt } from '../methods/index.js';
 import { denseAllocationStats, pruneModel } from '../prune.js';
 import { denseStatistics } from '../calibration/index.js';
@@ -160,7 +161,8 @@ export async function createFitness(
   }
   const dense = options.dense ?? (await computeDense(pm, spec, data.calibrationIds, options.threads));
   const linears = searchLinears(pm);
-  const sparsityOf = (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, l: LinearInfo) => alloc.linearSparsity?.[l.name] ?? alloc.blockSparsity[l.block] ?? spec.sparsity;
+  // The search prunes block linears only (searchLinears): every one needs an entry, no fallback (src/allocators/resolve.ts).
+  const sparsityOf = (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, l: LinearInfo) => resolveLinearSparsity(alloc, l, { allocator: 'search' });
   // 2 sequences per run: measured fastest on bench-12l (the activations stay in cache), and it leaves the cores to
   // parallel workers rather than to one big matrix product (docs/search.md, "Parallel").
   const batchSize = options.batchSize ?? Math.min(2, windows);
