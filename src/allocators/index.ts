@@ -10,6 +10,8 @@ export { explicit, namePattern } from './explicit.js';
 export { custom, type CustomOptions } from './custom.js';
 export { parseAllocatorSpec, type AllocatorSpecOptions } from './spec.js';
 export { resolveLinearSparsity, resolveLinearSparsities, type LinearRef, type ResolveOptions } from './resolve.js';
+export { atGranularity, checkGranularity, linearUnits, blockMeans, exactInParameters, GRANULARITIES, type Granularity } from './granularity.js';
+export { apportionCounts, exactCountSparsities, type CountOptions } from '../budget/counts.js';
 export { nonUniform, type NonUniform, type MethodLike } from './non-uniform.js';
 export { allocationFromScores, minmax, referenceScore, referenceClamp, budgetRaw, type FromScoresOptions } from './scores.js';
 export { exactBudget, weightedMean, EXACT_MIN, EXACT_MAX, type ExactBudgetOptions } from '../budget/global.js';
