@@ -25,6 +25,7 @@ import { inlinedModel, hasExternalData } from '../model/external.js';
 import type { BlockAllocationStats } from '../allocators/types.js';
 import { dsa } from '../allocators/dsa-allocator.js';
 import { resolveLinearSparsity } from '../allocators/resolve.js';
+import { atGranularity } from '../allocators/granularity.js';
 import { sparsegpt } from '../methods/index.js';
 import { denseAllocationStats, pruneModel } from '../prune.js';
 import { denseStatistics } from '../calibration/index.js';
@@ -119,9 +120,14 @@ function serial<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) 
   };
 }
 
-/** The block sparsities (and per-linear overrides) of a candidate, from the dsa() allocator on the dense blocks. */
+/** The allocator of a candidate at the spec's granularity. */
+export function candidateAllocator(c: Candidate, spec: Pick<SearchSpec, 'granularity'>) {
+  return atGranularity(dsa(c.expression, { lambda: c.lambda }), spec.granularity ?? 'block');
+}
+
+/** The block sparsities (and per-linear sparsities at linear granularity) of a candidate on the dense blocks. */
 function allocate(c: Candidate, blocks: BlockAllocationStats[], spec: SearchSpec) {
-  return dsa(c.expression, { lambda: c.lambda }).allocate({ blocks, sparsity: spec.sparsity, budget: spec.budget });
+  return candidateAllocator(c, spec).allocate({ blocks, sparsity: spec.sparsity, budget: spec.budget });
 }
 
 /** A candidate's block sparsities (what evaluate() prunes with); cheap where the search already scored it. */
@@ -176,7 +182,7 @@ export async function createFitness(
       evaluate: serial(async (c, signal) => {
         const t0 = performance.now();
         const report = await pruneModel(pm.model, {
-          method: spec.method, sparsity: spec.sparsity, budget: spec.budget, allocator: dsa(c.expression, { lambda: c.lambda }),
+          method: spec.method, sparsity: spec.sparsity, budget: spec.budget, allocator: candidateAllocator(c, spec),
           calibration: { ids: data.calibrationIds }, nsamples: spec.calibration.nsamples, seqlen: spec.calibration.seqlen,
           source: pm.source.dir, threads: options.threads, signal,
         });
@@ -268,7 +274,8 @@ export async function createFitness(
   // One evaluation at a time on this session (callers may fire several; they queue).
   const run = async (c: Candidate | number[], signal?: AbortSignal, given?: number[]): Promise<Evaluation> => {
     const t0 = performance.now();
-    const alloc = Array.isArray(c) ? { blockSparsity: c } : given ? { blockSparsity: given } : allocate(c, dense.blocks, spec);
+    // A caller's block sparsities stand for the allocation only at block granularity.
+    const alloc = Array.isArray(c) ? { blockSparsity: c } : given && spec.granularity !== 'linear' ? { blockSparsity: given } : allocate(c, dense.blocks, spec);
     await maskCandidate(alloc, signal);
     const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
     return {

@@ -63,4 +63,6 @@ export interface SearchSpec {
   search: { windows: number; seqlen: number; sha256: string };
   seed: number;
   modelHash: string;
+  /** `block` (default when absent): one sparsity per block; `linear`: the candidate's allocation per linear (atGranularity). */
+  granularity?: 'block' | 'linear';
 }

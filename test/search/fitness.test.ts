@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { loadModelDir, type PrunableModel } from '../../src/model/index.js';
 import { computeDense, createFitness, idsSha256, searchLinears, type DenseData } from '../../src/search/fitness.js';
 import { searchSpace } from '../../src/search/space.js';
+import { linearUnits } from '../../src/allocators/granularity.js';
 import { createPool } from '../../src/search/pool.js';
 import { Rng } from '../../src/search/random.js';
 import { tokenizeText } from '../../src/data/text.js';
@@ -65,6 +66,36 @@ describe('fast fitness on stories260k', () => {
         for (const [l, w] of originals) pm.writeWeight(l, w);
         await pm.commit();
       }
+    } finally {
+      for (const [l, w] of originals) pm.writeWeight(l, w);
+      await pm.commit();
+      await f.close();
+    }
+  });
+
+  it('at linear granularity equals a one-shot per-linear prune through the pipeline (independent path)', async () => {
+    const lspec: SearchSpec = { ...spec, granularity: 'linear' };
+    const sp = searchSpace(linearUnits(dense.blocks).units, spec.sparsity, spec.budget);
+    const rng = new Rng(7);
+    let c: Candidate | undefined;
+    while (!c) {
+      const x = sp.sample(rng);
+      if (sp.check(x).ok) c = x;
+    }
+    const f = await createFitness(pm, lspec, { calibrationIds: cal, searchIds: search }, { dense });
+    const originals = searchLinears(pm).map((l) => [l, pm.readWeight(l)] as const);
+    try {
+      // A block-granularity caller's block sparsities are ignored at linear granularity.
+      const ev = await f.evaluate(c, undefined, dense.blocks.map(() => spec.sparsity));
+      const report = await pruneModel(pm.model, {
+        method: 'wanda', sparsity: spec.sparsity, budget: 'exact', allocator: dsa(c.expression, { lambda: c.lambda }), granularity: 'linear',
+        calibration: { ids: cal }, nsamples: NS, seqlen: SEQ, mode: 'oneshot', source: modelDir,
+      });
+      const targets = report.linears.map((l) => l.target);
+      expect(new Set(targets.slice(0, 7).map((x) => x.toFixed(5))).size).toBeGreaterThan(1);
+      const { ppl } = await perplexity(pm.model, search, { seqlen: SEQ });
+      expect(ev.blockSparsity).toEqual(report.targetBlockSparsity);
+      expect(Math.abs(ev.fitness - ppl) / ppl).toBeLessThan(1e-4);
     } finally {
       for (const [l, w] of originals) pm.writeWeight(l, w);
       await pm.commit();

@@ -5,7 +5,7 @@ import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
 import { DsaPruneError } from '../../errors.js';
 import { loadModelDir } from '../../model/index.js';
-import { parseAllocatorSpec, dsa, type Allocator } from '../../allocators/index.js';
+import { parseAllocatorSpec, dsa, atGranularity, checkGranularity, type Allocator } from '../../allocators/index.js';
 import { planPrune, pruneModel, type PruneOptions } from '../../prune.js';
 import { savePruned } from '../../save.js';
 
@@ -60,13 +60,17 @@ function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?
   if (value.startsWith('@')) {
     const file = value.slice(1);
     let best: { expression?: string; lambda?: number } | undefined;
+    let granularity: unknown;
     try {
-      best = (JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number } }).best;
+      const r = JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number }; granularity?: unknown };
+      best = r.best;
+      granularity = r.granularity;
     } catch (e) {
       throw new DsaPruneError(`cannot read search result ${file}: ${(e as Error).message}`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
     }
     if (!best?.expression) throw new DsaPruneError(`${file} has no best.expression`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
-    return dsa(best.expression, { lambda: o.lambda ?? best.lambda ?? 0.08 });
+    // The function transfers to any model or sparsity, at the granularity it was searched at.
+    return atGranularity(dsa(best.expression, { lambda: o.lambda ?? best.lambda ?? 0.08 }), checkGranularity(granularity));
   }
   return parseAllocatorSpec(value, o);
 }
