@@ -30,6 +30,8 @@ import { sparsegpt } from '../methods/index.js';
 import { denseAllocationStats, pruneModel } from '../prune.js';
 import { denseStatistics } from '../calibration/index.js';
 import { perplexity } from '../eval/perplexity.js';
+import { createTopKCache, klToCache, type TopKCache } from '../eval/kl.js';
+import { sessionOf } from '../eval/forward.js';
 import type { DecoderSession } from '../eval/forward.js';
 import { takeWindows } from '../data/text.js';
 import { applyOrder, magnitudeOrder, wandaOrder, type Layout, type PruneOrder } from './masks.js';
@@ -51,6 +53,14 @@ export interface FitnessOptions {
   batchSize?: number;
   /** Name reported in Evaluation.worker. */
   worker?: string;
+}
+
+/** The fitness number of one pruned model: perplexity, or mean KL to the dense model's cached top-k (spec.fitness). */
+async function score(session: DecoderSession, config: Record<string, unknown> | undefined, ids: Int32Array, seqlen: number, batchSize: number, kl: TopKCache | undefined, signal?: AbortSignal): Promise<number> {
+  const v = kl
+    ? (await klToCache(session, ids, kl, { batchSize, config, signal })).kl
+    : (await perplexity({ sessions: { model: session }, config } as never, ids, { seqlen, batchSize, signal })).ppl;
+  return Number.isFinite(v) ? v : Infinity;
 }
 
 export interface Fitness {
@@ -108,6 +118,7 @@ function checkSpec(spec: SearchSpec): void {
   }
   if (!(spec.sparsity > 0 && spec.sparsity < 1)) throw new DsaPruneError(`search: sparsity must be in (0, 1), got ${spec.sparsity}`);
   if (spec.mode !== 'fast' && spec.mode !== 'faithful') throw new DsaPruneError(`search: mode must be fast or faithful, got ${String(spec.mode)}`);
+  if (spec.fitness !== undefined && spec.fitness !== 'ppl' && spec.fitness !== 'kl') throw new DsaPruneError(`search: fitness must be ppl or kl, got ${String(spec.fitness)}`);
 }
 
 /** Calls of `fn` one after the other (the session / the model is one resource); concurrent callers queue. */
@@ -175,6 +186,10 @@ export async function createFitness(
 
   if (spec.mode === 'faithful') {
     const originals = new Map(linears.map((l) => [l.name, pm.readWeight(l)]));
+    // The dense top-k, from the model as it is now (dense), once.
+    const klCache = spec.fitness === 'kl'
+      ? await createTopKCache(sessionOf(pm.model as never), searchIds, windows, seqlen, { k: spec.klTopK, batchSize, config: pm.config })
+      : undefined;
     return {
       denseBlocks: dense.blocks,
       denseStats: dense.stats,
@@ -188,7 +203,7 @@ export async function createFitness(
         });
         let ppl: number;
         try {
-          ppl = (await perplexity(pm.model, searchIds, { seqlen, batchSize, signal })).ppl;
+          ppl = await score(sessionOf(pm.model as never), pm.config, searchIds, seqlen, batchSize, klCache, signal);
         } finally {
           for (const l of linears) pm.writeWeight(l, originals.get(l.name)!);
           await pm.commit();
@@ -251,7 +266,15 @@ export async function createFitness(
     outputMetadata: session.outputMetadata,
     run: (f: Record<string, ort.Tensor>, fetches: string[]) => session.run({ ...f, ...weightFeeds }, fetches),
   } as unknown as DecoderSession;
-  const modelLike = { sessions: { model: wrapped }, config: pm.config };
+  // KL fitness: the dense model's top-k from this same session, fed the dense weights, once.
+  let klCache: TopKCache | undefined;
+  if (spec.fitness === 'kl') {
+    for (const f of feeds) {
+      const s = slotByInit.get(f.name)!;
+      weightFeeds[f.name] = f.fp16 ? new ort.Tensor('float16', float32ToFp16(s.dense), f.dims) : new ort.Tensor('float32', s.dense, f.dims);
+    }
+    klCache = await createTopKCache(wrapped, searchIds, windows, seqlen, { k: spec.klTopK, batchSize, config: pm.config });
+  }
 
   const maskCandidate = async (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, signal?: AbortSignal) => {
     for (const s of slots) {
@@ -277,9 +300,9 @@ export async function createFitness(
     // A caller's block sparsities stand for the allocation only at block granularity.
     const alloc = Array.isArray(c) ? { blockSparsity: c } : given && spec.granularity !== 'linear' ? { blockSparsity: given } : allocate(c, dense.blocks, spec);
     await maskCandidate(alloc, signal);
-    const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
+    const fitness = await score(wrapped, pm.config, searchIds, seqlen, batchSize, klCache, signal);
     return {
-      key: Array.isArray(c) ? `allocation:${c.join(',')}` : candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity,
+      key: Array.isArray(c) ? `allocation:${c.join(',')}` : candidateKey(c), fitness,
       blockSparsity: alloc.blockSparsity, seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
     };
   };

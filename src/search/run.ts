@@ -25,6 +25,9 @@ export interface SearchModelOptions {
   sparsity: number;
   /** `block` (default) or `linear`: what one sparsity of a candidate's allocation covers. */
   granularity?: 'block' | 'linear';
+  /** `ppl` (default) or `kl`: mean KL(dense ‖ pruned) from the dense top-k (k = klTopK, default 256). */
+  fitness?: 'ppl' | 'kl';
+  klTopK?: number;
   budget?: BudgetMode;
   mode?: 'fast' | 'faithful';
   /** Calibration token ids (the first nsamples windows of seqlen are used). */
@@ -98,6 +101,7 @@ export interface SearchOutput {
   budget: BudgetMode;
   mode: 'fast' | 'faithful';
   granularity: 'block' | 'linear';
+  fitness: 'ppl' | 'kl';
   seed: number;
   settings: { workers: number; threads: number; population: number };
   spec: SearchSpec;
@@ -132,6 +136,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     calibration: { nsamples: o.nsamples, seqlen: o.seqlen, sha256: cal.sha256 },
     search: { windows, seqlen: sseq, sha256: idsSha256(searchIds) }, seed, modelHash: pm.modelHash(),
     ...(o.granularity === 'linear' ? { granularity: 'linear' as const } : {}),
+    ...(o.fitness === 'kl' ? { fitness: 'kl' as const, ...(o.klTopK !== undefined ? { klTopK: o.klTopK } : {}) } : {}),
   };
   o.onPhase?.(`dense statistics (${o.nsamples} × ${o.seqlen} tokens)`);
   const tDense = performance.now();
@@ -159,6 +164,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, budget, mode,
     calibration: spec.calibration.sha256, search: spec.search.sha256, population,
     ...(spec.granularity ? { granularity: spec.granularity } : {}),
+    ...(spec.fitness ? { fitness: spec.fitness, klTopK: spec.klTopK } : {}),
   };
   let evo: SearchResult | undefined;
   let rnd: SearchResult | undefined;
@@ -213,6 +219,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     budget,
     mode,
     granularity: spec.granularity ?? 'block',
+    fitness: spec.fitness ?? 'ppl',
     seed,
     settings: { workers, threads, population },
     spec,
@@ -233,14 +240,14 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
 }
 
 /** SVG chart of a search: every candidate and best-so-far vs evaluations (random search alongside when present). */
-export function searchChart(r: Pick<SearchOutput, 'history' | 'random' | 'best' | 'method' | 'sparsity'>, o: { referenceLines?: { value: number; label: string }[] } = {}): string {
+export function searchChart(r: Pick<SearchOutput, 'history' | 'random' | 'best' | 'method' | 'sparsity'> & { fitness?: 'ppl' | 'kl' }, o: { referenceLines?: { value: number; label: string }[] } = {}): string {
   const finite = [...r.history, ...(r.random ?? [])].map((h) => h.fitness).filter((f): f is number => f !== null && Number.isFinite(f));
   const lo = Math.min(...finite);
   const hi = Math.max(...finite);
   return lineChart(searchSeries(r.history, r.random), {
-    title: `DSA search — ${r.method} ${(r.sparsity * 100).toFixed(0)}%: search-split perplexity vs evaluations`,
+    title: `DSA search — ${r.method} ${(r.sparsity * 100).toFixed(0)}%: search-split ${r.fitness === 'kl' ? 'KL to the dense model' : 'perplexity'} vs evaluations`,
     xLabel: 'evaluation',
-    yLabel: 'perplexity (search split)',
+    yLabel: r.fitness === 'kl' ? 'mean KL(dense ‖ pruned), nats (search split)' : 'perplexity (search split)',
     logY: hi / Math.max(lo, 1e-9) > 20,
     ...(o.referenceLines ? { referenceLines: o.referenceLines } : {}),
   });

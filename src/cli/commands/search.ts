@@ -17,6 +17,8 @@ const spec = defineCommand({
   options: {
     method: { type: 'string', choices: ['wanda', 'magnitude', 'sparsegpt'], default: 'wanda', description: 'pruning method the allocation is searched for' },
     sparsity: { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.7, description: 'global target sparsity' },
+    fitness: { type: 'string', choices: ['ppl', 'kl'], default: 'ppl', description: 'ppl: search-split perplexity; kl: mean KL(dense ‖ pruned) from the dense top-k' },
+    'kl-top-k': { type: 'integer', min: 1, default: 256, description: 'dense next-token probabilities kept per position for --fitness kl (the rest is one bucket)' },
     granularity: { type: 'string', choices: ['block', 'linear'], default: 'block', description: 'the allocation function gives one sparsity per block, or per linear' },
     budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
     calibration: { type: 'string', valueName: '<file>', description: 'calibration text (dense statistics)' },
@@ -131,7 +133,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const checkpointPath = v.checkpoint ?? v.resume ?? (out ? out.replace(/\.json$/i, '') + '.checkpoint.json' : 'search.checkpoint.json');
   const resume = v.resume ? await readCheckpoint(v.resume) : undefined;
   const result: SearchOutput = await searchModel(prunable, {
-    modelDir, method: v.method as 'wanda', sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear', budget: v.budget as 'exact', mode: v.mode as 'fast',
+    modelDir, method: v.method as 'wanda', sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear',
+    fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'], budget: v.budget as 'exact', mode: v.mode as 'fast',
     calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
     searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals,
     timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, workers: v.workers, threads: args.common.threads,
@@ -148,7 +151,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const json = {
     best: result.best, history: result.history, ...(result.random ? { random: result.random, randomBest: result.randomBest } : {}),
     evaluations: result.evaluations, generations: result.generations, rejected: result.rejected, stoppedBy: result.stoppedBy,
-    model: result.model, method: result.method, sparsity: result.sparsity, budget: result.budget, mode: result.mode, granularity: result.granularity, seed: result.seed,
+    model: result.model, method: result.method, sparsity: result.sparsity, budget: result.budget, mode: result.mode, granularity: result.granularity, fitness: result.fitness, seed: result.seed,
     settings: result.settings, spec: result.spec, seconds: result.seconds, evalsPerMinute: result.evalsPerMinute, checkpoint: checkpointPath,
   };
   const text = JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';
