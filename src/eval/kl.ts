@@ -161,8 +161,14 @@ export interface KlResult {
 }
 
 /** Mean KL(dense ‖ model) over the cached positions, from forwards of `session` on the same `ids`. */
-export async function klToCache(session: DecoderSession, ids: Int32Array, cache: TopKCache, o: { batchSize?: number; config?: Record<string, unknown>; signal?: AbortSignal } = {}): Promise<KlResult> {
-  const { rows, seqlen, k } = cache;
+export async function klToCache(
+  session: DecoderSession,
+  ids: Int32Array,
+  cache: TopKCache,
+  o: { batchSize?: number; config?: Record<string, unknown>; signal?: AbortSignal; /** Only the first `rows` windows of the cache. */ rows?: number } = {},
+): Promise<KlResult> {
+  const { seqlen, k } = cache;
+  const rows = Math.max(1, Math.min(cache.rows, o.rows ?? cache.rows));
   const bs = o.batchSize ?? autoBatchSize(seqlen, cache.vocab);
   const mask = new Uint8Array(cache.vocab);
   let sum = 0;

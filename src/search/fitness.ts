@@ -56,10 +56,10 @@ export interface FitnessOptions {
 }
 
 /** The fitness number of one pruned model: perplexity, or mean KL to the dense model's cached top-k (spec.fitness). */
-async function score(session: DecoderSession, config: Record<string, unknown> | undefined, ids: Int32Array, seqlen: number, batchSize: number, kl: TopKCache | undefined, signal?: AbortSignal): Promise<number> {
+async function score(session: DecoderSession, config: Record<string, unknown> | undefined, ids: Int32Array, seqlen: number, batchSize: number, kl: TopKCache | undefined, signal?: AbortSignal, rows?: number): Promise<number> {
   const v = kl
-    ? (await klToCache(session, ids, kl, { batchSize, config, signal })).kl
-    : (await perplexity({ sessions: { model: session }, config } as never, ids, { seqlen, batchSize, signal })).ppl;
+    ? (await klToCache(session, ids, kl, { batchSize, config, signal, rows })).kl
+    : (await perplexity({ sessions: { model: session }, config } as never, rows ? ids.subarray(0, rows * seqlen) : ids, { seqlen, batchSize, signal })).ppl;
   return Number.isFinite(v) ? v : Infinity;
 }
 
@@ -77,6 +77,11 @@ export interface Fitness {
   allocation(c: Candidate): number[];
   /** Perplexity of the model pruned with a given block allocation (e.g. uniform or OWL, for comparison). Fast mode only. */
   evaluateAllocation?(blockSparsity: number[], signal?: AbortSignal): Promise<Evaluation>;
+  /**
+   * Fitness of the model pruned with a given allocation (per-linear entries resolved by resolveLinearSparsity), on the
+   * first `windows` search windows (default all): the level-switch search's multi-stage evaluation. Fast mode only.
+   */
+  evaluateLinears?(alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, o?: { windows?: number; signal?: AbortSignal }): Promise<Evaluation>;
   close(): Promise<void>;
 }
 
@@ -295,14 +300,16 @@ export async function createFitness(
   };
 
   // One evaluation at a time on this session (callers may fire several; they queue).
-  const run = async (c: Candidate | number[], signal?: AbortSignal, given?: number[]): Promise<Evaluation> => {
+  type Given = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
+  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number): Promise<Evaluation> => {
     const t0 = performance.now();
+    const isCandidate = !Array.isArray(c) && 'expression' in c;
     // A caller's block sparsities stand for the allocation only at block granularity.
-    const alloc = Array.isArray(c) ? { blockSparsity: c } : given && spec.granularity !== 'linear' ? { blockSparsity: given } : allocate(c, dense.blocks, spec);
+    const alloc = Array.isArray(c) ? { blockSparsity: c } : !isCandidate ? (c as Given) : given && spec.granularity !== 'linear' ? { blockSparsity: given } : allocate(c as Candidate, dense.blocks, spec);
     await maskCandidate(alloc, signal);
-    const fitness = await score(wrapped, pm.config, searchIds, seqlen, batchSize, klCache, signal);
+    const fitness = await score(wrapped, pm.config, searchIds, seqlen, batchSize, klCache, signal, rows);
     return {
-      key: Array.isArray(c) ? `allocation:${c.join(',')}` : candidateKey(c), fitness,
+      key: Array.isArray(c) ? `allocation:${c.join(',')}` : isCandidate ? candidateKey(c as Candidate) : 'linears', fitness,
       blockSparsity: alloc.blockSparsity, seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
     };
   };
@@ -313,6 +320,7 @@ export async function createFitness(
     allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
     evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
     evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
+    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windows),
     async close() {
       await session.release();
     },
