@@ -26,7 +26,7 @@ const modelDir = path.join(shared, 'models/bench-12l');
 const calFile = path.join(shared, 'data/bench-corpus/calibration.txt');
 const sotuFile = path.join(shared, 'data/bench-corpus/eval_sotu_2001_2021.txt');
 const resultsFile = path.resolve(repo, process.env.TARGETS_OUT ?? 'docs/search-compare.json');
-const NS = 128;
+const NS = Number(process.env.NSAMPLES ?? 128);
 const SEQ = 512;
 const S = 0.7;
 

@@ -22,7 +22,7 @@ describe('level-switch mutation', () => {
           const W = sizes.flat().reduce((a, b) => a + b, 0);
           const want = Math.round(S * W);
           const rng = new Rng(seed);
-          let g = new Int32Array(units.length);
+          let g: Int32Array = new Int32Array(units.length);
           for (let r = 0; r < rounds; r++) {
             g = levelSwitch(grid, g, rng, 1 + (r % 3));
             const counts = unitCounts(grid, g);

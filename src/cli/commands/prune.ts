@@ -8,6 +8,7 @@ import { loadModelDir } from '../../model/index.js';
 import { parseAllocatorSpec, dsa, atGranularity, checkGranularity, type Allocator } from '../../allocators/index.js';
 import { planPrune, pruneModel, type PruneOptions } from '../../prune.js';
 import { savePruned } from '../../save.js';
+import { levelsAllocator } from '../../search/levels.js';
 
 const spec = defineCommand({
   name: 'prune',
@@ -56,16 +57,19 @@ Examples:
 `;
 
 /** `--allocator @file.json` re-runs the expression a search found, on this model's statistics. */
-function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator {
+function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator | ((modelHash: string) => Allocator) {
   if (value.startsWith('@')) {
     const file = value.slice(1);
     let best: { expression?: string; lambda?: number } | undefined;
     let granularity: unknown;
     try {
-      const r = JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number }; granularity?: unknown };
+      const r = JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number }; granularity?: unknown; strategy?: string };
+      // A levels result is this model's per-linear allocation: refused on another model (by its hash).
+      if (r.strategy === 'levels') return (hash: string) => levelsAllocator(r as never, hash, file);
       best = r.best;
       granularity = r.granularity;
     } catch (e) {
+      if (e instanceof DsaPruneError) throw e;
       throw new DsaPruneError(`cannot read search result ${file}: ${(e as Error).message}`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
     }
     if (!best?.expression) throw new DsaPruneError(`${file} has no best.expression`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
@@ -88,7 +92,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   if (v.out && path.resolve(v.out) === path.resolve(modelDir)) {
     throw new DsaPruneError(`--out ${v.out} is the model folder itself; dsa-prune never overwrites the source model`, { hint: 'Choose a new folder for the pruned model.' });
   }
-  const allocator = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
+  const allocatorOrLevels = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
+  const { model, prunable } = await loadModelDir(modelDir, { threads: args.common.threads });
+  // A levels result is checked against the model it was found on as soon as the model is loaded, before any work.
+  const allocator = typeof allocatorOrLevels === 'function' ? allocatorOrLevels(prunable.modelHash()) : allocatorOrLevels;
   const progress = createProgress(io, args.common);
   const options: PruneOptions = {
     method: v.method,
@@ -111,7 +118,6 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     onProgress: progress.callback,
     signal: io.signal,
   };
-  const { model } = await loadModelDir(modelDir, { threads: args.common.threads });
 
   if (dryRun) {
     const plan = await planPrune(model, options);
