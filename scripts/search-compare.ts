@@ -19,6 +19,7 @@ import { computeDense, idsSha256, searchLinears } from '../src/search/fitness.js
 import { searchModel } from '../src/search/run.js';
 import { atGranularity, dsa, explicit, owl, uniform, type Allocator } from '../src/allocators/index.js';
 import type { SearchSpec } from '../src/search/types.js';
+import { linearProfileChart } from '../src/search/profile-chart.js';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shared = path.resolve(repo, '../shared');
@@ -44,6 +45,8 @@ if (!existsSync(modelDir)) {
 const evals = flag('evals', 40);
 const windows = flag('windows', 8);
 const minutes = flag('minutes', 8);
+/** SOTU windows scored (default all; a shared machine may need fewer: the first N windows of 512 tokens). */
+const sotuWindows = flag('sotu-windows', 0);
 const results: Record<string, unknown> = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
 const save = () => writeFileSync(resultsFile, JSON.stringify(results, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
 const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
@@ -61,14 +64,14 @@ async function sotu(label: string, allocator: Allocator) {
   const originals = searchLinears(pm).map((l) => [l, pm.readWeight(l)] as const);
   const t = performance.now();
   const report = await pruneModel(model, { method: 'wanda', sparsity: S, budget: 'exact', allocator, calibration: { ids: cal }, nsamples: NS, seqlen: SEQ, source: modelDir, threads: 2 });
-  const { ppl } = await perplexity(model, sotuIds, { seqlen: SEQ });
+  const { ppl } = await perplexity(model, sotuIds, { seqlen: SEQ, ...(sotuWindows ? { limitWindows: sotuWindows } : {}) });
   for (const [l, w] of originals) pm.writeWeight(l, w);
   await pm.commit();
   log(`  SOTU ${label}: ${ppl.toFixed(3)} (realised ${report.realizedSparsity.toFixed(6)}, ${((performance.now() - t) / 1000).toFixed(0)} s)`);
   return { ppl, realizedSparsity: report.realizedSparsity, linears: report.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, target: l.target })) };
 }
 
-results.settings = { evals, windows, searchSeqlen: SEQ, minutesCap: minutes, nsamples: NS, seqlen: SEQ, sparsity: S, method: 'wanda', budget: 'exact', machine: '2 cores shared by 7 sessions' };
+results.settings = { evals, windows, sotuWindows: sotuWindows || 'all', searchSeqlen: SEQ, minutesCap: minutes, nsamples: NS, seqlen: SEQ, sparsity: S, method: 'wanda', budget: 'exact', machine: '2 cores shared by 7 sessions' };
 if (want('uniform')) {
   results.uniform = await sotu('uniform', uniform());
   save();
@@ -77,8 +80,7 @@ if (want('owl')) {
   results.owl = await sotu('OWL M=5 λ=0.08', owl({ M: 5, lambda: 0.08 }));
   save();
 }
-for (const [name, granularity, fitness] of [['block-ppl', 'block', 'ppl'], ['linear-ppl', 'linear', 'ppl'], ['linear-kl', 'linear', 'kl']] as const) {
-  if (!want(name)) continue;
+async function runDsa(name: string, granularity: 'block' | 'linear', fitness: 'ppl' | 'kl') {
   log(`dsa search ${name}: ${evals} evaluations, ${windows} × ${SEQ} search tokens`);
   const out = await searchModel(pm, {
     modelDir, method: 'wanda', sparsity: S, granularity, fitness, calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
@@ -93,26 +95,30 @@ for (const [name, granularity, fitness] of [['block-ppl', 'block', 'ppl'], ['lin
   };
   save();
 }
-// The levels strategy (src/search/levels.ts), when present.
-for (const [name, granularity] of [['levels-linear-kl', 'linear'], ['levels-block-kl', 'block']] as const) {
-  if (!want(name)) continue;
-  let mod: typeof import('../src/search/levels.js');
-  try {
-    mod = await import('../src/search/levels.js');
-  } catch {
-    log(`skipping ${name}: src/search/levels.ts not built`);
-    continue;
-  }
+async function runLevels(name: string, granularity: 'block' | 'linear') {
+  const mod = await import('../src/search/levels.js');
   log(`levels search ${name}: ${evals} evaluations`);
   const out = await mod.levelSearch(pm, {
     method: 'wanda', sparsity: S, granularity, fitness: 'kl', calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
-    searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, threads: 2, seed: 1, dense,
+    searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, threads: 2, seed: 1, dense, offspring: 8,
   });
   log(`  best ${out.best.fitness.toFixed(4)} after ${out.evaluations} evals in ${out.seconds.toFixed(0)} s`);
+  const sot = await sotu(name, explicit(out.best.linearSparsity));
   results[name] = {
     strategy: 'levels', granularity, fitness: 'kl', evaluations: out.evaluations, searchSeconds: out.seconds, bestFitness: out.best.fitness,
-    stages: out.stages, sotu: await sotu(name, explicit(out.best.linearSparsity)),
+    stages: out.stages, sotu: sot,
   };
   save();
+  const profile = sot.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: l.target }));
+  writeFileSync(path.join(repo, `docs/search-compare-${name}.svg`), linearProfileChart(profile, S, `bench-12l Wanda 70 %: per-linear sparsity found by ${name}`));
 }
+const runners: Record<string, () => Promise<void>> = {
+  'block-ppl': () => runDsa('block-ppl', 'block', 'ppl'),
+  'linear-ppl': () => runDsa('linear-ppl', 'linear', 'ppl'),
+  'block-kl': () => runDsa('block-kl', 'block', 'kl'),
+  'linear-kl': () => runDsa('linear-kl', 'linear', 'kl'),
+  'levels-linear-kl': () => runLevels('levels-linear-kl', 'linear'),
+  'levels-block-kl': () => runLevels('levels-block-kl', 'block'),
+};
+for (const name of parts.length ? parts : Object.keys(runners)) if (runners[name]) await runners[name]();
 log('done');

@@ -336,6 +336,13 @@ export function levelsAllocator(result: Pick<LevelSearchResult, 'modelHash' | 'b
       }
       if (missing.length) throw new DsaPruneError(`${source} has no sparsity for ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ` and ${missing.length - 3} more` : ''}`);
       const blockSparsity = input.blocks.map((b) => (b.params > 0 ? b.linears.reduce((a, l) => a + linearSparsity[l.name] * l.params, 0) / b.params : input.sparsity));
+      const W = input.blocks.reduce((x, b) => x + b.params, 0);
+      const mean = W > 0 ? input.blocks.reduce((x, b, i) => x + blockSparsity[i] * b.params, 0) / W : input.sparsity;
+      if (Math.abs(mean - input.sparsity) > 1e-3) {
+        throw new DsaPruneError(`${source} realises sparsity ${mean.toFixed(4)} on these linears, the request asks ${input.sparsity}`, {
+          hint: `a levels allocation is found for one sparsity: prune with --sparsity ${mean.toFixed(4)}, or search again at ${input.sparsity}`,
+        });
+      }
       return { blockSparsity, linearSparsity };
     },
   };
