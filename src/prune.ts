@@ -11,6 +11,8 @@ import { checkMemory, estimatePeakMemory, type MemoryEstimate } from './model/me
 import { initializerBytes } from './model/external.js';
 import { getMethod, validateMethodRequest, type PruningMethod } from './methods/index.js';
 import { countZeros } from './methods/common.js';
+import { resolveLinearSparsity } from './allocators/resolve.js';
+import { atGranularity, checkGranularity, type Granularity } from './allocators/granularity.js';
 import { uniform, type Allocation, type Allocator, type BlockAllocationStats } from './allocators/index.js';
 import { wandaMetric } from './methods/metrics.js';
 import { denseStatistics, runCalibration } from './calibration/index.js';
@@ -44,6 +46,11 @@ export interface PruneOptions {
   pattern?: Pattern | string;
   /** Layer-wise allocation (default: uniform). */
   allocator?: Allocator;
+  /**
+   * `block` (default): one sparsity per decoder block; `linear`: the allocator runs on each linear (OWL's outlier
+   * ratio per linear, a DSA expression on each linear's statistics), exact in parameters over the linears.
+   */
+  granularity?: Granularity;
   /** `exact` (default): realised sparsity = target; `reference`: the reference code's rounding (reproduces reference.json). */
   budget?: BudgetMode;
   /** Calibration data; required by wanda, sparsegpt and every non-uniform allocator. */
@@ -327,7 +334,7 @@ interface Prepared {
 /** Everything before the first weight changes: validation, model, linears, calibration windows, allocation. */
 async function prepare(model: unknown, options: PruneOptions): Promise<Prepared> {
   const { method, pattern, budget } = validatePruneOptions(options);
-  const allocator = options.allocator ?? uniform();
+  const allocator = atGranularity(options.allocator ?? uniform(), checkGranularity(options.granularity));
   const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
   const linears = selectLinears(pm, options);
   if (linears.length === 0) throw new DsaPruneError('no linear layer matches the include/exclude/roles/skip options', { hint: 'Run `dsa-prune inspect <model>` to see the names and roles.' });
@@ -362,7 +369,9 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
     allocation = allocator.allocate({ blocks: dense.blocks, sparsity: options.sparsity, budget });
   }
   const secondsAllocation = (performance.now() - tAlloc) / 1000;
-  const targetOf = (l: LinearInfo) => allocation.linearSparsity?.[l.name] ?? allocation.blockSparsity[l.block] ?? options.sparsity;
+  // One resolver decides (src/allocators/resolve.ts); checked for every linear here, before any weight changes.
+  const targets = new Map(linears.map((l) => [l.name, resolveLinearSparsity(allocation, l, { outside: options.sparsity, allocator: allocator.name })]));
+  const targetOf = (l: LinearInfo) => targets.get(l.name)!;
   return { pm, method, pattern, budget, allocator, linears, cal, allocation, targetOf, secondsAllocation };
 }
 

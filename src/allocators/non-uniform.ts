@@ -1,5 +1,6 @@
 import type { Allocation, AllocationInput, Allocator } from './types.js';
 import { DsaPruneError } from '../errors.js';
+import { resolveLinearSparsity } from './resolve.js';
 
 /** What the wrapper needs of a pruning method (src/methods PruningMethod satisfies it). */
 export interface MethodLike {
@@ -16,8 +17,11 @@ export interface NonUniform<M extends MethodLike = MethodLike> {
   /** True when the allocator reads block vectors (a dense statistics pass is needed before pruning). */
   needsDenseStatistics: boolean;
   allocate(input: AllocationInput): Allocation;
-  /** Target sparsity of one linear: its per-linear override, else its block's sparsity. */
-  sparsityFor(allocation: Allocation, linear: { name: string; block: number }): number;
+  /**
+   * Target sparsity of one linear (resolveLinearSparsity): its per-linear entry, else its block's sparsity; a linear
+   * outside the blocks without an entry gets `outside` (the global target) when given, else it is a DsaPruneError.
+   */
+  sparsityFor(allocation: Allocation, linear: { name: string; block: number }, outside?: number): number;
 }
 
 /**
@@ -33,16 +37,6 @@ export function nonUniform<M extends MethodLike>(method: M, allocator: Allocator
     allocator,
     needsDenseStatistics: allocator.needsStatistics !== false,
     allocate: (input) => allocator.allocate(input),
-    sparsityFor(allocation, linear) {
-      const own = allocation.linearSparsity?.[linear.name];
-      if (own !== undefined) return own;
-      const s = allocation.blockSparsity[linear.block];
-      if (s === undefined) {
-        throw new DsaPruneError(`${allocator.name} allocated ${allocation.blockSparsity.length} blocks; ${linear.name} is in block ${linear.block}`, {
-          hint: 'lm_head and other linears outside the decoder blocks need a per-linear sparsity (explicit({ lm_head: 0.5 })).',
-        });
-      }
-      return s;
-    },
+    sparsityFor: (allocation, linear, outside) => resolveLinearSparsity(allocation, linear, { outside, allocator: allocator.name }),
   };
 }

@@ -21,7 +21,7 @@ const clip = (s: string) => (s.length <= 80 ? s : `${s.slice(0, 60)}… (${s.len
 
 /**
  * The CLI's `--allocator` value: `uniform` | `owl` | `atp` | `dsa` (the published function) | `dsa:<expression>` |
- * `<expression>` (either DSA form) | `explicit:0.5,0.6,…` (one sparsity per block).
+ * `<expression>` (either DSA form) | `explicit:0.5,0.6,…` (one sparsity per block) | `explicit:<glob>=<s>,…` (per linear, by name or glob).
  */
 export function parseAllocatorSpec(spec: string, o: AllocatorSpecOptions = {}): Allocator {
   const s = String(spec ?? '').trim();
@@ -34,6 +34,19 @@ export function parseAllocatorSpec(spec: string, o: AllocatorSpecOptions = {}): 
   if (lower.startsWith('dsa:')) return dsa(s.slice(4), lambda);
   if (lower.startsWith('explicit:')) {
     const items = s.slice(9).split(',').map((x) => x.trim());
+    // `explicit:model.layers.*.mlp.down_proj=0.8,*.k_proj=0.5`: a per-linear map by name or glob.
+    if (items.some((x) => x.includes('='))) {
+      const map: Record<string, number> = {};
+      for (const it of items) {
+        const eq = it.lastIndexOf('=');
+        const v = eq > 0 ? Number(it.slice(eq + 1).trim()) : NaN;
+        if (eq <= 0 || it.slice(eq + 1).trim() === '' || !Number.isFinite(v)) {
+          throw new DsaPruneError(`--allocator ${clip(s)}: "${clip(it)}" is not <name or glob>=<sparsity>`, { hint: 'e.g. explicit:model.layers.*.mlp.down_proj=0.8,*.k_proj=0.5' });
+        }
+        map[it.slice(0, eq).trim()] = v;
+      }
+      return explicit(map);
+    }
     // Number('') is 0: an empty item (`0.5,,0.6`, a trailing comma) must not silently become sparsity 0.
     const vals = items.map((x) => (x === '' ? NaN : Number(x)));
     if (vals.some((v) => !Number.isFinite(v))) {

@@ -36,6 +36,8 @@ export interface Allocation {
   linearSparsity?: Record<string, number>;
   /** Per-block scores for reports: OWL's outlier ratio D, DSA's importance I (raw, before any mapping). */
   scores?: number[];
+  /** Per-linear scores at linear granularity (atGranularity(a, 'linear')), by linear name. */
+  linearScores?: Record<string, number>;
   /** The DSA expression in its three spellings, and λ. */
   expression?: { reference: string; mathjs: string; simplified: string; lambda: number };
 }
@@ -51,6 +53,8 @@ export interface AllocatorProperties {
 export interface Allocator {
   /** Short name (`owl`, `dsa`, …); `uniform` is special-cased by the pipeline (no dense pass). */
   name: string;
+  /** `linear` when the allocator already allocates per linear (atGranularity(a, 'linear')); absent: per block. */
+  granularity?: 'block' | 'linear';
   /** One line for reports and `--help`, with the parameters. */
   describe(): string;
   allocate(input: AllocationInput): Allocation;

@@ -25,17 +25,14 @@ import {
   type GraphProto,
 } from '../model/onnx.js';
 import { DsaPruneError } from '../errors.js';
+import { blockOfScope } from '../model/discover.js';
 import { inlinedModel } from '../model/external.js';
 import { inlineMergedBranches } from './merged.js';
 import type { LinearInfo } from '../types.js';
 
-/** Scope patterns that mark a node as part of decoder block N. */
-const BLOCK_SCOPE = /\/(?:layers|h|blocks|block|layer)\.(\d+)\//;
-
-/** Block index of a node from its name, or -1. */
+/** Block index of a node from its name, or -1: the discovery's rule (src/model/discover.ts blockOfScope), not a second one. */
 export function blockOfNode(name: string | undefined): number {
-  const m = BLOCK_SCOPE.exec(name ?? '');
-  return m ? Number(m[1]) : -1;
+  return blockOfScope(name);
 }
 
 /** One distinct linear input X of a block (q/k/v share one, gate/up share one). */

@@ -3,6 +3,7 @@
  * multiple-choice tasks scored like lm-evaluation-harness, and the forward/log-likelihood primitives they stand on.
  */
 export { perplexity, stridedWindows, type PerplexityOptions, type PerplexityResult } from './perplexity.js';
+export { createTopKCache, klToCache, topKCacheBytes, DEFAULT_KL_TOP_K, DEFAULT_KL_MAX_BYTES, type TopKCache, type TopKOptions, type KlResult } from './kl.js';
 export {
   forwardLogits,
   buildFeeds,

@@ -87,6 +87,15 @@ function linearNameFromWeight(w: string): string {
   return w.replace(/\.weight$/, '').replace(/\.(MatMul|Gemm)$/, '');
 }
 
+/**
+ * Decoder block of a scope string (node name or weight name), or −1: the one place block numbers are read from names
+ * (discovery and the calibration's graph split both use it).
+ */
+export function blockOfScope(scope: string | undefined): number {
+  const m = BLOCK_RE.exec(scope ?? '');
+  return m ? Number(m[1]) : -1;
+}
+
 /** Block index and role from a scope string (node name or weight name). */
 export function parseScope(scope: string): { block?: number; role?: LinearRole } {
   const m = BLOCK_RE.exec(scope);

@@ -19,6 +19,7 @@ export {
 export { renderReport, blockSeries, searchSeries, type RenderOptions } from './html.js';
 export { searchChart, type SearchChartInput } from './search-chart.js';
 export { renderFrontier, type FrontierPageInput } from './frontier.js';
+export { linearProfileChart, type ProfileLinear } from './profile-chart.js';
 export {
   validatePrunedManifest,
   validateSearchResult,

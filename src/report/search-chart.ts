@@ -9,6 +9,8 @@ export interface SearchChartInput {
   random?: SearchCandidate[];
   method: string;
   sparsity: number;
+  /** The search's fitness (default ppl). */
+  fitness?: 'ppl' | 'kl';
 }
 
 /** SVG chart of a search: every candidate and best-so-far vs evaluations (random search alongside when present). */
@@ -17,9 +19,9 @@ export function searchChart(r: SearchChartInput, o: { referenceLines?: { value: 
   const lo = Math.min(...finite);
   const hi = Math.max(...finite);
   return lineChart(searchSeries(r.history, r.random), {
-    title: `DSA search — ${r.method} ${(r.sparsity * 100).toFixed(0)}%: search-split perplexity vs evaluations`,
+    title: `DSA search — ${r.method} ${(r.sparsity * 100).toFixed(0)}%: search-split ${r.fitness === 'kl' ? 'KL to the dense model' : 'perplexity'} vs evaluations`,
     xLabel: 'evaluation',
-    yLabel: 'perplexity (search split)',
+    yLabel: r.fitness === 'kl' ? 'mean KL(dense ‖ pruned), nats (search split)' : 'perplexity (search split)',
     logY: hi / Math.max(lo, 1e-9) > 20,
     ...(o.referenceLines ? { referenceLines: o.referenceLines } : {}),
   });

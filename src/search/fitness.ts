@@ -24,10 +24,14 @@ import { encodeModel, tensorDims, DataType, float32ToFp16, type ModelProto, type
 import { inlinedModel, hasExternalData } from '../model/external.js';
 import type { BlockAllocationStats } from '../allocators/types.js';
 import { dsa } from '../allocators/dsa-allocator.js';
+import { resolveLinearSparsity } from '../allocators/resolve.js';
+import { atGranularity } from '../allocators/granularity.js';
 import { sparsegpt } from '../methods/index.js';
 import { denseAllocationStats, pruneModel } from '../prune.js';
 import { denseStatistics } from '../calibration/index.js';
 import { perplexity } from '../eval/perplexity.js';
+import { createTopKCache, klToCache, type TopKCache } from '../eval/kl.js';
+import { sessionOf } from '../eval/forward.js';
 import type { DecoderSession } from '../eval/forward.js';
 import { takeWindows } from '../data/text.js';
 import { applyOrder, magnitudeOrder, wandaOrder, type Layout, type PruneOrder } from './masks.js';
@@ -51,6 +55,14 @@ export interface FitnessOptions {
   worker?: string;
 }
 
+/** The fitness number of one pruned model: perplexity, or mean KL to the dense model's cached top-k (spec.fitness). */
+async function score(session: DecoderSession, config: Record<string, unknown> | undefined, ids: Int32Array, seqlen: number, batchSize: number, kl: TopKCache | undefined, signal?: AbortSignal, rows?: number): Promise<number> {
+  const v = kl
+    ? (await klToCache(session, ids, kl, { batchSize, config, signal, rows })).kl
+    : (await perplexity({ sessions: { model: session }, config } as never, rows ? ids.subarray(0, rows * seqlen) : ids, { seqlen, batchSize, signal })).ppl;
+  return Number.isFinite(v) ? v : Infinity;
+}
+
 export interface Fitness {
   /**
    * Fitness of a candidate. `blockSparsity`, when given, is the candidate's allocation already computed by the caller
@@ -65,6 +77,11 @@ export interface Fitness {
   allocation(c: Candidate): number[];
   /** Perplexity of the model pruned with a given block allocation (e.g. uniform or OWL, for comparison). Fast mode only. */
   evaluateAllocation?(blockSparsity: number[], signal?: AbortSignal): Promise<Evaluation>;
+  /**
+   * Fitness of the model pruned with a given allocation (per-linear entries resolved by resolveLinearSparsity), on the
+   * first `windows` search windows (default all): the level-switch search's multi-stage evaluation. Fast mode only.
+   */
+  evaluateLinears?(alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, o?: { windows?: number; signal?: AbortSignal }): Promise<Evaluation>;
   close(): Promise<void>;
 }
 
@@ -106,6 +123,7 @@ function checkSpec(spec: SearchSpec): void {
   }
   if (!(spec.sparsity > 0 && spec.sparsity < 1)) throw new DsaPruneError(`search: sparsity must be in (0, 1), got ${spec.sparsity}`);
   if (spec.mode !== 'fast' && spec.mode !== 'faithful') throw new DsaPruneError(`search: mode must be fast or faithful, got ${String(spec.mode)}`);
+  if (spec.fitness !== undefined && spec.fitness !== 'ppl' && spec.fitness !== 'kl') throw new DsaPruneError(`search: fitness must be ppl or kl, got ${String(spec.fitness)}`);
 }
 
 /** Calls of `fn` one after the other (the session / the model is one resource); concurrent callers queue. */
@@ -118,9 +136,14 @@ function serial<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) 
   };
 }
 
-/** The block sparsities (and per-linear overrides) of a candidate, from the dsa() allocator on the dense blocks. */
+/** The allocator of a candidate at the spec's granularity. */
+export function candidateAllocator(c: Candidate, spec: Pick<SearchSpec, 'granularity'>) {
+  return atGranularity(dsa(c.expression, { lambda: c.lambda }), spec.granularity ?? 'block');
+}
+
+/** The block sparsities (and per-linear sparsities at linear granularity) of a candidate on the dense blocks. */
 function allocate(c: Candidate, blocks: BlockAllocationStats[], spec: SearchSpec) {
-  return dsa(c.expression, { lambda: c.lambda }).allocate({ blocks, sparsity: spec.sparsity, budget: spec.budget });
+  return candidateAllocator(c, spec).allocate({ blocks, sparsity: spec.sparsity, budget: spec.budget });
 }
 
 /** A candidate's block sparsities (what evaluate() prunes with); cheap where the search already scored it. */
@@ -160,13 +183,18 @@ export async function createFitness(
   }
   const dense = options.dense ?? (await computeDense(pm, spec, data.calibrationIds, options.threads));
   const linears = searchLinears(pm);
-  const sparsityOf = (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, l: LinearInfo) => alloc.linearSparsity?.[l.name] ?? alloc.blockSparsity[l.block] ?? spec.sparsity;
+  // The search prunes block linears only (searchLinears): every one needs an entry, no fallback (src/allocators/resolve.ts).
+  const sparsityOf = (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, l: LinearInfo) => resolveLinearSparsity(alloc, l, { allocator: 'search' });
   // 2 sequences per run: measured fastest on bench-12l (the activations stay in cache), and it leaves the cores to
   // parallel workers rather than to one big matrix product (docs/search.md, "Parallel").
   const batchSize = options.batchSize ?? Math.min(2, windows);
 
   if (spec.mode === 'faithful') {
     const originals = new Map(linears.map((l) => [l.name, pm.readWeight(l)]));
+    // The dense top-k, from the model as it is now (dense), once.
+    const klCache = spec.fitness === 'kl'
+      ? await createTopKCache(sessionOf(pm.model as never), searchIds, windows, seqlen, { k: spec.klTopK, batchSize, config: pm.config })
+      : undefined;
     return {
       denseBlocks: dense.blocks,
       denseStats: dense.stats,
@@ -174,13 +202,13 @@ export async function createFitness(
       evaluate: serial(async (c, signal) => {
         const t0 = performance.now();
         const report = await pruneModel(pm.model, {
-          method: spec.method, sparsity: spec.sparsity, budget: spec.budget, allocator: dsa(c.expression, { lambda: c.lambda }),
+          method: spec.method, sparsity: spec.sparsity, budget: spec.budget, allocator: candidateAllocator(c, spec),
           calibration: { ids: data.calibrationIds }, nsamples: spec.calibration.nsamples, seqlen: spec.calibration.seqlen,
           source: pm.source.dir, threads: options.threads, signal,
         });
         let ppl: number;
         try {
-          ppl = (await perplexity(pm.model, searchIds, { seqlen, batchSize, signal })).ppl;
+          ppl = await score(sessionOf(pm.model as never), pm.config, searchIds, seqlen, batchSize, klCache, signal);
         } finally {
           for (const l of linears) pm.writeWeight(l, originals.get(l.name)!);
           await pm.commit();
@@ -243,7 +271,15 @@ export async function createFitness(
     outputMetadata: session.outputMetadata,
     run: (f: Record<string, ort.Tensor>, fetches: string[]) => session.run({ ...f, ...weightFeeds }, fetches),
   } as unknown as DecoderSession;
-  const modelLike = { sessions: { model: wrapped }, config: pm.config };
+  // KL fitness: the dense model's top-k from this same session, fed the dense weights, once.
+  let klCache: TopKCache | undefined;
+  if (spec.fitness === 'kl') {
+    for (const f of feeds) {
+      const s = slotByInit.get(f.name)!;
+      weightFeeds[f.name] = f.fp16 ? new ort.Tensor('float16', float32ToFp16(s.dense), f.dims) : new ort.Tensor('float32', s.dense, f.dims);
+    }
+    klCache = await createTopKCache(wrapped, searchIds, windows, seqlen, { k: spec.klTopK, batchSize, config: pm.config });
+  }
 
   const maskCandidate = async (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, signal?: AbortSignal) => {
     for (const s of slots) {
@@ -264,13 +300,16 @@ export async function createFitness(
   };
 
   // One evaluation at a time on this session (callers may fire several; they queue).
-  const run = async (c: Candidate | number[], signal?: AbortSignal, given?: number[]): Promise<Evaluation> => {
+  type Given = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
+  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number): Promise<Evaluation> => {
     const t0 = performance.now();
-    const alloc = Array.isArray(c) ? { blockSparsity: c } : given ? { blockSparsity: given } : allocate(c, dense.blocks, spec);
+    const isCandidate = !Array.isArray(c) && 'expression' in c;
+    // A caller's block sparsities stand for the allocation only at block granularity.
+    const alloc = Array.isArray(c) ? { blockSparsity: c } : !isCandidate ? (c as Given) : given && spec.granularity !== 'linear' ? { blockSparsity: given } : allocate(c as Candidate, dense.blocks, spec);
     await maskCandidate(alloc, signal);
-    const { ppl } = await perplexity(modelLike, searchIds, { seqlen, batchSize, signal });
+    const fitness = await score(wrapped, pm.config, searchIds, seqlen, batchSize, klCache, signal, rows);
     return {
-      key: Array.isArray(c) ? `allocation:${c.join(',')}` : candidateKey(c), fitness: Number.isFinite(ppl) ? ppl : Infinity,
+      key: Array.isArray(c) ? `allocation:${c.join(',')}` : isCandidate ? candidateKey(c as Candidate) : 'linears', fitness,
       blockSparsity: alloc.blockSparsity, seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
     };
   };
@@ -281,6 +320,7 @@ export async function createFitness(
     allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
     evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
     evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
+    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windows),
     async close() {
       await session.release();
     },

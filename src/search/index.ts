@@ -17,3 +17,9 @@ export {
 } from './fitness.js';
 export { createPool, defaultParallelism, packDense, unpackDense, type PoolOptions, type WorkerInit, type PackedDense } from './pool.js';
 export { searchModel, searchChart, type SearchModelOptions, type SearchOutput, type HistoryRow } from './run.js';
+export {
+  levelSearch, levelGrid, levelSwitch, genomeAllocation, unitCounts, levelsAllocator, readLevelCheckpoint,
+  type LevelGrid, type LevelUnit, type LevelStage, type LevelSearchOptions, type LevelSearchResult, type LevelCheckpoint, type LevelHistoryRow,
+} from './levels.js';
+export { linearProfileChart, type ProfileLinear } from '../report/profile-chart.js';
+export { candidateAllocator } from './fitness.js';

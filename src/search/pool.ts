@@ -197,7 +197,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
           const id = nextId++;
           // Fast mode: the allocation comes from here, where the search's validity check already scored the block
           // vectors (memoised), so the worker does not score them again (≈ a second of CPU per new candidate).
-          const blockSparsity = o.spec.mode === 'fast' ? candidateAllocation(candidate, o.dense.blocks, o.spec) : undefined;
+          const blockSparsity = o.spec.mode === 'fast' && o.spec.granularity !== 'linear' ? candidateAllocation(candidate, o.dense.blocks, o.spec) : undefined;
           return new Promise<Evaluation>((resolve, reject) => {
             pending.set(id, { resolve, reject, slot });
             slot.worker.postMessage({ type: 'eval', id, candidate, blockSparsity });

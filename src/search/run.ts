@@ -4,9 +4,10 @@
  * faithful sequential prune. The CLI command and scripts/search-targets.ts both call searchModel().
  */
 import { DsaPruneError } from '../errors.js';
+import { linearUnits } from '../allocators/granularity.js';
 import type { BudgetMode } from '../types.js';
 import type { PrunableModel } from '../model/index.js';
-import { computeDense, createFitness, idsSha256, calibrationWindows, type DenseData } from './fitness.js';
+import { candidateAllocator, computeDense, createFitness, idsSha256, calibrationWindows, type DenseData } from './fitness.js';
 import { createPool, defaultParallelism } from './pool.js';
 import { createRedisEvaluator } from './distributed/coordinator.js';
 import { redactUrl } from './distributed/connection.js';
@@ -20,6 +21,11 @@ export interface SearchModelOptions {
   modelDir: string;
   method: SearchSpec['method'];
   sparsity: number;
+  /** `block` (default) or `linear`: what one sparsity of a candidate's allocation covers. */
+  granularity?: 'block' | 'linear';
+  /** `ppl` (default) or `kl`: mean KL(dense ‖ pruned) from the dense top-k (k = klTopK, default 256). */
+  fitness?: 'ppl' | 'kl';
+  klTopK?: number;
   budget?: BudgetMode;
   mode?: 'fast' | 'faithful';
   /** Calibration token ids (the first nsamples windows of seqlen are used). */
@@ -73,6 +79,8 @@ export interface SearchOutput {
     simplified: string;
     lambda: number;
     blockSparsity: number[];
+    /** At linear granularity: the sparsity of every linear (on the dense statistics of the search). */
+    linearSparsity?: Record<string, number>;
     /** Fitness in the search's mode (fast: one-shot prune). */
     fitness: number;
     /** The best candidate re-applied with the faithful sequential prune, perplexity on the same search split. */
@@ -90,6 +98,8 @@ export interface SearchOutput {
   sparsity: number;
   budget: BudgetMode;
   mode: 'fast' | 'faithful';
+  granularity: 'block' | 'linear';
+  fitness: 'ppl' | 'kl';
   seed: number;
   settings: { workers: number; threads: number; population: number };
   spec: SearchSpec;
@@ -123,12 +133,15 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     method: o.method, sparsity: o.sparsity, budget, mode, pattern: { kind: 'unstructured' },
     calibration: { nsamples: o.nsamples, seqlen: o.seqlen, sha256: cal.sha256 },
     search: { windows, seqlen: sseq, sha256: idsSha256(searchIds) }, seed, modelHash: pm.modelHash(),
+    ...(o.granularity === 'linear' ? { granularity: 'linear' as const } : {}),
+    ...(o.fitness === 'kl' ? { fitness: 'kl' as const, ...(o.klTopK !== undefined ? { klTopK: o.klTopK } : {}) } : {}),
   };
   o.onPhase?.(`dense statistics (${o.nsamples} × ${o.seqlen} tokens)`);
   const tDense = performance.now();
   const dense = o.dense ?? (await computeDense(pm, spec, cal.ids, threads));
   const secondsDense = (performance.now() - tDense) / 1000;
-  const space = searchSpace(dense.blocks, o.sparsity, budget);
+  // At linear granularity the space checks candidates on the linears' own vectors (the allocation units).
+  const space = searchSpace(o.granularity === 'linear' ? linearUnits(dense.blocks).units : dense.blocks, o.sparsity, budget);
 
   o.onPhase?.(workers > 1 ? `starting ${workers} worker threads × ${threads} onnxruntime threads` : `evaluating in this thread (${threads} onnxruntime threads)`);
   let evaluator: Evaluator;
@@ -148,6 +161,8 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
   const signature = {
     modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, budget, mode,
     calibration: spec.calibration.sha256, search: spec.search.sha256, population,
+    ...(spec.granularity ? { granularity: spec.granularity } : {}),
+    ...(spec.fitness ? { fitness: spec.fitness, klTopK: spec.klTopK } : {}),
   };
   let evo: SearchResult | undefined;
   let rnd: SearchResult | undefined;
@@ -186,6 +201,9 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     best: {
       expression: main.best.expression, simplified: main.best.simplified, lambda: main.best.lambda,
       blockSparsity: main.best.blockSparsity, fitness: main.best.fitness,
+      ...(spec.granularity === 'linear'
+        ? { linearSparsity: candidateAllocator(main.best.candidate, spec).allocate({ blocks: dense.blocks, sparsity: o.sparsity, budget }).linearSparsity }
+        : {}),
     },
     history: rows(main),
     ...(evo && rnd ? { random: rows(rnd), randomBest: { expression: rnd.best.expression, lambda: rnd.best.lambda, fitness: rnd.best.fitness } } : {}),
@@ -198,6 +216,8 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     sparsity: o.sparsity,
     budget,
     mode,
+    granularity: spec.granularity ?? 'block',
+    fitness: spec.fitness ?? 'ppl',
     seed,
     settings: { workers, threads, population },
     spec,

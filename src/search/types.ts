@@ -63,6 +63,15 @@ export interface SearchSpec {
   search: { windows: number; seqlen: number; sha256: string };
   seed: number;
   modelHash: string;
+  /** `block` (default when absent): one sparsity per block; `linear`: the candidate's allocation per linear (atGranularity). */
+  granularity?: 'block' | 'linear';
+  /**
+   * `ppl` (default when absent): perplexity on the search split; `kl`: mean KL(dense ‖ pruned) over the search tokens
+   * from the dense model's top-k next-token probabilities (src/eval/kl.ts). Lower is better for both.
+   */
+  fitness?: 'ppl' | 'kl';
+  /** k of the KL fitness (default 256). */
+  klTopK?: number;
 }
 
 /** One evaluated candidate, in the order of evaluation. */

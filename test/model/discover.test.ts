@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { discoverLinears, fusedParts } from '../../src/model/discover.js';
+import { blockOfNode, planGraph } from '../../src/calibration/graph.js';
 import { cloneGraph, readModelFile } from '../../src/model/onnx.js';
 import { DsaPruneError } from '../../src/errors.js';
 import { buildToyDecoder } from '../fixtures/graphs.js';
@@ -38,6 +39,17 @@ const layouts: Record<string, { weight_matmuls: Entry[] }> = haveShared
 
 describe.skipIf(!haveShared)('layouts in ../shared/models/layouts', () => {
   for (const name of Object.keys(layouts)) {
+    it(`${name}: the calibration's graph split reads block numbers as discovery does`, () => {
+      const dir = path.join(layoutsDir, name);
+      const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, number>;
+      const proto = readModelFile(path.join(dir, 'onnx/model.onnx'));
+      const found = discoverLinears(proto.graph, { config, includeLmHead: true });
+      // Every linear's node lands in the block discovery gave it (lm_head: -1), and the plan has that many blocks.
+      for (const l of found.linears) expect(blockOfNode(l.node), l.node).toBe(l.block);
+      const plan = planGraph(proto, found.linears);
+      expect(plan.nBlocks).toBe(found.blocks);
+    });
+
     it(`${name}: every weight MatMul/Gemm of layouts.json is found with block, role, shape and parts`, () => {
       const dir = path.join(layoutsDir, name);
       const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, number>;

@@ -5,9 +5,10 @@ import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { attachModel, loadModelDir } from '../../model/index.js';
-import { parseAllocatorSpec, dsa, type Allocator } from '../../allocators/index.js';
+import { parseAllocatorSpec, dsa, atGranularity, checkGranularity, type Allocator } from '../../allocators/index.js';
 import { lastPruneCalibration, planPrune, pruneModel, type PruneOptions } from '../../prune.js';
 import { savePruned } from '../../save.js';
+import { levelsAllocator } from '../../search/levels.js';
 
 const spec = defineCommand({
   name: 'prune',
@@ -22,6 +23,7 @@ const spec = defineCommand({
     pattern: { type: 'string', default: 'unstructured', valueName: '<p>', description: "'unstructured' or N:M such as 2:4, 4:8" },
     budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
     allocator: { type: 'string', default: 'uniform', valueName: '<a>', description: 'uniform | owl | atp | dsa:<expression> | <expression> | @<search-result.json>' },
+    granularity: { type: 'string', choices: ['block', 'linear'], default: 'block', description: 'one sparsity per decoder block, or per linear (q, k, v, o, gate, up, down)' },
     lambda: { type: 'number', min: 0, max: 0.5, description: 'allocation spread λ (OWL, DSA; default 0.08)' },
     'owl-m': { type: 'number', min: 0, minExclusive: true, description: 'OWL outlier threshold M (default 5)' },
     beta: { type: 'number', min: 0, description: 'ATP step β' },
@@ -62,17 +64,24 @@ Examples:
 `;
 
 /** `--allocator @file.json` re-runs the expression a search found, on this model's statistics. */
-export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator {
+export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator | ((modelHash: string) => Allocator) {
   if (value.startsWith('@')) {
     const file = value.slice(1);
     let best: { expression?: string; lambda?: number } | undefined;
+    let granularity: unknown;
     try {
-      best = (JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number } }).best;
+      const r = JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number }; granularity?: unknown; strategy?: string };
+      // A levels result is this model's per-linear allocation: refused on another model (by its hash).
+      if (r.strategy === 'levels') return (hash: string) => levelsAllocator(r as never, hash, file);
+      best = r.best;
+      granularity = r.granularity;
     } catch (e) {
+      if (e instanceof DsaPruneError) throw e;
       throw new DsaPruneError(`cannot read search result ${file}: ${(e as Error).message}`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
     }
     if (!best?.expression) throw new DsaPruneError(`${file} has no best.expression`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
-    return dsa(best.expression, { lambda: o.lambda ?? best.lambda ?? 0.08 });
+    // The function transfers to any model or sparsity, at the granularity it was searched at.
+    return atGranularity(dsa(best.expression, { lambda: o.lambda ?? best.lambda ?? 0.08 }), checkGranularity(granularity));
   }
   return parseAllocatorSpec(value, o);
 }
@@ -103,7 +112,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   if (v.gptq && !(v.calibration && v.calibration.length)) {
     throw new DsaPruneError('--gptq needs --calibration <file>: GPTQ uses the Hessians of the calibration set', { hint: 'Pass the calibration text, e.g. --calibration calib.txt.' });
   }
-  const allocator = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
+  const allocatorOrLevels = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
+  const { model, prunable } = await loadModelDir(modelDir, {
+    threads: args.common.threads, ...(v.dtype ? { dtype: v.dtype } : {}), ...(v['allow-remote'] ? { allowRemote: true } : {}),
+  });
+  // A levels result is checked against the model it was found on as soon as the model is loaded, before any work.
+  const allocator = typeof allocatorOrLevels === 'function' ? allocatorOrLevels(prunable.modelHash()) : allocatorOrLevels;
   const progress = createProgress(io, args.common);
   const structured = v.method === 'structured';
   if (!structured && (v.target !== undefined || v.score !== undefined)) {
@@ -117,6 +131,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     pattern: v.pattern,
     budget: v.budget as 'exact' | 'reference',
     allocator,
+    granularity: v.granularity as 'block' | 'linear',
     calibration: v.calibration && v.calibration.length ? { files: v.calibration, ...(v.seed !== undefined ? { seed: v.seed } : {}) } : undefined,
     nsamples: v.nsamples,
     seqlen: v.seqlen,
@@ -132,9 +147,6 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     signal: io.signal,
     ...(v['max-memory'] !== undefined ? { maxMemoryGB: v['max-memory'] } : {}),
   };
-  const { model } = await loadModelDir(modelDir, {
-    threads: args.common.threads, ...(v.dtype ? { dtype: v.dtype } : {}), ...(v['allow-remote'] ? { allowRemote: true } : {}),
-  });
 
   if (dryRun) {
     const plan = await planPrune(model, options);

@@ -12,6 +12,9 @@ import { packageRoot } from '../../eval/tasks/files.js';
 import { writeFileAtomicSync } from '../../data/atomic.js';
 import { searchModel, type SearchOutput } from '../../search/run.js';
 import { searchChart } from '../../report/search-chart.js';
+import { levelSearch, readLevelCheckpoint } from '../../search/levels.js';
+import { writeAtomicJson } from '../../search/levels-io.js';
+import { linearProfileChart } from '../../report/profile-chart.js';
 
 const spec = defineCommand({
   name: 'search',
@@ -20,6 +23,11 @@ const spec = defineCommand({
   options: {
     method: { type: 'string', choices: ['wanda', 'magnitude', 'sparsegpt'], default: 'wanda', description: 'pruning method the allocation is searched for' },
     sparsity: { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.7, description: 'global target sparsity' },
+    strategy: { type: 'string', choices: ['dsa', 'levels'], default: 'dsa', description: 'dsa: evolve an allocation function (transfers); levels: level-switch search of per-linear sparsities (this model only)' },
+    offspring: { type: 'integer', min: 1, default: 16, description: 'levels: offspring per generation (λ)' },
+    fitness: { type: 'string', choices: ['ppl', 'kl'], default: 'ppl', description: 'ppl: search-split perplexity; kl: mean KL(dense ‖ pruned) from the dense top-k' },
+    'kl-top-k': { type: 'integer', min: 1, default: 256, description: 'dense next-token probabilities kept per position for --fitness kl (the rest is one bucket)' },
+    granularity: { type: 'string', choices: ['block', 'linear'], default: 'block', description: 'the allocation function gives one sparsity per block, or per linear' },
     budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
     calibration: { type: 'string', valueName: '<file>', description: 'calibration text (dense statistics)' },
     nsamples: { type: 'integer', min: 1, default: 128, description: 'calibration sequences' },
@@ -131,9 +139,38 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
 
   const out = v.out;
   const checkpointPath = v.checkpoint ?? v.resume ?? (out ? out.replace(/\.json$/i, '') + '.checkpoint.json' : 'search.checkpoint.json');
+  if (v.strategy === 'levels') {
+    if (v.redis || (v.workers && v.workers > 1) || v.random || v['random-only'] || v.mode === 'faithful') {
+      throw new DsaPruneError('--strategy levels runs in this process on the fast fitness: --redis, --workers > 1, --random and --mode faithful are for --strategy dsa');
+    }
+    const lr = await levelSearch(prunable, {
+      method: v.method as 'wanda', sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear', fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'],
+      budget: v.budget as 'exact', calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
+      searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals, offspring: v.offspring,
+      timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, threads: args.common.threads, seed: v.seed, checkpointPath,
+      resume: v.resume ? await readLevelCheckpoint(v.resume) : undefined, signal: io.signal,
+      onProgress: (p) => say(`levels gen ${p.generation}  evals ${p.evaluations.toFixed(2)}/${p.budget}  best ${p.best.toFixed(4)}`),
+    });
+    const json = { ...lr, model: modelDir, method: v.method, sparsity: v.sparsity, budget: v.budget, seed: v.seed, checkpoint: checkpointPath };
+    const text = JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';
+    if (out) {
+      await writeAtomicJson(out, json);
+      const profile = prunable.linears.filter((l) => l.block >= 0 && lr.best.linearSparsity[l.name] !== undefined)
+        .map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: lr.best.linearSparsity[l.name]! }));
+      writeFileSync(out.replace(/\.json$/i, '') + '.svg', linearProfileChart(profile, v.sparsity, `Levels search — ${v.method} ${(v.sparsity * 100).toFixed(0)} %, per-linear sparsity`));
+    }
+    if (args.common.json) io.stdout(text);
+    else if (!args.common.quiet) {
+      io.stdout(`levels (${lr.granularity}, ${lr.fitness}): fitness ${lr.best.fitness.toFixed(4)} after ${lr.evaluations.toFixed(2)} evaluations, ${lr.generations} generations (${lr.stoppedBy})\n`);
+      io.stdout(`per block: ${lr.best.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
+      if (out) io.stdout(`wrote ${out}; prune this model with: dsa-prune prune ${modelDir} --allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
+    }
+    return 0;
+  }
   const resume = v.resume ? await readCheckpoint(v.resume) : undefined;
   const result: SearchOutput = await searchModel(prunable, {
-    modelDir, method: v.method as 'wanda', sparsity: v.sparsity, budget: v.budget as 'exact', mode: v.mode as 'fast',
+    modelDir, method: v.method as 'wanda', sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear',
+    fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'], budget: v.budget as 'exact', mode: v.mode as 'fast',
     calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
     searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals,
     timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, workers: v.workers, threads: args.common.threads,
@@ -150,7 +187,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const json = {
     best: result.best, history: result.history, ...(result.random ? { random: result.random, randomBest: result.randomBest } : {}),
     evaluations: result.evaluations, generations: result.generations, rejected: result.rejected, stoppedBy: result.stoppedBy,
-    model: result.model, method: result.method, sparsity: result.sparsity, budget: result.budget, mode: result.mode, seed: result.seed,
+    model: result.model, method: result.method, sparsity: result.sparsity, budget: result.budget, mode: result.mode, granularity: result.granularity, fitness: result.fitness, seed: result.seed,
     settings: result.settings, spec: result.spec, seconds: result.seconds, evalsPerMinute: result.evalsPerMinute, checkpoint: checkpointPath,
   };
   const text = JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';

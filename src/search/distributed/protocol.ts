@@ -170,6 +170,9 @@ export function validateSpec(x: unknown): SearchSpec {
     if (!Number.isInteger(o.seqlen) || (o.seqlen as number) < 1) bad(`${name}.seqlen`);
     if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{0,64}$/.test(o.sha256)) bad(`${name}.sha256`);
   };
+  if (s.granularity !== undefined && s.granularity !== 'block' && s.granularity !== 'linear') bad(`granularity ${String(s.granularity)}`);
+  if (s.fitness !== undefined && s.fitness !== 'ppl' && s.fitness !== 'kl') bad(`fitness ${String(s.fitness)}`);
+  if (s.klTopK !== undefined && !(Number.isInteger(s.klTopK) && (s.klTopK as number) >= 1 && (s.klTopK as number) <= 1 << 20)) bad(`klTopK ${String(s.klTopK)}`);
   part(s.calibration, 'calibration', 'nsamples');
   part(s.search, 'search', 'windows');
   if (s.pattern !== undefined) {

@@ -1,0 +1,124 @@
+/**
+ * Short comparison on bench-12l, Wanda 70 % unstructured, exact budget (issue #16): per-block vs per-linear, ppl vs
+ * KL fitness, dsa vs levels, each with the same small evaluation budget and the same search split (the calibration
+ * text after the calibration windows, never the SOTU file). The best candidate of each run is re-applied with the
+ * faithful sequential prune and scored on SOTU. Not in CI (needs ../shared).
+ *
+ *   npx tsx scripts/search-compare.ts [--evals 40] [--windows 8] [--minutes 8] [configs…]
+ *   configs: block-ppl linear-ppl linear-kl levels-linear-kl levels-block-kl uniform owl (default: all)
+ * Results: docs/search-compare.json (TARGETS_OUT overrides), per-linear profile chart docs/search-compare-profile.svg.
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadModelDir } from '../src/model/index.js';
+import { pruneModel } from '../src/prune.js';
+import { readTextFile, tokenizeText, type TextTokenizer } from '../src/data/text.js';
+import { perplexity } from '../src/eval/perplexity.js';
+import { computeDense, idsSha256, searchLinears } from '../src/search/fitness.js';
+import { searchModel } from '../src/search/run.js';
+import { atGranularity, dsa, explicit, owl, uniform, type Allocator } from '../src/allocators/index.js';
+import type { SearchSpec } from '../src/search/types.js';
+import { linearProfileChart } from '../src/report/profile-chart.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const shared = path.resolve(repo, '../shared');
+const modelDir = path.join(shared, 'models/bench-12l');
+const calFile = path.join(shared, 'data/bench-corpus/calibration.txt');
+const sotuFile = path.join(shared, 'data/bench-corpus/eval_sotu_2001_2021.txt');
+const resultsFile = path.resolve(repo, process.env.TARGETS_OUT ?? 'docs/search-compare.json');
+const NS = Number(process.env.NSAMPLES ?? 128);
+const SEQ = 512;
+const S = 0.7;
+
+const argv = process.argv.slice(2);
+const flag = (name: string, d: number) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : d;
+};
+const parts = argv.filter((a, i) => !a.startsWith('--') && !(i > 0 && argv[i - 1]!.startsWith('--')));
+const want = (p: string) => parts.length === 0 || parts.includes(p);
+if (!existsSync(modelDir)) {
+  console.error(`bench-12l not found at ${modelDir}; this script needs ../shared`);
+  process.exit(2);
+}
+const evals = flag('evals', 40);
+const windows = flag('windows', 8);
+const minutes = flag('minutes', 8);
+/** SOTU windows scored (default all; a shared machine may need fewer: the first N windows of 512 tokens). */
+const sotuWindows = flag('sotu-windows', 0);
+const results: Record<string, unknown> = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
+const save = () => writeFileSync(resultsFile, JSON.stringify(results, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
+
+const { prunable: pm, tokenizer, model } = await loadModelDir(modelDir, { threads: 2 });
+const calIds = tokenizeText(tokenizer as TextTokenizer, await readTextFile(calFile));
+const cal = calIds.slice(0, NS * SEQ);
+const searchIds = calIds.slice(NS * SEQ);
+const spec = { method: 'wanda', sparsity: S, budget: 'exact', mode: 'fast', calibration: { nsamples: NS, seqlen: SEQ, sha256: idsSha256(cal) } } as SearchSpec;
+log('dense statistics');
+const dense = await computeDense(pm, spec, cal, 2);
+const sotuIds = tokenizeText(tokenizer as TextTokenizer, await readTextFile(sotuFile));
+
+async function sotu(label: string, allocator: Allocator) {
+  const originals = searchLinears(pm).map((l) => [l, pm.readWeight(l)] as const);
+  const t = performance.now();
+  const report = await pruneModel(model, { method: 'wanda', sparsity: S, budget: 'exact', allocator, calibration: { ids: cal }, nsamples: NS, seqlen: SEQ, source: modelDir, threads: 2 });
+  const { ppl } = await perplexity(model, sotuIds, { seqlen: SEQ, ...(sotuWindows ? { limitWindows: sotuWindows } : {}) });
+  for (const [l, w] of originals) pm.writeWeight(l, w);
+  await pm.commit();
+  log(`  SOTU ${label}: ${ppl.toFixed(3)} (realised ${report.realizedSparsity.toFixed(6)}, ${((performance.now() - t) / 1000).toFixed(0)} s)`);
+  return { ppl, realizedSparsity: report.realizedSparsity, linears: report.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, target: l.target })) };
+}
+
+results.settings = { evals, windows, sotuWindows: sotuWindows || 'all', searchSeqlen: SEQ, minutesCap: minutes, nsamples: NS, seqlen: SEQ, sparsity: S, method: 'wanda', budget: 'exact', machine: '2 cores shared by 7 sessions' };
+if (want('uniform')) {
+  results.uniform = await sotu('uniform', uniform());
+  save();
+}
+if (want('owl')) {
+  results.owl = await sotu('OWL M=5 λ=0.08', owl({ M: 5, lambda: 0.08 }));
+  save();
+}
+async function runDsa(name: string, granularity: 'block' | 'linear', fitness: 'ppl' | 'kl') {
+  log(`dsa search ${name}: ${evals} evaluations, ${windows} × ${SEQ} search tokens`);
+  const out = await searchModel(pm, {
+    modelDir, method: 'wanda', sparsity: S, granularity, fitness, calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
+    searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, workers: 1, threads: 2,
+    seed: 1, population: 8, final: false, dense, checkpointPath: path.join('/tmp', `search-compare-${name}.ckpt.json`),
+  });
+  log(`  best ${out.best.fitness.toFixed(4)} ${out.best.expression} λ=${out.best.lambda} after ${out.evaluations} evals in ${out.seconds.search.toFixed(0)} s`);
+  const allocator = atGranularity(dsa(out.best.expression, { lambda: out.best.lambda }), granularity);
+  results[name] = {
+    strategy: 'dsa', granularity, fitness, evaluations: out.evaluations, searchSeconds: out.seconds.search, bestFitness: out.best.fitness,
+    expression: out.best.expression, lambda: out.best.lambda, sotu: await sotu(name, allocator),
+  };
+  save();
+}
+async function runLevels(name: string, granularity: 'block' | 'linear') {
+  const mod = await import('../src/search/levels.js');
+  log(`levels search ${name}: ${evals} evaluations`);
+  const out = await mod.levelSearch(pm, {
+    method: 'wanda', sparsity: S, granularity, fitness: 'kl', calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
+    searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, threads: 2, seed: 1, dense, offspring: 8,
+  });
+  log(`  best ${out.best.fitness.toFixed(4)} after ${out.evaluations} evals in ${out.seconds.toFixed(0)} s`);
+  const sot = await sotu(name, explicit(out.best.linearSparsity));
+  results[name] = {
+    strategy: 'levels', granularity, fitness: 'kl', evaluations: out.evaluations, searchSeconds: out.seconds, bestFitness: out.best.fitness,
+    stages: out.stages, sotu: sot,
+  };
+  save();
+  const profile = sot.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: l.target }));
+  writeFileSync(path.join(repo, `docs/search-compare-${name}.svg`), linearProfileChart(profile, S, `bench-12l Wanda 70 %: per-linear sparsity found by ${name}`));
+}
+const runners: Record<string, () => Promise<void>> = {
+  'block-ppl': () => runDsa('block-ppl', 'block', 'ppl'),
+  'linear-ppl': () => runDsa('linear-ppl', 'linear', 'ppl'),
+  'block-kl': () => runDsa('block-kl', 'block', 'kl'),
+  'linear-kl': () => runDsa('linear-kl', 'linear', 'kl'),
+  'levels-linear-kl': () => runLevels('levels-linear-kl', 'linear'),
+  'levels-block-kl': () => runLevels('levels-block-kl', 'block'),
+};
+for (const name of parts.length ? parts : Object.keys(runners)) if (runners[name]) await runners[name]();
+log('done');

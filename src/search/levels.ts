@@ -1,0 +1,349 @@
+/**
+ * The level-switch search (EvoPress-style, `--strategy levels`): the genome is one sparsity level per unit (a linear,
+ * or a block) on a grid around the target; a mutation lowers one unit by one step and raises another by the same
+ * number of weights, so every genome prunes exactly round(S · W) weights; (1+λ) selection where the offspring are
+ * filtered through stages of growing token counts and the parent competes in the last stage.
+ *
+ * Levels in weights. Unit u has n_u prunable weights and a base count b_u (apportionCounts: Σ b_u = round(S·W), b_u
+ * within one weight of S·n_u). Its pruned count is c_u = b_u + k_u · q, with one global quantum q = round(step ·
+ * min_u n_u) weights and an integer level k_u ∈ [lo_u, hi_u] keeping c_u/n_u inside [S − spread, S + spread] ∩
+ * [0, 0.99]. A level switch does k_a −= 1, k_b += 1: Σ c_u is unchanged, exactly. (For units of one size this is one
+ * grid step of sparsity; a bigger unit moves by q/n_u < step.) A block unit's count is spread over its linears by
+ * apportionCounts, so the per-linear counts also sum exactly.
+ *
+ * Evaluation: the search's fast fitness (src/search/fitness.ts evaluateLinears): Wanda / magnitude re-mask from the
+ * cached orders, SparseGPT runs its one-shot solver per candidate (no level database yet). Fitness ppl or kl.
+ * Budget: `evaluations` counts full-split equivalents (an evaluation on w of W windows costs w/W), so a levels run and
+ * a DSA run with the same number are equal in forward tokens. Checkpoint after every generation; generation g draws
+ * from a fresh stream seeded with (seed, g), so a resumed run equals a straight one.
+ *
+ * A levels result is an allocation of *this* model's linears (by name), not a function of statistics: it carries the
+ * model hash and is refused on another model (levelsAllocator).
+ */
+import { readFile } from 'node:fs/promises';
+import { DsaPruneError } from '../errors.js';
+import type { BudgetMode } from '../types.js';
+import type { PrunableModel } from '../model/index.js';
+import type { Allocator } from '../allocators/types.js';
+import { apportionCounts } from '../budget/counts.js';
+import { EXACT_MAX } from '../budget/global.js';
+import { writeAtomicJson } from './levels-io.js';
+import { Rng, mixSeed } from './random.js';
+import { calibrationWindows, computeDense, createFitness, idsSha256, searchLinears, type DenseData } from './fitness.js';
+import type { SearchSpec } from './types.js';
+
+/** One allocation unit of the level search. */
+export interface LevelUnit {
+  /** Linear name, or `block N`. */
+  name: string;
+  /** Linears of the unit (one at linear granularity). */
+  linears: { name: string; params: number }[];
+  params: number;
+  base: number;
+  lo: number;
+  hi: number;
+}
+
+export interface LevelGrid {
+  units: LevelUnit[];
+  /** Weights per level step. */
+  quantum: number;
+  /** Target count round(S · W). */
+  total: number;
+  sparsity: number;
+}
+
+/** The level grid of `units` sizes around S: step (default 0.05 of the smallest unit) and spread (default 0.25). */
+export function levelGrid(
+  units: { name: string; linears: { name: string; params: number }[] }[],
+  sparsity: number,
+  o: { step?: number; spread?: number } = {},
+): LevelGrid {
+  const step = o.step ?? 0.05;
+  const spread = o.spread ?? 0.25;
+  if (!(step > 0 && step < 1)) throw new DsaPruneError(`level step must be in (0, 1), got ${step}`);
+  if (!(spread >= step)) throw new DsaPruneError(`level spread ${spread} must be at least one step (${step})`);
+  const n = units.map((u) => u.linears.reduce((a, l) => a + l.params, 0));
+  if (n.some((x) => !(x > 0))) throw new DsaPruneError('every unit of the level search needs prunable weights');
+  const base = apportionCounts(n.map(() => sparsity), n, sparsity);
+  const quantum = Math.max(1, Math.round(step * Math.min(...n)));
+  const lo = Math.max(0, sparsity - spread);
+  const hi = Math.min(EXACT_MAX, sparsity + spread);
+  const out = units.map((u, i) => ({
+    name: u.name, linears: u.linears, params: n[i], base: base[i],
+    lo: Math.ceil((lo * n[i] - base[i]) / quantum - 1e-9),
+    hi: Math.floor((hi * n[i] - base[i]) / quantum + 1e-9),
+  }));
+  return { units: out, quantum, total: base.reduce((a, b) => a + b, 0), sparsity };
+}
+
+/** Pruned weights of each unit for a genome. */
+export function unitCounts(grid: LevelGrid, genome: ArrayLike<number>): number[] {
+  return grid.units.map((u, i) => u.base + genome[i] * grid.quantum);
+}
+
+/**
+ * The level-switch mutation: `switches` times, one unit with room goes one level down and another one level up.
+ * Σ counts is unchanged; returns a new genome (the input is not modified).
+ */
+export function levelSwitch(grid: LevelGrid, genome: ArrayLike<number>, rng: Rng, switches = 1): Int32Array {
+  const g = Int32Array.from(genome);
+  const m = g.length;
+  for (let s = 0; s < switches; s++) {
+    for (let tries = 0; tries < 64; tries++) {
+      const a = rng.nextUint32() % m;
+      const b = rng.nextUint32() % m;
+      if (a === b || g[a] <= grid.units[a].lo || g[b] >= grid.units[b].hi) continue;
+      g[a]--;
+      g[b]++;
+      break;
+    }
+  }
+  return g;
+}
+
+/** Per-linear sparsities of a genome (each linear prunes exactly its share; Σ over linears = round(S · W)). */
+export function genomeAllocation(grid: LevelGrid, genome: ArrayLike<number>): Record<string, number> {
+  const counts = unitCounts(grid, genome);
+  const out: Record<string, number> = {};
+  grid.units.forEach((u, i) => {
+    if (u.linears.length === 1) {
+      out[u.linears[0].name] = counts[i] / u.params;
+      return;
+    }
+    const s = counts[i] / u.params;
+    const c = apportionCounts(u.linears.map(() => s), u.linears.map((l) => l.params), s, { min: 0, max: 1 });
+    u.linears.forEach((l, j) => (out[l.name] = c[j] / l.params));
+  });
+  return out;
+}
+
+export interface LevelStage {
+  /** Search windows this stage scores on. */
+  windows: number;
+  /** Offspring kept for the next stage (the last stage keeps 1). */
+  keep: number;
+}
+
+export interface LevelSearchOptions {
+  method: SearchSpec['method'];
+  sparsity: number;
+  granularity?: 'block' | 'linear';
+  fitness?: 'ppl' | 'kl';
+  klTopK?: number;
+  budget?: BudgetMode;
+  calibrationIds: Int32Array;
+  nsamples: number;
+  seqlen: number;
+  searchIds: Int32Array;
+  searchWindows?: number;
+  searchSeqlen?: number;
+  /** Budget in full-split evaluation equivalents. */
+  evaluations: number;
+  timeLimitSeconds?: number;
+  /** Offspring per generation (λ, default 16). */
+  offspring?: number;
+  /** Stages (default: λ on ¼ of the windows → 4 on ½ → 1 on all, the parent included in the last). */
+  stages?: LevelStage[];
+  /** Level switches per offspring (default: 1 to 3, uniformly). */
+  maxSwitches?: number;
+  step?: number;
+  spread?: number;
+  threads?: number;
+  seed?: number;
+  dense?: DenseData;
+  checkpointPath?: string;
+  resume?: LevelCheckpoint;
+  onProgress?: (p: { generation: number; evaluations: number; budget: number; best: number }) => void;
+  signal?: AbortSignal;
+}
+
+export interface LevelCheckpoint {
+  version: 1;
+  kind: 'levels';
+  signature: Record<string, unknown>;
+  generation: number;
+  evaluations: number;
+  parent: number[];
+  parentFitness: number | null;
+  history: LevelHistoryRow[];
+}
+
+export interface LevelHistoryRow {
+  generation: number;
+  evaluations: number;
+  fitness: number;
+  accepted: boolean;
+}
+
+export interface LevelSearchResult {
+  strategy: 'levels';
+  granularity: 'block' | 'linear';
+  fitness: 'ppl' | 'kl';
+  /** The model the result belongs to (a levels result is refused elsewhere). */
+  modelHash: string;
+  best: { fitness: number; linearSparsity: Record<string, number>; blockSparsity: number[]; genome: number[] };
+  grid: { quantum: number; total: number; step: number; spread: number; units: number };
+  stages: LevelStage[];
+  evaluations: number;
+  generations: number;
+  history: LevelHistoryRow[];
+  stoppedBy: 'budget' | 'time' | 'aborted';
+  seconds: number;
+}
+
+/** Run a level-switch search on `pm`. */
+export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Promise<LevelSearchResult> {
+  const t0 = performance.now();
+  const budget = o.budget ?? 'exact';
+  if (budget !== 'exact') throw new DsaPruneError('the levels strategy counts weights exactly: it needs --budget exact');
+  const granularity = o.granularity ?? 'linear';
+  const fitnessKind = o.fitness ?? 'kl';
+  const W = o.searchWindows ?? 16;
+  const sseq = o.searchSeqlen ?? Math.min(512, o.seqlen);
+  const searchIds = o.searchIds.subarray(0, W * sseq);
+  const cal = calibrationWindows({ calibration: { nsamples: o.nsamples, seqlen: o.seqlen, sha256: '' } } as SearchSpec, o.calibrationIds);
+  const spec: SearchSpec = {
+    method: o.method, sparsity: o.sparsity, budget, mode: 'fast', pattern: { kind: 'unstructured' },
+    calibration: { nsamples: o.nsamples, seqlen: o.seqlen, sha256: cal.sha256 },
+    search: { windows: W, seqlen: sseq, sha256: idsSha256(searchIds) }, seed: o.seed ?? 0, modelHash: pm.modelHash(),
+    granularity, fitness: fitnessKind, ...(o.klTopK !== undefined ? { klTopK: o.klTopK } : {}),
+  };
+  const dense = o.dense ?? (await computeDense(pm, spec, cal.ids, o.threads));
+  const linears = searchLinears(pm);
+  const nBlocks = Math.max(...linears.map((l) => l.block)) + 1;
+  const units = granularity === 'linear'
+    ? linears.map((l) => ({ name: l.name, linears: [{ name: l.name, params: l.dIn * l.dOut }] }))
+    : Array.from({ length: nBlocks }, (_, b) => ({ name: `block ${b}`, linears: linears.filter((l) => l.block === b).map((l) => ({ name: l.name, params: l.dIn * l.dOut })) }));
+  const step = o.step ?? 0.05;
+  const spread = o.spread ?? 0.25;
+  const grid = levelGrid(units, o.sparsity, { step, spread });
+  const lambda = o.offspring ?? 16;
+  const stages = o.stages ?? [
+    { windows: Math.max(1, Math.floor(W / 4)), keep: Math.max(1, Math.min(lambda, 4)) },
+    { windows: Math.max(1, Math.floor(W / 2)), keep: 1 },
+    { windows: W, keep: 1 },
+  ];
+  const signature = { strategy: 'levels', modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, granularity, fitness: fitnessKind, calibration: cal.sha256, search: spec.search.sha256, step, spread, lambda, stages };
+  if (o.resume && JSON.stringify(o.resume.signature) !== JSON.stringify(signature)) {
+    throw new DsaPruneError('the levels checkpoint was written by a search with other settings', { hint: 'resume with the same model, data and options, or start a new search' });
+  }
+  const fitness = await createFitness(pm, spec, { calibrationIds: cal.ids, searchIds }, { dense, threads: o.threads });
+  const allocOf = (g: ArrayLike<number>) => {
+    const linearSparsity = genomeAllocation(grid, g);
+    const num = new Array<number>(nBlocks).fill(0);
+    const den = new Array<number>(nBlocks).fill(0);
+    for (const l of linears) {
+      num[l.block] += linearSparsity[l.name] * l.dIn * l.dOut;
+      den[l.block] += l.dIn * l.dOut;
+    }
+    return { linearSparsity, blockSparsity: num.map((x, b) => (den[b] > 0 ? x / den[b] : o.sparsity)) };
+  };
+  let parent: Int32Array = o.resume ? Int32Array.from(o.resume.parent) : new Int32Array(grid.units.length);
+  let evaluations = o.resume?.evaluations ?? 0;
+  let generation = o.resume?.generation ?? 0;
+  const history: LevelHistoryRow[] = o.resume ? o.resume.history.slice() : [];
+  let stoppedBy: LevelSearchResult['stoppedBy'] = 'budget';
+  const evalOn = async (g: ArrayLike<number>, windows: number) => {
+    evaluations += windows / W;
+    return (await fitness.evaluateLinears!(allocOf(g), { windows, signal: o.signal })).fitness;
+  };
+  try {
+    let parentFitness = o.resume ? (o.resume.parentFitness ?? Infinity) : await evalOn(parent, W);
+    if (!o.resume) history.push({ generation: 0, evaluations, fitness: parentFitness, accepted: true });
+    const perGeneration = stages.reduce((a, s, i) => a + (i === 0 ? lambda : stages[i - 1].keep) * (s.windows / W), 0);
+    while (evaluations + perGeneration <= o.evaluations + 1e-9) {
+      if (o.signal?.aborted) {
+        stoppedBy = 'aborted';
+        break;
+      }
+      if (o.timeLimitSeconds !== undefined && (performance.now() - t0) / 1000 >= o.timeLimitSeconds) {
+        stoppedBy = 'time';
+        break;
+      }
+      generation++;
+      const rng = new Rng(mixSeed(spec.seed, generation));
+      const maxSw = o.maxSwitches ?? 3;
+      let pool: { g: Int32Array; f: number }[] = Array.from({ length: lambda }, () => ({ g: levelSwitch(grid, parent, rng, 1 + (rng.nextUint32() % maxSw)), f: Infinity }));
+      for (let si = 0; si < stages.length; si++) {
+        const st = stages[si];
+        for (const c of pool) c.f = await evalOn(c.g, st.windows);
+        pool.sort((a, b) => a.f - b.f);
+        pool = pool.slice(0, st.keep);
+      }
+      const best = pool[0];
+      const accepted = best.f < parentFitness;
+      if (accepted) {
+        parent = best.g;
+        parentFitness = best.f;
+      }
+      history.push({ generation, evaluations, fitness: parentFitness, accepted });
+      o.onProgress?.({ generation, evaluations, budget: o.evaluations, best: parentFitness });
+      if (o.checkpointPath) {
+        const ck: LevelCheckpoint = { version: 1, kind: 'levels', signature, generation, evaluations, parent: Array.from(parent), parentFitness: Number.isFinite(parentFitness) ? parentFitness : null, history };
+        await writeAtomicJson(o.checkpointPath, ck);
+      }
+    }
+    const a = allocOf(parent);
+    return {
+      strategy: 'levels', granularity, fitness: fitnessKind, modelHash: spec.modelHash,
+      best: { fitness: parentFitness, linearSparsity: a.linearSparsity, blockSparsity: a.blockSparsity, genome: Array.from(parent) },
+      grid: { quantum: grid.quantum, total: grid.total, step, spread, units: grid.units.length },
+      stages, evaluations, generations: generation, history, stoppedBy, seconds: (performance.now() - t0) / 1000,
+    };
+  } finally {
+    await fitness.close();
+  }
+}
+
+/** Read a levels checkpoint. */
+export async function readLevelCheckpoint(file: string): Promise<LevelCheckpoint> {
+  let ck: LevelCheckpoint;
+  try {
+    ck = JSON.parse(await readFile(file, 'utf8')) as LevelCheckpoint;
+  } catch (e) {
+    throw new DsaPruneError(`cannot read the levels checkpoint ${file}: ${(e as Error).message}`, { cause: e });
+  }
+  if (!ck || ck.kind !== 'levels' || ck.version !== 1 || !Array.isArray(ck.parent)) throw new DsaPruneError(`${file} is not a levels search checkpoint`);
+  return ck;
+}
+
+/**
+ * The allocator of a levels result: its per-linear sparsities, on the model it was found on only. Refused (before any
+ * work) when `modelHash` differs from the result's: a levels result names this model's linears and was selected on
+ * this model's weights; it is not a function that transfers (a DSA result is: `--allocator @search.json`).
+ */
+export function levelsAllocator(result: Pick<LevelSearchResult, 'modelHash' | 'best' | 'granularity'>, modelHash: string, source = 'the levels result'): Allocator {
+  if (!result?.best?.linearSparsity || typeof result.modelHash !== 'string') throw new DsaPruneError(`${source} has no best.linearSparsity / modelHash`);
+  if (result.modelHash !== modelHash) {
+    throw new DsaPruneError(`${source} was found on another model (model hash ${result.modelHash.slice(0, 16)}…, this model ${modelHash.slice(0, 16)}…): a levels allocation applies only to the model it was searched on`, {
+      hint: 'run `dsa-prune search --strategy levels` on this model, or use a DSA search result (a function of the statistics, it transfers to other models)',
+    });
+  }
+  const map = { ...result.best.linearSparsity };
+  return {
+    name: 'levels',
+    describe: () => `levels: per-linear allocation found by the level-switch search (${Object.keys(map).length} linears)`,
+    needsStatistics: false,
+    granularity: 'linear',
+    allocate(input) {
+      const linearSparsity: Record<string, number> = {};
+      const missing: string[] = [];
+      for (const b of input.blocks) for (const l of b.linears) {
+        const s = map[l.name];
+        if (s === undefined) missing.push(l.name);
+        else linearSparsity[l.name] = s;
+      }
+      if (missing.length) throw new DsaPruneError(`${source} has no sparsity for ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ` and ${missing.length - 3} more` : ''}`);
+      const blockSparsity = input.blocks.map((b) => (b.params > 0 ? b.linears.reduce((a, l) => a + linearSparsity[l.name] * l.params, 0) / b.params : input.sparsity));
+      const W = input.blocks.reduce((x, b) => x + b.params, 0);
+      const mean = W > 0 ? input.blocks.reduce((x, b, i) => x + blockSparsity[i] * b.params, 0) / W : input.sparsity;
+      if (Math.abs(mean - input.sparsity) > 1e-3) {
+        throw new DsaPruneError(`${source} realises sparsity ${mean.toFixed(4)} on these linears, the request asks ${input.sparsity}`, {
+          hint: `a levels allocation is found for one sparsity: prune with --sparsity ${mean.toFixed(4)}, or search again at ${input.sparsity}`,
+        });
+      }
+      return { blockSparsity, linearSparsity };
+    },
+  };
+}

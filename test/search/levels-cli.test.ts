@@ -1,0 +1,51 @@
+/** `dsa-prune search --strategy levels` and re-applying its result with `prune --allocator @file` (stories260k). */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run as search } from '../../src/cli/commands/search.js';
+import { run as prune } from '../../src/cli/commands/prune.js';
+import { memoryIo } from '../../src/cli/io.js';
+import { DsaPruneError } from '../../src/errors.js';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const model = path.join(repo, 'models/stories260k');
+let dir: string;
+let calib: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'dsa-levels-cli-'));
+  calib = path.join(dir, 'calib.txt');
+  writeFileSync(calib, readFileSync(path.join(repo, 'data/tinystories/tinystories_calibration.txt'), 'utf8').slice(0, 25000));
+});
+
+describe('dsa-prune search --strategy levels', () => {
+  it('writes a per-linear result and its profile chart; prune re-applies it on this model and refuses it on another', async () => {
+    const out = path.join(dir, 'levels.json');
+    const io = memoryIo();
+    const code = await search([
+      model, '--strategy', 'levels', '--granularity', 'linear', '--fitness', 'kl', '--kl-top-k', '32', '--sparsity', '0.6', '--calibration', calib,
+      '--nsamples', '4', '--seqlen', '128', '--search-windows', '4', '--offspring', '4', '--evals', '6', '--seed', '2', '--out', out, '--json',
+    ], io);
+    expect(code).toBe(0);
+    const j = JSON.parse(io.stdoutText);
+    expect(j.strategy).toBe('levels');
+    expect(Object.keys(j.best.linearSparsity)).toHaveLength(35); // 5 blocks × 7 linears
+    expect(j.evaluations).toBeLessThanOrEqual(6);
+    expect(readFileSync(out.replace(/\.json$/, '.svg'), 'utf8')).toMatch(/^<svg/);
+
+    const pio = memoryIo();
+    expect(await prune([model, '--out', path.join(dir, 'pruned'), '--sparsity', '0.6', '--calibration', calib, '--nsamples', '4', '--seqlen', '128', '--allocator', `@${out}`, '--json'], pio)).toBe(0);
+    const r = JSON.parse(pio.stdoutText);
+    expect(Math.abs(r.realizedSparsity - 0.6)).toBeLessThan(1e-3);
+    for (const l of r.linears) expect(Math.abs(l.sparsity - j.best.linearSparsity[l.name])).toBeLessThan(1e-6);
+
+    // The same result claimed for another model (its hash): refused before pruning, with the reason.
+    const other = path.join(dir, 'other.json');
+    writeFileSync(other, JSON.stringify({ ...j, modelHash: 'sha256:0000000000000000' }));
+    const e = await prune([model, '--out', path.join(dir, 'pruned2'), '--sparsity', '0.6', '--calibration', calib, '--allocator', `@${other}`], memoryIo()).catch((x) => x);
+    expect(e).toBeInstanceOf(DsaPruneError);
+    expect((e as DsaPruneError).message).toMatch(/found on another model.*applies only to the model it was searched on/);
+  }, 600_000);
+});
