@@ -1,16 +1,13 @@
-/** Atomic JSON write of the levels checkpoint (temporary file in the same folder, then rename), like checkpoint.ts. */
-import { rename, unlink, writeFile } from 'node:fs/promises';
-import path from 'node:path';
+/** JSON write of the levels checkpoint through the one atomic writer (src/data/atomic.ts), like checkpoint.ts. */
+import { writeFileAtomic } from '../data/atomic.js';
 import { DsaPruneError } from '../errors.js';
 
 export async function writeAtomicJson(file: string, value: unknown): Promise<void> {
-  const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Date.now()}.tmp`);
   try {
-    await writeFile(tmp, JSON.stringify(value, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)));
-    await rename(tmp, file);
+    await writeFileAtomic(file, JSON.stringify(value, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v)));
   } catch (e) {
-    await unlink(tmp).catch(() => undefined);
-    throw new DsaPruneError(`cannot write the search checkpoint ${file}: ${(e as Error).message}`, { hint: 'check that the folder exists and is writable', cause: e });
+    throw new DsaPruneError(`cannot write the search checkpoint ${file}: ${(e as Error).message}`, {
+      code: 'write-failed', hint: 'check that the folder exists and is writable', cause: e,
+    });
   }
 }

@@ -65,12 +65,18 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     throw new DsaPruneError(`--sparsities ${v.sparsities} is not a comma-separated list of numbers`, { hint: 'e.g. --sparsities 0,0.3,0.5,0.7' });
   }
   const out = v.out ?? `frontier-${path.basename(path.resolve(modelDir))}`;
+  const chosen = v.allocator === 'uniform' ? undefined : allocatorFrom(v.allocator, {});
+  if (typeof chosen === 'function') {
+    throw new DsaPruneError(`--allocator ${v.allocator} is a levels search result: it applies to one model and one sparsity, not to a grid`, {
+      code: 'invalid-input', hint: 'Use uniform, owl, a DSA expression or a DSA search result (@search.json from --strategy dsa) for the frontier.',
+    });
+  }
   const progress = createProgress(io, args.common);
   let result;
   try {
     result = await frontier(modelDir, {
       calibration: v.calibration, ppl: v.ppl, sparsities, method: v.method as 'wanda',
-      allocator: v.allocator === 'uniform' ? undefined : allocatorFrom(v.allocator, {}),
+      allocator: chosen,
       nsamples: v.nsamples, seqlen: v.seqlen, pplSeqlen: v['ppl-seqlen'], pplWindows: v.windows, tolerance: v.tolerance,
       out, threads: args.common.threads, onProgress: progress.callback, signal: io.signal,
     });

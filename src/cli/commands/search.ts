@@ -13,7 +13,6 @@ import { writeFileAtomicSync } from '../../data/atomic.js';
 import { searchModel, type SearchOutput } from '../../search/run.js';
 import { searchChart } from '../../report/search-chart.js';
 import { levelSearch, readLevelCheckpoint } from '../../search/levels.js';
-import { writeAtomicJson } from '../../search/levels-io.js';
 import { linearProfileChart } from '../../report/profile-chart.js';
 
 const spec = defineCommand({
@@ -154,10 +153,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     const json = { ...lr, model: modelDir, method: v.method, sparsity: v.sparsity, budget: v.budget, seed: v.seed, checkpoint: checkpointPath };
     const text = JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';
     if (out) {
-      await writeAtomicJson(out, json);
+      writeFileAtomicSync(out, text);
       const profile = prunable.linears.filter((l) => l.block >= 0 && lr.best.linearSparsity[l.name] !== undefined)
         .map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: lr.best.linearSparsity[l.name]! }));
-      writeFileSync(out.replace(/\.json$/i, '') + '.svg', linearProfileChart(profile, v.sparsity, `Levels search — ${v.method} ${(v.sparsity * 100).toFixed(0)} %, per-linear sparsity`));
+      writeFileAtomicSync(out.replace(/\.json$/i, '') + '.svg', linearProfileChart(profile, v.sparsity, `Levels search — ${v.method} ${(v.sparsity * 100).toFixed(0)} %, per-linear sparsity`));
     }
     if (args.common.json) io.stdout(text);
     else if (!args.common.quiet) {
