@@ -12,7 +12,7 @@ import type { ProgressCallback } from './types.js';
 export interface GptqSaveOptions {
   /** Shrunken ranges tried per group (default 6, as round-to-nearest q4). */
   rangeSearch?: number;
-  /** Hessian damping as a fraction of mean(diag H) (default 0.01). */
+  /** Hessian damping as a fraction of mean(diag H) (default 0.1, GPTQ_PERCDAMP). */
   percdamp?: number;
   /** `sequential` (default): later blocks' Hessians see the quantized earlier blocks. */
   mode?: 'sequential' | 'oneshot';

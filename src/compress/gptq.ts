@@ -3,8 +3,8 @@
  * exact 4-bit grid the q4 writer stores (MatMulNBits, see quantize.ts), so the saved `model_q4.onnx` holds the GPTQ codes.
  *
  * Per linear W [rows × k] (row = output channel) with input Gram matrix XᵀX from the calibration engine:
- * Hinv = upper Cholesky factor of H⁻¹ (H = 2/n·XᵀX + 0.01·mean(diag H)·I, the SparseGPT pass's own sparseGptHinv, with
- * its damping retry; dead inputs get H_jj = 1 and a zero weight column, as in the reference). Columns are swept left to
+ * Hinv = upper Cholesky factor of H⁻¹ (H = 2/n·XᵀX + 0.1·mean(diag H)·I by default — GPTQ_PERCDAMP — through the
+ * SparseGPT pass's own sparseGptHinv, with its damping retry; dead inputs get H_jj = 1 and a zero weight column, as in the reference). Columns are swept left to
  * right (lazy updates in blocks of 128, as IST-DASLab/sparsegpt `fasterprune` with `wbits`); at the first column of each
  * quantization group (`blockSize` columns along K = the writer's block) every row picks its scale and integer zero point
  * from the *current, error-updated* weights of the group's surviving entries (rounded to float32) (range widened to contain 0, the writer's
@@ -22,6 +22,11 @@ import type { LinearInfo, ProgressCallback } from '../types.js';
 
 /** Column block of the lazy-update sweep (the reference's default). */
 export const GPTQ_SWEEP_BLOCK = 128;
+/**
+ * Default Hessian damping of GPTQ as a fraction of mean(diag H): 0.1, not the reference's 0.01 — measured better on
+ * both bench-12l and stories260k (docs/compression.md, "GPTQ q4"); the SparseGPT retry (×10) still applies.
+ */
+export const GPTQ_PERCDAMP = 0.1;
 
 export interface GptqLayerOptions {
   /** Quantization group along K = the q4 writer's block size (power of two ≥ 16). Default 32. */
@@ -30,7 +35,7 @@ export interface GptqLayerOptions {
   rangeSearch?: number;
   /** Storage type of the scales: fp16 weights get fp16 scales in the writer, so the grid uses fp16-rounded scales. */
   scaleDtype?: 'float32' | 'float16';
-  /** Hessian damping as a fraction of mean(diag H) (gptqFromGram / gptqModel). Default 0.01, as SparseGPT and GPTQ. */
+  /** Hessian damping as a fraction of mean(diag H) (gptqFromGram / gptqModel). Default GPTQ_PERCDAMP = 0.1. */
   percdamp?: number;
 }
 
@@ -221,7 +226,7 @@ export function gptqFromGram(
   nsamples: number,
   opts: GptqLayerOptions & { name?: string } = {},
 ): GptqLayerResult & { deadInputs: number; percdamp: number } {
-  const { hinv, dead, deadCount, percdamp } = sparseGptHinv(gram, nsamples, k, opts.name, opts.percdamp);
+  const { hinv, dead, deadCount, percdamp } = sparseGptHinv(gram, nsamples, k, opts.name, opts.percdamp ?? GPTQ_PERCDAMP);
   const pruned = Uint8Array.from(w, (v) => (v === 0 ? 1 : 0));
   if (deadCount) for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) if (dead[j]) pruned[r * k + j] = 1;
   return { ...gptqQuantizeLayer(w, rows, k, hinv, { ...opts, pruned }), deadInputs: deadCount, percdamp };

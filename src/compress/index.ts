@@ -10,6 +10,6 @@ export {
   type FileSize, type PostSaveOptions, type PostSaveResult,
 } from './files.js';
 export {
-  gptqModel, gptqFromGram, gptqQuantizeLayer, packGptqQ4, q4GroupParams, q4Code, GPTQ_SWEEP_BLOCK,
+  gptqModel, gptqFromGram, gptqQuantizeLayer, packGptqQ4, q4GroupParams, q4Code, GPTQ_SWEEP_BLOCK, GPTQ_PERCDAMP,
   type GptqLayerOptions, type GptqLayerResult, type GptqModelOptions, type GptqModelResult, type GptqLinearReport,
 } from './gptq.js';
