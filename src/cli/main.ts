@@ -289,7 +289,7 @@ function invokedDirectly(): boolean {
 if (invokedDirectly()) {
   // `dsa-prune … | head`: a closed pipe is not an error.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? EXIT.ok);
   });
   main(process.argv.slice(2)).then(
     (code) => {

@@ -3,7 +3,7 @@
  * code, the one abort path gives `aborted` / 130, and docs/api.md lists exactly the codes of the type.
  */
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DsaPruneError, ERROR_CODES, EXIT, abortedError, throwIfAborted, type DsaPruneErrorCode } from '../../src/errors.js';
@@ -48,5 +48,22 @@ describe('DsaPruneError codes', () => {
     const section = md.slice(md.indexOf('## Errors'), md.indexOf('## Types'));
     const listed = [...section.matchAll(/^\| `([a-z-]+)` \| [0-9]+ \|/gm)].map((m) => m[1]);
     expect(listed).toEqual([...ERROR_CODES]);
+  });
+});
+
+describe('exit codes in src/', () => {
+  it('no literal exit numbers: the CLI returns EXIT.*, errors name a code or EXIT.*, aborts use abortedError', () => {
+    const files = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? files(path.join(dir, e.name)) : e.name.endsWith('.ts') ? [path.join(dir, e.name)] : []));
+    const bad: string[] = [];
+    for (const f of files(path.join(repoRoot, 'src'))) {
+      const rel = path.relative(repoRoot, f);
+      readFileSync(f, 'utf8').split('\n').forEach((line, i) => {
+        const code = line.replace(/\/\/.*$/, '');
+        if (/exitCode:\s*\d/.test(code) || /process\.exit\([^)]*\d/.test(code)) bad.push(`${rel}:${i + 1}: ${line.trim()}`);
+        if (rel.startsWith(path.join('src', 'cli')) && /\breturn\s+\d+\s*;/.test(code)) bad.push(`${rel}:${i + 1}: ${line.trim()}`);
+      });
+    }
+    expect(bad).toEqual([]);
   });
 });
