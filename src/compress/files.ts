@@ -98,14 +98,16 @@ function unconvertedSparse(m: ModelProto): string[] {
 }
 
 /** The quantized model of the folder `dir` and the file it goes to, in memory (nothing written). */
-function buildQuantized(dir: string, kind: QuantizeKind, opts: QuantizeOptions, sparse: boolean): { model: ModelProto; out: string; report: QuantizeReport; sparse?: SparseQuantReport } {
+function buildQuantized(dir: string, kind: QuantizeKind, opts: QuantizeOptions, sparse: boolean): { model: ModelProto; out: string; report: QuantizeReport; sparse?: SparseQuantReport; sparseQ8?: CompressReport } {
   const src = floatOnnxFile(dir);
   const { base } = splitOnnxName(src);
   const q = quantizeModel(readInline(src), kind, opts);
   const out = path.join(path.dirname(src), `${base}${QUANT_SUFFIX[kind]}.onnx`);
   if (!sparse) return { model: q.model, out, report: q.report };
-  if (kind !== 'q4') {
-    throw new DsaPruneError(`sparse storage of ${kind} is not implemented (only q4)`, { hint: 'Use --quantize q4 --compress, or drop --compress for plain q8.' });
+  if (kind === 'q8') {
+    // q8 weights are int8 with zero point 0: bitmask + non-zero codes, the compressed-fp32 decoder (sparse.ts).
+    const c = compressModel(q.model, { int8: true, dedupTransposed: false });
+    return { model: c.model, out, report: q.report, ...(c.report.sparse.length ? { sparseQ8: c.report } : {}) };
   }
   // A pruned linear the q4 file keeps in float (a Gemm, a weight MatMulNBits cannot take) would stay dense: refuse.
   const left = unconvertedSparse(q.model);
@@ -157,7 +159,7 @@ export interface PostSaveResult {
   /** Size of the dense float file before any post-processing. */
   dense: FileSize;
   /** Written files with their sizes and the ratio to the dense float file. */
-  files: (FileSize & { kind: 'fp32' | 'compressed' | QuantizeKind | 'sparse-q4'; ratio: number })[];
+  files: (FileSize & { kind: 'fp32' | 'compressed' | QuantizeKind | 'sparse-q4' | 'sparse-q8'; ratio: number })[];
 }
 
 /** Apply the options to a folder savePruned just wrote. */
@@ -168,11 +170,11 @@ export function postProcessSaved(dir: string, opts: PostSaveOptions): PostSaveRe
   const kinds = opts.quantize === undefined ? [] : Array.isArray(opts.quantize) ? opts.quantize : [opts.quantize];
   for (const k of kinds) if (k !== 'q4' && k !== 'q8') throw new DsaPruneError(`unknown quantize option '${String(k)}'`, { hint: "Use 'q8' or 'q4'." });
   // Build every quantized model before writing any, so a refused layout (sparse q4) leaves the folder untouched.
-  const built = kinds.map((k) => ({ k, b: buildQuantized(dir, k, opts.quantizeOptions ?? {}, !!opts.compress && k === 'q4') }));
+  const built = kinds.map((k) => ({ k, b: buildQuantized(dir, k, opts.quantizeOptions ?? {}, !!opts.compress) }));
   for (const { k, b } of built) {
     writeModelAtomic(b.model, b.out);
     const bytes = onnxFileSize(b.out);
-    files.push({ file: path.relative(dir, b.out), bytes, kind: b.sparse?.weights.length ? 'sparse-q4' : k, ratio: bytes / dense.bytes });
+    files.push({ file: path.relative(dir, b.out), bytes, kind: b.sparse?.weights.length ? 'sparse-q4' : b.sparseQ8 ? 'sparse-q8' : k, ratio: bytes / dense.bytes });
   }
   if (opts.compress) {
     const r = compressFolder(dir, typeof opts.compress === 'object' ? opts.compress : {});

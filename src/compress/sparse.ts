@@ -11,7 +11,8 @@
  *
  * Every input of these nodes is a constant, so onnxruntime folds them into a dense initializer when the session is
  * created: any onnxruntime (and transformers.js without the plugin) loads the file, and the weights are bit-identical.
- * A tied lm_head that is exactly the transpose of the embedding table becomes a Transpose of it.
+ * A tied lm_head that is exactly the transpose of the embedding table becomes a Transpose of it. With `int8: true`
+ * int8 initializers (the q8 file's weights, zero point 0) are stored the same way (sparse q8).
  * densifyModel() undoes all of it in JS (for the plugin, which needs dense initializers to find the linears).
  */
 import { DsaPruneError } from '../errors.js';
@@ -31,6 +32,8 @@ export interface CompressOptions {
   minElements?: number;
   /** Replace a weight that is exactly the transpose of another initializer (tied lm_head) by a Transpose. Default true. */
   dedupTransposed?: boolean;
+  /** Also store int8 initializers (the q8 file's weights: zero point 0, so a pruned weight is code 0) sparse. Default false. */
+  int8?: boolean;
 }
 
 export interface CompressReport {
@@ -41,12 +44,12 @@ export interface CompressReport {
 }
 
 /** Bitmask (bit set = element's bit pattern is not +0) and the set elements' raw bytes. */
-export function encodeSparse(raw: Uint8Array, elemBytes: 2 | 4): { mask: Uint8Array; values: Uint8Array; nonZeros: number } {
+export function encodeSparse(raw: Uint8Array, elemBytes: 1 | 2 | 4): { mask: Uint8Array; values: Uint8Array; nonZeros: number } {
   const numel = raw.length / elemBytes;
   const mask = new Uint8Array(Math.ceil(numel / 8));
   const copy = new Uint8Array(raw.length);
   copy.set(raw);
-  const words = elemBytes === 4 ? new Uint32Array(copy.buffer) : new Uint16Array(copy.buffer);
+  const words = elemBytes === 4 ? new Uint32Array(copy.buffer) : elemBytes === 2 ? new Uint16Array(copy.buffer) : copy;
   let nz = 0;
   for (let i = 0; i < numel; i++) {
     if (words[i] !== 0) {
@@ -55,18 +58,18 @@ export function encodeSparse(raw: Uint8Array, elemBytes: 2 | 4): { mask: Uint8Ar
     }
   }
   // values = [+0, v_1 … v_nz]: index 0 serves every unset position.
-  const vals = elemBytes === 4 ? new Uint32Array(nz + 1) : new Uint16Array(nz + 1);
+  const vals = elemBytes === 4 ? new Uint32Array(nz + 1) : elemBytes === 2 ? new Uint16Array(nz + 1) : new Uint8Array(nz + 1);
   let j = 1;
   for (let i = 0; i < numel; i++) if (words[i] !== 0) vals[j++] = words[i];
   return { mask, values: new Uint8Array(vals.buffer), nonZeros: nz };
 }
 
 /** Inverse of encodeSparse: the dense raw bytes. */
-export function decodeSparse(mask: Uint8Array, values: Uint8Array, numel: number, elemBytes: 2 | 4): Uint8Array {
+export function decodeSparse(mask: Uint8Array, values: Uint8Array, numel: number, elemBytes: 1 | 2 | 4): Uint8Array {
   const v = new Uint8Array(values.length);
   v.set(values);
-  const vals = elemBytes === 4 ? new Uint32Array(v.buffer) : new Uint16Array(v.buffer);
-  const out = elemBytes === 4 ? new Uint32Array(numel) : new Uint16Array(numel);
+  const vals = elemBytes === 4 ? new Uint32Array(v.buffer) : elemBytes === 2 ? new Uint16Array(v.buffer) : v;
+  const out = elemBytes === 4 ? new Uint32Array(numel) : elemBytes === 2 ? new Uint16Array(numel) : new Uint8Array(numel);
   let j = 1;
   for (let i = 0; i < numel; i++) {
     if (mask[i >> 3] & (1 << (i & 7))) {
@@ -119,12 +122,12 @@ export function compressModel(model: ModelProto, opts: CompressOptions = {}): { 
   const zero = `${SPARSE_PREFIX}zero`;
   let shared = false;
 
-  const floats = g.initializer.filter((t) => (t.data_type === DataType.FLOAT || t.data_type === DataType.FLOAT16) && !graphInputs.has(t.name));
+  const floats = g.initializer.filter((t) => (t.data_type === DataType.FLOAT || t.data_type === DataType.FLOAT16 || (opts.int8 === true && t.data_type === DataType.INT8)) && !graphInputs.has(t.name));
   const rawOf = new Map<string, Uint8Array>();
   for (const t of floats) rawOf.set(t.name!, tensorBytes(t));
   const transposedOf = new Map<string, string>();
   if (opts.dedupTransposed ?? true) {
-    const big = floats.filter((t) => tensorDims(t).length === 2 && tensorDims(t).reduce((a, b) => a * b, 1) >= minEl);
+    const big = floats.filter((t) => t.data_type !== DataType.INT8 && tensorDims(t).length === 2 && tensorDims(t).reduce((a, b) => a * b, 1) >= minEl);
     // The later tensor (lm_head) becomes a Transpose of the earlier one (embedding table).
     for (let j = 0; j < big.length; j++) {
       for (let i = 0; i < j; i++) {
@@ -145,7 +148,7 @@ export function compressModel(model: ModelProto, opts: CompressOptions = {}): { 
       continue;
     }
     const dims = tensorDims(t);
-    const eb = bytesPerElement(t.data_type!) as 2 | 4;
+    const eb = bytesPerElement(t.data_type!) as 1 | 2 | 4;
     const numel = raw.length / eb;
     report.bytesBefore += raw.length;
     const of = transposedOf.get(t.name!);
@@ -235,7 +238,7 @@ export function densifyModel(model: ModelProto): number {
       if (!mask || !values || !dimsT) throw new DsaPruneError(`compressed weight ${n.output[0]} is missing its mask or values`, { hint: 'The file is corrupt: save the model again.' });
       const dims = Array.from(new BigInt64Array(copyOf(tensorBytes(dimsT)).buffer), Number);
       const numel = dims.reduce((a, b) => a * b, 1);
-      const eb = bytesPerElement(values.data_type!) as 2 | 4;
+      const eb = bytesPerElement(values.data_type!) as 1 | 2 | 4;
       const raw = decodeSparse(tensorBytes(mask), tensorBytes(values), numel, eb);
       restored.push(createTensor({ name: n.output[0], dims, data_type: values.data_type, raw_data: raw }));
     }

@@ -22,7 +22,7 @@ describe('prune --quantize / --compress', () => {
     expect(code).toBe(0);
     const res = JSON.parse(io.stdoutText) as { denseBytes: number; files: { file: string; kind: string; bytes: number; ratio: number }[] };
     expect(res.denseBytes).toBe(denseBytes);
-    expect(res.files.map((f) => f.kind).sort()).toEqual(['compressed', 'q8', 'sparse-q4']);
+    expect(res.files.map((f) => f.kind).sort()).toEqual(['compressed', 'sparse-q4', 'sparse-q8']);
     for (const f of res.files) {
       const size = statSync(path.join(out, f.file)).size;
       expect(f.bytes).toBe(size);

@@ -41,7 +41,7 @@ const spec = defineCommand({
     overwrite: { type: 'boolean', description: 'replace a non-empty output folder' },
     'dry-run': { type: 'boolean', description: 'print the plan (layers, sparsities, memory) and stop' },
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
-    compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load); with --quantize q4 also model_q4.onnx as block mask + bitmask + non-zero 4-bit codes (loads with dtype q4)' },
+    compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load); with --quantize q4 / q8 also model_q4.onnx (block mask + bitmask + non-zero 4-bit codes) / model_quantized.onnx (bitmask + non-zero int8), loaded with dtype q4 / q8' },
     gptq: { type: 'boolean', description: 'q4 with GPTQ error feedback on the surviving weights (Hessians from the calibration set; needs --quantize q4 and --calibration)' },
     dtype: { type: 'string', valueName: '<d>', description: 'which onnx/model*.onnx to prune: fp32 | fp16 | … (default: fp32 if present, else fp16)' },
     'max-memory': { type: 'number', min: 0, minExclusive: true, valueName: '<GB>', description: 'memory the prune may use (default: the available memory); refused before any work when the estimate is above' },
