@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
 import { installLoadingHook, splitOnnxName } from './hook.js';
-import { densifyModel } from '../compress/sparse.js';
+import { densifyModel } from './densify.js';
 import { externalInfo, isExternal, readModelFile, type ModelProto } from './onnx.js';
 import { attachModel, rememberDecoded, type PrunableModel } from './prunable.js';
 import { dtypeToSuffix, SUFFIX_DTYPE } from './dtypes.js';
@@ -184,7 +184,7 @@ export async function validateModelFolder(dirOrId: string, opts: { dtype?: strin
 /** Decode the folder's ONNX (clear error when corrupt or truncated) and check its external data files exist. */
 export function readFolderGraph(folder: ModelFolder): ModelProto {
   const proto = readModelFile(folder.onnxPath);
-  densifyModel(proto); // compressed sparse storage → plain dense initializers (see src/compress/sparse.ts)
+  densifyModel(proto); // compressed sparse storage → plain dense initializers (see src/model/densify.ts)
   const base = path.dirname(folder.onnxPath);
   for (const t of proto.graph.initializer ?? []) {
     if (!isExternal(t)) continue;

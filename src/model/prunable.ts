@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { densifyModel } from '../compress/sparse.js';
+import { densifyModel } from './densify.js';
 import { DsaPruneError } from '../errors.js';
 import { transpose } from '../kernels/dense.js';
 import { dtypeToSuffix } from './dtypes.js';
