@@ -69,6 +69,7 @@ describe('hub: loaded by id from a loopback host', () => {
       await savePruned(local, outLocal);
       expectSameOnnx(outRemote, outLocal);
       const files = [...onnxFiles(outRemote).keys()];
+      // Both float variants: the loaded one and the other rebuilt (in the cache after the fp32 case for the remote source).
       expect(files).toEqual(['model.onnx', 'model.onnx_data', 'model_fp16.onnx']);
       const a = JSON.parse(readFileSync(path.join(outRemote, 'pruning.json'), 'utf8'));
       const b = JSON.parse(readFileSync(path.join(outLocal, 'pruning.json'), 'utf8'));
