@@ -344,11 +344,11 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
     throw new DsaPruneError(`seqlen ${seqlen} is above the model's context length ${modelContext(pm)}`, { hint: `Use --seqlen ${modelContext(pm)} or less.` });
   }
   const nsamples = options.nsamples ?? 128;
-  // Refuse before any work when the estimated peak will not fit (calibration buffers: nsamples × seqlen, not context).
-  checkMemory(memoryOf(pm, method, linears, nsamples, seqlen), options.maxMemoryGB);
   // Allocators that read no statistics (uniform, ATP, explicit lists) skip the dense pass.
   const statsFree = allocator.needsStatistics === false;
   const needsCalibration = method.needs.sq || method.needs.gram || !statsFree;
+  // Refuse before any work when the estimated peak will not fit (calibration buffers: nsamples × seqlen, not context).
+  checkMemory(memoryOf(pm, method, linears, needsCalibration ? nsamples : 0, seqlen), options.maxMemoryGB);
   const cal = needsCalibration ? await calibrationWindows(pm, options, seqlen, nsamples) : undefined;
   checkAborted(options.signal);
 

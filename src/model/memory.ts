@@ -1,8 +1,9 @@
 /**
  * Peak memory of a prune, estimated before any work, and the refusal when it will not fit.
  *
- * The estimate (bytes) = weights twice (the decoded graph dsa-prune edits + the onnxruntime session; the session is
- * rebuilt at commit) + the calibration hidden states in and out of one block (2 × nsamples × seqlen × hidden × 4:
+ * The estimate (bytes) = WEIGHT_COPIES × the weights (the decoded graph dsa-prune edits, the onnxruntime session, the
+ * calibration sub-graph sessions, the session rebuilt at commit, float32 copies while reading and writing: 5.0 ×
+ * measured on the SmolLM2-135M-shape scale bench, docs/scale.md) + the calibration hidden states in and out of one block (2 × nsamples × seqlen × hidden × 4:
  * sized by the calibration set, never by the model's context length) + one block's weights in float32 three times
  * (read, pruned, written back) + the Gram matrices of the widest linear in float64 (SparseGPT: H and its inverse).
  * Available memory: MemAvailable of /proc/meminfo (else os.freemem()) plus what this process already holds (the loaded
@@ -30,9 +31,12 @@ export interface MemoryInputs {
   gramDim: number;
 }
 
+/** Copies of the weights a prune holds at its peak (measured: bench/scale.bench.ts, docs/scale.md). */
+export const WEIGHT_COPIES = 5;
+
 export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
   const terms = {
-    weights: 2 * m.weightBytes,
+    weights: WEIGHT_COPIES * m.weightBytes,
     hiddenStates: 2 * m.nsamples * m.seqlen * m.hidden * 4,
     blockWorkingSet: 3 * m.blockBytes,
     gram: m.gramDim * m.gramDim * 8 * 2,
@@ -40,7 +44,7 @@ export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
   return {
     peakBytes: terms.weights + terms.hiddenStates + terms.blockWorkingSet + terms.gram,
     terms,
-    explanation: 'model weights twice (graph + session), hidden states of the calibration set in and out, one block working set' + (terms.gram ? ', the largest Gram matrix in float64' : ''),
+    explanation: `model weights ${WEIGHT_COPIES} times (graph, sessions, commit, float32 copies; measured), hidden states of the calibration set in and out, one block working set` + (terms.gram ? ', the largest Gram matrix in float64' : ''),
   };
 }
 
@@ -70,7 +74,7 @@ export function checkMemory(e: MemoryEstimate, maxMemoryGB?: number): void {
     ? `lower --nsamples or --seqlen (the calibration hidden states take ${gb(hiddenStates)} GB)`
     : gram > 0 && gram >= weights / 2
       ? `use --method wanda, which needs no Gram matrices (${gb(gram)} GB here)`
-      : `the weights alone take ${gb(weights)} GB (graph + session): use a machine with more memory, or the fp16 file (--dtype fp16)`;
+      : `the weights alone take ${gb(weights)} GB (${WEIGHT_COPIES} copies: graph, sessions, commit): use a machine with more memory, or the fp16 file (--dtype fp16)`;
   throw new DsaPruneError(
     `not enough memory: this prune needs about ${gb(e.peakBytes)} GB, ${maxMemoryGB !== undefined ? `--max-memory allows ${gb(limit)} GB` : `${gb(limit)} GB is free (available ${gb(limit - rss)} GB + ${gb(rss)} GB this process holds)`}; nothing was changed`,
     { hint: `${hint}; --max-memory <GB> overrides the free-memory reading.` },

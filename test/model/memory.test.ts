@@ -19,10 +19,10 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 const ids = Int32Array.from({ length: 4 * 32 }, (_, i) => (i * 31 + 5) % 512);
 
 describe('memory', () => {
-  it('estimate: weights twice + hidden states in/out + block working set + Gram (hand-computed)', () => {
+  it('estimate: 5 × weights + hidden states in/out + block working set + Gram (hand-computed)', () => {
     const e = estimatePeakMemory({ weightBytes: 1000, hidden: 64, nsamples: 128, seqlen: 512, blockBytes: 300, gramDim: 172 });
-    expect(e.terms).toEqual({ weights: 2000, hiddenStates: 2 * 128 * 512 * 64 * 4, blockWorkingSet: 900, gram: 172 * 172 * 16 });
-    expect(e.peakBytes).toBe(2000 + 2 * 128 * 512 * 64 * 4 + 900 + 172 * 172 * 16);
+    expect(e.terms).toEqual({ weights: 5000, hiddenStates: 2 * 128 * 512 * 64 * 4, blockWorkingSet: 900, gram: 172 * 172 * 16 });
+    expect(e.peakBytes).toBe(5000 + 2 * 128 * 512 * 64 * 4 + 900 + 172 * 172 * 16);
     // The refusal names the dominant term's flag.
     expect(() => checkMemory(e, 0.001)).toThrow(/needs about 0\.03 GB, --max-memory allows 0\.00 GB; nothing was changed/);
     try {
