@@ -21,9 +21,9 @@
  */
 import os from 'node:os';
 import { record, value } from './harness.js';
-import { BLAS_MIN_WORK, blasSubtractProduct, releaseBlas } from '../src/kernels/blas.js';
+import { BLAS_MIN_WORK, blasSubtractProduct, releaseBlas } from '../src/model/blas.js';
 import { upperCholeskyOfInverseInPlace } from '../src/kernels/cholesky.js';
-import { upperCholeskyOfInverseInPlaceAsync } from '../src/kernels/cholesky-blas.js';
+import { upperCholeskyOfInverseInPlaceAsync } from '../src/methods/cholesky-blas.js';
 import { subtractProduct } from '../src/kernels/gemm.js';
 import { mulberry32 } from '../src/data/text.js';
 

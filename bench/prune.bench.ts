@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pruneModel, type PruneReport } from '../src/prune.js';
 import { loadModelDir } from '../src/model/index.js';
-import { configureBlas } from '../src/kernels/blas.js';
+import { configureBlas } from '../src/model/blas.js';
 import { disableAutoPrint, ratio, record, value } from './harness.js';
 import {
   BATCH, SEQLEN, calibrationWindows, casesArg, childCaseArg, haveBench12l, modelDir, nsamplesArg, peakRssMB, plainForward, runChildCase, timeCpu,

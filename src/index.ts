@@ -80,7 +80,7 @@ export { DsaPruneError, isDsaPruneError, EXIT, ERROR_CODES } from './errors.js';
 export type { DsaPruneErrorCode } from './errors.js';
 
 // Linear-algebra backend (onnxruntime Gemm for SparseGPT's big products)
-export { configureBlas, blasEnabled, releaseBlas } from './kernels/blas.js';
+export { configureBlas, blasEnabled, releaseBlas } from './model/blas.js';
 
 // Joint prune + quantize (GPTQ on the q4 grid)
 export { lastPruneCalibration, calibrationFor, type PruneCalibration } from './prune.js';

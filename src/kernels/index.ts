@@ -11,11 +11,3 @@ export { choleskyLowerInPlace, invertLowerInPlace, upperCholeskyOfInverseInPlace
 export { subtractProduct } from './gemm.js';
 export { countZeros, transpose } from './dense.js';
 export type { MatView } from './gemm.js';
-export {
-  choleskyLowerInPlaceAsync,
-  invertLowerInPlaceAsync,
-  upperCholeskyOfInverseInPlaceAsync,
-  BLAS_NB,
-} from './cholesky-blas.js';
-export { blasSubtractProduct, blasProduct, configureBlas, blasEnabled, releaseBlas, BLAS_MIN_WORK } from './blas.js';
-export type { BlasDtype } from './blas.js';

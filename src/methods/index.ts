@@ -16,3 +16,5 @@ export { getMethod, registerMethod, methodNames, validateMethodRequest } from '.
 export type { MethodRequest } from './registry.js';
 export { validateSparsityAndPattern, nmNotes } from './patterns.js';
 export { wandaMetric } from './metrics.js';
+// Blocked Cholesky / inverse with the big products on onnxruntime (model/blas.ts): SparseGPT's Hinv at large widths.
+export { choleskyLowerInPlaceAsync, invertLowerInPlaceAsync, upperCholeskyOfInverseInPlaceAsync, BLAS_NB } from './cholesky-blas.js';

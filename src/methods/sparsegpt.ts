@@ -3,7 +3,7 @@
  *
  * H = (2 / nsamples) · gram; dead inputs (H_jj = 0) get H_jj = 1 and a zero weight column; H += 0.01·mean(diag H)·I;
  * Hinv = upper Cholesky factor of H⁻¹ (float64; sparseGptHinvAsync: blocked, big products on onnxruntime, see
- * src/kernels/cholesky-blas.ts; sparseGptHinv: the TypeScript kernel). If H is not positive definite
+ * src/methods/cholesky-blas.ts; sparseGptHinv: the TypeScript kernel). If H is not positive definite
  * the damping is retried ×10 (0.1, 1, 10 × mean diag) and a note says so; after that a DsaPruneError names the layer.
  * Columns are swept in blocks of 128: the block's mask (unstructured) is chosen jointly over its rows on
  * w² / diag(Hinv)² (float32, as the reference), or every M columns for N:M; each pruned weight's error
@@ -13,9 +13,9 @@
  */
 import { splitExactCount } from '../budget/rounding.js';
 import { DsaPruneError } from '../errors.js';
-import { BLAS_MIN_WORK, blasEnabled, blasSubtractProduct } from '../kernels/blas.js';
+import { BLAS_MIN_WORK, blasEnabled, blasSubtractProduct } from '../model/blas.js';
 import { upperCholeskyOfInverseInPlace } from '../kernels/cholesky.js';
-import { upperCholeskyOfInverseInPlaceAsync } from '../kernels/cholesky-blas.js';
+import { upperCholeskyOfInverseInPlaceAsync } from './cholesky-blas.js';
 import { subtractProduct } from '../kernels/gemm.js';
 import { kthSmallest, setSmallest, smallestInGroup } from '../kernels/select.js';
 import { checkContext, countZeros, layerLabel, requireStats } from './common.js';
@@ -65,7 +65,7 @@ export function sparseGptHinv(
 export const SPARSEGPT_BLAS_MIN_DIN = 1024;
 
 /**
- * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/kernels/cholesky-blas.ts, float64
+ * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/methods/cholesky-blas.ts, float64
  * like the synchronous kernels) from {@link SPARSEGPT_BLAS_MIN_DIN} inputs; below that, or with `DSA_PRUNE_BLAS=0`,
  * the synchronous TypeScript kernels (same numbers to float64 rounding).
  */

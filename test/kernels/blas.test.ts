@@ -1,16 +1,16 @@
 /**
- * The onnxruntime-backed kernels (src/kernels/blas.ts, src/kernels/cholesky-blas.ts) against naive float64 loops
+ * The onnxruntime-backed kernels (src/model/blas.ts, src/methods/cholesky-blas.ts) against naive float64 loops
  * and against the TypeScript kernels they replace. Small panel widths (nb = 8 … 64) make small matrices take the
  * blocked path with many panels; one case runs the default width.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { blasEnabled, blasProduct, blasSubtractProduct, configureBlas, releaseBlas } from '../../src/kernels/blas.js';
+import { blasEnabled, blasProduct, blasSubtractProduct, configureBlas, releaseBlas } from '../../src/model/blas.js';
 import {
   BLAS_NB,
   choleskyLowerInPlaceAsync,
   invertLowerInPlaceAsync,
   upperCholeskyOfInverseInPlaceAsync,
-} from '../../src/kernels/cholesky-blas.js';
+} from '../../src/methods/cholesky-blas.js';
 import { choleskyLowerInPlace, upperCholeskyOfInverseInPlace } from '../../src/kernels/cholesky.js';
 import { inverse as naiveInverse } from '../methods/naive.js';
 import { gaussian, rng } from './rng.js';

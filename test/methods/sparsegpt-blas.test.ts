@@ -5,8 +5,8 @@
  * equals the TypeScript kernel's.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { BLAS_MIN_WORK, configureBlas, releaseBlas } from '../../src/kernels/blas.js';
-import { BLAS_NB } from '../../src/kernels/cholesky-blas.js';
+import { BLAS_MIN_WORK, configureBlas, releaseBlas } from '../../src/model/blas.js';
+import { BLAS_NB } from '../../src/methods/cholesky-blas.js';
 import { SPARSEGPT_BLAS_MIN_DIN, sparseGptHinv, sparseGptHinvAsync, sparsegpt } from '../../src/methods/index.js';
 import type { MethodContext } from '../../src/methods/index.js';
 import type { InputStats, Pattern } from '../../src/types.js';

@@ -13,8 +13,8 @@
  */
 import os from 'node:os';
 import * as ort from 'onnxruntime-node';
-import { createNode, DataType, encodeModel, type ModelProto, type ValueInfoProto } from '../model/onnx.js';
-import type { MatView } from './gemm.js';
+import { createNode, DataType, encodeModel, type ModelProto, type ValueInfoProto } from './onnx.js';
+import type { MatView } from '../kernels/gemm.js';
 
 /**
  * Below this many multiply-adds (m·k·n) SparseGPT's lazy update runs in TypeScript: one onnxruntime call cost 1–2 ms

@@ -1,5 +1,5 @@
 /**
- * Blocked float64 Cholesky / triangular inverse whose big products run on onnxruntime (src/kernels/blas.ts) and
+ * Blocked float64 Cholesky / triangular inverse whose big products run on onnxruntime (src/model/blas.ts) and
  * whose small diagonal blocks run in TypeScript (src/kernels/cholesky.ts). Same contracts and results (to float64
  * rounding) as the synchronous kernels; they fall back to them when the matrix is at most one block wide or the
  * onnxruntime path is off (`DSA_PRUNE_BLAS=0`).
@@ -10,8 +10,8 @@
  * product. Inverse (row blocks): `X[i, :i0] = −L_ii⁻¹ · (L[i, :i0] · X[:i0, :i0])`, the second factor split into
  * column chunks so that most of X's zero upper triangle is skipped.
  */
-import { blasEnabled, blasProduct, blasSubtractProduct } from './blas.js';
-import { choleskyLowerInPlace, invertLowerInPlace } from './cholesky.js';
+import { blasEnabled, blasProduct, blasSubtractProduct } from '../model/blas.js';
+import { choleskyLowerInPlace, invertLowerInPlace } from '../kernels/cholesky.js';
 
 /** Panel / row-block width of the onnxruntime-backed factorizations. */
 export const BLAS_NB = 128;
