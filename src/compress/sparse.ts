@@ -15,7 +15,6 @@
  * int8 initializers (the q8 file's weights, zero point 0) are stored the same way (sparse q8).
  * densifyModel() undoes all of it in JS (for the plugin, which needs dense initializers to find the linears).
  */
-import { DsaPruneError } from '../errors.js';
 import {
   bytesPerElement, createNode, createTensor, DataType, tensorBytes, tensorDims,
   type GraphProto, type ModelProto, type NodeProto, type TensorProto,
