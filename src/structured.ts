@@ -23,7 +23,7 @@ import {
 } from './methods/structured/index.js';
 import {
   calibrationWindows, denseAllocationStats, recordPruneReport, type LinearReport, type PruneOptions, type PruneReport,
-} from './prune.js';
+} from './prune-common.js';
 
 export const STRUCTURED_TARGETS = ['ffn', 'heads', 'depth'] as const;
 export type StructuredTarget = (typeof STRUCTURED_TARGETS)[number];
@@ -203,7 +203,6 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
   for (const l of blockLinears) {
     const lay = layouts[l.block]!;
     const F0 = widthsBefore[l.block]!;
-    const K = lay.width;
     const inp = lay.inputs.find((i) => i.linear === l);
     const isFfn = inp !== undefined || lay.down === l;
     const before = isFfn ? (inp ? inp.offsets.length * F0 * l.dIn : F0 * l.dOut) : l.dIn * l.dOut;
