@@ -1,3 +1,4 @@
+import { readdirSync } from 'node:fs';
 import { defineConfig } from 'tsup';
 
 /** The package's entry points (package.json `exports`): dist/<key>.js is built from src/<key>.ts. */
@@ -16,7 +17,8 @@ export default defineConfig({
     'cli/main': 'src/cli/main.ts',
     // main.ts loads each command on demand, so each is an entry of its own.
     ...Object.fromEntries(
-      ['inspect', 'prune', 'eval', 'search', 'worker', 'report', 'demo'].map((c) => [`cli/commands/${c}`, `src/cli/commands/${c}.ts`]),
+      // every file of src/cli/commands, so a new command cannot be left out of the package
+      readdirSync('src/cli/commands').filter((f) => f.endsWith('.ts')).map((f) => f.slice(0, -3)).map((c) => [`cli/commands/${c}`, `src/cli/commands/${c}.ts`]),
     ),
     'search/worker-thread': 'src/search/worker-thread.ts',
   },
