@@ -15,7 +15,7 @@ import { DsaPruneError } from '../errors.js';
 import { subtractProduct } from '../kernels/gemm.js';
 import { sparseGptHinv } from '../methods/sparsegpt.js';
 import { float32ToFp16, fp16ToFloat32 } from '../model/onnx.js';
-import type { Q4Packed } from './quantize.js';
+import { halfPrecision, type Q4Packed } from './quantize.js';
 import { runCalibration } from '../calibration/index.js';
 import { attachModel } from '../model/index.js';
 import type { LinearInfo, ProgressCallback } from '../types.js';
@@ -56,8 +56,9 @@ export interface GptqLayerResult {
 }
 
 const f16 = new Float32Array(1);
+/** The writer's rule (quantizeQ4): scales are fp16-representable (halfPrecision), so the sparse q4 file stores them as fp16. */
 function roundScale(s: number, dtype: 'float32' | 'float16'): number {
-  f16[0] = s;
+  f16[0] = halfPrecision(s);
   if (dtype === 'float16') return fp16ToFloat32(float32ToFp16(f16))[0]!;
   return f16[0];
 }
