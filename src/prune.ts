@@ -2,7 +2,7 @@
  * The pipeline, and the one place that knows its order:
  * validate → attach to the model → calibration windows → (dense pass + allocation) → sequential method → write-back.
  */
-import { DsaPruneError } from './errors.js';
+import { DsaPruneError, throwIfAborted } from './errors.js';
 import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern } from './types.js';
 import { attachModel, type PrunableModel } from './model/index.js';
 import { checkMemory, estimatePeakMemory, type MemoryEstimate } from './model/memory.js';
@@ -28,7 +28,7 @@ export type {
 } from './prune-common.js';
 
 function checkAborted(signal?: AbortSignal): void {
-  if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { code: 'aborted' });
+  throwIfAborted(signal, 'pruning was aborted; the model was left unchanged');
 }
 
 interface Prepared {

@@ -9,7 +9,7 @@
  * sub-graphs read as an input, so block b + 1's statistics see block b as it will be saved. The slicing happens once,
  * after the last block.
  */
-import { DsaPruneError } from './errors.js';
+import { DsaPruneError, throwIfAborted } from './errors.js';
 import type { InputStats, LinearInfo } from './types.js';
 import { attachModel, contextLength, type PrunableModel } from './model/index.js';
 import { DataType, tensorDims } from './model/onnx.js';
@@ -78,7 +78,7 @@ export function graphParams(pm: PrunableModel): number {
 }
 
 function checkAborted(signal?: AbortSignal): void {
-  if (signal?.aborted) throw new DsaPruneError('pruning was aborted; the model was left unchanged', { exitCode: 130 });
+  throwIfAborted(signal, 'pruning was aborted; the model was left unchanged');
 }
 
 export async function pruneStructured(model: unknown, options: PruneOptions): Promise<PruneReport> {

@@ -8,7 +8,7 @@ import { renameSync, writeFileSync } from 'node:fs';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { createProgress } from '../progress.js';
-import { DsaPruneError } from '../../errors.js';
+import { DsaPruneError, EXIT } from '../../errors.js';
 import { frontier } from '../../frontier.js';
 import { renderFrontier } from '../../report/frontier.js';
 import { allocatorFrom } from './prune.js';
@@ -55,7 +55,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const args = parseCommandArgs(argv, spec);
   if (args.help) {
     io.stdout(help);
-    return 0;
+    return EXIT.ok;
   }
   const v = args.values;
   const modelDir = args.positionals[0]!;
@@ -89,12 +89,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   renameSync(tmp, page);
   if (args.common.json) {
     io.stdout(JSON.stringify({ ...result, page }, null, 2) + '\n');
-    return 0;
+    return EXIT.ok;
   }
   io.stdout(`${'variant'.padEnd(18)} ${'bytes'.padStart(12)} ${'ppl'.padStart(10)}  Pareto\n`);
   for (const p of [...result.points].sort((a, b) => a.bytes - b.bytes)) {
     io.stdout(`${p.name.padEnd(18)} ${p.bytes.toLocaleString('en-US').padStart(12)} ${p.ppl.toFixed(3).padStart(10)}  ${p.pareto ? '✓' : ''}\n`);
   }
   io.stdout(`${result.recommendation.sentence}\npage: ${page}\n`);
-  return 0;
+  return EXIT.ok;
 }

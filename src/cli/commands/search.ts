@@ -164,7 +164,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       io.stdout(`per block: ${lr.best.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
       if (out) io.stdout(`wrote ${out}; prune this model with: dsa-prune prune ${modelDir} --allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
     }
-    return 0;
+    return EXIT.ok;
   }
   const resume = v.resume ? await readCheckpoint(v.resume) : undefined;
   const result: SearchOutput = await searchModel(prunable, {
