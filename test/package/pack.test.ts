@@ -109,6 +109,11 @@ console.log(JSON.stringify(out));
     const report = JSON.parse(await node([cli, 'inspect', path.join(installed, 'models/stories260k'), '--json'])) as { blocks: number; linears: unknown[] };
     expect(report.blocks).toBeGreaterThan(0);
     expect(report.linears.length).toBe(report.blocks * 7); // llama blocks: q, k, v, o, gate, up, down
+    // every command `dsa-prune --help` lists has its built file (main.ts imports ./commands/<name>.js on demand)
+    const { COMMANDS } = await import('../../src/cli/main.js');
+    const missing = Object.keys(COMMANDS).filter((c) => !existsSync(path.join(installed, `dist/cli/commands/${c}.js`)));
+    expect(missing).toEqual([]);
+    expect((await node([cli, 'frontier', '--help'])).length).toBeGreaterThan(0);
   });
 
   it("import 'dsa-prune' loads neither bullmq nor ioredis nor the report code; its import time is printed", { timeout: T }, async () => {
