@@ -10,15 +10,10 @@ import path from 'node:path';
 import { compressFolder, floatOnnxFile, onnxFileSize, writeQuantized } from '../src/compress/index.js';
 import { installLoadingHook } from '../src/model/index.js';
 import { perplexity } from '../src/eval/index.js';
+import { takeOption } from './harness.js';
 
 const args = process.argv.slice(2);
-const opt = (name: string, d?: string): string | undefined => {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return d;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name: string, d?: string): string | undefined => takeOption(args, name, d);
 const denseDir = opt('dense');
 const evalFile = opt('eval', path.resolve('../shared/data/text/tinystories_eval.txt'))!;
 const windows = Number(opt('windows', '8'));

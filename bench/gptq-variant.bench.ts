@@ -11,15 +11,10 @@ import path from 'node:path';
 import { loadModelDir } from '../src/model/index.js';
 import { perplexity } from '../src/eval/index.js';
 import { savePruned } from '../src/save.js';
+import { takeOption } from './harness.js';
 
 const args = process.argv.slice(2);
-const opt = (name: string, d?: string): string | undefined => {
-  const i = args.indexOf(`--${name}`);
-  if (i < 0) return d;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const opt = (name: string, d?: string): string | undefined => takeOption(args, name, d);
 const calibration = opt('calibration')!;
 const evalFile = opt('eval')!;
 const nsamples = Number(opt('nsamples', '128'));

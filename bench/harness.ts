@@ -201,3 +201,15 @@ process.on('exit', () => {
   if (out) writeFileSync(out, JSON.stringify(rows));
   else if (autoPrint) printTable(rows);
 });
+
+/**
+ * `--name value` taken out of `args` (mutated, so what is left are positionals), or `d` when absent: the option
+ * reader of the bench scripts that take their own flags.
+ */
+export function takeOption(args: string[], name: string, d?: string): string | undefined {
+  const i = args.indexOf(`--${name}`);
+  if (i < 0) return d;
+  const v = args[i + 1];
+  args.splice(i, 2);
+  return v;
+}

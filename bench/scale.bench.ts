@@ -24,6 +24,7 @@ import { pruneModel } from '../src/prune.js';
 import { savePruned } from '../src/save.js';
 import { COMMUNITY_SHAPES } from '../test/fixtures/community.js';
 import { ratio, record, value } from './harness.js';
+import { tokenIds } from '../test/kernels/rng.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: opt } = parseArgs({
@@ -46,21 +47,6 @@ const nsamples = Number(opt.nsamples);
 const seqlen = Number(opt.seqlen);
 const method = String(opt.method) as 'wanda' | 'sparsegpt' | 'magnitude';
 const BATCH = 8;
-
-/** nsamples × seqlen token ids in [0, vocab), the same on every run (xorshift32). */
-function tokenIds(n: number, vocab: number, seed = 12345): Int32Array {
-  let s = seed >>> 0;
-  const ids = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    ids[i] = s % vocab;
-  }
-  return ids;
-}
 
 const peakMB = (): number => (process.resourceUsage().maxRSS * 1024) / 2 ** 20;
 

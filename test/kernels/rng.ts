@@ -28,3 +28,18 @@ export function stableOrder(values: ArrayLike<number>): number[] {
   const key = (x: number) => (Number.isNaN(x) ? Infinity : x);
   return idx.sort((a, b) => key(values[a]) - key(values[b]) || a - b);
 }
+
+/** Calibration-like token ids for the synthetic-model benches and fixtures: nsamples × seqlen token ids in [0, vocab), the same on every run (xorshift32). */
+export function tokenIds(n: number, vocab: number, seed = 12345): Int32Array {
+  let s = seed >>> 0;
+  const ids = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    ids[i] = s % vocab;
+  }
+  return ids;
+}
