@@ -22,7 +22,6 @@
  */
 import { readFile } from 'node:fs/promises';
 import { DsaPruneError } from '../errors.js';
-import type { BudgetMode } from '../types.js';
 import type { PrunableModel } from '../model/index.js';
 import type { Allocator } from '../allocators/types.js';
 import { apportionCounts } from '../budget/counts.js';
@@ -30,6 +29,7 @@ import { EXACT_MAX } from '../budget/global.js';
 import { writeAtomicJson } from './levels-io.js';
 import { Rng, mixSeed } from './random.js';
 import { calibrationWindows, computeDense, createFitness, idsSha256, searchLinears, type DenseData } from './fitness.js';
+import type { SearchModelOptions } from './run.js';
 import type { SearchSpec } from './types.js';
 
 /** One allocation unit of the level search. */
@@ -125,22 +125,14 @@ export interface LevelStage {
   keep: number;
 }
 
-export interface LevelSearchOptions {
-  method: SearchSpec['method'];
-  sparsity: number;
-  granularity?: 'block' | 'linear';
-  fitness?: 'ppl' | 'kl';
-  klTopK?: number;
-  budget?: BudgetMode;
-  calibrationIds: Int32Array;
-  nsamples: number;
-  seqlen: number;
-  searchIds: Int32Array;
-  searchWindows?: number;
-  searchSeqlen?: number;
+/** The model, target, fitness and token options are the DSA search's own (searchModel), documented there. */
+export interface LevelSearchOptions extends Pick<
+  SearchModelOptions,
+  | 'method' | 'sparsity' | 'granularity' | 'fitness' | 'klTopK' | 'budget' | 'calibrationIds' | 'nsamples' | 'seqlen'
+  | 'searchIds' | 'searchWindows' | 'searchSeqlen' | 'timeLimitSeconds'
+> {
   /** Budget in full-split evaluation equivalents. */
   evaluations: number;
-  timeLimitSeconds?: number;
   /** Offspring per generation (λ, default 16). */
   offspring?: number;
   /** Stages (default: λ on ¼ of the windows → 4 on ½ → 1 on all, the parent included in the last). */
