@@ -35,16 +35,18 @@ const EVAL_WINDOWS = Number(argAfter('--eval-windows') ?? 64);
 /** `--sparsities 0.25` (default 0.1,0.2,0.3); `--skip-quality` leaves out the 20 % comparisons. */
 const SPARSITIES = (argAfter('--sparsities') ?? '0.1,0.2,0.3').split(',').map(Number).filter((x) => x > 0 && x < 1); // 'none': quality only
 const SKIP_QUALITY = process.argv.includes('--skip-quality');
+/** `--forward-shape 32x128`: batch × length of the plain forward (default BATCH × SEQLEN, the calibration shape). */
+const [FWD_B, FWD_T] = (argAfter('--forward-shape') ?? `${BATCH}x${SEQLEN}`).split('x').map(Number) as [number, number];
 const cfg = JSON.parse(readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, number>;
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-structured-bench-'));
 
 /** Multiply-accumulates per token of a forward at SEQLEN: block linears + lm_head + attention scores (QKᵀ, AV). */
-function macsPerToken(ffnWidths: number[]): number {
+function macsPerToken(ffnWidths: number[], seqlen = FWD_T): number {
   const h = cfg.hidden_size!;
   const hd = cfg.head_dim ?? h / cfg.num_attention_heads!;
   const q = cfg.num_attention_heads! * hd;
   const kv = cfg.num_key_value_heads! * hd;
-  const ctx = (SEQLEN + 1) / 2; // mean causal context
+  const ctx = (seqlen + 1) / 2; // mean causal context
   let m = 0;
   for (const f of ffnWidths) m += h * q * 2 + h * kv * 2 + 3 * h * f + 2 * ctx * q;
   return m + cfg.vocab_size! * h;
@@ -59,11 +61,13 @@ function onnxBytes(dir: string, file = 'model.onnx'): number {
  * Tokens/s of plain onnxruntime forwards of BATCH × SEQLEN tokens, dense and pruned sessions open together and run
  * alternately (one warm-up each), best of `reps`: on a loaded machine the fastest run is the least disturbed one.
  */
+const sessionOptions = (): ort.InferenceSession.SessionOptions => ({
+  intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
+});
+
 async function forwardTps(dirs: [string, string], ids: Int32Array, reps = 7): Promise<[number, number]> {
-  const sessions = await Promise.all(dirs.map((d) => ort.InferenceSession.create(path.join(d, 'onnx/model.onnx'), {
-    intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
-  })));
-  const feeds = sessions.map((s) => buildFeeds(s, ids.subarray(0, BATCH * SEQLEN), BATCH, SEQLEN, { config: cfg }));
+  const sessions = await Promise.all(dirs.map((d) => ort.InferenceSession.create(path.join(d, 'onnx/model.onnx'), sessionOptions())));
+  const feeds = sessions.map((s) => buildFeeds(s, ids.subarray(0, FWD_B * FWD_T), FWD_B, FWD_T, { config: cfg }));
   for (let k = 0; k < 2; k++) await sessions[k]!.run(feeds[k]!, ['logits']);
   const best = [Infinity, Infinity];
   for (let r = 0; r < reps; r++) {
@@ -74,7 +78,48 @@ async function forwardTps(dirs: [string, string], ids: Int32Array, reps = 7): Pr
     }
   }
   for (const s of sessions) await s.release();
-  return [(BATCH * SEQLEN) / best[0]!, (BATCH * SEQLEN) / best[1]!];
+  return [(FWD_B * FWD_T) / best[0]!, (FWD_B * FWD_T) / best[1]!];
+}
+
+/** Kernel time of one profiled forward, by part of the graph (node names of the exporter's layout). */
+interface TimeShares { ffn: number; attentionCore: number; projections: number; lmHead: number; other: number; total: number }
+
+/**
+ * Where one plain forward's time goes (onnxruntime's own profiler, the warm second run): the FFN (every node under
+ * `/mlp/`: gate/up/down MatMuls and the element-wise activation, all of which shrink with the width), the attention
+ * core (scores, mask, softmax, AV, rotary — they do not), the q/k/v/o projections, lm_head, the rest. The MAC count
+ * alone misses that softmax and the mask add over [heads × T × T] are memory-bound and cost far more than their MACs.
+ */
+async function profileShares(dir: string, ids: Int32Array): Promise<TimeShares> {
+  const prefix = path.join(work, `profile-${path.basename(dir)}-${Date.now()}`);
+  const s = await ort.InferenceSession.create(path.join(dir, 'onnx/model.onnx'), { ...sessionOptions(), enableProfiling: true, profileFilePrefix: prefix });
+  const feeds = buildFeeds(s, ids.subarray(0, FWD_B * FWD_T), FWD_B, FWD_T, { config: cfg });
+  const REPS = 5;
+  for (let r = 0; r < REPS + 1; r++) await s.run(feeds, ['logits']);
+  s.endProfiling();
+  await s.release();
+  const file = readdirSync(work).map((f) => path.join(work, f)).find((f) => f.startsWith(prefix) && f.endsWith('.json'));
+  if (!file) throw new Error(`onnxruntime wrote no profile for ${dir}`);
+  const events = JSON.parse(readFileSync(file, 'utf8')) as { cat: string; name: string; ts: number; dur: number }[];
+  rmSync(file, { force: true });
+  // Each warm run on its own; the least disturbed one (smallest kernel total) counts, as in forwardTps.
+  const runs = events.filter((e) => e.name === 'model_run').slice(1);
+  let best: TimeShares | undefined;
+  for (const run of runs) {
+    const t: TimeShares = { ffn: 0, attentionCore: 0, projections: 0, lmHead: 0, other: 0, total: 0 };
+    for (const e of events) {
+      if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < run.ts || e.ts > run.ts + run.dur) continue;
+      const n = e.name;
+      const part: keyof TimeShares = n.includes('/mlp/') ? 'ffn'
+        : /_proj\//.test(n) && n.includes('/self_attn/') ? 'projections'
+          : n.includes('/self_attn/') ? 'attentionCore'
+            : n.includes('lm_head') ? 'lmHead' : 'other';
+      t[part] += e.dur;
+      t.total += e.dur;
+    }
+    if (!best || t.total < best.total) best = t;
+  }
+  return best!;
 }
 
 /** New tokens/s of transformers.js generate (greedy, 128 new tokens, batch 1), dense and pruned alternately, best of `reps`. */
@@ -130,9 +175,16 @@ async function main(): Promise<void> {
   value('dense WikiText-2 ppl', dense.wiki);
   process.stderr.write(`dense: SOTU ${dense.sotu.toFixed(2)}, WikiText-2 ${dense.wiki.toFixed(2)}, ${dense.bytes} bytes\n`);
   const table: string[] = [
-    '| removed | FFN width (mean) | forward tok/s dense → pruned | measured speed-up | MAC-predicted | generate tok/s dense → pruned | generate speed-up | onnx bytes (× dense) | SOTU ppl | WikiText-2 ppl |',
-    '|---|---|---|---|---|---|---|---|---|---|',
+    '| removed | FFN width (mean) | forward tok/s dense → pruned | measured speed-up | MAC-predicted | time-predicted | FFN kernel time pruned / dense | generate tok/s dense → pruned | generate speed-up | onnx bytes (× dense) | SOTU ppl | WikiText-2 ppl |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
+  const denseProfile = SPARSITIES.length ? await profileShares(modelDir, sotu) : undefined;
+  if (denseProfile) {
+    const pct = (x: number) => `${((100 * x) / denseProfile.total).toFixed(1)} %`;
+    process.stderr.write(`dense forward ${FWD_B} × ${FWD_T}, kernel time ${(denseProfile.total / 1000).toFixed(0)} ms: FFN ${pct(denseProfile.ffn)}, attention core ${pct(denseProfile.attentionCore)}, q/k/v/o ${pct(denseProfile.projections)}, lm_head ${pct(denseProfile.lmHead)}, other ${pct(denseProfile.other)}\n`);
+    value('dense FFN share of forward kernel time', denseProfile.ffn / denseProfile.total);
+    value('dense attention-core share of forward kernel time', denseProfile.attentionCore / denseProfile.total);
+  }
   for (const S of SPARSITIES) {
     const p = await prune({ label: `flap-${S}`, options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: S } });
     // Dense and pruned alternately, so machine load hits both alike.
@@ -143,13 +195,18 @@ async function main(): Promise<void> {
     const s = await ppl(p.dir, sotu);
     const wk = await ppl(p.dir, wiki);
     const meanW = p.widths.reduce((a, b) => a + b, 0) / p.widths.length;
+    // What the FFN's measured share of the dense forward predicts if its time scales with the width.
+    const timePredicted = denseProfile!.total / (denseProfile!.total - denseProfile!.ffn * (1 - meanW / cfg.intermediate_size!));
+    const ffnRatio = (await profileShares(p.dir, sotu)).ffn / denseProfile!.ffn;
+    value(`time-predicted speed-up ${S * 100}%`, timePredicted, '×');
+    value(`FFN kernel time pruned / dense ${S * 100}%`, ffnRatio, '×', `width ratio ${(meanW / cfg.intermediate_size!).toFixed(3)}`);
     record({ name: `prune flap ${S * 100}%`, seconds: p.seconds });
     value(`forward speed-up ${S * 100}%`, fp / fd, '×', `${fd.toFixed(0)} → ${fp.toFixed(0)} tok/s`);
     value(`MAC-predicted speed-up ${S * 100}%`, predicted, '×');
     value(`generate speed-up ${S * 100}%`, gp / gd, '×', `${gd.toFixed(1)} → ${gp.toFixed(1)} tok/s`);
     value(`bytes ${S * 100}%`, bytes / dense.bytes, '× dense', `${bytes}`);
     value(`SOTU ppl flap ${S * 100}%`, s);
-    const row = `| ${S * 100}% | ${meanW.toFixed(1)} / ${cfg.intermediate_size} | ${fd.toFixed(0)} → ${fp.toFixed(0)} | ${(fp / fd).toFixed(3)}× | ${predicted.toFixed(3)}× | ${gd.toFixed(1)} → ${gp.toFixed(1)} | ${(gp / gd).toFixed(3)}× | ${bytes.toLocaleString('en-US')} (${(bytes / dense.bytes).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} |`;
+    const row = `| ${S * 100}% | ${meanW.toFixed(1)} / ${cfg.intermediate_size} | ${fd.toFixed(0)} → ${fp.toFixed(0)} | ${(fp / fd).toFixed(3)}× | ${predicted.toFixed(3)}× | ${timePredicted.toFixed(3)}× | ${ffnRatio.toFixed(3)} (width ${(meanW / cfg.intermediate_size!).toFixed(3)}) | ${gd.toFixed(1)} → ${gp.toFixed(1)} | ${(gp / gd).toFixed(3)}× | ${bytes.toLocaleString('en-US')} (${(bytes / dense.bytes).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} |`;
     table.push(row);
     process.stderr.write(`${row}\n`);
     rmSync(p.dir, { recursive: true, force: true });
@@ -201,7 +258,7 @@ async function main(): Promise<void> {
       rmSync(p.dir, { recursive: true, force: true });
     }
   }
-  process.stdout.write(`\nbench-12l structured ffn (calibration ${NSAMPLES} × ${SEQLEN}, eval ${EVAL_WINDOWS} windows of ${SEQLEN}, ${os.availableParallelism()} cores, shared machine)\n\n${table.join('\n')}\n\n${q.join('\n')}\n\n${q4.length > 2 ? q4.join('\n') + '\n' : ''}`);
+  process.stdout.write(`\nbench-12l structured ffn (calibration ${NSAMPLES} × ${SEQLEN}, forward ${FWD_B} × ${FWD_T}, eval ${EVAL_WINDOWS} windows of ${SEQLEN}, ${os.availableParallelism()} cores, shared machine)\n\n${table.join('\n')}\n\n${q.join('\n')}\n\n${q4.length > 2 ? q4.join('\n') + '\n' : ''}`);
 }
 
 try {
