@@ -1,5 +1,7 @@
 /** Uniform pruning methods (magnitude, Wanda, SparseGPT), patterns and the method registry. */
-export type { MethodContext, MethodResult, PruningMethod } from './types.js';
+export type { MethodContext, MethodResult, PruningMethod, FastPathContext, PreparedLinear, StoredLayout } from './types.js';
+export { prepareLinear } from './fast.js';
+export { wandaOrder, magnitudeOrder, applyOrder, orderFastPath, type PruneOrder } from './orders.js';
 export { magnitude } from './magnitude.js';
 export { wanda } from './wanda.js';
 export {

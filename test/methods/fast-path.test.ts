@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyOrder, magnitudeOrder, wandaOrder } from '../../src/search/masks.js';
+import { applyOrder, magnitudeOrder, wandaOrder } from '../../src/methods/orders.js';
 import { wanda, magnitude } from '../../src/methods/index.js';
 import { Rng } from '../../src/search/random.js';
 import type { BudgetMode, InputStats } from '../../src/types.js';
