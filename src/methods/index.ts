@@ -20,3 +20,4 @@ export { validateSparsityAndPattern, nmNotes } from './patterns.js';
 export { wandaMetric } from './metrics.js';
 // Blocked Cholesky / inverse with the big products on onnxruntime (model/blas.ts): SparseGPT's Hinv at large widths.
 export { choleskyLowerInPlaceAsync, invertLowerInPlaceAsync, upperCholeskyOfInverseInPlaceAsync, BLAS_NB } from './cholesky-blas.js';
+export { importPlugins, resolvePlugins } from './plugins.js';

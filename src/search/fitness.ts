@@ -103,10 +103,11 @@ export function calibrationWindows(spec: SearchSpec, calibrationIds: Int32Array)
 
 /** Dense statistics of the search (sq for every linear, gram too when the method needs it) and the block vectors. */
 export async function computeDense(pm: PrunableModel, spec: SearchSpec, calibrationIds: Int32Array, threads?: number): Promise<DenseData> {
+  const gram = searchMethod(spec.method).needs.gram;
   const cal = calibrationWindows(spec, calibrationIds);
   const linears = searchLinears(pm);
   const dense = await denseAllocationStats(pm, cal, linears, { threads });
-  if (!searchMethod(spec.method).needs.gram) return dense;
+  if (!gram) return dense;
   const withGram = await denseStatistics(pm, cal.ids, { nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: true }, threads });
   return { blocks: dense.blocks, stats: withGram };
 }
