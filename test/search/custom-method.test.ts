@@ -20,6 +20,7 @@ import { parseDsa } from '../../src/allocators/dsa/expression.js';
 import { perplexity } from '../../src/eval/perplexity.js';
 import { getMethod, registerMethod, type PruningMethod } from '../../src/index.js';
 import { run } from '../../src/cli/commands/search.js';
+import { run as prune } from '../../src/cli/commands/prune.js';
 import { memoryIo } from '../../src/cli/io.js';
 import type { Candidate, SearchSpec } from '../../src/search/types.js';
 
@@ -186,8 +187,31 @@ describe('dsa-prune search --plugin', () => {
     expect(Math.abs(j.best.fitness - ref.ppl) / ref.ppl).toBeLessThan(1e-4);
   }, 600_000);
 
+  it('dsa-prune prune --plugin prunes with the plugin\'s method: the saved weights = pruneModel with it in this process', async () => {
+    const out = path.join(dir, 'pruned');
+    const io = memoryIo();
+    expect(await prune([modelDir, '--plugin', plugin, '--method', CUSTOM, '--sparsity', '0.5', '--calibration', calib, '--nsamples', '4', '--seqlen', '128', '--out', out, '--json'], io)).toBe(0);
+    expect(JSON.parse(io.stdoutText).method).toBe(CUSTOM);
+    const saved = (await loadModelDir(out, { threads: 1 })).prunable;
+    const originals = searchLinears(pm).map((l) => [l, pm.readWeight(l)] as const);
+    try {
+      await pruneModel(pm.model, { method: CUSTOM, sparsity: 0.5, calibration: { files: [calib] }, nsamples: 4, seqlen: 128, source: modelDir });
+      let differsFromDense = false;
+      for (const [l, w] of originals) {
+        const got = saved.readWeight(saved.linears.find((x) => x.name === l.name)!);
+        expect(Array.from(got), l.name).toEqual(Array.from(pm.readWeight(l)));
+        if (got.some((x, i) => x !== w[i])) differsFromDense = true;
+      }
+      expect(differsFromDense).toBe(true);
+    } finally {
+      for (const [l, w] of originals) pm.writeWeight(l, w);
+      await pm.commit();
+    }
+  }, 300_000);
+
   it('an unknown --method or a missing --plugin file is refused with a code before the model is read', async () => {
     await expect(run(args('--method', 'no-such-method'), memoryIo())).rejects.toMatchObject({ name: 'DsaPruneError', code: 'invalid-input', hint: expect.stringContaining('--plugin') });
     await expect(run(args('--plugin', path.join(dir, 'missing.js'), '--method', CUSTOM), memoryIo())).rejects.toMatchObject({ code: 'not-found' });
+    await expect(prune([modelDir, '--method', 'no-such-method', '--out', path.join(dir, 'never')], memoryIo())).rejects.toMatchObject({ code: 'invalid-input' });
   });
 });
