@@ -30,7 +30,7 @@ export async function importPlugins(files: readonly string[] | undefined, cwd?: 
     } catch (e) {
       if (e instanceof DsaPruneError) throw e;
       throw new DsaPruneError(`plugin ${f} failed to load: ${(e as Error).message}`, {
-        code: 'invalid-input', cause: e, hint: 'a plugin is an ES module that imports { registerMethod } from \'dsa-prune\' and registers its methods',
+        code: 'invalid-input', cause: e, hint: 'a plugin is an ES module that imports { registerMethod } from \'dsa-prune\' and registers its methods; \'dsa-prune\' must resolve from the plugin\'s folder (npm install dsa-prune next to it)',
       });
     }
   }

@@ -19,6 +19,7 @@ import { dsa } from '../../src/allocators/dsa-allocator.js';
 import { parseDsa } from '../../src/allocators/dsa/expression.js';
 import { perplexity } from '../../src/eval/perplexity.js';
 import { getMethod, registerMethod, type PruningMethod } from '../../src/index.js';
+import { importPlugins } from '../../src/methods/plugins.js';
 import { run } from '../../src/cli/commands/search.js';
 import { run as prune } from '../../src/cli/commands/prune.js';
 import { memoryIo } from '../../src/cli/io.js';
@@ -156,6 +157,14 @@ describe('unknown methods', () => {
       name: 'DsaPruneError', code: 'invalid-input', message: expect.stringContaining('no-such-method'), hint: expect.stringContaining('--plugin'),
     });
     await expect(computeDense(pm, spec, cal, 1)).rejects.toMatchObject({ code: 'invalid-input' });
+  });
+
+  it('a plugin that is missing or throws on import is reported with a code and its path', async () => {
+    const d = mkdtempSync(path.join(tmpdir(), 'dsa-plugin-bad-'));
+    const bad = path.join(d, 'bad.mjs');
+    writeFileSync(bad, "throw new Error('boom');\n");
+    await expect(importPlugins([bad])).rejects.toMatchObject({ code: 'invalid-input', message: expect.stringContaining(`${bad} failed to load: boom`) });
+    await expect(importPlugins([path.join(d, 'absent.mjs')])).rejects.toMatchObject({ code: 'not-found', message: expect.stringContaining('absent.mjs') });
   });
 });
 
