@@ -12,6 +12,7 @@ import { loadModelDir, type PrunableModel } from '../../src/model/index.js';
 import { computeDense, createFitness, idsSha256, searchLinears, type DenseData } from '../../src/search/fitness.js';
 import { searchSpace } from '../../src/search/space.js';
 import { createPool } from '../../src/search/pool.js';
+import { searchModel } from '../../src/search/run.js';
 import { Rng } from '../../src/search/random.js';
 import { tokenizeText } from '../../src/data/text.js';
 import { pruneModel } from '../../src/prune.js';
@@ -122,6 +123,30 @@ describe('a method registered through the public API is searchable', () => {
     await expect(createPool({ modelDir, spec: base, calibrationIds: cal, searchIds: search, dense, workers: 1, threads: 1 }))
       .rejects.toMatchObject({ code: 'invalid-input', message: expect.stringContaining(`unknown pruning method "${CUSTOM}"`), hint: expect.stringContaining('--plugin') });
   }, 600_000);
+});
+
+describe('searchModel (the search API) with a plugin method', () => {
+  it('searches in this thread; the faithful re-application = the sequential prune with the method + perplexity', async () => {
+    const r = await searchModel(pm, {
+      modelDir, method: CUSTOM, plugins: [plugin], sparsity: 0.6, calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds: search,
+      searchWindows: WIN, searchSeqlen: SEQ, evaluations: 3, population: 2, seed: 4, workers: 1, threads: 1,
+    });
+    expect(r.method).toBe(CUSTOM);
+    expect(r.history).toHaveLength(3);
+    // independent: the pipeline's sequential prune with the best function, then the perplexity
+    const c: Candidate = { expression: parseDsa(r.best.expression), lambda: r.best.lambda };
+    const originals = searchLinears(pm).map((l) => [l, pm.readWeight(l)] as const);
+    try {
+      await pruneModel(pm.model, {
+        method: CUSTOM, sparsity: 0.6, budget: 'exact', allocator: dsa(c.expression, { lambda: c.lambda }),
+        calibration: { ids: cal }, nsamples: NS, seqlen: SEQ, source: modelDir,
+      });
+      expect(r.best.faithful!.fitness).toBe((await perplexity(pm.model, search, { seqlen: SEQ })).ppl);
+    } finally {
+      for (const [l, w] of originals) pm.writeWeight(l, w);
+      await pm.commit();
+    }
+  }, 300_000);
 });
 
 describe('the built-ins\' fast paths', () => {
