@@ -38,7 +38,7 @@ export * as structured from './methods/structured/index.js';
 export { savePruned } from './save.js';
 
 // Methods
-export type { MethodContext, MethodResult, PruningMethod, MethodRequest } from './methods/index.js';
+export type { MethodContext, MethodResult, PruningMethod, MethodRequest, FastPathContext, PreparedLinear, StoredLayout } from './methods/index.js';
 export {
   magnitude, wanda, sparsegpt, sparseGptHinv, SPARSEGPT_BLOCKSIZE, SPARSEGPT_PERCDAMP, SPARSEGPT_DAMP_RETRIES,
   getMethod, registerMethod, methodNames, validateMethodRequest, validateSparsityAndPattern, nmNotes, wandaMetric,

@@ -25,7 +25,7 @@ export function checkContext(method: string, ctx: MethodContext): void {
 }
 
 /** Return the statistics a method needs or throw a DsaPruneError naming the layer and what is missing. */
-export function requireStats(method: string, ctx: MethodContext, gram: boolean): InputStats {
+export function requireStats(method: string, ctx: Pick<MethodContext, 'stats' | 'dOut' | 'dIn' | 'name'>, gram: boolean): InputStats {
   const s = ctx.stats;
   const what = gram ? 'the input Gram matrix (stats.gram)' : 'input statistics (stats.sq)';
   const hint = `collect calibration statistics with method.needs = { sq: true${gram ? ', gram: true' : ''} } before pruning`;

@@ -1,5 +1,7 @@
 /** Uniform pruning methods (magnitude, Wanda, SparseGPT), patterns and the method registry. */
-export type { MethodContext, MethodResult, PruningMethod } from './types.js';
+export type { MethodContext, MethodResult, PruningMethod, FastPathContext, PreparedLinear, StoredLayout } from './types.js';
+export { prepareLinear } from './fast.js';
+export { wandaOrder, magnitudeOrder, applyOrder, orderFastPath, type PruneOrder } from './orders.js';
 export { magnitude } from './magnitude.js';
 export { wanda } from './wanda.js';
 export {
@@ -18,3 +20,4 @@ export { validateSparsityAndPattern, nmNotes } from './patterns.js';
 export { wandaMetric } from './metrics.js';
 // Blocked Cholesky / inverse with the big products on onnxruntime (model/blas.ts): SparseGPT's Hinv at large widths.
 export { choleskyLowerInPlaceAsync, invertLowerInPlaceAsync, upperCholeskyOfInverseInPlaceAsync, BLAS_NB } from './cholesky-blas.js';
+export { importPlugins, resolvePlugins } from './plugins.js';

@@ -6,6 +6,7 @@
 import { exactCount } from '../budget/rounding.js';
 import { quickselectInPlace } from '../kernels/select.js';
 import { checkContext, countZeros } from './common.js';
+import { magnitudeOrder, orderFastPath } from './orders.js';
 import { nmNotes, pruneRowNm, validateSparsityAndPattern } from './patterns.js';
 import type { MethodContext, MethodResult, PruningMethod } from './types.js';
 
@@ -60,4 +61,6 @@ export const magnitude: PruningMethod = {
   name: 'magnitude',
   needs: { sq: false, gram: false },
   prune: pruneMagnitude,
+  // Fast path: the per-matrix stable order of |W|, once; a sparsity then zeroes its first k entries.
+  prepare: (ctx) => orderFastPath(magnitudeOrder(ctx.weight, ctx.dOut, ctx.dIn), ctx.weight, ctx.budget, ctx.layout),
 };

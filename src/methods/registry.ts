@@ -7,11 +7,17 @@ import { sparsegpt } from './sparsegpt.js';
 import type { PruningMethod } from './types.js';
 import { wanda } from './wanda.js';
 
-const registry = new Map<string, PruningMethod>([
-  [magnitude.name, magnitude],
-  [wanda.name, wanda],
-  [sparsegpt.name, sparsegpt],
-]);
+/**
+ * One registry per thread, kept on globalThis: a plugin that imports a second copy of the package (a global CLI and a
+ * project's own node_modules, or the built package beside the sources) registers into the same map the CLI reads.
+ * Worker threads have their own globalThis, so they import the same plugin modules (search/pool.ts passes them on).
+ */
+const KEY = Symbol.for('dsa-prune.methods');
+const holder = globalThis as unknown as Record<symbol, Map<string, PruningMethod> | undefined>;
+const registry: Map<string, PruningMethod> = (holder[KEY] ??= new Map<string, PruningMethod>());
+// The built-ins of this copy (the same code in every copy of one version).
+for (const m of [magnitude, wanda, sparsegpt]) if (!registry.has(m.name)) registry.set(m.name, m);
+const BUILT_INS = new Set([magnitude.name, wanda.name, sparsegpt.name]);
 
 /** Names of every registered method, built-ins first. */
 export function methodNames(): string[] {
@@ -23,7 +29,8 @@ export function getMethod(name: string): PruningMethod {
   const m = registry.get(name) ?? registry.get(String(name).toLowerCase());
   if (!m) {
     throw new DsaPruneError(`unknown pruning method "${name}" (known: ${methodNames().join(', ')})`, {
-      hint: 'pick one of the known methods, or register your own with registerMethod()',
+      code: 'invalid-input',
+      hint: 'pick one of the known methods, or register your own with registerMethod() (CLI: --plugin <module.js>, a module that calls it)',
     });
   }
   return m;
@@ -37,7 +44,10 @@ export function registerMethod(m: PruningMethod): void {
   if (!m || typeof m.name !== 'string' || m.name.length === 0 || typeof m.prune !== 'function') {
     throw new DsaPruneError('registerMethod: a method needs a non-empty name and a prune(ctx) function');
   }
-  if (m.name === magnitude.name || m.name === wanda.name || m.name === sparsegpt.name) {
+  if (m.prepare !== undefined && typeof m.prepare !== 'function') {
+    throw new DsaPruneError(`registerMethod: ${m.name}.prepare must be a function (the search's fast path) or absent`);
+  }
+  if (BUILT_INS.has(m.name)) {
     throw new DsaPruneError(`registerMethod: "${m.name}" is a built-in method and cannot be replaced`, {
       hint: 'register your method under another name',
     });

@@ -308,4 +308,15 @@ export const sparsegpt: PruningMethod = {
   needs: { sq: false, gram: true },
   validate: (req) => validateSparseGptPattern(req.pattern),
   prune: pruneSparseGpt,
+  // Fast path: a weight update, so nothing to cache but the dense weight; every candidate runs the solver on a copy
+  // (Hinv is recomputed per linear: holding one per Gram would cost dIn² × 8 bytes each).
+  prepare: (ctx) => {
+    requireStats('sparsegpt', ctx, true);
+    return {
+      apply: async (sparsity, out, signal) => {
+        out.set(ctx.weight);
+        await pruneSparseGpt({ weight: out, dOut: ctx.dOut, dIn: ctx.dIn, stats: ctx.stats, sparsity, pattern: { kind: 'unstructured' }, budget: ctx.budget, signal, name: ctx.name });
+      },
+    };
+  },
 };

@@ -47,4 +47,45 @@ export interface PruningMethod {
   validate?(req: { sparsity: number; pattern: Pattern; budget: BudgetMode }): void;
   /** Prune one linear in place. */
   prune(ctx: MethodContext): MethodResult | Promise<MethodResult>;
+  /**
+   * Optional fast path for the search (`dsa-prune search`, fast fitness): called once per linear with the DENSE weight
+   * and statistics, it returns something that writes the linear pruned at any sparsity — e.g. a cached per-row order
+   * that a candidate only re-masks. It must give the same weights as `prune()` on a copy of the dense weight with the
+   * unstructured pattern (test it so). A method without it is still searchable: the search then copies the dense
+   * weight and calls `prune()` for every candidate (slower, same numbers).
+   */
+  prepare?(ctx: FastPathContext): PreparedLinear | Promise<PreparedLinear>;
+}
+
+/** Stored layout of a weight: `out_in` = W [dOut × dIn] row-major; `in_out` = Wᵀ [dIn × dOut] (ONNX MatMul B). */
+export type StoredLayout = 'out_in' | 'in_out';
+
+/** One linear as a method's fast path sees it: dense, unstructured, prepared once for many sparsities. */
+export interface FastPathContext {
+  /** Dense W [dOut × dIn] row-major, float32: a copy the prepared linear may keep (nobody else writes it). */
+  weight: Float32Array;
+  dOut: number;
+  dIn: number;
+  /** Dense input statistics of the linear (what `needs` asks for); never modified. */
+  stats?: InputStats;
+  /** Budget mode of every later `apply` (the search fixes it). */
+  budget: BudgetMode;
+  /**
+   * The layout the caller stores the weight in. A prepared linear MAY write that layout directly (and say so in
+   * `PreparedLinear.layout`) to save the caller a transpose per candidate; ignoring it is always correct.
+   */
+  layout?: StoredLayout;
+  /** Layer name, for error messages. */
+  name?: string;
+}
+
+/** A linear prepared by `PruningMethod.prepare`: writes the pruned weight for a sparsity, as often as asked. */
+export interface PreparedLinear {
+  /** Layout `apply` writes (default `out_in`: W [dOut × dIn] row-major). */
+  layout?: StoredLayout;
+  /**
+   * Write into `out` (dOut·dIn floats, in `layout`) the linear pruned at `sparsity` ∈ [0, 1) — every entry, not only
+   * the zeros: `out` holds the previous candidate's weights. Must not modify the dense weight it keeps.
+   */
+  apply(sparsity: number, out: Float32Array, signal?: AbortSignal): void | Promise<void>;
 }

@@ -7,8 +7,9 @@ import { rowCounts } from '../budget/rounding.js';
 import { setSmallest } from '../kernels/select.js';
 import { checkContext, countZeros, requireStats } from './common.js';
 import { wandaMetric } from './metrics.js';
+import { orderFastPath, wandaOrder } from './orders.js';
 import { nmNotes, pruneRowNm, validateSparsityAndPattern } from './patterns.js';
-import type { MethodContext, MethodResult, PruningMethod } from './types.js';
+import type { FastPathContext, MethodContext, MethodResult, PreparedLinear, PruningMethod } from './types.js';
 
 /** Rows of the metric computed at a time (bounds memory to ~4 MiB instead of 4·numel bytes). */
 const CHUNK_ELEMENTS = 1 << 20;
@@ -45,9 +46,16 @@ function pruneWanda(ctx: MethodContext): MethodResult {
   return { zeros: countZeros(w), notes: nmNotes(dIn, pattern) };
 }
 
+/** Fast path: the per-row stable order of the metric, once; a sparsity then zeroes the first rowCounts[i] of each row. */
+function prepareWanda(ctx: FastPathContext): PreparedLinear {
+  const stats = requireStats('wanda', ctx, false);
+  return orderFastPath(wandaOrder(ctx.weight, ctx.dOut, ctx.dIn, stats), ctx.weight, ctx.budget, ctx.layout);
+}
+
 /** Wanda (needs Σx² of the layer input). */
 export const wanda: PruningMethod = {
   name: 'wanda',
   needs: { sq: true, gram: false },
   prune: pruneWanda,
+  prepare: prepareWanda,
 };

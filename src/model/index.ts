@@ -13,3 +13,4 @@ export * from './onnx.js';
 export { contextLength } from './context.js';
 export { DTYPE_SUFFIX, SUFFIX_DTYPE, FILE_SUFFIXES, dtypeToSuffix, type ModelDtype } from './dtypes.js';
 export { buildFeeds, sessionOf, type DecoderSession, type CausalLMLike, type FeedOptions, type PastState } from './feeds.js';
+export { weightFedSession, type WeightFedSession, type WeightInput, type WeightFedOptions } from './weight-inputs.js';

@@ -2,10 +2,12 @@
  * Fitness of a candidate allocation function = perplexity, on a fixed subset of the search split, of the model pruned
  * with the candidate's allocation.
  *
- * `fast` (default): one-shot pruning from the cached DENSE statistics. Wanda and magnitude keep each linear's pruning
- * order (masks.ts), so a candidate only re-masks; SparseGPT runs its one-shot solver per linear from the dense Gram
- * (a weight update, so nothing to cache but the Gram). The masked weights are fed to ONE onnxruntime session built once
- * from a copy of the graph whose prunable weights are graph inputs, so no session is rebuilt per candidate.
+ * `fast` (default): one-shot pruning from the cached DENSE statistics, through the method's fast path
+ * (`PruningMethod.prepare`, src/methods/fast.ts): Wanda and magnitude keep each linear's pruning order, so a candidate
+ * only re-masks; SparseGPT runs its one-shot solver per linear from the dense Gram; a method without a fast path
+ * (a user's) prunes a copy of the dense weight with `prune()`. Methods come from the registry by name (a user's
+ * through registerMethod / `--plugin`), this module names none. The pruned weights are fed to ONE onnxruntime session
+ * whose prunable weights are graph inputs (model/weight-inputs.ts), so no session is rebuilt per candidate.
  *
  * `faithful`: the sequential prune of src/prune.ts (pruneModel with a dsa() allocator), then the perplexity through the
  * model's own session, then the dense weights are restored. Slow; the search always re-applies its best candidate this
@@ -15,18 +17,16 @@
  * 1.30 CPU — the same NLL sums bit for bit with 1 or 2 intra-op threads, so workers with any thread count agree.
  */
 import { createHash } from 'node:crypto';
-import path from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { DsaPruneError } from '../errors.js';
 import type { InputStats, LinearInfo } from '../types.js';
 import type { PrunableModel } from '../model/index.js';
-import { encodeModel, tensorDims, DataType, float32ToFp16, type ModelProto, type ValueInfoProto } from '../model/onnx.js';
-import { inlinedModel, hasExternalData } from '../model/external.js';
+import { weightFedSession } from '../model/weight-inputs.js';
+import { transpose } from '../kernels/dense.js';
 import type { BlockAllocationStats } from '../allocators/types.js';
 import { dsa } from '../allocators/dsa-allocator.js';
 import { resolveLinearSparsity } from '../allocators/resolve.js';
 import { atGranularity } from '../allocators/granularity.js';
-import { sparsegpt } from '../methods/index.js';
+import { getMethod, prepareLinear, type PreparedLinear, type PruningMethod } from '../methods/index.js';
 import { denseAllocationStats, pruneModel } from '../prune.js';
 import { denseStatistics } from '../calibration/index.js';
 import { perplexity } from '../eval/perplexity.js';
@@ -34,7 +34,6 @@ import { createTopKCache, klToCache, type TopKCache } from '../eval/kl.js';
 import { sessionOf } from '../eval/forward.js';
 import type { DecoderSession } from '../eval/forward.js';
 import { takeWindows } from '../data/text.js';
-import { applyOrder, magnitudeOrder, wandaOrder, type Layout, type PruneOrder } from './masks.js';
 import { candidateKey, type Candidate, type Evaluation, type SearchSpec } from './types.js';
 
 /** Dense statistics a fitness can be given instead of computing them (the pool shares the main thread's). */
@@ -59,7 +58,7 @@ export interface FitnessOptions {
 async function score(session: DecoderSession, config: Record<string, unknown> | undefined, ids: Int32Array, seqlen: number, batchSize: number, kl: TopKCache | undefined, signal?: AbortSignal, rows?: number): Promise<number> {
   const v = kl
     ? (await klToCache(session, ids, kl, { batchSize, config, signal, rows })).kl
-    : (await perplexity({ sessions: { model: session }, config } as never, rows ? ids.subarray(0, rows * seqlen) : ids, { seqlen, batchSize, signal })).ppl;
+    : (await perplexity({ sessions: { model: session }, config }, rows ? ids.subarray(0, rows * seqlen) : ids, { seqlen, batchSize, signal })).ppl;
   return Number.isFinite(v) ? v : Infinity;
 }
 
@@ -102,20 +101,35 @@ export function calibrationWindows(spec: SearchSpec, calibrationIds: Int32Array)
   return { ids, nsamples, seqlen, sha256: idsSha256(ids), source: 'search' };
 }
 
-/** Dense statistics of the search (sq for every linear, gram too for SparseGPT) and the block vectors. */
+/** Dense statistics of the search (sq for every linear, gram too when the method needs it) and the block vectors. */
 export async function computeDense(pm: PrunableModel, spec: SearchSpec, calibrationIds: Int32Array, threads?: number): Promise<DenseData> {
+  const gram = searchMethod(spec.method).needs.gram;
   const cal = calibrationWindows(spec, calibrationIds);
   const linears = searchLinears(pm);
   const dense = await denseAllocationStats(pm, cal, linears, { threads });
-  if (spec.method !== 'sparsegpt') return dense;
+  if (!gram) return dense;
   const withGram = await denseStatistics(pm, cal.ids, { nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: true }, threads });
   return { blocks: dense.blocks, stats: withGram };
 }
 
-function checkSpec(spec: SearchSpec): void {
-  if (!['wanda', 'magnitude', 'sparsegpt'].includes(spec.method)) {
-    throw new DsaPruneError(`search: unknown method ${String(spec.method)}`, { hint: 'use --method wanda, magnitude or sparsegpt' });
+/**
+ * The registered method a search prunes with: a built-in or one registered through registerMethod(). Unknown →
+ * DsaPruneError `invalid-input` naming the known ones; in a worker thread or a Redis worker the module that registers
+ * it must be loaded there too (`plugins` / `--plugin`).
+ */
+export function searchMethod(name: string): PruningMethod {
+  try {
+    return getMethod(name);
+  } catch (e) {
+    throw new DsaPruneError(`search: ${(e as Error).message}`, {
+      code: 'invalid-input',
+      hint: 'a user method must be registered (registerMethod) in every process and thread that evaluates: pass its module with --plugin <module.js> (search, worker), or as `plugins` to searchModel / createPool',
+    });
   }
+}
+
+function checkSpec(spec: SearchSpec): PruningMethod {
+  const method = searchMethod(spec.method);
   if (spec.pattern && spec.pattern.kind === 'nm') {
     throw new DsaPruneError(`search: an N:M pattern (${spec.pattern.n}:${spec.pattern.m}) prunes the same fraction of every layer, so there is no allocation to search`, {
       hint: 'search with the unstructured pattern',
@@ -124,6 +138,8 @@ function checkSpec(spec: SearchSpec): void {
   if (!(spec.sparsity > 0 && spec.sparsity < 1)) throw new DsaPruneError(`search: sparsity must be in (0, 1), got ${spec.sparsity}`);
   if (spec.mode !== 'fast' && spec.mode !== 'faithful') throw new DsaPruneError(`search: mode must be fast or faithful, got ${String(spec.mode)}`);
   if (spec.fitness !== undefined && spec.fitness !== 'ppl' && spec.fitness !== 'kl') throw new DsaPruneError(`search: fitness must be ppl or kl, got ${String(spec.fitness)}`);
+  method.validate?.({ sparsity: spec.sparsity, pattern: { kind: 'unstructured' }, budget: spec.budget });
+  return method;
 }
 
 /** Calls of `fn` one after the other (the session / the model is one resource); concurrent callers queue. */
@@ -161,7 +177,7 @@ export async function createFitness(
   data: { calibrationIds: Int32Array; searchIds: Int32Array },
   options: FitnessOptions = {},
 ): Promise<Fitness> {
-  checkSpec(spec);
+  const method = checkSpec(spec);
   const { windows, seqlen } = spec.search;
   const need = windows * seqlen;
   if (data.searchIds.length < need) {
@@ -222,80 +238,49 @@ export async function createFitness(
     };
   }
 
-  // fast: one session whose prunable weights are inputs.
-  const prunableInits = new Set(linears.map((l) => l.weight));
-  const base: ModelProto = hasExternalData(pm.proto) ? inlinedModel(pm.proto, path.dirname(pm.source.onnxPath)) : pm.proto;
-  const g = base.graph;
-  const initByName = new Map(g.initializer.map((t) => [t.name!, t]));
-  const weightInputs: ValueInfoProto[] = [];
-  const feeds: { name: string; dims: number[]; fp16: boolean }[] = [];
-  for (const name of prunableInits) {
-    const t = initByName.get(name);
-    if (!t) throw new DsaPruneError(`initializer ${name} not found in ${pm.source.onnxPath}`);
-    const dims = tensorDims(t);
-    weightInputs.push({ name, type: { tensor_type: { elem_type: t.data_type, shape: { dim: dims.map((d) => ({ dim_value: d })) } } } });
-    feeds.push({ name, dims, fp16: t.data_type === DataType.FLOAT16 });
-  }
-  const evalProto: ModelProto = {
-    ...base,
-    graph: { ...g, initializer: g.initializer.filter((t) => !prunableInits.has(t.name!)), input: [...g.input, ...weightInputs] },
-  };
-  const session = await ort.InferenceSession.create(encodeModel(evalProto), {
-    executionProviders: ['cpu'], intraOpNumThreads: options.threads ?? 1, interOpNumThreads: 1, logSeverityLevel: 3,
-  });
+  // fast: one session whose prunable weights are inputs (model/weight-inputs.ts), fed each candidate's weights.
+  const fed = await weightFedSession(pm, linears.map((l) => l.weight), { threads: options.threads });
+  const wrapped = fed.session;
 
-  // Per linear: dense weight in its stored layout, the cached order (wanda/magnitude), a reusable output buffer.
-  interface Slot { l: LinearInfo; dense: Float32Array; layout: Layout; order?: PruneOrder; buf: Float32Array }
+  // Per linear: the method's prepared fast path (it keeps what it needs of the dense weight) and the feed buffer in
+  // the initializer's stored layout. A prepared linear that writes another layout goes through one shared scratch.
+  interface Slot { l: LinearInfo; layout: 'in_out' | 'out_in'; prepared: PreparedLinear; buf: Float32Array<ArrayBuffer> }
   const slots: Slot[] = [];
-  for (const l of linears) {
-    const layout = (pm.layout.get(l.name) ?? 'in_out') as Layout;
-    const raw = pm.readInitializer(l.weight);
-    let order: PruneOrder | undefined;
-    if (spec.method !== 'sparsegpt') {
-      const w = pm.readWeight(l);
-      if (spec.method === 'wanda') {
-        const st = dense.stats.get(l.name);
-        if (!st) throw new DsaPruneError(`no dense statistics for ${l.name}`);
-        order = wandaOrder(w, l.dOut, l.dIn, st);
-      } else order = magnitudeOrder(w, l.dOut, l.dIn);
+  let scratch = new Float32Array(0);
+  try {
+    for (const l of linears) {
+      const layout = pm.layout.get(l.name) ?? 'in_out';
+      const stats = dense.stats.get(l.name);
+      if ((method.needs.sq || method.needs.gram) && !stats) throw new DsaPruneError(`no dense statistics for ${l.name}`, { code: 'internal' });
+      const prepared = await prepareLinear(method, { weight: pm.readWeight(l), dOut: l.dOut, dIn: l.dIn, stats, budget: spec.budget, layout, name: l.name });
+      if ((prepared.layout ?? 'out_in') !== layout && scratch.length < l.dOut * l.dIn) scratch = new Float32Array(l.dOut * l.dIn);
+      slots.push({ l, layout, prepared, buf: new Float32Array(l.dOut * l.dIn) });
     }
-    slots.push({ l, dense: raw, layout, order, buf: new Float32Array(raw.length) });
+  } catch (e) {
+    await fed.release();
+    throw e;
   }
-  const slotByInit = new Map(slots.map((s) => [s.l.weight, s]));
 
-  const weightFeeds: Record<string, ort.Tensor> = {};
-  const wrapped = {
-    inputNames: session.inputNames.filter((n) => !prunableInits.has(n)),
-    outputNames: session.outputNames,
-    inputMetadata: session.inputMetadata.filter((m) => !prunableInits.has(m.name)),
-    outputMetadata: session.outputMetadata,
-    run: (f: Record<string, ort.Tensor>, fetches: string[]) => session.run({ ...f, ...weightFeeds }, fetches),
-  } as unknown as DecoderSession;
   // KL fitness: the dense model's top-k from this same session, fed the dense weights, once.
   let klCache: TopKCache | undefined;
   if (spec.fitness === 'kl') {
-    for (const f of feeds) {
-      const s = slotByInit.get(f.name)!;
-      weightFeeds[f.name] = f.fp16 ? new ort.Tensor('float16', float32ToFp16(s.dense), f.dims) : new ort.Tensor('float32', s.dense, f.dims);
-    }
+    for (const s of slots) fed.setWeight(s.l.weight, pm.readInitializer(s.l.weight));
     klCache = await createTopKCache(wrapped, searchIds, windows, seqlen, { k: spec.klTopK, batchSize, config: pm.config });
   }
 
   const maskCandidate = async (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, signal?: AbortSignal) => {
     for (const s of slots) {
       const sp = sparsityOf(alloc, s.l);
-      if (s.order) applyOrder(s.order, s.dense, s.layout, sp, spec.budget, s.buf);
+      if ((s.prepared.layout ?? 'out_in') === s.layout) await s.prepared.apply(sp, s.buf, signal);
       else {
-        // SparseGPT one-shot from the dense Gram: prune a [dOut × dIn] copy, store it in the initializer's layout.
-        const w = pm.readWeight(s.l);
-        await sparsegpt.prune({ weight: w, dOut: s.l.dOut, dIn: s.l.dIn, stats: dense.stats.get(s.l.name), sparsity: sp, pattern: { kind: 'unstructured' }, budget: spec.budget, signal, name: s.l.name });
-        if (s.layout === 'out_in') s.buf.set(w);
-        else for (let i = 0; i < s.l.dOut; i++) for (let j = 0; j < s.l.dIn; j++) s.buf[j * s.l.dOut + i] = w[i * s.l.dIn + j]!;
+        // [dOut × dIn] from the method, stored as [dIn × dOut] (or the other way round).
+        const n = s.l.dOut * s.l.dIn;
+        const tmp = scratch.subarray(0, n);
+        await s.prepared.apply(sp, tmp, signal);
+        if (s.layout === 'in_out') transpose(tmp, s.l.dOut, s.l.dIn, s.buf);
+        else transpose(tmp, s.l.dIn, s.l.dOut, s.buf);
       }
-    }
-    for (const f of feeds) {
-      const s = slotByInit.get(f.name)!;
-      weightFeeds[f.name] = f.fp16 ? new ort.Tensor('float16', float32ToFp16(s.buf), f.dims) : new ort.Tensor('float32', s.buf, f.dims);
+      fed.setWeight(s.l.weight, s.buf);
     }
   };
 
@@ -322,7 +307,7 @@ export async function createFitness(
     evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
     evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windows),
     async close() {
-      await session.release();
+      await fed.release();
     },
   };
 }

@@ -10,7 +10,8 @@ export {
   type CandidateSpace, type SearchOptions, type SearchProgress, type SearchResult, type HistoryEntry, type Member, type SearchState,
 } from './evolution.js';
 export { readCheckpoint, writeCheckpoint, type SearchCheckpoint } from './checkpoint.js';
-export { wandaOrder, magnitudeOrder, applyOrder, type PruneOrder, type Layout } from './masks.js';
+// The cached orders are Wanda's and magnitude's fast path (src/methods/orders.ts); re-exported for existing callers.
+export { wandaOrder, magnitudeOrder, applyOrder, type PruneOrder, type Layout } from '../methods/orders.js';
 export {
   createFitness, computeDense, calibrationWindows, idsSha256, searchLinears,
   type Fitness, type FitnessOptions, type DenseData,

@@ -11,7 +11,8 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { DsaPruneError, abortedError } from '../errors.js';
+import { DsaPruneError, abortedError, type DsaPruneErrorCode } from '../errors.js';
+import { resolvePlugins } from '../methods/plugins.js';
 import type { InputStats } from '../types.js';
 import { candidateAllocation, type DenseData } from './fitness.js';
 import type { Candidate, Evaluation, Evaluator, SearchSpec } from './types.js';
@@ -27,6 +28,8 @@ export interface WorkerInit {
   calibrationIds: Int32Array;
   searchIds: Int32Array;
   dense: PackedDense;
+  /** Plugin modules (absolute paths) the thread imports before anything else, so user methods are registered there. */
+  plugins?: string[];
 }
 
 /** Dense statistics with every array in shared memory. */
@@ -76,6 +79,11 @@ export interface PoolOptions {
   threads?: number;
   /** Sequences per onnxruntime run in the perplexity. */
   batchSize?: number;
+  /**
+   * Modules that register user methods (registerMethod), imported by every worker thread: a method registered only
+   * in this thread is unknown to the workers. Paths (relative to the working directory) of ES modules.
+   */
+  plugins?: string[];
 }
 
 /** Start one worker thread: the built .js next to this module, or (running from source) the .ts through tsx. */
@@ -107,6 +115,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
   const nWorkers = o.workers ?? dflt.workers;
   const threads = o.threads ?? dflt.threads;
   if (!Number.isInteger(nWorkers) || nWorkers < 1) throw new DsaPruneError(`--workers must be a positive integer, got ${nWorkers}`);
+  const plugins = resolvePlugins(o.plugins);
   const packed = packDense(o.dense);
   const pending = new Map<number, { resolve: (e: Evaluation) => void; reject: (e: Error) => void; slot: Slot }>();
   let nextId = 1;
@@ -121,7 +130,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
   for (let i = 0; i < nWorkers; i++) {
     const init: WorkerInit = {
       index: i, modelDir: o.modelDir, threads, spec: o.spec, calibrationIds: o.calibrationIds, searchIds: o.searchIds, dense: packed,
-      ...(o.dtype ? { dtype: o.dtype } : {}), ...(o.batchSize ? { batchSize: o.batchSize } : {}),
+      ...(o.dtype ? { dtype: o.dtype } : {}), ...(o.batchSize ? { batchSize: o.batchSize } : {}), ...(plugins.length ? { plugins } : {}),
     };
     const worker = spawnWorker(init);
     let readyResolve!: () => void;
@@ -131,7 +140,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
       readyReject = rej;
     });
     const slot: Slot = { worker, busy: false, ready };
-    worker.on('message', (m: { type: string; id?: number; evaluation?: Evaluation; message?: string; hint?: string }) => {
+    worker.on('message', (m: { type: string; id?: number; evaluation?: Evaluation; message?: string; hint?: string; code?: DsaPruneErrorCode }) => {
       if (m.type === 'ready') readyResolve();
       else if (m.type === 'result') {
         const p = pending.get(m.id!);
@@ -140,7 +149,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
         wake();
         p?.resolve(m.evaluation!);
       } else if (m.type === 'error') {
-        const err = new DsaPruneError(`search worker ${i}: ${m.message}`, { hint: m.hint });
+        const err = new DsaPruneError(`search worker ${i}: ${m.message}`, { hint: m.hint, ...(m.code ? { code: m.code } : {}) });
         if (m.id === undefined) {
           failure = err;
           readyReject(err);

@@ -7,8 +7,9 @@ import { DsaPruneError } from '../errors.js';
 import { linearUnits } from '../allocators/granularity.js';
 import type { BudgetMode } from '../types.js';
 import type { PrunableModel } from '../model/index.js';
-import { candidateAllocator, computeDense, createFitness, idsSha256, calibrationWindows, type DenseData } from './fitness.js';
+import { candidateAllocator, computeDense, createFitness, idsSha256, calibrationWindows, searchMethod, type DenseData } from './fitness.js';
 import { createPool, defaultParallelism } from './pool.js';
+import { importPlugins } from '../methods/plugins.js';
 import { createRedisEvaluator } from './distributed/coordinator.js';
 import { redactUrl } from './distributed/connection.js';
 import { searchSpace } from './space.js';
@@ -60,6 +61,12 @@ export interface SearchModelOptions {
   runId?: string;
   /** Key prefix on Redis (several projects on one server). */
   redisPrefix?: string;
+  /**
+   * Modules registering user methods (registerMethod), imported in this thread and by every worker thread (the CLI's
+   * --plugin); a method registered only in this thread is unknown to the workers. Redis workers import their own
+   * (`dsa-prune worker --plugin`).
+   */
+  plugins?: string[];
   onProgress?: (p: SearchProgress & { strategy: 'evolution' | 'random' }) => void;
   onPhase?: (message: string) => void;
   signal?: AbortSignal;
@@ -113,6 +120,10 @@ const rows = (r: SearchResult): HistoryRow[] =>
 /** Run a search on `pm` (loaded from `o.modelDir`). */
 export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Promise<SearchOutput> {
   const t0 = performance.now();
+  // The plugins register user methods here too (an import runs once per thread), then an unknown method is refused
+  // before any work.
+  const plugins = await importPlugins(o.plugins);
+  searchMethod(o.method);
   const budget = o.budget ?? 'exact';
   const mode = o.mode ?? 'fast';
   const seed = o.seed ?? 0;
@@ -152,7 +163,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
       onLog: o.onPhase, signal: o.signal,
     });
   } else if (workers > 1) {
-    evaluator = await createPool({ modelDir: o.modelDir, spec, calibrationIds: cal.ids, searchIds, dense, workers, threads });
+    evaluator = await createPool({ modelDir: o.modelDir, spec, calibrationIds: cal.ids, searchIds, dense, workers, threads, plugins });
   } else {
     const fitness = await createFitness(pm, spec, { calibrationIds: cal.ids, searchIds }, { dense, threads });
     const ev = functionEvaluator((c) => fitness.evaluate(c, o.signal));

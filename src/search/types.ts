@@ -52,7 +52,8 @@ export interface Evaluator {
 
 /** Everything that determines a candidate's fitness (apart from the model and the token ids themselves). */
 export interface SearchSpec {
-  method: 'wanda' | 'magnitude' | 'sparsegpt';
+  /** A registered method's name: a built-in (`wanda`, `magnitude`, `sparsegpt`) or one added with registerMethod(). */
+  method: string;
   /** Global target sparsity S. */
   sparsity: number;
   pattern?: Pattern;

@@ -2,9 +2,11 @@
  * A search worker thread: loads the model itself from its folder (its own onnxruntime session), builds the fitness
  * from the dense statistics the main thread shares (SharedArrayBuffers, no copy), then evaluates candidates on request.
  * Messages in: { type: 'eval', id, candidate, blockSparsity? } | { type: 'close' }. Out: { type: 'ready' } | { type: 'result', id,
- * evaluation } | { type: 'error', id?, message, hint? }.
+ * evaluation } | { type: 'error', id?, message, hint?, code? }. `init.plugins` are imported first (user methods).
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { isDsaPruneError } from '../errors.js';
+import { importPlugins } from '../methods/plugins.js';
 import { loadModelDir } from '../model/index.js';
 import { createFitness } from './fitness.js';
 import { unpackDense, type WorkerInit } from './pool.js';
@@ -14,13 +16,19 @@ async function main(): Promise<void> {
   const port = parentPort!;
   const init = workerData as WorkerInit;
   let fitness: Awaited<ReturnType<typeof createFitness>>;
+  const failed = (e: unknown, id?: number) => ({
+    type: 'error', ...(id !== undefined ? { id } : {}), message: (e as Error).message, hint: (e as { hint?: string }).hint,
+    ...(isDsaPruneError(e) ? { code: e.code } : {}),
+  });
   try {
+    // User methods first: this thread has its own registry (src/methods/registry.ts).
+    await importPlugins(init.plugins);
     const { prunable } = await loadModelDir(init.modelDir, { threads: init.threads, ...(init.dtype ? { dtype: init.dtype } : {}) });
     fitness = await createFitness(prunable, init.spec, { calibrationIds: init.calibrationIds, searchIds: init.searchIds }, {
       threads: init.threads, dense: unpackDense(init.dense), worker: `thread-${init.index}`, batchSize: init.batchSize,
     });
   } catch (e) {
-    port.postMessage({ type: 'error', message: (e as Error).message, hint: (e as { hint?: string }).hint });
+    port.postMessage(failed(e));
     return;
   }
   port.on('message', async (m: { type: 'eval'; id: number; candidate: Candidate; blockSparsity?: number[] } | { type: 'close' }) => {
@@ -33,7 +41,7 @@ async function main(): Promise<void> {
       const evaluation = await fitness.evaluate(m.candidate, undefined, m.blockSparsity);
       port.postMessage({ type: 'result', id: m.id, evaluation });
     } catch (e) {
-      port.postMessage({ type: 'error', id: m.id, message: (e as Error).message, hint: (e as { hint?: string }).hint });
+      port.postMessage(failed(e, m.id));
     }
   });
   port.postMessage({ type: 'ready' });

@@ -2,6 +2,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
+import { loadPlugins, PLUGIN_OPTION } from '../plugins.js';
 import { createProgress } from '../progress.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { attachModel, loadModelDir } from '../../model/index.js';
@@ -16,7 +17,8 @@ const spec = defineCommand({
   positionals: { min: 1, max: 1, names: ['modelDir'] },
   options: {
     out: { type: 'string', short: 'o', valueName: '<dir>', description: 'output folder (must not exist, or be empty; never the model folder)' },
-    method: { type: 'string', choices: ['magnitude', 'wanda', 'sparsegpt', 'structured'], default: 'wanda', description: 'pruning method (structured: remove whole channels, a smaller dense model; see docs/structured.md)' },
+    method: { type: 'string', default: 'wanda', description: 'pruning method: magnitude, wanda, sparsegpt, structured (remove whole channels, a smaller dense model; see docs/structured.md), or one a --plugin registers' },
+    plugin: PLUGIN_OPTION,
     target: { type: 'string', multiple: true, valueName: '<t>', description: 'structured: what to remove (ffn: MLP intermediate channels); repeatable or comma list' },
     score: { type: 'string', choices: ['wanda-sp', 'flap', 'magnitude'], valueName: '<s>', description: 'structured: channel score (default wanda-sp; flap adds its bias compensation)' },
     sparsity: { type: 'number', min: 0, max: 1, maxExclusive: true, default: 0.5, description: 'global target sparsity' },
@@ -101,6 +103,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   const v = args.values;
   const modelDir = args.positionals[0];
+  // User methods first (an unknown --method is refused here, before anything is read).
+  await loadPlugins(v.plugin, v.method === 'structured' ? undefined : v.method);
   const dryRun = v['dry-run'] === true;
   if (!dryRun && !v.out) throw new DsaPruneError('prune needs --out <dir>', { hint: spec.usage });
   if (v.out && path.resolve(v.out) === path.resolve(modelDir)) {

@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
+import { loadPlugins, PLUGIN_OPTION } from '../plugins.js';
 import { formatDuration } from '../progress.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { loadModelDir } from '../../model/index.js';
@@ -20,7 +21,8 @@ const spec = defineCommand({
   usage: 'dsa-prune search <modelDir> --method wanda --sparsity 0.7 --calibration <file> [--search-text <file>] --evals <n> [options]',
   positionals: { min: 1, max: 1, names: ['modelDir'] },
   options: {
-    method: { type: 'string', choices: ['wanda', 'magnitude', 'sparsegpt'], default: 'wanda', description: 'pruning method the allocation is searched for' },
+    method: { type: 'string', default: 'wanda', description: 'pruning method the allocation is searched for: wanda, magnitude, sparsegpt, or one a --plugin registers' },
+    plugin: PLUGIN_OPTION,
     sparsity: { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.7, description: 'global target sparsity' },
     strategy: { type: 'string', choices: ['dsa', 'levels'], default: 'dsa', description: 'dsa: evolve an allocation function (transfers); levels: level-switch search of per-linear sparsities (this model only)' },
     offspring: { type: 'integer', min: 1, default: 16, description: 'levels: offspring per generation (λ)' },
@@ -89,6 +91,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   const v = args.values;
   const modelDir = args.positionals[0]!;
+  // User methods first (an unknown --method is refused here, before anything is read).
+  const plugins = await loadPlugins(v.plugin, v.method);
   if (!v.calibration) throw new DsaPruneError('search needs --calibration <file> (dense statistics come from it)', { hint: spec.usage });
   if (v.random && v['random-only']) throw new DsaPruneError('--random and --random-only exclude each other');
   const quiet = args.common.json || args.common.quiet;
@@ -143,7 +147,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       throw new DsaPruneError('--strategy levels runs in this process on the fast fitness: --redis, --workers > 1, --random and --mode faithful are for --strategy dsa');
     }
     const lr = await levelSearch(prunable, {
-      method: v.method as 'wanda', sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear', fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'],
+      method: v.method, sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear', fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'],
       budget: v.budget as 'exact', calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
       searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals, offspring: v.offspring,
       timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, threads: args.common.threads, seed: v.seed, checkpointPath,
@@ -168,12 +172,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   const resume = v.resume ? await readCheckpoint(v.resume) : undefined;
   const result: SearchOutput = await searchModel(prunable, {
-    modelDir, method: v.method as 'wanda', sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear',
+    modelDir, method: v.method, sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear',
     fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'], budget: v.budget as 'exact', mode: v.mode as 'fast',
     calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
     searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals,
     timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, workers: v.workers, threads: args.common.threads,
-    redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'],
+    redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'], plugins,
     seed: v.seed, population: v.population, random: v.random, randomOnly: v['random-only'], checkpointPath, resume,
     final: !v['no-final'], signal: io.signal,
     onPhase: (m) => say(m),

@@ -4,12 +4,13 @@
  */
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
+import { loadPlugins, PLUGIN_OPTION } from '../plugins.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { DEFAULT_PREFIX, connectRedis, modelBackend, parseRedisUrl, startWorker } from '../../search/distributed/index.js';
 
 const spec = defineCommand({
   name: 'worker',
-  usage: 'dsa-prune worker --redis <url> --model <dir> [--concurrency k] [--threads n]',
+  usage: 'dsa-prune worker --redis <url> --model <dir> [--concurrency k] [--threads n] [--plugin <module.js>]',
   options: {
     redis: { type: 'string', valueName: '<url>', description: 'Redis URL: redis://[:password@]host:port[/db] or rediss:// (TLS)' },
     model: { type: 'string', valueName: '<dir>', description: 'model folder (must be the same model as the search: checked by hash)' },
@@ -17,6 +18,7 @@ const spec = defineCommand({
     prefix: { type: 'string', valueName: '<name>', default: DEFAULT_PREFIX, description: 'Redis key prefix shared with the search' },
     'lock-seconds': { type: 'number', min: 1, max: 3600, default: 60, description: 'job lock; a killed worker\'s job is retried elsewhere after about this long' },
     'max-jobs': { type: 'integer', min: 1, description: 'exit after completing this many jobs (benchmarks, scripts)' },
+    plugin: { ...PLUGIN_OPTION, description: 'ES module registering a pruning method (registerMethod from \'dsa-prune\'), for runs that search with it (repeatable; the search\'s own --plugin does not reach this process)' },
   },
 });
 
@@ -47,6 +49,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     return EXIT.ok;
   }
   const v = args.values;
+  await loadPlugins(v.plugin);
   const need = (name: string, value: string | undefined): string => {
     if (!value) {
       throw new DsaPruneError(`worker needs --${name}`, { hint: `usage: ${spec.usage}`, exitCode: EXIT.badInput });

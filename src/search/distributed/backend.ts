@@ -8,7 +8,7 @@
  *   them, and everyone then uses the stored copy, so all workers prune from bit-identical statistics.
  */
 import { loadModelDir, type PrunableModel } from '../../model/index.js';
-import { computeDense, createFitness, type DenseData } from '../fitness.js';
+import { computeDense, createFitness, searchMethod, type DenseData } from '../fitness.js';
 import type { SearchSpec } from '../types.js';
 import { decodeDense, denseByteLength, encodeDense, MAX_SHARED_DENSE_BYTES } from './dense-codec.js';
 import type { SlotFitness, WorkerBackend } from './worker.js';
@@ -46,7 +46,8 @@ export async function modelBackend(options: ModelBackendOptions): Promise<Worker
   };
 
   const denseFor = (spec: SearchSpec, calibrationIds: Int32Array, cache: DenseCache): Promise<DenseData> => {
-    const k = `${spec.calibration.sha256}|${spec.calibration.nsamples}|${spec.calibration.seqlen}|${spec.method === 'sparsegpt' ? 'gram' : 'sq'}`;
+    const gram = searchMethod(spec.method).needs.gram;
+    const k = `${spec.calibration.sha256}|${spec.calibration.nsamples}|${spec.calibration.seqlen}|${gram ? 'gram' : 'sq'}`;
     let p = denseByCalibration.get(k);
     if (!p) {
       p = (async () => {
@@ -54,7 +55,7 @@ export async function modelBackend(options: ModelBackendOptions): Promise<Worker
         if (stored) {
           try {
             const d = decodeDense(stored);
-            if (spec.method !== 'sparsegpt' || [...d.stats.values()].every((s) => s.gram)) {
+            if (!gram || [...d.stats.values()].every((s) => s.gram)) {
               log(`dense statistics fetched from Redis (${(stored.byteLength / 1e6).toFixed(1)} MB)`);
               return d;
             }

@@ -16,6 +16,7 @@
  */
 import { createHash } from 'node:crypto';
 import { PRE_BY_NAME, REDUCE_BY_NAME, SCALAR_BY_NAME } from '../../allocators/dsa/ops.js';
+import { getMethod } from '../../methods/registry.js';
 import type { SearchSpec } from '../types.js';
 
 /** Default key prefix. */
@@ -31,9 +32,12 @@ export const PAYLOAD_LAMBDA_LIMITS = { min: 0, max: 0.5 } as const;
 export const keys = {
   run: (prefix: string, runId: string): string => `${prefix}:run:${runId}`,
   results: (prefix: string, runId: string): string => `${prefix}:run:${runId}:results`,
-  /** Dense statistics of a spec: model, calibration tokens, and whether SparseGPT's Gram matrices are in them. */
+  /**
+   * Dense statistics of a spec: model, calibration tokens, and whether Gram matrices are in them (the method's
+   * `needs.gram`, from the registry: a user method must be registered, see `dsa-prune worker --plugin`).
+   */
   dense: (prefix: string, spec: Pick<SearchSpec, 'modelHash' | 'calibration' | 'method'>): string =>
-    `${prefix}:dense:${spec.modelHash}:${spec.calibration.sha256}:${spec.calibration.nsamples}x${spec.calibration.seqlen}:${spec.method === 'sparsegpt' ? 'gram' : 'sq'}`,
+    `${prefix}:dense:${spec.modelHash}:${spec.calibration.sha256}:${spec.calibration.nsamples}x${spec.calibration.seqlen}:${getMethod(spec.method).needs.gram ? 'gram' : 'sq'}`,
   workers: (prefix: string): string => `${prefix}:workers`,
 };
 
@@ -157,7 +161,8 @@ export function validateSpec(x: unknown): SearchSpec {
   };
   if (x === null || typeof x !== 'object') bad('not an object');
   const s = x as Record<string, unknown>;
-  if (!['wanda', 'magnitude', 'sparsegpt'].includes(s.method as string)) bad(`method ${String(s.method)}`);
+  // A method name (built-in or registered by a plugin); whether this process knows it is the worker's question.
+  if (typeof s.method !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$/.test(s.method)) bad(`method ${String(s.method)}`);
   if (typeof s.sparsity !== 'number' || !(s.sparsity >= 0 && s.sparsity < 1)) bad(`sparsity ${String(s.sparsity)}`);
   if (s.budget !== 'exact' && s.budget !== 'reference') bad(`budget ${String(s.budget)}`);
   if (s.mode !== 'fast' && s.mode !== 'faithful') bad(`mode ${String(s.mode)}`);

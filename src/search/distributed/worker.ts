@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto';
 import type { Job } from 'bullmq';
 import { DsaPruneError } from '../../errors.js';
 import { parseDsa } from '../../allocators/dsa/expression.js';
+import { getMethod, methodNames } from '../../methods/registry.js';
 import type { Candidate, Evaluation, SearchSpec } from '../types.js';
 import { connectRedis, loadBullmq, parseRedisUrl, type RedisClient } from './connection.js';
 import { redisDenseCache, type DenseCache } from './dense-codec.js';
@@ -139,6 +140,13 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       throw new UnrecoverableError(`run ${runId} has an invalid spec: ${(e as Error).message}`);
     }
     if (modelHash !== spec.modelHash) throw new UnrecoverableError(`run ${runId} is inconsistent (two model hashes)`);
+    try {
+      getMethod(spec.method);
+    } catch {
+      throw new UnrecoverableError(
+        `worker ${id} refuses run ${runId}: pruning method "${spec.method}" is not registered here (known: ${methodNames().join(', ')}); start the worker with --plugin <module.js> that registers it`,
+      );
+    }
     if (spec.modelHash !== backend.modelHash) {
       throw new UnrecoverableError(
         `worker ${id} refuses run ${runId}: its model hash ${backend.modelHash} differs from the run's model hash ${spec.modelHash}`,

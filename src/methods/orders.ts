@@ -1,15 +1,17 @@
 /**
- * Cached pruning orders for the fast fitness: the dense statistics never change during a search, so the order in which
- * Wanda (per output row, stable ascending metric) or magnitude (per matrix, stable ascending |W|) removes weights is
- * computed once per linear; a candidate then only writes zeros for the first k entries. The result is the same mask
- * the methods in src/methods produce (test/search/masks.test.ts checks it against them).
+ * Cached pruning orders, the fast path of Wanda and magnitude (their `prepare`): the dense statistics never change
+ * during a search, so the order in which Wanda (per output row, stable ascending metric) or magnitude (per matrix,
+ * stable ascending |W|) removes weights is computed once per linear; a candidate then only writes zeros for the first k
+ * entries. The result is the same mask `prune()` produces (test/methods/fast-path.test.ts checks it against them).
  */
 import type { BudgetMode, InputStats } from '../types.js';
 import { exactCount, rowCounts } from '../budget/rounding.js';
-import { wandaMetric } from '../methods/metrics.js';
+import { transpose } from '../kernels/dense.js';
+import { wandaMetric } from './metrics.js';
+import type { StoredLayout } from './types.js';
 
 /** Stored layout of a weight: `in_out` = ONNX MatMul B [dIn × dOut]; `out_in` = [dOut × dIn]. */
-export type Layout = 'in_out' | 'out_in';
+export type Layout = StoredLayout;
 
 export interface PruneOrder {
   method: 'wanda' | 'magnitude';
@@ -121,3 +123,14 @@ export function applyOrder(p: PruneOrder, dense: Float32Array, layout: Layout, s
   }
   return k;
 }
+
+/**
+ * A prepared linear that re-masks a cached order: keeps the dense weight in the layout the caller stores it in
+ * (`ctx.layout`, so no transpose per candidate) and the order; `apply` = applyOrder.
+ */
+export function orderFastPath(order: PruneOrder, weight: Float32Array, budget: BudgetMode, layout: Layout = 'out_in'): { layout: Layout; apply(s: number, out: Float32Array): void } {
+  const { dOut, dIn } = order;
+  const dense = layout === 'out_in' ? weight : transpose(weight, dOut, dIn);
+  return { layout, apply: (s, out) => void applyOrder(order, dense, layout, s, budget, out) };
+}
+
