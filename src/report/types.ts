@@ -3,7 +3,7 @@
  * result of a search (`dsa-prune search --json`, or the file a search writes). Declared once as valibot schemas
  * (src/data/schema.ts); a bad file fails with a DsaPruneError (code `invalid-data`) naming the file and field path.
  */
-import { compact, lenient, obj, plainObject, num, numberOrNull, numbers, numericEntries, opt, parseSchema, str, v } from '../data/schema.js';
+import { compact, lenient, obj, plainObject, num, numbers, numericEntries, opt, parseSchema, str, v } from '../data/schema.js';
 
 /** Task score as printed by `dsa-prune eval --json` (`acc`, optional `acc_norm`, number of items `n`). */
 export interface TaskScore {
