@@ -358,3 +358,16 @@ export function attrInt(n: NodeProto, name: string, dflt: number): number {
   const a = n.attribute.find((x) => x.name === name);
   return a?.i !== undefined ? toNumber(a.i) : dflt;
 }
+
+/* The hand-typed views above agree with the generated types on every field they name (a compile-time check). */
+type Assignable<A, B> = [A] extends [B] ? true : false;
+/** The declared fields of a view, without its `[k: string]: unknown` catch-all. */
+type Known<T> = { [K in keyof T as string extends K ? never : K]: T[K] };
+const viewsAgree: [
+  Assignable<Known<TensorProto>, onnx.ITensorProto>,
+  Assignable<Known<NodeProto>, onnx.INodeProto>,
+  Assignable<Known<AttributeProto>, onnx.IAttributeProto>,
+  Assignable<Known<GraphProto>, onnx.IGraphProto>,
+  Assignable<Known<ModelProto>, onnx.IModelProto>,
+] = [true, true, true, true, true];
+void viewsAgree;
