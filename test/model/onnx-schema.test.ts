@@ -4,8 +4,8 @@
  * - src/model/proto/onnx.js and onnx.d.ts equal a fresh `npm run gen:onnx` (pbjs/pbts),
  * - proto2 wire format: `dims` unpacked, `float_data` packed, checked against bytes written by hand from the protobuf
  *   encoding rules (not by the codec under test),
- * - decode → encode is byte-identical on every model of ../shared/models/layouts and stories260k (exported by
- *   PyTorch/onnx, not by this project), and keeps fields the old hand transcription dropped.
+ * - decode → encode is byte-identical on every model of ../shared/models/layouts, stories260k and bench-12l (exported
+ *   by PyTorch/onnx, not by this project), and keeps fields the old hand transcription dropped.
  */
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
@@ -77,7 +77,7 @@ describe('proto2 wire format', () => {
 });
 
 function sharedModels(): string[] {
-  const dirs = [path.join(shared, 'stories260k')];
+  const dirs = [path.join(shared, 'stories260k'), path.join(shared, 'bench-12l')];
   const layouts = path.join(shared, 'layouts');
   if (existsSync(layouts)) for (const d of readdirSync(layouts)) dirs.push(path.join(layouts, d));
   return dirs.flatMap((d) => {
@@ -90,7 +90,7 @@ const files = existsSync(shared) ? sharedModels() : [];
 if (files.length === 0) console.warn(`onnx-schema.test: ${shared} not found, round trips on exported models skipped`);
 
 describe.skipIf(files.length === 0)('decode → encode is byte-identical on exported models', () => {
-  it.each(files.map((f) => [path.relative(shared, f), f]))('%s', (_name, file) => {
+  it.each(files.map((f) => [path.relative(shared, f), f]))('%s', { timeout: 60_000 }, (_name, file) => {
     const bytes = readFileSync(file);
     const again = encodeModel(decodeModel(bytes, file));
     expect(again.length).toBe(bytes.length);
