@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.scratch/**', 'models/**', 'data/**', 'docs/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.scratch/**', 'models/**', 'data/**', 'docs/**', 'src/model/proto/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,23 +1,23 @@
 /**
- * ONNX model I/O on protobufjs with the ONNX schema (onnx-schema.ts): decode, encode, tensor data in and out,
- * external data. Knows nothing about pruning.
+ * ONNX model I/O on protobufjs with the generated ONNX schema (proto/onnx.js, from the vendored, pinned
+ * proto/onnx.proto by `npm run gen:onnx`): decode, encode, tensor data in and out, external data. Knows nothing about
+ * pruning.
  */
-import protobuf from 'protobufjs';
+import protobuf from 'protobufjs/minimal.js';
 import Long from 'long';
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
-import { ONNX_PROTO } from './onnx-schema.js';
+import { onnx } from './proto/onnx.js';
 
 // protobufjs needs Long for exact int64 values (initializer offsets beyond 2^53 in external data).
 protobuf.util.Long = Long;
 protobuf.configure();
 
-const root = protobuf.parse(ONNX_PROTO, { keepCase: true }).root;
-const ModelType = root.lookupType('onnx.ModelProto');
-const TensorType = root.lookupType('onnx.TensorProto');
-const NodeType = root.lookupType('onnx.NodeProto');
-const GraphType = root.lookupType('onnx.GraphProto');
+const ModelType = onnx.ModelProto;
+const TensorType = onnx.TensorProto;
+const NodeType = onnx.NodeProto;
+const GraphType = onnx.GraphProto;
 
 /* Decoded messages keep the schema's snake_case names. Only what the project reads is typed; the rest round-trips. */
 export type Int64 = number | Long;
@@ -107,16 +107,16 @@ export function decodeModel(bytes: Uint8Array, where = 'model'): ModelProto {
 }
 
 export function encodeModel(m: ModelProto): Uint8Array {
-  return ModelType.encode(m as unknown as protobuf.Message).finish();
+  return ModelType.encode(m as unknown as onnx.IModelProto).finish();
 }
 
 export function encodeTensor(t: TensorProto): Uint8Array {
-  return TensorType.encode(t as unknown as protobuf.Message).finish();
+  return TensorType.encode(t as unknown as onnx.ITensorProto).finish();
 }
 
 /** Deep copy of a graph through the codec (for building derived graphs without touching the original). */
 export function cloneGraph(g: GraphProto): GraphProto {
-  return GraphType.decode(GraphType.encode(g as unknown as protobuf.Message).finish()) as unknown as GraphProto;
+  return GraphType.decode(GraphType.encode(g as unknown as onnx.IGraphProto).finish()) as unknown as GraphProto;
 }
 
 export function createNode(n: Partial<NodeProto> & { op_type: string }): NodeProto {
@@ -358,3 +358,16 @@ export function attrInt(n: NodeProto, name: string, dflt: number): number {
   const a = n.attribute.find((x) => x.name === name);
   return a?.i !== undefined ? toNumber(a.i) : dflt;
 }
+
+/* The hand-typed views above agree with the generated types on every field they name (a compile-time check). */
+type Assignable<A, B> = [A] extends [B] ? true : false;
+/** The declared fields of a view, without its `[k: string]: unknown` catch-all. */
+type Known<T> = { [K in keyof T as string extends K ? never : K]: T[K] };
+const viewsAgree: [
+  Assignable<Known<TensorProto>, onnx.ITensorProto>,
+  Assignable<Known<NodeProto>, onnx.INodeProto>,
+  Assignable<Known<AttributeProto>, onnx.IAttributeProto>,
+  Assignable<Known<GraphProto>, onnx.IGraphProto>,
+  Assignable<Known<ModelProto>, onnx.IModelProto>,
+] = [true, true, true, true, true];
+void viewsAgree;

@@ -22,6 +22,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { DsaPruneError } from '../errors.js';
+import { checkSchema, numbers, obj, plainObject, v } from '../data/schema.js';
 import type { PrunableModel } from '../model/index.js';
 import type { Allocator } from '../allocators/types.js';
 import { apportionCounts } from '../budget/counts.js';
@@ -300,13 +301,43 @@ export async function readLevelCheckpoint(file: string): Promise<LevelCheckpoint
   return ck;
 }
 
+const SPARSITY = 'a sparsity in [0, 1]';
+
+/** What `--allocator @levels.json` reads of a levels result (LevelSearchResult; the rest is the search's record). */
+export const levelsAllocationSchema = obj(
+  {
+    strategy: v.optional(v.literal('levels', '"levels"')),
+    modelHash: v.pipe(v.string('a model hash'), v.minLength(1, 'a model hash')),
+    granularity: v.optional(v.picklist(['block', 'linear'], '"block" or "linear"')),
+    best: obj(
+      {
+        linearSparsity: v.pipe(
+          plainObject('an object of linear name → sparsity'),
+          v.record(v.string(), v.pipe(v.number(SPARSITY), v.minValue(0, SPARSITY), v.maxValue(1, SPARSITY)), 'an object of linear name → sparsity'),
+        ),
+        blockSparsity: v.optional(numbers()),
+      },
+      'the best allocation: { "linearSparsity", … }',
+    ),
+  },
+  'a JSON object',
+);
+
 /**
  * The allocator of a levels result: its per-linear sparsities, on the model it was found on only. Refused (before any
  * work) when `modelHash` differs from the result's: a levels result names this model's linears and was selected on
  * this model's weights; it is not a function that transfers (a DSA result is: `--allocator @search.json`).
+ * `data` is a LevelSearchResult or its parsed JSON, checked against levelsAllocationSchema (a bad one is a
+ * DsaPruneError `invalid-data` naming `source` and the field).
  */
-export function levelsAllocator(result: Pick<LevelSearchResult, 'modelHash' | 'best' | 'granularity'>, modelHash: string, source = 'the levels result'): Allocator {
-  if (!result?.best?.linearSparsity || typeof result.modelHash !== 'string') throw new DsaPruneError(`${source} has no best.linearSparsity / modelHash`);
+export function levelsAllocator(data: unknown, modelHash: string, source = 'the levels result'): Allocator {
+  const checked = checkSchema(levelsAllocationSchema, data);
+  if (!checked.ok) {
+    throw new DsaPruneError(`${source}: ${checked.problem.text}`, {
+      code: 'invalid-data', hint: 'pass the JSON written by `dsa-prune search --strategy levels --out`',
+    });
+  }
+  const result = checked.value;
   if (result.modelHash !== modelHash) {
     throw new DsaPruneError(`${source} was found on another model (model hash ${result.modelHash.slice(0, 16)}…, this model ${modelHash.slice(0, 16)}…): a levels allocation applies only to the model it was searched on`, {
       hint: 'run `dsa-prune search --strategy levels` on this model, or use a DSA search result (a function of the statistics, it transfers to other models)',

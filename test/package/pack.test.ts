@@ -4,7 +4,7 @@
  * processes of that project:
  * - every entry point of package.json `exports` imports and has its main exports, and type-checks from TypeScript;
  * - the CLI runs (`--version`, `inspect` on the model shipped in the package);
- * - `import 'dsa-prune'` loads neither bullmq nor ioredis nor the report code (every module the process resolved is
+ * - `import 'dsa-prune'` loads neither bullmq nor ioredis nor valibot nor the report code (every module the process resolved is
  *   recorded by a loader hook, every CommonJS module from require.cache), and its import time is printed;
  * - no built file mentions `../shared` (a folder of this repository, not of an installed package).
  * Set DSA_PRUNE_SKIP_BUILD=1 to test the dist/ already built (CI builds just before the tests).
@@ -147,6 +147,8 @@ console.log(JSON.stringify({ ms, exports: Object.keys(m).length, cjs: Object.key
     expect(deps(root.files, '@huggingface')).not.toEqual([]);
     expect(deps(root.files, 'bullmq')).toEqual([]);
     expect(deps(root.files, 'ioredis')).toEqual([]);
+    // The JSON schemas (valibot) are read by report, search and the CLI, not by the pipeline the root exports.
+    expect(deps(root.files, 'valibot')).toEqual([]);
     // The report code: no file of the package the root loaded defines the HTML report or the charts.
     const own = root.files.filter((f) => f.startsWith(installed + path.sep));
     expect(own.some((f) => f.endsWith(`${path.sep}dist${path.sep}index.js`))).toBe(true);

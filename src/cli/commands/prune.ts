@@ -10,6 +10,7 @@ import { parseAllocatorSpec, dsa, atGranularity, checkGranularity, type Allocato
 import { lastPruneCalibration, planPrune, pruneModel, type PruneOptions } from '../../prune.js';
 import { savePruned } from '../../save.js';
 import { levelsAllocator } from '../../search/levels.js';
+import { validateSearchAllocation } from '../../report/types.js';
 
 const spec = defineCommand({
   name: 'prune',
@@ -69,21 +70,21 @@ Examples:
 export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator | ((modelHash: string) => Allocator) {
   if (value.startsWith('@')) {
     const file = value.slice(1);
-    let best: { expression?: string; lambda?: number } | undefined;
-    let granularity: unknown;
+    let raw: unknown;
     try {
-      const r = JSON.parse(readFileSync(file, 'utf8')) as { best?: { expression?: string; lambda?: number }; granularity?: unknown; strategy?: string };
-      // A levels result is this model's per-linear allocation: refused on another model (by its hash).
-      if (r.strategy === 'levels') return (hash: string) => levelsAllocator(r as never, hash, file);
-      best = r.best;
-      granularity = r.granularity;
+      raw = JSON.parse(readFileSync(file, 'utf8'));
     } catch (e) {
-      if (e instanceof DsaPruneError) throw e;
-      throw new DsaPruneError(`cannot read search result ${file}: ${(e as Error).message}`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
+      throw new DsaPruneError(`cannot read search result ${file}: ${(e as Error).message}`, {
+        code: (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not-found' : 'invalid-data', hint: 'Pass the JSON written by `dsa-prune search --out`.', cause: e,
+      });
     }
-    if (!best?.expression) throw new DsaPruneError(`${file} has no best.expression`, { hint: 'Pass the JSON written by `dsa-prune search --out`.' });
+    // A levels result is this model's per-linear allocation: refused on another model (by its hash).
+    if (typeof raw === 'object' && raw !== null && (raw as { strategy?: unknown }).strategy === 'levels') {
+      return (hash: string) => levelsAllocator(raw, hash, file);
+    }
+    const r = validateSearchAllocation(raw, file);
     // The function transfers to any model or sparsity, at the granularity it was searched at.
-    return atGranularity(dsa(best.expression, { lambda: o.lambda ?? best.lambda ?? 0.08 }), checkGranularity(granularity));
+    return atGranularity(dsa(r.best.expression, { lambda: o.lambda ?? r.best.lambda ?? 0.08 }), checkGranularity(r.granularity));
   }
   return parseAllocatorSpec(value, o);
 }

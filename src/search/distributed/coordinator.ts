@@ -367,7 +367,14 @@ export class RedisEvaluator implements Evaluator {
       const vals = await this.call('read results', () => this.client.hmget(resultsKey, ...part));
       vals.forEach((v, j) => {
         if (v === null) return;
-        const r = decodeResult(v);
+        let r: ReturnType<typeof decodeResult>;
+        try {
+          r = decodeResult(v);
+        } catch (e) {
+          throw new DsaPruneError(`Redis ${resultsKey} holds a malformed result for candidate ${part[j].slice(0, 80)}: ${(e as Error).message}`, {
+            code: 'remote', hint: 'a worker of another version wrote it: stop the old workers, then delete that key (or start with another --run-id)', cause: e,
+          });
+        }
         // Only results computed for this run and this candidate count.
         if (r.runId !== this.runId || r.key !== part[j]) return;
         out.set(part[j], { key: r.key, fitness: r.fitness as number, blockSparsity: r.blockSparsity, seconds: r.seconds, worker: r.worker });

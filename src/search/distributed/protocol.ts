@@ -12,11 +12,13 @@
  *
  * Job payloads are plain data: the DSA string form of the expression, λ, the run id and nonce, the candidate key. A
  * worker validates them against the op tables (no code, no paths, no free text reaches the pruning code) and refuses
- * anything else without retrying.
+ * anything else without retrying. Payloads, run specs and stored results are declared once as valibot schemas
+ * (payloadSchema, specSchema, storedResultSchema; src/data/schema.ts builds the messages).
  */
 import { createHash } from 'node:crypto';
 import { PRE_BY_NAME, REDUCE_BY_NAME, SCALAR_BY_NAME } from '../../allocators/dsa/ops.js';
 import { getMethod } from '../../methods/registry.js';
+import { checkSchema, numberOrNull, obj, strictObj, v } from '../../data/schema.js';
 import type { SearchSpec } from '../types.js';
 
 /** Default key prefix. */
@@ -133,61 +135,79 @@ export function parseDsaStructure(text: string): DsaStructure {
   return { pre, reduce: m[2], scalar };
 }
 
-/**
- * Validate a job's data field by field (exact key set, types, ranges, op names). Returns the payload typed, or throws
- * PayloadError saying what is wrong.
- */
-export function validatePayload(data: unknown): JobPayload {
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new PayloadError('job data is not an object');
-  const d = data as Record<string, unknown>;
-  const allowed = ['v', 'runId', 'nonce', 'key', 'expression', 'lambda'];
-  for (const k of Object.keys(d)) if (!allowed.includes(k)) throw new PayloadError(`job data has unexpected field "${k}"`);
-  if (d.v !== PROTOCOL_VERSION) throw new PayloadError(`job protocol version ${String(d.v)} (this worker speaks ${PROTOCOL_VERSION})`);
-  if (typeof d.runId !== 'string' || !RUN_ID_PATTERN.test(d.runId)) throw new PayloadError('job runId is missing or malformed');
-  if (typeof d.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(d.nonce)) throw new PayloadError('job nonce is missing or malformed');
-  if (typeof d.key !== 'string' || d.key.length === 0 || d.key.length > MAX_KEY) throw new PayloadError('job key is missing or too long');
-  if (typeof d.expression !== 'string') throw new PayloadError('job expression is not a string');
-  parseDsaStructure(d.expression);
-  if (typeof d.lambda !== 'number' || !Number.isFinite(d.lambda) || d.lambda < PAYLOAD_LAMBDA_LIMITS.min || d.lambda > PAYLOAD_LAMBDA_LIMITS.max) {
-    throw new PayloadError(`job lambda ${String(d.lambda)} is outside [${PAYLOAD_LAMBDA_LIMITS.min}, ${PAYLOAD_LAMBDA_LIMITS.max}]`);
-  }
-  return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key, expression: d.expression, lambda: d.lambda };
+/** Run a schema; a failure is a PayloadError `<what>: <field problem>` (the job fails without retry). */
+function checked<S extends v.GenericSchema>(schema: S, data: unknown, what: string): v.InferOutput<S> {
+  const r = checkSchema(schema, data);
+  if (!r.ok) throw new PayloadError(`${what}: ${r.problem.text}`);
+  return r.value;
 }
 
-/** Validate a SearchSpec read back from Redis (numbers, enums; no free-form fields that reach file paths). */
+/** A BullMQ job's data: exactly these fields (an extra one is refused), each typed and bounded. */
+export const payloadSchema = strictObj(
+  {
+    v: v.literal(PROTOCOL_VERSION, `protocol version ${PROTOCOL_VERSION} (the version this worker speaks)`),
+    runId: v.pipe(v.string('a run id'), v.regex(RUN_ID_PATTERN, 'a run id (1–64 letters, digits, "-", "_")')),
+    nonce: v.pipe(v.string('a nonce'), v.regex(/^[0-9a-f]{32}$/, 'a nonce (32 lowercase hex digits)')),
+    key: v.pipe(v.string('a candidate key'), v.minLength(1, 'a non-empty candidate key'), v.maxLength(MAX_KEY, `a candidate key of at most ${MAX_KEY} characters`)),
+    expression: v.string('a DSA string form W:(P…)-(R)-(T1[,T2])'),
+    lambda: v.pipe(
+      v.number(`a number in [${PAYLOAD_LAMBDA_LIMITS.min}, ${PAYLOAD_LAMBDA_LIMITS.max}]`),
+      v.finite(`a number in [${PAYLOAD_LAMBDA_LIMITS.min}, ${PAYLOAD_LAMBDA_LIMITS.max}]`),
+      v.minValue(PAYLOAD_LAMBDA_LIMITS.min, `a number in [${PAYLOAD_LAMBDA_LIMITS.min}, ${PAYLOAD_LAMBDA_LIMITS.max}]`),
+      v.maxValue(PAYLOAD_LAMBDA_LIMITS.max, `a number in [${PAYLOAD_LAMBDA_LIMITS.min}, ${PAYLOAD_LAMBDA_LIMITS.max}]`),
+    ),
+  },
+  'an object { v, runId, nonce, key, expression, lambda }',
+);
+
+/**
+ * Validate a job's data (exact key set, types, ranges, op names). Returns the payload typed, or throws PayloadError
+ * saying which field is wrong.
+ */
+export function validatePayload(data: unknown): JobPayload {
+  const p = checked(payloadSchema, data, 'job data');
+  parseDsaStructure(p.expression);
+  return { v: p.v, runId: p.runId, nonce: p.nonce, key: p.key, expression: p.expression, lambda: p.lambda };
+}
+
+const int = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  v.pipe(v.number(what), v.integer(what), v.minValue(min, what), v.maxValue(max, what));
+const sha = v.pipe(v.string('a sha256'), v.regex(/^[0-9a-f]{0,64}$/, 'a sha256 (hex)'));
+
+/** A SearchSpec read back from Redis: numbers, enums and ids only (no free-form field reaches a file path). */
+export const specSchema = v.looseObject(
+  {
+    // A method name (built-in or registered by a plugin); whether this process knows it is the worker's question.
+    method: v.pipe(v.string('a method name'), v.regex(/^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$/, 'a method name (built-in or registered by --plugin)')),
+    sparsity: v.pipe(v.number('a sparsity in [0, 1)'), v.minValue(0, 'a sparsity in [0, 1)'), v.ltValue(1, 'a sparsity in [0, 1)')),
+    budget: v.picklist(['exact', 'reference'], 'exact or reference'),
+    mode: v.picklist(['fast', 'faithful'], 'fast or faithful'),
+    seed: v.pipe(v.number('a finite number'), v.finite('a finite number')),
+    modelHash: v.pipe(v.string('a model hash'), v.regex(/^[0-9A-Za-z:_-]{1,128}$/, 'a model hash (1–128 of [0-9A-Za-z:_-])')),
+    granularity: v.optional(v.picklist(['block', 'linear'], 'block or linear')),
+    fitness: v.optional(v.picklist(['ppl', 'kl'], 'ppl or kl')),
+    klTopK: v.optional(int('an integer in [1, 2^20]', 1, 1 << 20)),
+    calibration: obj({ nsamples: int('an integer ≥ 0', 0), seqlen: int('an integer ≥ 1', 1), sha256: sha }, 'an object { nsamples, seqlen, sha256 }'),
+    search: obj({ windows: int('an integer ≥ 0', 0), seqlen: int('an integer ≥ 1', 1), sha256: sha }, 'an object { windows, seqlen, sha256 }'),
+    pattern: v.optional(
+      v.union(
+        [
+          v.object({ kind: v.literal('unstructured') }),
+          v.pipe(
+            v.object({ kind: v.literal('nm'), n: v.pipe(v.number(), v.integer()), m: v.pipe(v.number(), v.integer()) }),
+            v.check((p) => p.n < p.m, 'N < M'),
+          ),
+        ],
+        '{ "kind": "unstructured" } or { "kind": "nm", "n", "m" } with N < M',
+      ),
+    ),
+  },
+  'an object',
+);
+
+/** Validate a SearchSpec read back from Redis; returns it as read (fields beyond the checked ones included). */
 export function validateSpec(x: unknown): SearchSpec {
-  const bad = (what: string): never => {
-    throw new PayloadError(`run spec: ${what}`);
-  };
-  if (x === null || typeof x !== 'object') bad('not an object');
-  const s = x as Record<string, unknown>;
-  // A method name (built-in or registered by a plugin); whether this process knows it is the worker's question.
-  if (typeof s.method !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.:@/+-]{0,127}$/.test(s.method)) bad(`method ${String(s.method)}`);
-  if (typeof s.sparsity !== 'number' || !(s.sparsity >= 0 && s.sparsity < 1)) bad(`sparsity ${String(s.sparsity)}`);
-  if (s.budget !== 'exact' && s.budget !== 'reference') bad(`budget ${String(s.budget)}`);
-  if (s.mode !== 'fast' && s.mode !== 'faithful') bad(`mode ${String(s.mode)}`);
-  if (typeof s.seed !== 'number' || !Number.isFinite(s.seed)) bad('seed');
-  if (typeof s.modelHash !== 'string' || !/^[0-9A-Za-z:_-]{1,128}$/.test(s.modelHash)) bad('modelHash');
-  const part = (p: unknown, name: string, count: 'nsamples' | 'windows'): void => {
-    if (p === null || typeof p !== 'object') bad(name);
-    const o = p as Record<string, unknown>;
-    if (!Number.isInteger(o[count]) || (o[count] as number) < 0) bad(`${name}.${count}`);
-    if (!Number.isInteger(o.seqlen) || (o.seqlen as number) < 1) bad(`${name}.seqlen`);
-    if (typeof o.sha256 !== 'string' || !/^[0-9a-f]{0,64}$/.test(o.sha256)) bad(`${name}.sha256`);
-  };
-  if (s.granularity !== undefined && s.granularity !== 'block' && s.granularity !== 'linear') bad(`granularity ${String(s.granularity)}`);
-  if (s.fitness !== undefined && s.fitness !== 'ppl' && s.fitness !== 'kl') bad(`fitness ${String(s.fitness)}`);
-  if (s.klTopK !== undefined && !(Number.isInteger(s.klTopK) && (s.klTopK as number) >= 1 && (s.klTopK as number) <= 1 << 20)) bad(`klTopK ${String(s.klTopK)}`);
-  part(s.calibration, 'calibration', 'nsamples');
-  part(s.search, 'search', 'windows');
-  if (s.pattern !== undefined) {
-    const p = s.pattern as Record<string, unknown>;
-    const ok =
-      p !== null &&
-      typeof p === 'object' &&
-      (p.kind === 'unstructured' || (p.kind === 'nm' && Number.isInteger(p.n) && Number.isInteger(p.m) && (p.n as number) < (p.m as number)));
-    if (!ok) bad('pattern');
-  }
+  checked(specSchema, x, 'run spec');
   return x as SearchSpec;
 }
 
@@ -218,7 +238,29 @@ export function encodeResult(r: StoredResult): string {
   return JSON.stringify({ ...r, fitness: Number.isFinite(r.fitness) ? r.fitness : null });
 }
 
+/** A result as a worker stored it (null fitness: not finite; null in blockSparsity: NaN). */
+export const storedResultSchema = v.object(
+  {
+    runId: v.string('a run id'),
+    key: v.string('a candidate key'),
+    fitness: v.nullish(v.number('a number or null')),
+    blockSparsity: v.array(numberOrNull(), 'an array of numbers, one per block'),
+    seconds: v.number('a number'),
+    worker: v.optional(v.string('a worker id')),
+  },
+  'an object',
+);
+
+/** Read a stored result back; a malformed entry is a PayloadError naming the field. */
 export function decodeResult(text: string): StoredResult {
-  const r = JSON.parse(text) as StoredResult;
-  return { ...r, fitness: r.fitness === null || r.fitness === undefined ? Infinity : r.fitness };
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new PayloadError(`stored result is not JSON (${(e as Error).message})`);
+  }
+  const r = checked(storedResultSchema, data, 'stored result');
+  const out: StoredResult = { runId: r.runId, key: r.key, fitness: r.fitness ?? Infinity, blockSparsity: r.blockSparsity, seconds: r.seconds };
+  if (r.worker !== undefined) out.worker = r.worker;
+  return out;
 }
