@@ -27,6 +27,7 @@ import type { Allocator } from '../allocators/types.js';
 import { apportionCounts } from '../budget/counts.js';
 import { EXACT_MAX } from '../budget/global.js';
 import { writeAtomicJson } from './levels-io.js';
+import { unitSparsities } from './level-db.js';
 import { Rng, mixSeed } from './random.js';
 import { calibrationWindows, computeDense, createFitness, idsSha256, searchLinears, type DenseData } from './fitness.js';
 import type { SearchModelOptions } from './run.js';
@@ -106,15 +107,7 @@ export function levelSwitch(grid: LevelGrid, genome: ArrayLike<number>, rng: Rng
 export function genomeAllocation(grid: LevelGrid, genome: ArrayLike<number>): Record<string, number> {
   const counts = unitCounts(grid, genome);
   const out: Record<string, number> = {};
-  grid.units.forEach((u, i) => {
-    if (u.linears.length === 1) {
-      out[u.linears[0].name] = counts[i] / u.params;
-      return;
-    }
-    const s = counts[i] / u.params;
-    const c = apportionCounts(u.linears.map(() => s), u.linears.map((l) => l.params), s, { min: 0, max: 1 });
-    u.linears.forEach((l, j) => (out[l.name] = c[j] / l.params));
-  });
+  grid.units.forEach((u, i) => Object.assign(out, unitSparsities(u, counts[i])));
   return out;
 }
 

@@ -8,7 +8,7 @@
  *   them, and everyone then uses the stored copy, so all workers prune from bit-identical statistics.
  */
 import { loadModelDir, type PrunableModel } from '../../model/index.js';
-import { computeDense, createFitness, type DenseData } from '../fitness.js';
+import { computeDense, createFitness, searchLinears, type DenseData } from '../fitness.js';
 import type { SearchSpec } from '../types.js';
 import { decodeDense, denseByteLength, encodeDense, MAX_SHARED_DENSE_BYTES } from './dense-codec.js';
 import type { SlotFitness, WorkerBackend } from './worker.js';
@@ -80,6 +80,7 @@ export async function modelBackend(options: ModelBackendOptions): Promise<Worker
   return {
     modelHash,
     prunable: first,
+    linears: searchLinears(first),
     async createFitness(spec, data, slot, cache): Promise<SlotFitness> {
       const pm = await modelFor(spec, slot);
       const dense = await denseFor(spec, data.calibrationIds, cache);
