@@ -99,7 +99,7 @@ export function levelDbPlan(grid: LevelGrid, linears: LinearInfo[]): { linear: L
   return linears.filter((l) => counts.has(l.name)).map((l) => ({ linear: l, counts: [...counts.get(l.name)!].sort((a, b) => a - b) }));
 }
 
-const gb = (b: number) => `${(b / 1024 ** 3).toFixed(2)} GiB`;
+const gb = (b: number) => (b >= 1024 ** 3 ? `${(b / 1024 ** 3).toFixed(2)} GiB` : `${(b / 1024 ** 2).toFixed(1)} MiB`);
 const keyOf = (name: string, count: number) => `${name}|${count}`;
 
 /** Free bytes of the file system holding `dir`. */
@@ -127,13 +127,13 @@ export async function buildLevelDb(pm: PrunableModel, dense: DenseData, grid: Le
   const parent = o.dir ?? os.tmpdir();
   const kind: 'memory' | 'disk' = bytes <= maxMem ? 'memory' : 'disk';
   let dir: string | undefined;
-  const size = `${levels} levels over ${plan.length} linears (${weights} weights, ${(levels / Math.max(1, plan.length)).toFixed(1)} levels each on average) × 4 bytes = ${gb(bytes)}`;
+  const size = `${levels} levels over ${plan.length} linears (${weights} weights, ${(levels / Math.max(1, plan.length)).toFixed(1)} levels each on average) × 4 bytes = ${bytes} bytes (${gb(bytes)})`;
   if (kind === 'disk') {
     const free = freeBytes(parent);
     const maxDisk = Math.min(o.maxDiskBytes ?? Infinity, free - DISK_MARGIN);
     if (bytes > maxDisk) {
       throw new DsaPruneError(
-        `the SparseGPT level database needs ${size}: more than the memory limit ${gb(maxMem)} and than the disk room in ${parent} (${o.maxDiskBytes !== undefined ? `limit ${gb(o.maxDiskBytes)}, ` : ''}${Number.isFinite(free) ? `${gb(free)} free` : 'free space unknown'}, ${gb(DISK_MARGIN)} kept free)`,
+        `the SparseGPT level database needs ${size}: more than the memory limit of ${maxMem} bytes (${gb(maxMem)}) and than the disk room in ${parent} (${o.maxDiskBytes !== undefined ? `limit ${o.maxDiskBytes} bytes, ` : ''}${Number.isFinite(free) ? `${gb(free)} free` : 'free space unknown'}, ${gb(DISK_MARGIN)} kept free)`,
         { code: 'refused', hint: 'use fewer levels (a smaller --level-spread or a larger --level-step), --granularity block, a larger --level-db-memory, or --level-db-dir on a disk with room' },
       );
     }
