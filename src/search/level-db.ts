@@ -19,7 +19,6 @@ import type { PrunableModel } from '../model/index.js';
 import { sparsegpt } from '../methods/index.js';
 import type { DenseData } from './fitness.js';
 import { apportionCounts } from '../budget/counts.js';
-import type { LevelGrid } from './levels.js';
 
 /** Default memory budget of the database before it goes to disk. */
 export const LEVEL_DB_MEMORY_DEFAULT = 1024 ** 3;
@@ -70,8 +69,14 @@ export interface LevelDb {
   close(): void;
 }
 
+/** The part of a level grid (levels.ts LevelGrid) the database reads. */
+export interface LevelDbGrid {
+  quantum: number;
+  units: { params: number; base: number; lo: number; hi: number; linears: { name: string; params: number }[] }[];
+}
+
 /** Per-linear sparsities of one unit pruning `count` of its weights (the unit's share apportioned over its linears). */
-export function unitSparsities(u: LevelGrid['units'][number], count: number): Record<string, number> {
+export function unitSparsities(u: LevelDbGrid['units'][number], count: number): Record<string, number> {
   if (u.linears.length === 1) return { [u.linears[0].name]: count / u.params };
   const s = count / u.params;
   const c = apportionCounts(u.linears.map(() => s), u.linears.map((l) => l.params), s, { min: 0, max: 1 });
@@ -81,7 +86,7 @@ export function unitSparsities(u: LevelGrid['units'][number], count: number): Re
 }
 
 /** The distinct pruned counts of every linear over the grid's levels. */
-export function levelDbPlan(grid: LevelGrid, linears: LinearInfo[]): { linear: LinearInfo; counts: number[] }[] {
+export function levelDbPlan(grid: LevelDbGrid, linears: LinearInfo[]): { linear: LinearInfo; counts: number[] }[] {
   const byName = new Map(linears.map((l) => [l.name, l]));
   const counts = new Map<string, Set<number>>();
   for (const u of grid.units) {
@@ -117,7 +122,7 @@ function freeBytes(dir: string): number {
  * dense weights with the dense Gram. Refused (DsaPruneError `refused`, nothing written) when it fits neither memory
  * nor disk.
  */
-export async function buildLevelDb(pm: PrunableModel, dense: DenseData, grid: LevelGrid, linears: LinearInfo[], o: LevelDbOptions = {}): Promise<LevelDb> {
+export async function buildLevelDb(pm: PrunableModel, dense: DenseData, grid: LevelDbGrid, linears: LinearInfo[], o: LevelDbOptions = {}): Promise<LevelDb> {
   const t0 = performance.now();
   const plan = levelDbPlan(grid, linears);
   const levels = plan.reduce((a, p) => a + p.counts.length, 0);
