@@ -54,7 +54,7 @@ export interface FitnessOptions {
   /** Name reported in Evaluation.worker. */
   worker?: string;
   /** SparseGPT, fast mode: a linear's weights [dOut × dIn] already pruned at `sparsity` (the level database, level-db.ts), or undefined to prune here. */
-  prunedWeight?: (l: LinearInfo, sparsity: number) => Float32Array | undefined;
+  prunedWeight?: (l: LinearInfo, sparsity: number) => Float32Array | undefined | Promise<Float32Array | undefined>;
 }
 
 /** The fitness number of one pruned model: perplexity, or mean KL to the dense model's cached top-k (spec.fitness). */
@@ -289,7 +289,7 @@ export async function createFitness(
       if (s.order) applyOrder(s.order, s.dense, s.layout, sp, spec.budget, s.buf);
       else {
         // SparseGPT one-shot from the dense Gram: prune a [dOut × dIn] copy, store it in the initializer's layout.
-        const pre = options.prunedWeight?.(s.l, sp);
+        const pre = await options.prunedWeight?.(s.l, sp);
         const w = pre ?? pm.readWeight(s.l);
         if (!pre) await sparsegpt.prune({ weight: w, dOut: s.l.dOut, dIn: s.l.dIn, stats: dense.stats.get(s.l.name), sparsity: sp, pattern: { kind: 'unstructured' }, budget: spec.budget, signal, name: s.l.name });
         if (s.layout === 'out_in') s.buf.set(w);

@@ -195,3 +195,34 @@ export function openLevelDb(desc: LevelDbDescriptor): (l: LinearInfo, sparsity: 
     return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
   };
 }
+
+/**
+ * A database filled on demand (queue workers, which do not know the grid): a linear's level is pruned the first time a
+ * job needs it and kept while the total stays within `maxMemoryBytes` (default 1 GiB; beyond, computed per use).
+ * Same numbers as buildLevelDb: one-shot SparseGPT on a fresh copy of the dense weights with the dense Gram.
+ */
+export function lazyLevelDb(pm: PrunableModel, dense: DenseData, o: { maxMemoryBytes?: number; budget?: BudgetMode } = {}) {
+  const map = new Map<string, Float32Array>();
+  const max = o.maxMemoryBytes ?? LEVEL_DB_MEMORY_DEFAULT;
+  let bytes = 0;
+  return {
+    get bytes() {
+      return bytes;
+    },
+    get entries() {
+      return map.size;
+    },
+    async lookup(l: LinearInfo, sparsity: number): Promise<Float32Array> {
+      const key = keyOf(l.name, Math.round(sparsity * l.dIn * l.dOut));
+      const hit = map.get(key);
+      if (hit) return hit;
+      const w = pm.readWeight(l);
+      await sparsegpt.prune({ weight: w, dOut: l.dOut, dIn: l.dIn, stats: dense.stats.get(l.name), sparsity, pattern: { kind: 'unstructured' }, budget: o.budget ?? 'exact', name: l.name });
+      if (bytes + w.byteLength <= max) {
+        map.set(key, w);
+        bytes += w.byteLength;
+      }
+      return w;
+    },
+  };
+}
