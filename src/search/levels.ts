@@ -11,8 +11,10 @@
  * grid step of sparsity; a bigger unit moves by q/n_u < step.) A block unit's count is spread over its linears by
  * apportionCounts, so the per-linear counts also sum exactly.
  *
- * Evaluation: the search's fast fitness (src/search/fitness.ts evaluateLinears): Wanda / magnitude re-mask from the
- * cached orders, SparseGPT runs its one-shot solver per candidate (no level database yet). Fitness ppl or kl.
+ * Evaluation: the search's fast fitness (src/search/fitness.ts evaluateLinears) in this thread, on worker threads or on
+ * the BullMQ queue (level-eval.ts): Wanda / magnitude re-mask from the cached orders, SparseGPT assembles from the
+ * level database computed once (level-db.ts). Fitness ppl or kl. The time limit is checked before every evaluation
+ * chunk; a generation cut by it or by an abort is dropped, so the result is the last checkpoint's state.
  * Budget: `evaluations` counts full-split equivalents (an evaluation on w of W windows costs w/W), so a levels run and
  * a DSA run with the same number are equal in forward tokens. Checkpoint after every generation; generation g draws
  * from a fresh stream seeded with (seed, g), so a resumed run equals a straight one.
