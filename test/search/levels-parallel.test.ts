@@ -213,3 +213,27 @@ describe.skipIf(skip !== undefined)('levels on the BullMQ queue (private redis-s
     }
   }, 600_000);
 });
+
+describe('levels job payload schema', () => {
+  it('accepts a well-formed levels job and refuses extra fields, bad counts, bad windows and a key that does not match', async () => {
+    const { validateLevelsPayload, levelsJobKey, isLevelsPayload, PROTOCOL_VERSION, PayloadError } = await import('../../src/search/distributed/protocol.js');
+    const ok = { v: PROTOCOL_VERSION, runId: 'run-1', nonce: '0'.repeat(32), key: levelsJobKey([3, 4, 5], 2), counts: [3, 4, 5], windows: 2 };
+    expect(isLevelsPayload(ok)).toBe(true);
+    expect(isLevelsPayload({ expression: 'W:()-(MEAN)-(NO_OP)' })).toBe(false);
+    expect(validateLevelsPayload(ok)).toEqual(ok);
+    expect(levelsJobKey([3, 4, 5], 2)).not.toBe(levelsJobKey([3, 4, 5], 4));
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ ...ok, extra: 1 }, /unexpected field "extra"/],
+      [{ ...ok, counts: [3, 4.5, 5] }, /non-negative integers/],
+      [{ ...ok, counts: [3, -1, 5] }, /non-negative integers/],
+      [{ ...ok, counts: [] }, /non-empty/],
+      [{ ...ok, windows: 0 }, /windows must be a positive integer/],
+      [{ ...ok, counts: [3, 4, 6] }, /key does not match/],
+      [{ ...ok, nonce: 'x' }, /nonce/],
+    ];
+    for (const [d, re] of bad) {
+      expect(() => validateLevelsPayload(d)).toThrow(PayloadError);
+      expect(() => validateLevelsPayload(d)).toThrow(re);
+    }
+  });
+});
