@@ -252,6 +252,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
     db?.close();
     throw e;
   }
+  o.onPhase?.(`levels search: evaluating in ${evaluator.where}, λ = ${lambda}, stages ${stages.map((s) => `${s.windows}w→${s.keep}`).join(', ')}`);
   const allocOf = (g: ArrayLike<number>) => {
     const linearSparsity = genomeAllocation(grid, g);
     const num = new Array<number>(nBlocks).fill(0);
