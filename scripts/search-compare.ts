@@ -6,6 +6,8 @@
  *
  *   npx tsx scripts/search-compare.ts [--evals 40] [--windows 8] [--minutes 8] [configs…]
  *   configs: block-ppl linear-ppl linear-kl levels-linear-kl levels-block-kl uniform owl (default: all)
+ *   --tag <t>: store the runs as <config>-<t> (and their chart as docs/search-compare-<config>-<t>.svg), next to earlier ones
+ *   --offspring <λ> (levels, default 8)
  * Results: docs/search-compare.json (TARGETS_OUT overrides), per-linear profile chart docs/search-compare-profile.svg.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -45,6 +47,9 @@ if (!existsSync(modelDir)) {
 const evals = flag('evals', 40);
 const windows = flag('windows', 8);
 const minutes = flag('minutes', 8);
+const tagAt = argv.indexOf('--tag');
+const tag = tagAt >= 0 ? `-${argv[tagAt + 1]}` : '';
+const offspring = flag('offspring', 8);
 /** SOTU windows scored (default all; a shared machine may need fewer: the first N windows of 512 tokens). */
 const sotuWindows = flag('sotu-windows', 0);
 const results: Record<string, unknown> = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
@@ -89,7 +94,7 @@ async function runDsa(name: string, granularity: 'block' | 'linear', fitness: 'p
   });
   log(`  best ${out.best.fitness.toFixed(4)} ${out.best.expression} λ=${out.best.lambda} after ${out.evaluations} evals in ${out.seconds.search.toFixed(0)} s`);
   const allocator = atGranularity(dsa(out.best.expression, { lambda: out.best.lambda }), granularity);
-  results[name] = {
+  results[name + tag] = {
     strategy: 'dsa', granularity, fitness, evaluations: out.evaluations, searchSeconds: out.seconds.search, bestFitness: out.best.fitness,
     expression: out.best.expression, lambda: out.best.lambda, sotu: await sotu(name, allocator),
   };
@@ -100,17 +105,17 @@ async function runLevels(name: string, granularity: 'block' | 'linear') {
   log(`levels search ${name}: ${evals} evaluations`);
   const out = await mod.levelSearch(pm, {
     method: 'wanda', sparsity: S, granularity, fitness: 'kl', calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
-    searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, threads: 2, seed: 1, dense, offspring: 8,
+    searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, threads: 2, seed: 1, dense, offspring,
   });
   log(`  best ${out.best.fitness.toFixed(4)} after ${out.evaluations} evals in ${out.seconds.toFixed(0)} s`);
   const sot = await sotu(name, explicit(out.best.linearSparsity));
-  results[name] = {
-    strategy: 'levels', granularity, fitness: 'kl', evaluations: out.evaluations, searchSeconds: out.seconds, bestFitness: out.best.fitness,
+  results[name + tag] = {
+    strategy: 'levels', offspring, generations: out.generations, stoppedBy: out.stoppedBy, granularity, fitness: 'kl', evaluations: out.evaluations, searchSeconds: out.seconds, bestFitness: out.best.fitness,
     stages: out.stages, sotu: sot,
   };
   save();
   const profile = sot.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: l.target }));
-  writeFileSync(path.join(repo, `docs/search-compare-${name}.svg`), linearProfileChart(profile, S, `bench-12l Wanda 70 %: per-linear sparsity found by ${name}`));
+  writeFileSync(path.join(repo, `docs/search-compare-${name}${tag}.svg`), linearProfileChart(profile, S, `bench-12l Wanda 70 %: per-linear sparsity found by ${name}`));
 }
 const runners: Record<string, () => Promise<void>> = {
   'block-ppl': () => runDsa('block-ppl', 'block', 'ppl'),

@@ -52,6 +52,8 @@ export interface FitnessOptions {
   batchSize?: number;
   /** Name reported in Evaluation.worker. */
   worker?: string;
+  /** SparseGPT, fast mode: a linear's weights [dOut × dIn] already pruned at `sparsity` (the level database, level-db.ts), or undefined to prune here. */
+  prunedWeight?: (l: LinearInfo, sparsity: number) => Float32Array | undefined | Promise<Float32Array | undefined>;
 }
 
 /** The fitness number of one pruned model: perplexity, or mean KL to the dense model's cached top-k (spec.fitness). */
@@ -271,7 +273,12 @@ export async function createFitness(
   const maskCandidate = async (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, signal?: AbortSignal) => {
     for (const s of slots) {
       const sp = sparsityOf(alloc, s.l);
-      if ((s.prepared.layout ?? 'out_in') === s.layout) await s.prepared.apply(sp, s.buf, signal);
+      // A weight pruned ahead of time ([dOut × dIn], e.g. the SparseGPT level database of a levels search).
+      const pre = await options.prunedWeight?.(s.l, sp);
+      if (pre) {
+        if (s.layout === 'out_in') s.buf.set(pre);
+        else transpose(pre, s.l.dOut, s.l.dIn, s.buf);
+      } else if ((s.prepared.layout ?? 'out_in') === s.layout) await s.prepared.apply(sp, s.buf, signal);
       else {
         // [dOut × dIn] from the method, stored as [dIn × dOut] (or the other way round).
         const n = s.l.dOut * s.l.dIn;

@@ -22,5 +22,7 @@ export {
   levelSearch, levelGrid, levelSwitch, genomeAllocation, unitCounts, levelsAllocator, readLevelCheckpoint,
   type LevelGrid, type LevelUnit, type LevelStage, type LevelSearchOptions, type LevelSearchResult, type LevelCheckpoint, type LevelHistoryRow,
 } from './levels.js';
+export { buildLevelDb, openLevelDb, levelDbPlan, LEVEL_DB_MEMORY_DEFAULT, type LevelDb, type LevelDbDescriptor, type LevelDbOptions } from './level-db.js';
+export { createLevelEvaluator, type LevelEvaluator, type LevelEvaluatorOptions } from './level-eval.js';
 export { linearProfileChart, type ProfileLinear } from '../report/profile-chart.js';
 export { candidateAllocator } from './fitness.js';

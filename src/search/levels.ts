@@ -11,8 +11,10 @@
  * grid step of sparsity; a bigger unit moves by q/n_u < step.) A block unit's count is spread over its linears by
  * apportionCounts, so the per-linear counts also sum exactly.
  *
- * Evaluation: the search's fast fitness (src/search/fitness.ts evaluateLinears): Wanda / magnitude re-mask from the
- * cached orders, SparseGPT runs its one-shot solver per candidate (no level database yet). Fitness ppl or kl.
+ * Evaluation: the search's fast fitness (src/search/fitness.ts evaluateLinears) in this thread, on worker threads or on
+ * the BullMQ queue (level-eval.ts): Wanda / magnitude re-mask from the cached orders, SparseGPT assembles from the
+ * level database computed once (level-db.ts). Fitness ppl or kl. The time limit is checked before every evaluation
+ * chunk; a generation cut by it or by an abort is dropped, so the result is the last checkpoint's state.
  * Budget: `evaluations` counts full-split equivalents (an evaluation on w of W windows costs w/W), so a levels run and
  * a DSA run with the same number are equal in forward tokens. Checkpoint after every generation; generation g draws
  * from a fresh stream seeded with (seed, g), so a resumed run equals a straight one.
@@ -21,15 +23,17 @@
  * model hash and is refused on another model (levelsAllocator).
  */
 import { readFile } from 'node:fs/promises';
-import { DsaPruneError } from '../errors.js';
+import { DsaPruneError, abortedError } from '../errors.js';
 import { checkSchema, numbers, obj, plainObject, v } from '../data/schema.js';
 import type { PrunableModel } from '../model/index.js';
 import type { Allocator } from '../allocators/types.js';
 import { apportionCounts } from '../budget/counts.js';
 import { EXACT_MAX } from '../budget/global.js';
 import { writeAtomicJson } from './levels-io.js';
+import { buildLevelDb, unitSparsities, type LevelDb } from './level-db.js';
+import { createLevelEvaluator, type LevelEvaluator } from './level-eval.js';
 import { Rng, mixSeed } from './random.js';
-import { calibrationWindows, computeDense, createFitness, idsSha256, searchLinears, type DenseData } from './fitness.js';
+import { calibrationWindows, computeDense, idsSha256, searchLinears, type DenseData } from './fitness.js';
 import type { SearchModelOptions } from './run.js';
 import type { SearchSpec } from './types.js';
 
@@ -107,15 +111,7 @@ export function levelSwitch(grid: LevelGrid, genome: ArrayLike<number>, rng: Rng
 export function genomeAllocation(grid: LevelGrid, genome: ArrayLike<number>): Record<string, number> {
   const counts = unitCounts(grid, genome);
   const out: Record<string, number> = {};
-  grid.units.forEach((u, i) => {
-    if (u.linears.length === 1) {
-      out[u.linears[0].name] = counts[i] / u.params;
-      return;
-    }
-    const s = counts[i] / u.params;
-    const c = apportionCounts(u.linears.map(() => s), u.linears.map((l) => l.params), s, { min: 0, max: 1 });
-    u.linears.forEach((l, j) => (out[l.name] = c[j] / l.params));
-  });
+  grid.units.forEach((u, i) => Object.assign(out, unitSparsities(u, counts[i])));
   return out;
 }
 
@@ -143,6 +139,17 @@ export interface LevelSearchOptions extends Pick<
   step?: number;
   spread?: number;
   threads?: number;
+  /** Worker threads (> 1: the pool of pool.ts, each loading `modelDir`; results equal the serial run's). */
+  workers?: number;
+  /** Model folder the worker threads load (the same files as `pm`). */
+  modelDir?: string;
+  /** Evaluate on `dsa-prune worker` processes through this Redis (BullMQ queue). */
+  redis?: string;
+  runId?: string;
+  redisPrefix?: string;
+  /** SparseGPT level database: memory budget (default 1 GiB), parent folder and disk limit (level-db.ts). */
+  levelDb?: { maxMemoryBytes?: number; dir?: string; maxDiskBytes?: number };
+  onPhase?: (message: string) => void;
   seed?: number;
   dense?: DenseData;
   checkpointPath?: string;
@@ -160,6 +167,8 @@ export interface LevelCheckpoint {
   parent: number[];
   parentFitness: number | null;
   history: LevelHistoryRow[];
+  /** Seconds spent up to this checkpoint (a resumed run's time limit counts them). */
+  elapsedSeconds?: number;
 }
 
 export interface LevelHistoryRow {
@@ -182,7 +191,12 @@ export interface LevelSearchResult {
   generations: number;
   history: LevelHistoryRow[];
   stoppedBy: 'budget' | 'time' | 'aborted';
+  /** Wall time of this run plus the time before its resume. */
   seconds: number;
+  /** Where candidates were evaluated, and the full-split equivalents of a generation cut short by the time limit or an abort (not in `evaluations`). */
+  evaluator: { where: string; discarded: number };
+  /** SparseGPT: the level database the candidates were assembled from. */
+  levelDb?: { kind: 'memory' | 'disk'; bytes: number; entries: number; seconds: number };
 }
 
 /** Run a level-switch search on `pm`. */
@@ -221,7 +235,25 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   if (o.resume && JSON.stringify(o.resume.signature) !== JSON.stringify(signature)) {
     throw new DsaPruneError('the levels checkpoint was written by a search with other settings', { hint: 'resume with the same model, data and options, or start a new search' });
   }
-  const fitness = await createFitness(pm, spec, { calibrationIds: cal.ids, searchIds }, { dense, threads: o.threads });
+  const elapsedBefore = o.resume?.elapsedSeconds ?? 0;
+  const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
+  let db: LevelDb | undefined;
+  if (spec.method === 'sparsegpt' && !o.redis) {
+    o.onPhase?.('SparseGPT level database: every linear at every level of the grid, once');
+    db = await buildLevelDb(pm, dense, grid, linears, { ...o.levelDb, budget, signal: o.signal });
+    o.onPhase?.(`level database: ${db.entries} pruned linears, ${(db.bytes / 1024 ** 2).toFixed(1)} MiB in ${db.kind === 'memory' ? 'memory' : 'a temporary folder'}, ${db.seconds.toFixed(1)} s`);
+  }
+  let evaluator: LevelEvaluator;
+  try {
+    evaluator = await createLevelEvaluator({
+      pm, spec, calibrationIds: cal.ids, searchIds, dense, linears, threads: o.threads, workers: o.workers, modelDir: o.modelDir,
+      redis: o.redis, runId: o.runId, redisPrefix: o.redisPrefix, levelDb: db, onLog: o.onPhase, signal: o.signal,
+    });
+  } catch (e) {
+    db?.close();
+    throw e;
+  }
+  o.onPhase?.(`levels search: evaluating in ${evaluator.where}, λ = ${lambda}, stages ${stages.map((s) => `${s.windows}w→${s.keep}`).join(', ')}`);
   const allocOf = (g: ArrayLike<number>) => {
     const linearSparsity = genomeAllocation(grid, g);
     const num = new Array<number>(nBlocks).fill(0);
@@ -235,35 +267,77 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   let parent: Int32Array = o.resume ? Int32Array.from(o.resume.parent) : new Int32Array(grid.units.length);
   let evaluations = o.resume?.evaluations ?? 0;
   let generation = o.resume?.generation ?? 0;
+  let discarded = 0;
   const history: LevelHistoryRow[] = o.resume ? o.resume.history.slice() : [];
   let stoppedBy: LevelSearchResult['stoppedBy'] = 'budget';
-  const evalOn = async (g: ArrayLike<number>, windows: number) => {
-    evaluations += windows / W;
-    return (await fitness.evaluateLinears!(allocOf(g), { windows, signal: o.signal })).fitness;
+  /** Thrown inside a generation when the time limit or an abort cuts it short. */
+  class Stop extends Error {
+    constructor(readonly why: 'time' | 'aborted') {
+      super(why);
+    }
+  }
+  const stopReason = (): 'time' | 'aborted' | undefined =>
+    o.signal?.aborted ? 'aborted' : o.timeLimitSeconds !== undefined && elapsed() >= o.timeLimitSeconds ? 'time' : undefined;
+  // Fitness of genomes on `windows` windows, in chunks of the evaluator's parallelism; the limits are checked before each chunk.
+  const evalOn = async (gs: Int32Array[], windows: number): Promise<number[]> => {
+    const out: number[] = [];
+    const step = Number.isFinite(evaluator.parallel) ? evaluator.parallel : gs.length;
+    for (let i = 0; i < gs.length; i += step) {
+      const why = stopReason();
+      if (why) throw new Stop(why);
+      const part = gs.slice(i, i + step);
+      let f: number[];
+      try {
+        f = await evaluator.evaluate(part.map(allocOf), windows, o.signal);
+      } catch (e) {
+        if (o.signal?.aborted) throw new Stop('aborted');
+        throw e;
+      }
+      out.push(...f);
+      evaluations += (part.length * windows) / W;
+    }
+    return out;
   };
   try {
-    let parentFitness = o.resume ? (o.resume.parentFitness ?? Infinity) : await evalOn(parent, W);
-    if (!o.resume) history.push({ generation: 0, evaluations, fitness: parentFitness, accepted: true });
+    let parentFitness: number;
+    if (o.resume) parentFitness = o.resume.parentFitness ?? Infinity;
+    else {
+      try {
+        [parentFitness] = await evalOn([parent], W);
+      } catch (e) {
+        if (e instanceof Stop) throw abortedError(`levels search ${e.why === 'time' ? 'ran out of time' : 'aborted'} before its first evaluation`);
+        throw e;
+      }
+      history.push({ generation: 0, evaluations, fitness: parentFitness, accepted: true });
+    }
     const perGeneration = stages.reduce((a, s, i) => a + (i === 0 ? lambda : stages[i - 1].keep) * (s.windows / W), 0);
     while (evaluations + perGeneration <= o.evaluations + 1e-9) {
-      if (o.signal?.aborted) {
-        stoppedBy = 'aborted';
+      const why = stopReason();
+      if (why) {
+        stoppedBy = why;
         break;
       }
-      if (o.timeLimitSeconds !== undefined && (performance.now() - t0) / 1000 >= o.timeLimitSeconds) {
-        stoppedBy = 'time';
+      const rng = new Rng(mixSeed(spec.seed, generation + 1));
+      const maxSw = o.maxSwitches ?? 3;
+      let pool: { g: Int32Array; f: number }[] = Array.from({ length: lambda }, () => ({ g: levelSwitch(grid, parent, rng, 1 + (rng.nextUint32() % maxSw)), f: Infinity }));
+      const atStart = evaluations;
+      try {
+        for (const st of stages) {
+          const f = await evalOn(pool.map((c) => c.g), st.windows);
+          pool.forEach((c, i) => (c.f = f[i]));
+          // Stable sort: ties keep the offspring order, so the pool and the serial evaluator pick the same survivors.
+          pool.sort((a, b) => a.f - b.f);
+          pool = pool.slice(0, st.keep);
+        }
+      } catch (e) {
+        if (!(e instanceof Stop)) throw e;
+        // The generation is dropped: the result is the state of the last checkpoint, as a resume would see it.
+        discarded += evaluations - atStart;
+        evaluations = atStart;
+        stoppedBy = e.why;
         break;
       }
       generation++;
-      const rng = new Rng(mixSeed(spec.seed, generation));
-      const maxSw = o.maxSwitches ?? 3;
-      let pool: { g: Int32Array; f: number }[] = Array.from({ length: lambda }, () => ({ g: levelSwitch(grid, parent, rng, 1 + (rng.nextUint32() % maxSw)), f: Infinity }));
-      for (let si = 0; si < stages.length; si++) {
-        const st = stages[si];
-        for (const c of pool) c.f = await evalOn(c.g, st.windows);
-        pool.sort((a, b) => a.f - b.f);
-        pool = pool.slice(0, st.keep);
-      }
       const best = pool[0];
       const accepted = best.f < parentFitness;
       if (accepted) {
@@ -273,7 +347,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
       history.push({ generation, evaluations, fitness: parentFitness, accepted });
       o.onProgress?.({ generation, evaluations, budget: o.evaluations, best: parentFitness });
       if (o.checkpointPath) {
-        const ck: LevelCheckpoint = { version: 1, kind: 'levels', signature, generation, evaluations, parent: Array.from(parent), parentFitness: Number.isFinite(parentFitness) ? parentFitness : null, history };
+        const ck: LevelCheckpoint = { version: 1, kind: 'levels', signature, generation, evaluations, parent: Array.from(parent), parentFitness: Number.isFinite(parentFitness) ? parentFitness : null, history, elapsedSeconds: elapsed() };
         await writeAtomicJson(o.checkpointPath, ck);
       }
     }
@@ -282,10 +356,13 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
       strategy: 'levels', granularity, fitness: fitnessKind, modelHash: spec.modelHash,
       best: { fitness: parentFitness, linearSparsity: a.linearSparsity, blockSparsity: a.blockSparsity, genome: Array.from(parent) },
       grid: { quantum: grid.quantum, total: grid.total, step, spread, units: grid.units.length },
-      stages, evaluations, generations: generation, history, stoppedBy, seconds: (performance.now() - t0) / 1000,
+      stages, evaluations, generations: generation, history, stoppedBy, seconds: elapsed(),
+      evaluator: { where: evaluator.where, discarded },
+      ...(db ? { levelDb: { kind: db.kind, bytes: db.bytes, entries: db.entries, seconds: db.seconds } } : {}),
     };
   } finally {
-    await fitness.close();
+    await evaluator.close();
+    db?.close();
   }
 }
 

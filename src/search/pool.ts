@@ -16,6 +16,13 @@ import { resolvePlugins } from '../methods/plugins.js';
 import type { InputStats } from '../types.js';
 import { candidateAllocation, type DenseData } from './fitness.js';
 import type { Candidate, Evaluation, Evaluator, SearchSpec } from './types.js';
+import type { LevelDbDescriptor } from './level-db.js';
+
+/** An allocation a levels search evaluates (per-linear sparsities resolved by resolveLinearSparsity). */
+export interface LinearAllocation {
+  blockSparsity: number[];
+  linearSparsity?: Record<string, number>;
+}
 
 /** What a worker thread receives at start. */
 export interface WorkerInit {
@@ -30,6 +37,8 @@ export interface WorkerInit {
   dense: PackedDense;
   /** Plugin modules (absolute paths) the thread imports before anything else, so user methods are registered there. */
   plugins?: string[];
+  /** SparseGPT level database of a levels search (memory entries share the main thread's buffers). */
+  levelDb?: LevelDbDescriptor;
 }
 
 /** Dense statistics with every array in shared memory. */
@@ -84,6 +93,8 @@ export interface PoolOptions {
    * in this thread is unknown to the workers. Paths (relative to the working directory) of ES modules.
    */
   plugins?: string[];
+  /** SparseGPT level database (levels search): workers assemble candidates from it. */
+  levelDb?: LevelDbDescriptor;
 }
 
 /** Start one worker thread: the built .js next to this module, or (running from source) the .ts through tsx. */
@@ -110,7 +121,7 @@ interface Slot {
 }
 
 /** A pool of evaluation worker threads implementing Evaluator. */
-export async function createPool(o: PoolOptions): Promise<Evaluator & { workers: number; threads: number }> {
+export async function createPool(o: PoolOptions): Promise<Evaluator & { workers: number; threads: number; evaluateLinears(batch: LinearAllocation[], windows: number, signal?: AbortSignal): Promise<Evaluation[]> }> {
   const dflt = defaultParallelism();
   const nWorkers = o.workers ?? dflt.workers;
   const threads = o.threads ?? dflt.threads;
@@ -131,6 +142,7 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
     const init: WorkerInit = {
       index: i, modelDir: o.modelDir, threads, spec: o.spec, calibrationIds: o.calibrationIds, searchIds: o.searchIds, dense: packed,
       ...(o.dtype ? { dtype: o.dtype } : {}), ...(o.batchSize ? { batchSize: o.batchSize } : {}), ...(plugins.length ? { plugins } : {}),
+      ...(o.levelDb ? { levelDb: o.levelDb } : {}),
     };
     const worker = spawnWorker(init);
     let readyResolve!: () => void;
@@ -191,28 +203,35 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
     }
   };
 
+  const dispatch = async (message: () => Record<string, unknown>, signal?: AbortSignal): Promise<Evaluation> => {
+    const slot = await acquire();
+    if (signal?.aborted) {
+      slot.busy = false;
+      wake();
+      throw abortedError('search aborted');
+    }
+    const id = nextId++;
+    const m = message();
+    return new Promise<Evaluation>((resolve, reject) => {
+      pending.set(id, { resolve, reject, slot });
+      slot.worker.postMessage({ ...m, id });
+    });
+  };
+
   return {
     workers: nWorkers,
     threads,
     async evaluate(batch: Candidate[], signal?: AbortSignal): Promise<Evaluation[]> {
-      return Promise.all(
-        batch.map(async (candidate) => {
-          const slot = await acquire();
-          if (signal?.aborted) {
-            slot.busy = false;
-            wake();
-            throw abortedError('search aborted');
-          }
-          const id = nextId++;
-          // Fast mode: the allocation comes from here, where the search's validity check already scored the block
-          // vectors (memoised), so the worker does not score them again (≈ a second of CPU per new candidate).
-          const blockSparsity = o.spec.mode === 'fast' && o.spec.granularity !== 'linear' ? candidateAllocation(candidate, o.dense.blocks, o.spec) : undefined;
-          return new Promise<Evaluation>((resolve, reject) => {
-            pending.set(id, { resolve, reject, slot });
-            slot.worker.postMessage({ type: 'eval', id, candidate, blockSparsity });
-          });
-        }),
-      );
+      // Fast mode: the allocation comes from here, where the search's validity check already scored the block
+      // vectors (memoised), so the worker does not score them again (≈ a second of CPU per new candidate).
+      return Promise.all(batch.map((candidate) => dispatch(() => ({
+        type: 'eval', candidate,
+        blockSparsity: o.spec.mode === 'fast' && o.spec.granularity !== 'linear' ? candidateAllocation(candidate, o.dense.blocks, o.spec) : undefined,
+      }), signal)));
+    },
+    /** Levels search: each allocation on the first `windows` search windows; results in batch order. */
+    async evaluateLinears(batch: LinearAllocation[], windows: number, signal?: AbortSignal): Promise<Evaluation[]> {
+      return Promise.all(batch.map((alloc) => dispatch(() => ({ type: 'linears', alloc, windows }), signal)));
     },
     async close() {
       await Promise.all(slots.map((s) => s.worker.terminate()));

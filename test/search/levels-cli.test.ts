@@ -40,6 +40,22 @@ describe('dsa-prune search --strategy levels', () => {
     const r = JSON.parse(pio.stdoutText);
     expect(Math.abs(r.realizedSparsity - 0.6)).toBeLessThan(1e-3);
     for (const l of r.linears) expect(Math.abs(l.sparsity - j.best.linearSparsity[l.name])).toBeLessThan(1e-6);
+    // Counted from the saved weights (the written model loaded back, zeros counted per linear): the target within 1e-3,
+    // and every linear at the sparsity the search found for it.
+    const { loadModelDir } = await import('../../src/model/index.js');
+    const saved = (await loadModelDir(path.join(dir, 'pruned'), { threads: 1 })).prunable;
+    let zeros = 0;
+    let total = 0;
+    for (const l of saved.linears.filter((x) => x.block >= 0 && x.role !== 'lm_head')) {
+      const w = saved.readWeight(l);
+      let z = 0;
+      for (let i = 0; i < w.length; i++) if (w[i] === 0) z++;
+      expect(Math.abs(z / w.length - j.best.linearSparsity[l.name]), l.name).toBeLessThan(1e-3);
+      zeros += z;
+      total += w.length;
+    }
+    expect(total).toBeGreaterThan(0);
+    expect(Math.abs(zeros / total - 0.6)).toBeLessThan(1e-3);
 
     // The same result claimed for another model (its hash): refused before pruning, with the reason.
     const other = path.join(dir, 'other.json');

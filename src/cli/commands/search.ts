@@ -52,6 +52,10 @@ const spec = defineCommand({
     checkpoint: { type: 'string', valueName: '<file>', description: 'checkpoint written after every generation (default: <out>.checkpoint.json)' },
     out: { type: 'string', short: 'o', valueName: '<file>', description: 'result JSON (for `dsa-prune prune --allocator @<file>`); a chart is written next to it (.svg)' },
     'no-final': { type: 'boolean', description: 'skip re-applying the best function with the faithful prune' },
+    'level-step': { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.05, description: 'levels: one level = this fraction of the smallest unit, in weights' },
+    'level-spread': { type: 'number', min: 0, max: 1, minExclusive: true, default: 0.25, description: 'levels: levels within ±spread of the target sparsity' },
+    'level-db-memory': { type: 'number', min: 0, valueName: '<MiB>', description: 'levels + sparsegpt: hold the level database in memory up to this size (default 1024), else in a temporary folder' },
+    'level-db-dir': { type: 'string', valueName: '<dir>', description: 'levels + sparsegpt: parent folder of the on-disk level database (default the OS temp folder)' },
   },
 });
 
@@ -143,14 +147,16 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const out = v.out;
   const checkpointPath = v.checkpoint ?? v.resume ?? (out ? out.replace(/\.json$/i, '') + '.checkpoint.json' : 'search.checkpoint.json');
   if (v.strategy === 'levels') {
-    if (v.redis || (v.workers && v.workers > 1) || v.random || v['random-only'] || v.mode === 'faithful') {
-      throw new DsaPruneError('--strategy levels runs in this process on the fast fitness: --redis, --workers > 1, --random and --mode faithful are for --strategy dsa');
+    if (v.random || v['random-only'] || v.mode === 'faithful') {
+      throw new DsaPruneError('--strategy levels evaluates with the fast fitness and has no random baseline: --random, --random-only and --mode faithful are for --strategy dsa');
     }
     const lr = await levelSearch(prunable, {
       method: v.method, sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear', fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'],
       budget: v.budget as 'exact', calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
       searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals, offspring: v.offspring,
       timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, threads: args.common.threads, seed: v.seed, checkpointPath,
+      step: v['level-step'], spread: v['level-spread'], workers: v.workers ?? 1, modelDir, redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'], onPhase: (m) => say(m),
+      levelDb: { ...(v['level-db-memory'] !== undefined ? { maxMemoryBytes: v['level-db-memory'] * 1024 ** 2 } : {}), ...(v['level-db-dir'] ? { dir: v['level-db-dir'] } : {}) },
       resume: v.resume ? await readLevelCheckpoint(v.resume) : undefined, signal: io.signal,
       onProgress: (p) => say(`levels gen ${p.generation}  evals ${p.evaluations.toFixed(2)}/${p.budget}  best ${p.best.toFixed(4)}`),
     });

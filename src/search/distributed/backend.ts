@@ -8,7 +8,8 @@
  *   them, and everyone then uses the stored copy, so all workers prune from bit-identical statistics.
  */
 import { loadModelDir, type PrunableModel } from '../../model/index.js';
-import { computeDense, createFitness, searchMethod, type DenseData } from '../fitness.js';
+import { computeDense, createFitness, searchLinears, searchMethod, type DenseData } from '../fitness.js';
+import { lazyLevelDb } from '../level-db.js';
 import type { SearchSpec } from '../types.js';
 import { decodeDense, denseByteLength, encodeDense, MAX_SHARED_DENSE_BYTES } from './dense-codec.js';
 import type { SlotFitness, WorkerBackend } from './worker.js';
@@ -81,10 +82,24 @@ export async function modelBackend(options: ModelBackendOptions): Promise<Worker
   return {
     modelHash,
     prunable: first,
+    linears: searchLinears(first),
     async createFitness(spec, data, slot, cache): Promise<SlotFitness> {
       const pm = await modelFor(spec, slot);
       const dense = await denseFor(spec, data.calibrationIds, cache);
-      return createFitness(pm, spec, data, { threads: options.threads ?? 1, dense });
+      if (spec.method !== 'sparsegpt' || spec.mode !== 'fast') return createFitness(pm, spec, data, { threads: options.threads ?? 1, dense });
+      // SparseGPT levels jobs repeat (linear, level) pairs: a level database filled on demand, used once levels jobs
+      // arrive (DSA candidates' sparsities rarely repeat, so they keep running the solver).
+      const db = lazyLevelDb(pm, dense, { budget: spec.budget });
+      let levels = false;
+      const f = await createFitness(pm, spec, data, { threads: options.threads ?? 1, dense, prunedWeight: (l, sp) => (levels ? db.lookup(l, sp) : undefined) });
+      return {
+        evaluate: (c) => f.evaluate(c),
+        evaluateLinears: (a, o) => {
+          levels = true;
+          return f.evaluateLinears!(a, o);
+        },
+        close: () => f.close(),
+      };
     },
     async close() {
       denseByCalibration.clear();

@@ -39,7 +39,10 @@ import {
   jobIdOf,
   keys,
   validatePayload,
+  validateLevelsPayload,
+  levelsJobKey,
   type JobPayload,
+  type LevelsJobPayload,
 } from './protocol.js';
 
 /** Options of createRedisEvaluator. */
@@ -204,18 +207,45 @@ export class RedisEvaluator implements Evaluator {
   }
 
   async evaluate(batch: Candidate[], signal?: AbortSignal): Promise<Evaluation[]> {
-    if (this.closed) throw new Error('RedisEvaluator is closed');
-    const sig = signal ?? this.options.signal;
-    const resultsKey = keys.results(this.prefix, this.runId);
     const keyOf = batch.map((c) => candidateKey(c));
     const unique = new Map<string, Candidate>();
     keyOf.forEach((k, i) => {
       if (!unique.has(k)) unique.set(k, batch[i]);
     });
+    return this.evaluateJobs(keyOf, (k) => {
+      const c = unique.get(k)!;
+      const data: JobPayload = { v: PROTOCOL_VERSION, runId: this.runId, nonce: this.nonce, key: k, expression: formatDsa(c.expression, 'reference'), lambda: c.lambda };
+      validatePayload(data); // the coordinator never queues what a worker would refuse
+      return data;
+    }, (k) => `candidate ${formatDsa(unique.get(k)!.expression, 'reference')} (λ=${unique.get(k)!.lambda})`, signal);
+  }
+
+  /**
+   * Levels search: each allocation, given as the pruned-weight count of every search linear (model order), on the first
+   * `windows` search windows. One job per distinct (counts, windows); results in batch order.
+   */
+  async evaluateLinears(batch: number[][], windows: number, signal?: AbortSignal): Promise<Evaluation[]> {
+    const keyOf = batch.map((c) => levelsJobKey(c, windows));
+    const unique = new Map<string, number[]>();
+    keyOf.forEach((k, i) => {
+      if (!unique.has(k)) unique.set(k, batch[i]);
+    });
+    return this.evaluateJobs(keyOf, (k) => {
+      const data: LevelsJobPayload = { v: PROTOCOL_VERSION, runId: this.runId, nonce: this.nonce, key: k, counts: unique.get(k)!, windows };
+      validateLevelsPayload(data);
+      return data;
+    }, (k) => `levels allocation ${k}`, signal);
+  }
+
+  private async evaluateJobs(keyOf: string[], payloadOf: (key: string) => JobPayload | LevelsJobPayload, describe: (key: string) => string, signal?: AbortSignal): Promise<Evaluation[]> {
+    if (this.closed) throw new Error('RedisEvaluator is closed');
+    const sig = signal ?? this.options.signal;
+    const resultsKey = keys.results(this.prefix, this.runId);
+    const unique = new Set(keyOf);
     const got = new Map<string, Evaluation>();
 
     // 1. Results already in Redis (earlier batches, or an earlier coordinator of this run).
-    const ukeys = [...unique.keys()];
+    const ukeys = [...unique];
     const first = await this.fetch(resultsKey, ukeys);
     for (const [k, e] of first) got.set(k, e);
     this.stats.reused += first.size;
@@ -227,7 +257,7 @@ export class RedisEvaluator implements Evaluator {
     // job refused at once is noticed).
     let failedSeen = pending.length > 0 ? await this.call('count failed jobs', () => this.queue.getFailedCount()) : 0;
     if (pending.length > 0) {
-      const jobs: { name: string; data: JobPayload; opts: Record<string, unknown> }[] = [];
+      const jobs: { name: string; data: JobPayload | LevelsJobPayload; opts: Record<string, unknown> }[] = [];
       for (const k of pending) {
         const jobId = jobIdOf(this.runId, k);
         const old = await this.call('read job', () => this.queue.getJob(jobId));
@@ -236,16 +266,7 @@ export class RedisEvaluator implements Evaluator {
           if (state === 'failed' || state === 'completed') await this.call('remove job', () => old.remove());
           else continue; // still queued or running: attach to it
         }
-        const c = unique.get(k)!;
-        const data: JobPayload = {
-          v: PROTOCOL_VERSION,
-          runId: this.runId,
-          nonce: this.nonce,
-          key: k,
-          expression: formatDsa(c.expression, 'reference'),
-          lambda: c.lambda,
-        };
-        validatePayload(data); // the coordinator never queues what a worker would refuse
+        const data = payloadOf(k);
         jobs.push({
           name: 'evaluate',
           data,
@@ -288,7 +309,7 @@ export class RedisEvaluator implements Evaluator {
         lastFailCheck = Date.now();
         const failed = await this.call('count failed jobs', () => this.queue.getFailedCount());
         if (failed !== failedSeen) {
-          await this.checkFailed(waiting, unique);
+          await this.checkFailed(waiting, describe);
           failedSeen = failed;
         }
       }
@@ -314,7 +335,7 @@ export class RedisEvaluator implements Evaluator {
   }
 
   /** Fail the batch with the worker's reason when a job of it failed for good. */
-  private async checkFailed(waiting: string[], unique: Map<string, Candidate>): Promise<void> {
+  private async checkFailed(waiting: string[], describe: (key: string) => string): Promise<void> {
     for (const k of waiting) {
       const job = await this.call('read job', () => this.queue.getJob(jobIdOf(this.runId, k)));
       if (!job) continue;
@@ -323,9 +344,8 @@ export class RedisEvaluator implements Evaluator {
       // The result may have landed between the poll and this check.
       const late = await this.call('read result', () => this.client.hget(keys.results(this.prefix, this.runId), k));
       if (late !== null) continue;
-      const c = unique.get(k)!;
       throw new DsaPruneError(
-        `candidate ${formatDsa(c.expression, 'reference')} (λ=${c.lambda}) failed on the workers: ${job.failedReason ?? 'unknown reason'}`,
+        `${describe(k)} failed on the workers: ${job.failedReason ?? 'unknown reason'}`,
         { code: 'remote',
           hint: /model hash/.test(job.failedReason ?? '')
             ? 'Start the workers with the same model folder as the search (the run records its model hash).'

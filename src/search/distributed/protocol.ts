@@ -99,6 +99,49 @@ export interface JobPayload {
   lambda: number;
 }
 
+/**
+ * One queued evaluation of the levels search: the pruned-weight count of every search linear (model order) and the
+ * number of search windows to score on. Plain integers: the worker checks them against its own model's linears.
+ */
+export interface LevelsJobPayload {
+  v: number;
+  runId: string;
+  nonce: string;
+  /** levelsJobKey(counts, windows). */
+  key: string;
+  counts: number[];
+  windows: number;
+}
+
+/** Key of a levels job: windows and the sha256 of the counts. */
+export function levelsJobKey(counts: ArrayLike<number>, windows: number): string {
+  return `levels:${windows}:${createHash('sha256').update(Array.from(counts).join(',')).digest('hex')}`;
+}
+
+const MAX_LINEARS = 1 << 16;
+
+/** Validate a levels job's data (exact key set, integer counts, key matching the counts); throws PayloadError. */
+export function validateLevelsPayload(data: unknown): LevelsJobPayload {
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new PayloadError('job data is not an object');
+  const d = data as Record<string, unknown>;
+  const allowed = ['v', 'runId', 'nonce', 'key', 'counts', 'windows'];
+  for (const k of Object.keys(d)) if (!allowed.includes(k)) throw new PayloadError(`job data has unexpected field "${k}"`);
+  if (d.v !== PROTOCOL_VERSION) throw new PayloadError(`job protocol version ${String(d.v)} (this worker speaks ${PROTOCOL_VERSION})`);
+  if (typeof d.runId !== 'string' || !RUN_ID_PATTERN.test(d.runId)) throw new PayloadError('job runId is missing or malformed');
+  if (typeof d.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(d.nonce)) throw new PayloadError('job nonce is missing or malformed');
+  if (!Array.isArray(d.counts) || d.counts.length === 0 || d.counts.length > MAX_LINEARS || !d.counts.every((c) => Number.isSafeInteger(c) && c >= 0)) {
+    throw new PayloadError('job counts must be a non-empty array of non-negative integers');
+  }
+  if (!Number.isInteger(d.windows) || (d.windows as number) < 1) throw new PayloadError('job windows must be a positive integer');
+  if (d.key !== levelsJobKey(d.counts as number[], d.windows as number)) throw new PayloadError('job key does not match its counts and windows');
+  return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key as string, counts: d.counts as number[], windows: d.windows as number };
+}
+
+/** True when a job's data is a levels job (it has `counts`). */
+export function isLevelsPayload(data: unknown): boolean {
+  return data !== null && typeof data === 'object' && 'counts' in (data as object);
+}
+
 /** The parsed, validated structure of a DSA string form. */
 export interface DsaStructure {
   pre: string[];

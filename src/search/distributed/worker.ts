@@ -31,12 +31,16 @@ import {
   encodeResult,
   keys,
   validatePayload,
+  validateLevelsPayload,
+  isLevelsPayload,
   validateSpec,
 } from './protocol.js';
 
 /** A fitness bound to one run on one slot (one model copy). */
 export interface SlotFitness {
   evaluate(c: Candidate): Promise<Evaluation>;
+  /** Levels search: an allocation (per-linear sparsities) on the first `windows` search windows. */
+  evaluateLinears?(alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, o?: { windows?: number }): Promise<Evaluation>;
   close(): Promise<void>;
 }
 
@@ -44,6 +48,8 @@ export interface SlotFitness {
 export interface WorkerBackend {
   /** Hash of the model this worker holds; runs with another hash are refused. */
   modelHash: string;
+  /** The search linears of the model, in order (levels jobs give one count per linear); absent = levels jobs refused. */
+  linears?: { name: string; block: number; dIn: number; dOut: number }[];
   /** Build the fitness of a run for slot `slot` (0..concurrency-1); called once per run and slot. */
   createFitness(
     spec: SearchSpec,
@@ -185,7 +191,41 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
   const denseCache = (spec: SearchSpec): DenseCache =>
     redisDenseCache(client, keys.dense(prefix, spec));
 
+  /** The allocation of a levels job on this worker's linears (refused when the counts do not fit them). */
+  const levelsAllocation = (counts: number[], jobId: string | undefined) => {
+    const ls = backend.linears;
+    if (!ls) throw new UnrecoverableError(`worker ${id} refused job ${jobId}: this worker does not serve levels jobs`);
+    if (counts.length !== ls.length) throw new UnrecoverableError(`worker ${id} refused job ${jobId}: ${counts.length} counts for ${ls.length} linears`);
+    const linearSparsity: Record<string, number> = {};
+    const nBlocks = Math.max(...ls.map((l) => l.block)) + 1;
+    const num = new Array<number>(nBlocks).fill(0);
+    const den = new Array<number>(nBlocks).fill(0);
+    ls.forEach((l, i) => {
+      const n = l.dIn * l.dOut;
+      if (counts[i] > n) throw new UnrecoverableError(`worker ${id} refused job ${jobId}: count ${counts[i]} for ${l.name} of ${n} weights`);
+      linearSparsity[l.name] = counts[i] / n;
+      num[l.block] += counts[i];
+      den[l.block] += n;
+    });
+    return { linearSparsity, blockSparsity: num.map((x, b) => (den[b] > 0 ? x / den[b] : 0)) };
+  };
+
   const processor = async (job: Job): Promise<{ key: string; fitness: number | null }> => {
+    if (isLevelsPayload(job.data)) {
+      let lp;
+      try {
+        lp = validateLevelsPayload(job.data);
+      } catch (e) {
+        throw new UnrecoverableError(`worker ${id} refused job ${job.id}: ${(e as Error).message}`);
+      }
+      const ctx = await contextOf(lp.runId, lp.nonce);
+      if (lp.windows > ctx.spec.search.windows) throw new UnrecoverableError(`worker ${id} refused job ${job.id}: ${lp.windows} windows, the run has ${ctx.spec.search.windows}`);
+      const alloc = levelsAllocation(lp.counts, job.id);
+      return serve(lp.key, lp.runId, lp.nonce, job, async (f) => {
+        if (!f.evaluateLinears) throw new UnrecoverableError(`worker ${id}: its fitness has no levels evaluation`);
+        return { ...(await f.evaluateLinears(alloc, { windows: lp.windows })), key: lp.key };
+      }, ctx);
+    }
     let payload;
     try {
       payload = validatePayload(job.data);
@@ -199,6 +239,12 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
     } catch (e) {
       throw new UnrecoverableError(`worker ${id} refused job ${job.id}: ${(e as Error).message}`);
     }
+    return serve(payload.key, payload.runId, payload.nonce, job, (f) => f.evaluate(candidate), ctx);
+  };
+
+  /** Evaluate on a free slot, check the key, store the result once (nonce checked). */
+  const serve = async (key: string, runId: string, nonce: string, job: Job, run: (f: SlotFitness) => Promise<Evaluation>, ctx: RunContext): Promise<{ key: string; fitness: number | null }> => {
+    const payload = { key, runId, nonce };
     options.onStart?.(payload.key, payload.runId);
     const slot = freeSlots.pop();
     if (slot === undefined) throw new Error('no free evaluation slot (concurrency accounting)');
@@ -210,7 +256,7 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
         ctx.slots.set(slot, f);
         f.catch(() => ctx.slots.delete(slot));
       }
-      ev = await (await f).evaluate(candidate);
+      ev = await run(await f);
     } catch (e) {
       // A DsaPruneError is deterministic (bad candidate, bad model): retrying elsewhere gives the same answer.
       if (e instanceof DsaPruneError) throw new UnrecoverableError(`worker ${id}: ${e.message}`);
