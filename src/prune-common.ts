@@ -118,7 +118,13 @@ export interface StructuredReport {
   /** FLAP bias compensation applied (score flap). */
   biasCompensation: boolean;
   /** FFN intermediate width per block before / after. */
-  blocks: { block: number; ffnBefore: number; ffnAfter: number; kept: number[] }[];
+  blocks: {
+    block: number; ffnBefore: number; ffnAfter: number; kept: number[];
+    /** `heads` target: query heads and KV heads (groups) before / after, and the kept KV groups (original indices). */
+    headsBefore?: number; headsAfter?: number; kvHeadsBefore?: number; kvHeadsAfter?: number; keptGroups?: number[];
+  }[];
+  /** `heads` target: the config.json fields written with the model (head counts, head_dim). */
+  config?: Record<string, number>;
   /** Float parameters of the whole graph (every float initializer) before / after. */
   params: { before: number; after: number };
 }
