@@ -4,6 +4,7 @@
  * score, and report SOTU perplexity, ONNX bytes and (flap only) plain-onnxruntime forward tokens/s dense vs pruned.
  *
  *   npx tsx bench/heads.bench.ts --nsamples 16 --eval-windows 16 [--groups 1,2,3] [--scores flap,wanda-sp,magnitude] [--no-speed]
+ *   npx tsx bench/heads.bench.ts --nsamples 16 --eval-windows 16 --mixed 0.2 [--scores flap]   # ffn alone vs ffn,heads at one budget
  *
  * Timing on a shared machine is noisy: dense and pruned run alternately, best of the runs; read the ratio only.
  */
@@ -26,6 +27,8 @@ const EVAL_WINDOWS = Number(argAfter('--eval-windows') ?? 16);
 const GROUPS = (argAfter('--groups') ?? '1,2,3').split(',').map(Number);
 const SCORES = (argAfter('--scores') ?? 'flap,wanda-sp,magnitude').split(',');
 const SPEED = !process.argv.includes('--no-speed');
+/** `--mixed 0.2`: instead of the head sweep, --target ffn vs --target ffn,heads at this sparsity (uniform shares). */
+const MIXED = argAfter('--mixed') !== undefined ? Number(argAfter('--mixed')) : undefined;
 const cfg = JSON.parse(readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, number>;
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-heads-bench-'));
 
@@ -73,6 +76,27 @@ async function main(): Promise<void> {
   console.log(`bench-12l: ${cfg.num_hidden_layers} blocks, ${H} heads, ${G} KV heads, head_dim ${d}; block params ${blockParams}, one group ${perGroup} (${(perGroup / blockParams * 100).toFixed(2)}%)`);
   console.log(`calibration ${NSAMPLES} × ${SEQLEN}, SOTU first ${EVAL_WINDOWS} windows of ${SEQLEN}`);
   const dense = { bytes: onnxBytes(modelDir), sotu: await ppl(modelDir, sotu) };
+  if (MIXED !== undefined) {
+    console.log('| target | score | sparsity | heads kept (q / KV) | FFN width (mean) | SOTU ppl | onnx bytes (× dense) |');
+    console.log('|---|---|---|---|---|---|---|');
+    console.log(`| dense | | 0 | ${H} / ${G} | ${cfg.intermediate_size} | ${dense.sotu.toFixed(2)} | ${dense.bytes.toLocaleString('en-US')} (1.000) |`);
+    for (const score of SCORES) {
+      for (const target of [['ffn'], ['ffn', 'heads']]) {
+        const model = await AutoModelForCausalLM.from_pretrained(modelDir, { dtype: 'fp32' });
+        const rep = await pruneModel(model, { calibration: { ids: w }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, method: 'structured', target, score, sparsity: MIXED } as never);
+        const dir = path.join(work, `mixed-${target.join('-')}-${score}`);
+        await savePruned(model, dir);
+        await model.dispose();
+        const b0 = rep.structured!.blocks[0]!;
+        const widths = rep.structured!.blocks.map((b) => b.ffnAfter);
+        const s = await ppl(dir, sotu);
+        const bytes = onnxBytes(dir);
+        console.log(`| ${target.join(',')} | ${score} | ${MIXED} (realised ${rep.realizedSparsity.toFixed(4)}) | ${b0.headsAfter ?? H} / ${b0.kvHeadsAfter ?? G} | ${(widths.reduce((a, b) => a + b, 0) / widths.length).toFixed(1)} | ${s.toFixed(2)} | ${bytes.toLocaleString('en-US')} (${(bytes / dense.bytes).toFixed(3)}) |`);
+      }
+    }
+    rmSync(work, { recursive: true, force: true });
+    return;
+  }
   console.log(`| KV groups removed per block | heads kept (q / KV) | sparsity | score | SOTU ppl | onnx bytes (× dense) | forward tok/s dense → pruned (noisy) |`);
   console.log(`|---|---|---|---|---|---|---|`);
   console.log(`| 0 (dense) | ${H} / ${G} | 0 | | ${dense.sotu.toFixed(2)} | ${dense.bytes.toLocaleString('en-US')} (1.000) | |`);
