@@ -15,7 +15,7 @@ import { AutoModelForCausalLM, Tensor, env } from '@huggingface/transformers';
 import '../../src/index.js';
 import { pruneModel, savePruned, explicit, owl, DsaPruneError } from '../../src/index.js';
 import { attachModel, discoverLinears, inspectModel, installLoadingHook } from '../../src/model/index.js';
-import { attentionLayout } from '../../src/model/surgery-heads.js';
+import { attentionLayout, planHeadRewrites } from '../../src/model/surgery-heads.js';
 import { buildFeeds } from '../../src/eval/forward.js';
 import { DataType, createNode, createTensor, encodeModel, readModelFile, setTensorFloat32, tensorDims, tensorToFloat32, type ModelProto } from '../../src/model/onnx.js';
 import { headGroupCount, splitHeadsBudget } from '../../src/methods/structured/index.js';
@@ -384,6 +384,23 @@ describe.skipIf(!hasBench)('bench-12l (../shared/models/bench-12l; skipped when 
     const full = await logitsOf(s, prompt, 1, 6, pm.config);
     expect(maxRel(step.logits!.data as Float32Array, full.subarray(5 * vocab))).toBeLessThan(1e-5);
   }, LONG);
+});
+
+describe.skipIf(!hasLayouts)('shape constants that cannot be classified (OPT fixture; skipped when ../shared is absent)', () => {
+  it('a static head entry equal to neither head count is refused as unsupported; the real one is planned', () => {
+    const dir = path.join(layoutsDir, 'opt');
+    const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const proto = readModelFile(path.join(dir, 'onnx/model.onnx'));
+    const found = discoverLinears(proto.graph, { config });
+    const fake = { proto, config, linears: found.linears, layout: found.layout, source: { onnxPath: 'opt/onnx/model.onnx' }, blocks: 2 };
+    const lay = attentionLayout(fake as never, 0);
+    const plan = planHeadRewrites(fake as never, lay, 3);
+    // q, k, v head reshapes [b, -1, 4, 16] → 3 each (OPT spells the head count as a constant).
+    expect(plan.filter((r) => r.why === 'head reshape').map((r) => r.values.map(Number))).toEqual([[3], [3], [3]]);
+    const c = proto.graph.node.find((n) => n.name === '/decoder/layers.0/self_attn/Constant_4')!;
+    c.attribute.find((a) => a.name === 'value')!.t!.raw_data = new Uint8Array(BigInt64Array.from([5n]).buffer);
+    expect(() => planHeadRewrites(fake as never, lay, 3)).toThrow(expect.objectContaining({ code: 'unsupported', message: expect.stringMatching(/static 5 in a head-shaped/) }));
+  });
 });
 
 const layoutNames = hasLayouts ? readdirSync(layoutsDir).filter((d) => existsSync(path.join(layoutsDir, d, 'onnx/model.onnx'))) : [];
