@@ -4,6 +4,7 @@
  * score, and report SOTU perplexity, ONNX bytes and (flap only) plain-onnxruntime forward tokens/s dense vs pruned.
  *
  *   npx tsx bench/heads.bench.ts --nsamples 16 --eval-windows 16 [--groups 1,2,3] [--scores flap,wanda-sp,magnitude] [--no-speed]
+ *   npx tsx bench/heads.bench.ts --nsamples 16 --eval-windows 16 --groups 2,3 --scores flap --no-speed --no-compensation   # metric alone
  *   npx tsx bench/heads.bench.ts --nsamples 16 --eval-windows 16 --mixed 0.2 [--scores flap]   # ffn alone vs ffn,heads at one budget
  *
  * Timing on a shared machine is noisy: dense and pruned run alternately, best of the runs; read the ratio only.
@@ -27,6 +28,8 @@ const EVAL_WINDOWS = Number(argAfter('--eval-windows') ?? 16);
 const GROUPS = (argAfter('--groups') ?? '1,2,3').split(',').map(Number);
 const SCORES = (argAfter('--scores') ?? 'flap,wanda-sp,magnitude').split(',');
 const SPEED = !process.argv.includes('--no-speed');
+/** `--no-compensation`: flap's metric without its bias compensation (biasCompensation: false). */
+const COMPENSATE = !process.argv.includes('--no-compensation');
 /** `--mixed 0.2`: instead of the head sweep, --target ffn vs --target ffn,heads at this sparsity (uniform shares). */
 const MIXED = argAfter('--mixed') !== undefined ? Number(argAfter('--mixed')) : undefined;
 const cfg = JSON.parse(readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, number>;
@@ -105,7 +108,7 @@ async function main(): Promise<void> {
     for (const score of SCORES) {
       const model = await AutoModelForCausalLM.from_pretrained(modelDir, { dtype: 'fp32' });
       const t0 = performance.now();
-      const rep = await pruneModel(model, { calibration: { ids: w }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, method: 'structured', target: ['heads'], score, sparsity } as never);
+      const rep = await pruneModel(model, { calibration: { ids: w }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, method: 'structured', target: ['heads'], score, sparsity, biasCompensation: COMPENSATE } as never);
       const secs = (performance.now() - t0) / 1000;
       const dir = path.join(work, `heads-${r}-${score}`);
       await savePruned(model, dir);

@@ -36,6 +36,8 @@ export interface PruneOptions {
   target?: string | string[];
   /** method `structured`: channel score `wanda-sp` (default), `flap` (with bias compensation) or `magnitude`. */
   score?: string;
+  /** method `structured`, score `flap`: add FLAP's bias compensation (default true); false scores with the metric alone. */
+  biasCompensation?: boolean;
   /** Global target sparsity in [0, 1). */
   sparsity: number;
   /** `unstructured` (default) or N:M such as `'2:4'` / `{ kind: 'nm', n: 2, m: 4 }`. */

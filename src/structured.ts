@@ -145,6 +145,8 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
   const log = new SurgeryLog();
   const keeps: Int32Array[] = layouts.map((l) => Int32Array.from({ length: l.width }, (_, j) => j));
   const flap = score === 'flap';
+  /** FLAP's bias compensation (default on with flap; `biasCompensation: false` keeps the metric alone). */
+  const compensate = flap && options.biasCompensation !== false;
   let secondsPrune = 0;
   let secondsCalibration = 0;
   const tCal = performance.now();
@@ -153,7 +155,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     const added = new Set<string>();
     if (ffnOn) for (const l of layouts) for (const n of privatizeBiases(pm, l, log)) added.add(n);
     const biasNames: (string | undefined)[] = layouts.map((l, b) => {
-      if (!flap || removeCount[b]! === 0) return undefined;
+      if (!compensate || removeCount[b]! === 0) return undefined;
       if (l.downBias) return l.downBias;
       const name = ensureDownBias(pm, l, log);
       added.add(name);
@@ -162,7 +164,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     if (attn && groupsRemoved > 0) {
       for (const a of attn) {
         for (const n of privatizeHeadBiases(pm, a, log)) added.add(n);
-        if (flap && !a.oBias) {
+        if (compensate && !a.oBias) {
           const ffnLike: FfnLayout = { block: a.block, width: a.o.dIn, inputs: [], down: a.o, paramsPerChannel: 0 };
           a.oBias = ensureDownBias(pm, ffnLike, log);
           added.add(a.oBias);
@@ -188,7 +190,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
       });
       const { keep, removed } = selectChannels(scores, r);
       keeps[b] = keep;
-      if (flap) {
+      if (compensate) {
         const comp = compensationBias(down, lay.down.dOut, lay.width, removed, channelMeans(s!.sum!, s!.tokens));
         const name = biasNames[b]!;
         const cur = readMainInitializer(pm, name);
@@ -227,7 +229,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
       const { keep, removed } = selectChannels(gs, groupsRemoved);
       keptGroups[b] = keep;
       const cols = groupColumns(removed, a.nRep, d);
-      if (flap) {
+      if (compensate) {
         const comp = compensationBias(oW, a.o.dOut, a.o.dIn, cols, channelMeans(s!.sum!, s!.tokens));
         const cur = readMainInitializer(pm, a.oBias!);
         writeMainInitializer(pm, a.oBias!, cur.map((x, o) => x + comp[o]!), undefined, log);
@@ -303,7 +305,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     },
     notes: [],
     structured: {
-      target: targets, score, mode, biasCompensation: flap,
+      target: targets, score, mode, biasCompensation: compensate,
       blocks: layouts.map((l, b) => ({
         block: b, ffnBefore: widthsBefore[b]!, ffnAfter: l.width, kept: Array.from(keeps[b]!),
         ...(attn ? {

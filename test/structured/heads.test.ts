@@ -249,6 +249,17 @@ describe('stories260k (models/stories260k)', () => {
     }, LONG);
   }
 
+  it('flap with biasCompensation: false: no o bias is added; logits = reference without bias', async () => {
+    const model = await AutoModelForCausalLM.from_pretrained(storiesDir, { dtype: 'fp32' });
+    const report = await pruneModel(model, { method: 'structured', target: 'heads', score: 'flap', biasCompensation: false, sparsity: 0.07, calibration: { ids: calIds }, nsamples, seqlen });
+    expect(report.structured!.biasCompensation).toBe(false);
+    expect(report.structured!.params.before - report.structured!.params.after).toBe(5 * c);
+    const pm = await attachModel(model);
+    const pruned = await logitsOf(model.sessions.model, evalIds, 2, 48, pm.config);
+    const ref = await ort.InferenceSession.create(zeroedReference(onnxPath, config, report), { logSeverityLevel: 3 });
+    expect(maxRel(pruned, await logitsOf(ref, evalIds, 2, 48, config))).toBeLessThan(1e-5);
+  }, LONG);
+
   it('ffn,heads with OWL shares: one exact budget; logits = reference with both zeroed', async () => {
     const model = await AutoModelForCausalLM.from_pretrained(storiesDir, { dtype: 'fp32' });
     const S = 0.25;
