@@ -36,6 +36,8 @@ export interface PruneOptions {
   target?: string | string[];
   /** method `structured`: channel score `wanda-sp` (default), `flap` (with bias compensation) or `magnitude`. */
   score?: string;
+  /** method `structured`, score `flap`: add FLAP's bias compensation (default true); false scores with the metric alone. */
+  biasCompensation?: boolean;
   /** Global target sparsity in [0, 1). */
   sparsity: number;
   /** `unstructured` (default) or N:M such as `'2:4'` / `{ kind: 'nm', n: 2, m: 4 }`. */
@@ -118,7 +120,13 @@ export interface StructuredReport {
   /** FLAP bias compensation applied (score flap). */
   biasCompensation: boolean;
   /** FFN intermediate width per block before / after. */
-  blocks: { block: number; ffnBefore: number; ffnAfter: number; kept: number[] }[];
+  blocks: {
+    block: number; ffnBefore: number; ffnAfter: number; kept: number[];
+    /** `heads` target: query heads and KV heads (groups) before / after, and the kept KV groups (original indices). */
+    headsBefore?: number; headsAfter?: number; kvHeadsBefore?: number; kvHeadsAfter?: number; keptGroups?: number[];
+  }[];
+  /** `heads` target: the config.json fields written with the model (head counts, head_dim). */
+  config?: Record<string, number>;
   /** Float parameters of the whole graph (every float initializer) before / after. */
   params: { before: number; after: number };
 }

@@ -36,6 +36,6 @@ export async function savePruned(
   // the temporary folder before it becomes outDir, so a failure there (a full disk) leaves no half-written model.
   let post: PostSaveResult | undefined;
   const beforePublish = quantize !== undefined || compress ? (dir: string) => void (post = postProcessSaved(dir, { quantize, compress, quantizeOptions })) : undefined;
-  await saveModel(model, outDir, { ...rest, manifest, beforePublish });
+  await saveModel(model, outDir, { ...rest, manifest, beforePublish, ...(report?.structured?.config ? { config: report.structured.config } : {}) });
   return post && gptq ? { ...post, gptq: gptq.summary } : post;
 }

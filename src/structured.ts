@@ -16,10 +16,14 @@ import { DataType, tensorDims } from './model/onnx.js';
 import {
   SurgeryLog, ensureDownBias, ffnLayout, privatizeBiases, readMainInitializer, removeFfnChannels, writeMainInitializer, type FfnLayout,
 } from './model/surgery.js';
+import {
+  attentionLayout, headsConfigPatch, planHeadRewrites, privatizeHeadBiases, removeHeadGroups, zeroGroupColumns, type AttentionLayout,
+} from './model/surgery-heads.js';
 import { runCalibration, type CalibrationModel } from './calibration/index.js';
 import { uniform, type BlockAllocationStats } from './allocators/index.js';
 import {
   channelCounts, channelMeans, channelScores, compensationBias, parseChannelScore, selectChannels, type ChannelScore,
+  groupColumns, groupScores, headGroupCount, splitHeadsBudget,
 } from './methods/structured/index.js';
 import {
   calibrationWindows, denseAllocationStats, recordPruneReport, type LinearReport, type PruneOptions, type PruneReport,
@@ -49,9 +53,9 @@ export function validateStructuredOptions(o: PruneOptions): { targets: Structure
       hint: 'Use --target ffn with --score flap; depth pruning ranks sub-layers by block influence instead.',
     });
   }
-  const todo = targets.filter((t) => t !== 'ffn');
+  const todo = targets.filter((t) => t !== 'ffn' && t !== 'heads');
   if (todo.length) {
-    throw new DsaPruneError(`structured target ${todo.join(', ')} is not implemented yet (only ffn is)`, { hint: 'Use --target ffn.' });
+    throw new DsaPruneError(`structured target ${todo.join(', ')} is not implemented yet (ffn and heads are)`, { hint: 'Use --target ffn and/or heads.' });
   }
   if (typeof o.sparsity !== 'number' || !(o.sparsity >= 0 && o.sparsity < 1)) {
     throw new DsaPruneError(`sparsity must be a number in [0, 1), got ${String(o.sparsity)}`, { hint: 'For structured pruning it is the fraction of all decoder-block linear parameters removed.' });
@@ -90,6 +94,9 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
   const blockLinears = pm.linears.filter((l) => l.block >= 0);
   const blockParams = layouts.map((_, b) => blockLinears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut, 0));
   const mode = options.mode ?? 'sequential';
+  // heads: every block's attention, refused here (before any work) when a layout cannot take it.
+  const ffnOn = targets.includes('ffn');
+  const attn: AttentionLayout[] | undefined = targets.includes('heads') ? Array.from({ length: pm.blocks }, (_, b) => attentionLayout(pm, b)) : undefined;
 
   const ctx = contextLength(pm.config as Record<string, unknown>) ?? 2048;
   const seqlen = options.seqlen ?? Math.min(2048, ctx);
@@ -112,10 +119,25 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     blocks = (await denseAllocationStats(pm, cal!, blockLinears, options)).blocks;
   }
   const allocation = allocator.allocate({ blocks, sparsity: options.sparsity, budget: 'exact' });
-  const removeCount = channelCounts(
+  // heads: the same number of KV groups removed in every block; with ffn too, the FFN takes the rest of each share.
+  let groupsRemoved = 0;
+  let ffnShares = allocation.blockSparsity;
+  let ffnSparsity = options.sparsity;
+  if (attn) {
+    const hb = attn.map((a, b) => ({ index: b, params: blockParams[b]!, kvHeads: a.kvHeads, paramsPerGroup: a.paramsPerGroup }));
+    if (ffnOn) ({ groups: groupsRemoved, ffnShares, ffnSparsity } = splitHeadsBudget(hb, allocation.blockSparsity, options.sparsity));
+    else groupsRemoved = headGroupCount(hb, allocation.blockSparsity, options.sparsity);
+    if (groupsRemoved > 0) for (const a of attn) planHeadRewrites(pm, a, a.kvHeads - groupsRemoved); // refuses unknown shape constants now
+  }
+  const removeCount = ffnOn ? channelCounts(
     layouts.map((l, b) => ({ index: b, params: blockParams[b]!, width: l.width, paramsPerChannel: l.paramsPerChannel })),
-    allocation.blockSparsity, options.sparsity,
-  );
+    ffnShares, ffnSparsity,
+  ) : layouts.map(() => 0);
+  const headsBefore = attn?.map((a) => ({ heads: a.heads, kvHeads: a.kvHeads }));
+  const attnParamsBefore = new Map<LinearInfo, number>();
+  for (const a of attn ?? []) for (const l of [a.q, a.k, a.v, a.qkv, a.o]) if (l) attnParamsBefore.set(l, l.dIn * l.dOut);
+  const configPatch = attn && groupsRemoved > 0 ? headsConfigPatch(pm.config, attn[0]!.kvHeads - groupsRemoved) : undefined;
+  const keptGroups: Int32Array[] = (attn ?? []).map((a) => Int32Array.from({ length: a.kvHeads }, (_, g) => g));
   const secondsAllocation = (performance.now() - tAlloc) / 1000;
   const paramsBefore = graphParams(pm);
   const widthsBefore = layouts.map((l) => l.width);
@@ -123,26 +145,42 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
   const log = new SurgeryLog();
   const keeps: Int32Array[] = layouts.map((l) => Int32Array.from({ length: l.width }, (_, j) => j));
   const flap = score === 'flap';
+  /** FLAP's bias compensation (default on with flap; `biasCompensation: false` keeps the metric alone). */
+  const compensate = flap && options.biasCompensation !== false;
   let secondsPrune = 0;
   let secondsCalibration = 0;
   const tCal = performance.now();
   try {
     // FLAP: every block that loses channels gets a down bias before calibration plans its sub-graphs.
     const added = new Set<string>();
-    for (const l of layouts) for (const n of privatizeBiases(pm, l, log)) added.add(n);
+    if (ffnOn) for (const l of layouts) for (const n of privatizeBiases(pm, l, log)) added.add(n);
     const biasNames: (string | undefined)[] = layouts.map((l, b) => {
-      if (!flap || removeCount[b]! === 0) return undefined;
+      if (!compensate || removeCount[b]! === 0) return undefined;
       if (l.downBias) return l.downBias;
       const name = ensureDownBias(pm, l, log);
       added.add(name);
       return name;
     });
+    if (attn && groupsRemoved > 0) {
+      for (const a of attn) {
+        for (const n of privatizeHeadBiases(pm, a, log)) added.add(n);
+        if (compensate && !a.oBias) {
+          const ffnLike: FfnLayout = { block: a.block, width: a.o.dIn, inputs: [], down: a.o, paramsPerChannel: 0 };
+          a.oBias = ensureDownBias(pm, ffnLike, log);
+          added.add(a.oBias);
+        }
+      }
+    }
     const scoreBlock = (b: number, stats?: Map<string, InputStats>): void => {
       const t = performance.now();
       checkAborted(options.signal);
       const lay = layouts[b]!;
       const r = removeCount[b]!;
-      if (r === 0) return;
+      if (attn && groupsRemoved > 0) scoreHeads(b, stats);
+      if (r === 0) {
+        secondsPrune += (performance.now() - t) / 1000;
+        return;
+      }
       const down = pm.readWeight(lay.down);
       const s = stats?.get(lay.down.name);
       const scores = channelScores(score, {
@@ -152,7 +190,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
       });
       const { keep, removed } = selectChannels(scores, r);
       keeps[b] = keep;
-      if (flap) {
+      if (compensate) {
         const comp = compensationBias(down, lay.down.dOut, lay.width, removed, channelMeans(s!.sum!, s!.tokens));
         const name = biasNames[b]!;
         const cur = readMainInitializer(pm, name);
@@ -167,6 +205,39 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
       pm.writeWeight(lay.down, down);
       secondsPrune += (performance.now() - t) / 1000;
     };
+    // heads of block b: score the KV groups, FLAP's bias on o, zero the removed groups' o columns.
+    function scoreHeads(b: number, stats?: Map<string, InputStats>): void {
+      const a = attn![b]!;
+      const oW = pm.readWeight(a.o);
+      const s = stats?.get(a.o.name);
+      const H = a.heads;
+      const d = a.headDim;
+      let qkvW: { q: Float32Array; k: Float32Array; v: Float32Array; dIn: number } | undefined;
+      if (score === 'magnitude') {
+        if (a.qkv) {
+          const w = pm.readWeight(a.qkv);
+          const n = a.qkv.dIn;
+          qkvW = { q: w.subarray(0, H * d * n), k: w.subarray(H * d * n, (H + a.kvHeads) * d * n), v: w.subarray((H + a.kvHeads) * d * n), dIn: n };
+        } else {
+          qkvW = { q: pm.readWeight(a.q!), k: pm.readWeight(a.k!), v: pm.readWeight(a.v!), dIn: a.q!.dIn };
+        }
+      }
+      const gs = groupScores(score, {
+        kvHeads: a.kvHeads, nRep: a.nRep, headDim: d, o: oW, oOut: a.o.dOut, ...(qkvW ?? {}),
+        ...(s ? { sq: s.sq, tokens: s.tokens, ...(s.sum ? { sum: s.sum } : {}) } : {}),
+      });
+      const { keep, removed } = selectChannels(gs, groupsRemoved);
+      keptGroups[b] = keep;
+      const cols = groupColumns(removed, a.nRep, d);
+      if (compensate) {
+        const comp = compensationBias(oW, a.o.dOut, a.o.dIn, cols, channelMeans(s!.sum!, s!.tokens));
+        const cur = readMainInitializer(pm, a.oBias!);
+        writeMainInitializer(pm, a.oBias!, cur.map((x, o) => x + comp[o]!), undefined, log);
+      }
+      log.tensor(pm.proto.graph.initializer.find((x) => x.name === a.o.weight)!);
+      zeroGroupColumns(oW, a.o.dOut, a.o.dIn, removed, a.nRep, d);
+      pm.writeWeight(a.o, oW);
+    }
     if (cal && score !== 'magnitude') {
       const calModel: CalibrationModel = {
         proto: pm.proto, linears: pm.linears, source: pm.source, config: pm.config,
@@ -183,6 +254,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     checkAborted(options.signal);
     const tS = performance.now();
     for (let b = 0; b < pm.blocks; b++) removeFfnChannels(pm, layouts[b]!, keeps[b]!, log);
+    if (attn && groupsRemoved > 0) for (let b = 0; b < pm.blocks; b++) removeHeadGroups(pm, attn[b]!, keptGroups[b]!, log);
     secondsPrune += (performance.now() - tS) / 1000;
   } catch (e) {
     log.undo();
@@ -196,6 +268,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     throw e;
   }
   const secondsCommit = (performance.now() - tCommit) / 1000;
+  if (configPatch) applyConfigPatch(model, pm.config, configPatch);
 
   // Reports: per linear, the fraction of its original parameters removed.
   const linears: LinearReport[] = [];
@@ -205,7 +278,7 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     const F0 = widthsBefore[l.block]!;
     const inp = lay.inputs.find((i) => i.linear === l);
     const isFfn = inp !== undefined || lay.down === l;
-    const before = isFfn ? (inp ? inp.offsets.length * F0 * l.dIn : F0 * l.dOut) : l.dIn * l.dOut;
+    const before = attnParamsBefore.get(l) ?? (isFfn ? (inp ? inp.offsets.length * F0 * l.dIn : F0 * l.dOut) : l.dIn * l.dOut);
     const after = l.dIn * l.dOut;
     removedPerBlock[l.block] += before - after;
     linears.push({ name: l.name, block: l.block, role: l.role, params: before, target: allocation.blockSparsity[l.block]!, sparsity: (before - after) / before });
@@ -232,8 +305,15 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     },
     notes: [],
     structured: {
-      target: targets, score, mode, biasCompensation: flap,
-      blocks: layouts.map((l, b) => ({ block: b, ffnBefore: widthsBefore[b]!, ffnAfter: l.width, kept: Array.from(keeps[b]!) })),
+      target: targets, score, mode, biasCompensation: compensate,
+      blocks: layouts.map((l, b) => ({
+        block: b, ffnBefore: widthsBefore[b]!, ffnAfter: l.width, kept: Array.from(keeps[b]!),
+        ...(attn ? {
+          headsBefore: headsBefore![b]!.heads, headsAfter: attn[b]!.heads, kvHeadsBefore: headsBefore![b]!.kvHeads,
+          kvHeadsAfter: attn[b]!.kvHeads, keptGroups: Array.from(keptGroups[b]!),
+        } : {}),
+      })),
+      ...(configPatch ? { config: configPatch } : {}),
       params: { before: paramsBefore, after: graphParams(pm) },
     },
   };
@@ -244,4 +324,24 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
 /** The FFN width of every block of a model as it is now (for inspect and tests). */
 export function ffnWidths(linears: LinearInfo[], blocks: number): number[] {
   return Array.from({ length: blocks }, (_, b) => linears.find((l) => l.block === b && l.role === 'down')?.dIn ?? 0);
+}
+
+/**
+ * After head pruning: the model's config objects say the new head counts (transformers.js reads
+ * num_key_value_heads / head_dim, and its normalized_config, when it builds the cache); savePruned writes the same
+ * fields into config.json.
+ */
+function applyConfigPatch(model: unknown, config: Record<string, unknown>, patch: Record<string, number>): void {
+  Object.assign(config, patch);
+  const mc = (model as { config?: Record<string, unknown> } | undefined)?.config;
+  if (!mc || typeof mc !== 'object') return;
+  Object.assign(mc, patch);
+  const nc = mc.normalized_config as Record<string, unknown> | undefined;
+  if (nc && typeof nc === 'object') {
+    const kv = patch.num_key_value_heads ?? patch.n_head_kv ?? patch.num_kv_heads;
+    const heads = patch.num_attention_heads ?? patch.n_head ?? patch.num_heads;
+    if ('num_heads' in nc) nc.num_heads = ('num_key_value_heads' in patch || 'n_head_kv' in patch || 'num_kv_heads' in patch) ? kv : heads;
+    if ('num_attention_heads' in nc) nc.num_attention_heads = heads;
+    if ('dim_kv' in nc && patch.head_dim !== undefined) nc.dim_kv = patch.head_dim;
+  }
 }

@@ -22,9 +22,13 @@ export interface InspectReport {
   prunableParams: number;
   /** MLP intermediate width per block (the down projection's inputs; differs per block after structured pruning). */
   ffnWidths: number[];
+  /** Attention width per block: the o projection's inputs (query heads × head_dim; smaller after head pruning). */
+  attnWidths: number[];
+  /** Head counts from config.json (query heads, KV heads, head_dim), when it names them. */
+  heads?: { heads: number; kvHeads: number; headDim?: number };
 }
 
-function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array): InspectReport {
+function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array, config?: Record<string, unknown>): InspectReport {
   const out: InspectLinear[] = linears.map((l) => {
     const w = values(l);
     return {
@@ -34,7 +38,11 @@ function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) =
     };
   });
   const ffnWidths = Array.from({ length: blocks }, (_, b) => linears.find((l) => l.block === b && l.role === 'down')?.dIn ?? 0);
-  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0), ffnWidths };
+  const attnWidths = Array.from({ length: blocks }, (_, b) => linears.find((l) => l.block === b && l.role === 'o')?.dIn ?? 0);
+  const num = (...ks: string[]): number | undefined => ks.map((k) => config?.[k]).find((v): v is number => typeof v === 'number');
+  const h = num('num_attention_heads', 'n_head');
+  const heads = h ? { heads: h, kvHeads: num('num_key_value_heads') ?? h, ...(num('head_dim') ? { headDim: num('head_dim') } : {}) } : undefined;
+  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0), ffnWidths, attnWidths, ...(heads ? { heads } : {}) };
 }
 
 /**
@@ -52,10 +60,10 @@ export async function inspectModel(model: any | string): Promise<InspectReport> 
     return report(found.linears, found.blocks, (l) => {
       const t = byName.get(l.weight);
       return t ? readFloats(t, base, folder.onnxPath) : new Float32Array(0);
-    });
+    }, folder.config as Record<string, unknown>);
   }
   const pm = await attachModel(model);
-  return report(pm.linears, pm.blocks, (l) => pm.readInitializer(l.weight));
+  return report(pm.linears, pm.blocks, (l) => pm.readInitializer(l.weight), pm.config);
 }
 
 /** A readable table of an InspectReport. */
@@ -76,5 +84,10 @@ export function formatInspectTable(r: InspectReport): string {
     `${r.linears.length} linears in ${r.blocks} blocks, ${r.prunableParams.toLocaleString('en-US')} prunable parameters, ` +
       `sparsity ${(r.prunableParams ? (zeros / r.prunableParams) * 100 : 0).toFixed(2)}%`,
     ...(r.ffnWidths.some((w) => w > 0) ? [`FFN width per block: ${r.ffnWidths.join(' ')}`] : []),
+    ...(r.attnWidths?.some((w) => w > 0) ? [`attention width per block (o inputs = heads × head_dim): ${r.attnWidths.join(' ')}${headsLine(r)}`] : []),
   ].join('\n') + '\n';
+}
+
+function headsLine(r: InspectReport): string {
+  return r.heads ? `; config: ${r.heads.heads} heads, ${r.heads.kvHeads} KV heads${r.heads.headDim ? `, head_dim ${r.heads.headDim}` : ''}` : '';
 }

@@ -28,6 +28,8 @@ export interface SaveOptions {
   beforePublish?: (dir: string) => void;
   /** Also rebuild the source folder's other float variants (model_fp16.onnx next to model.onnx, …); default true. */
   variants?: boolean;
+  /** Fields that replace the source's in config.json (structured head pruning: the head counts and head_dim). */
+  config?: Record<string, unknown>;
 }
 
 let cachedVersion: string | undefined;
@@ -125,7 +127,7 @@ export async function savePruned(model: any, outDir: string, opts: SaveOptions =
       const from = path.join(src.dir, f);
       if (!statSync(from).isFile()) continue;
       if (f === 'config.json') {
-        writeFileSync(path.join(tmp, f), configFor(readFileSync(from, 'utf8'), external));
+        writeFileSync(path.join(tmp, f), configFor(patchConfig(readFileSync(from, 'utf8'), opts.config), external));
       } else {
         copyFileSync(from, path.join(tmp, f));
         chmodSync(path.join(tmp, f), 0o644); // a read-only source (shared, cache) must not make the copy read-only
@@ -193,6 +195,12 @@ function saveError(e: unknown, out: string): unknown {
 function srcHasDataFiles(onnxPath: string): boolean {
   const name = path.basename(onnxPath);
   return readdirSync(path.dirname(onnxPath)).some((f) => f.startsWith(`${name}_data`));
+}
+
+/** config.json with `patch`'s fields replaced (the text unchanged when there is no patch). */
+function patchConfig(text: string, patch: Record<string, unknown> | undefined): string {
+  if (!patch || Object.keys(patch).length === 0) return text;
+  return JSON.stringify({ ...(JSON.parse(text) as Record<string, unknown>), ...patch }, null, 2) + '\n';
 }
 
 /** config.json for the saved folder: transformers.js must expect exactly one external data file, or none. */

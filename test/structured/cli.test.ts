@@ -61,3 +61,27 @@ describe('dsa-prune prune --method structured', () => {
     expect(() => statSync(path.join(work, 'bad'))).toThrow();
   }, 600_000);
 });
+
+describe('dsa-prune prune --method structured --target heads', () => {
+  it('--json has the head counts per block, the config fields, params and bytes; inspect shows the attention widths', async () => {
+    const out = path.join(work, 'heads');
+    const r = await cli(['prune', stories, '--out', out, '--method', 'structured', '--target', 'heads', '--score', 'wanda-sp', '--sparsity', '0.07',
+      '--calibration', calib, '--nsamples', '8', '--seqlen', '128', '--json']);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.out);
+    expect(j.structured.blocks.map((b: { kvHeadsAfter: number }) => b.kvHeadsAfter)).toEqual([3, 3, 3, 3, 3]);
+    expect(j.structured.config).toEqual({ num_attention_heads: 6, num_key_value_heads: 3, head_dim: 8 });
+    // One KV group per block: 2 query heads + 1 KV head of q/k/v rows (8 × 64 each) and 16 o columns (× 64).
+    expect(j.params.before - j.params.after).toBe(5 * (4 * 8 * 64 + 16 * 64));
+    expect(j.bytes.before).toBe(onnxDirBytes(path.join(stories, 'onnx')));
+    expect(j.bytes.after).toBe(onnxDirBytes(path.join(out, 'onnx')));
+    expect(j.bytes.before - j.bytes.after).toBeGreaterThanOrEqual(4 * 5 * 3072);
+    const ins = await cli(['inspect', out]);
+    expect(ins.out).toContain('attention width per block (o inputs = heads × head_dim): 48 48 48 48 48; config: 6 heads, 3 KV heads, head_dim 8');
+    const bad = await cli(['prune', stories, '--out', path.join(work, 'bad-heads'), '--method', 'structured', '--target', 'heads', '--score', 'magnitude', '--sparsity', '0.3']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.err).toMatch(/would remove 4 of the 4 KV groups/);
+    expect(() => statSync(path.join(work, 'bad-heads'))).toThrow();
+  }, 600_000);
+});

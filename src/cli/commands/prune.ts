@@ -20,7 +20,7 @@ const spec = defineCommand({
     out: { type: 'string', short: 'o', valueName: '<dir>', description: 'output folder (must not exist, or be empty; never the model folder)' },
     method: { type: 'string', default: 'wanda', description: 'pruning method: magnitude, wanda, sparsegpt, structured (remove whole channels, a smaller dense model; see docs/structured.md), or one a --plugin registers' },
     plugin: PLUGIN_OPTION,
-    target: { type: 'string', multiple: true, valueName: '<t>', description: 'structured: what to remove (ffn: MLP intermediate channels); repeatable or comma list' },
+    target: { type: 'string', multiple: true, valueName: '<t>', description: 'structured: what to remove (ffn: MLP intermediate channels; heads: whole KV groups, the same count in every block); repeatable or comma list' },
     score: { type: 'string', choices: ['wanda-sp', 'flap', 'magnitude'], valueName: '<s>', description: 'structured: channel score (default wanda-sp; flap adds its bias compensation)' },
     sparsity: { type: 'number', min: 0, max: 1, maxExclusive: true, default: 0.5, description: 'global target sparsity' },
     pattern: { type: 'string', default: 'unstructured', valueName: '<p>', description: "'unstructured' or N:M such as 2:4, 4:8" },
@@ -197,7 +197,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       ...(saved ? { files: saved.files, denseBytes: saved.dense.bytes } : {}),
       ...(saved?.gptq ? { gptq: saved.gptq } : {}),
       ...(report.structured ? {
-        structured: { target: report.structured.target, score: report.structured.score, blocks: report.structured.blocks.map(({ kept: _k, ...b }) => b) },
+        structured: {
+          target: report.structured.target, score: report.structured.score, blocks: report.structured.blocks.map(({ kept: _k, ...b }) => b),
+          ...(report.structured.config ? { config: report.structured.config } : {}),
+        },
         params: report.structured.params,
         bytes: { before: onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)), after: onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)) },
       } : {}),
@@ -208,6 +211,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.stdout(`per block: ${report.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
     if (report.structured) {
       io.stdout(`FFN width per block: ${report.structured.blocks.map((b) => `${b.ffnAfter}/${b.ffnBefore}`).join(' ')}\n`);
+      const b0 = report.structured.blocks[0];
+      if (b0?.headsAfter !== undefined) io.stdout(`attention heads (every block): ${b0.headsAfter}/${b0.headsBefore} query, ${b0.kvHeadsAfter}/${b0.kvHeadsBefore} KV\n`);
       io.stdout(`parameters ${report.structured.params.before.toLocaleString('en-US')} → ${report.structured.params.after.toLocaleString('en-US')}; ` +
         `onnx bytes ${onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)).toLocaleString('en-US')} → ${onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)).toLocaleString('en-US')}\n`);
     }
