@@ -21,6 +21,8 @@ import { uniform, type BlockAllocationStats } from './allocators/index.js';
 import {
   channelCounts, channelMeans, channelScores, compensationBias, parseChannelScore, selectChannels, type ChannelScore,
 } from './methods/structured/index.js';
+import { pruneDepth } from './structured-depth.js';
+import { parseDepthScore, parseDepthUnit } from './methods/structured/depth.js';
 import {
   calibrationWindows, denseAllocationStats, recordPruneReport, type LinearReport, type PruneOptions, type PruneReport,
 } from './prune-common.js';
@@ -49,7 +51,12 @@ export function validateStructuredOptions(o: PruneOptions): { targets: Structure
       hint: 'Use --target ffn with --score flap; depth pruning ranks sub-layers by block influence instead.',
     });
   }
-  const todo = targets.filter((t) => t !== 'ffn');
+  if (targets.includes('depth')) {
+    validateDepthRequest(o, targets);
+  } else if (o.depthScore !== undefined || o.depthUnit !== undefined) {
+    throw new DsaPruneError('--depth-score and --depth-unit apply to --target depth only', { hint: 'Add --target depth, or drop them.' });
+  }
+  const todo = targets.filter((t) => t !== 'ffn' && t !== 'depth');
   if (todo.length) {
     throw new DsaPruneError(`structured target ${todo.join(', ')} is not implemented yet (only ffn is)`, { hint: 'Use --target ffn.' });
   }
@@ -84,6 +91,7 @@ function checkAborted(signal?: AbortSignal): void {
 export async function pruneStructured(model: unknown, options: PruneOptions): Promise<PruneReport> {
   const t0 = performance.now();
   const { targets, score } = validateStructuredOptions(options);
+  if (targets.includes('depth')) return pruneDepth(model, options, graphParams);
   const allocator = options.allocator ?? uniform();
   const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
   const layouts: FfnLayout[] = Array.from({ length: pm.blocks }, (_, b) => ffnLayout(pm, b));
@@ -244,4 +252,26 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
 /** The FFN width of every block of a model as it is now (for inspect and tests). */
 export function ffnWidths(linears: LinearInfo[], blocks: number): number[] {
   return Array.from({ length: blocks }, (_, b) => linears.find((l) => l.block === b && l.role === 'down')?.dIn ?? 0);
+}
+
+// ---- target depth (whole sub-layers; the pipeline is structured-depth.ts) ----
+
+/** Refusals of a depth request, before any work. */
+function validateDepthRequest(o: PruneOptions, targets: StructuredTarget[]): void {
+  if (targets.length > 1) {
+    throw new DsaPruneError(`--target depth cannot be combined with ${targets.filter((t) => t !== 'depth').join(', ')} yet`, {
+      hint: 'The one sparsity cannot be split exactly between removed sub-layers and removed channels: prune with --target depth, save, then prune the saved model with --target ffn (its own budget).',
+    });
+  }
+  if (o.score !== undefined) {
+    throw new DsaPruneError(`--score ${o.score} scores channels; --target depth scores sub-layers with --depth-score bi|loss`, { hint: 'Drop --score, or pass --depth-score.' });
+  }
+  parseDepthScore(o.depthScore);
+  parseDepthUnit(o.depthUnit);
+  if (o.allocator && o.allocator.name !== 'uniform') {
+    throw new DsaPruneError(`--allocator ${o.allocator.name} does not apply to --target depth: sub-layers are ranked globally by their score`, { hint: 'Drop --allocator.' });
+  }
+  if (o.calibration === undefined) {
+    throw new DsaPruneError('--target depth needs calibration data (both depth scores run the calibration windows)', { hint: 'Pass --calibration <file>.' });
+  }
 }

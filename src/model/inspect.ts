@@ -8,6 +8,7 @@ import { discoverLinears } from './discover.js';
 import { readFolderGraph, validateModelFolder } from './load.js';
 import type { TensorProto } from './onnx.js';
 import { attachModel, readFloats } from './prunable.js';
+import { removedSubLayersOf } from './surgery-depth.js';
 
 /** One linear as inspect shows it: LinearInfo's name, block, role, shape, dtype, node (and parts of a fused one). */
 export type InspectLinear = Pick<LinearInfo, 'name' | 'block' | 'role' | 'dIn' | 'dOut' | 'dtype' | 'node' | 'parts'> & {
@@ -22,9 +23,11 @@ export interface InspectReport {
   prunableParams: number;
   /** MLP intermediate width per block (the down projection's inputs; differs per block after structured pruning). */
   ffnWidths: number[];
+  /** Sub-layers removed by depth pruning (`block.kind`, from the graph's metadata); empty otherwise. */
+  removedSubLayers: string[];
 }
 
-function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array): InspectReport {
+function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array, removedSubLayers: string[] = []): InspectReport {
   const out: InspectLinear[] = linears.map((l) => {
     const w = values(l);
     return {
@@ -34,7 +37,7 @@ function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) =
     };
   });
   const ffnWidths = Array.from({ length: blocks }, (_, b) => linears.find((l) => l.block === b && l.role === 'down')?.dIn ?? 0);
-  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0), ffnWidths };
+  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0), ffnWidths, removedSubLayers };
 }
 
 /**
@@ -52,10 +55,10 @@ export async function inspectModel(model: any | string): Promise<InspectReport> 
     return report(found.linears, found.blocks, (l) => {
       const t = byName.get(l.weight);
       return t ? readFloats(t, base, folder.onnxPath) : new Float32Array(0);
-    });
+    }, removedSubLayersOf(proto));
   }
   const pm = await attachModel(model);
-  return report(pm.linears, pm.blocks, (l) => pm.readInitializer(l.weight));
+  return report(pm.linears, pm.blocks, (l) => pm.readInitializer(l.weight), removedSubLayersOf(pm.proto));
 }
 
 /** A readable table of an InspectReport. */
@@ -76,5 +79,6 @@ export function formatInspectTable(r: InspectReport): string {
     `${r.linears.length} linears in ${r.blocks} blocks, ${r.prunableParams.toLocaleString('en-US')} prunable parameters, ` +
       `sparsity ${(r.prunableParams ? (zeros / r.prunableParams) * 100 : 0).toFixed(2)}%`,
     ...(r.ffnWidths.some((w) => w > 0) ? [`FFN width per block: ${r.ffnWidths.join(' ')}`] : []),
+    ...(r.removedSubLayers.length ? [`removed sub-layers (identity on the residual): ${r.removedSubLayers.join(' ')}`] : []),
   ].join('\n') + '\n';
 }

@@ -1,3 +1,4 @@
 /** Structured pruning: channel scores, selection and channel counts (plain arrays; the graph surgery is src/model/surgery.ts). */
 export * from './scores.js';
 export * from './allocation.js';
+export * from './depth.js';
