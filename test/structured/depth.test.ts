@@ -23,7 +23,6 @@ import { encodeModel, readModelFile, setTensorFloat32, tensorDims, tensorToFloat
 import { selectDepthUnits } from '../../src/methods/structured/index.js';
 import { main } from '../../src/cli/main.js';
 import { memoryIo } from '../../src/cli/io.js';
-import type { PruneReport } from '../../src/prune.js';
 
 env.allowRemoteModels = false;
 installLoadingHook();
@@ -292,6 +291,22 @@ console.log(JSON.stringify(g.tolist()[0].map(Number)));`;
     await expect(pruneModel(model, { ...base, target: 'ffn', depthScore: 'bi', sparsity: 0.2 })).rejects.toThrow(/apply to --target depth only/);
     const pm = await attachModel(model);
     expect(pm.linears).toHaveLength(35);
+  }, LONG);
+
+  it('refuses a KV-cache layout it cannot keep consistent (present not Concat(past, new)), before any work', async () => {
+    const m = readModelFile(onnxPath);
+    const cat = m.graph.node.find((n) => n.output[0] === 'present.2.key')!;
+    cat.output[0] = 'present.2.key_inner';
+    m.graph.node.splice(m.graph.node.indexOf(cat) + 1, 0, { op_type: 'Identity', name: '/model/layers.2/self_attn/IdentityPresent', input: ['present.2.key_inner'], output: ['present.2.key'], attribute: [] });
+    for (const n of m.graph.node) if (n !== cat && n.op_type !== 'Identity') n.input = n.input.map((i) => (i === 'present.2.key' ? 'present.2.key_inner' : i));
+    const bytes = encodeModel(m);
+    const session = await ort.InferenceSession.create(bytes, { logSeverityLevel: 3 });
+    const model = { sessions: { model: session }, config };
+    const before = await logitsOf(session, evalIds, 2, 48, config);
+    await expect(pruneModel(model, { method: 'structured', target: 'depth', sparsity: 0.2, calibration: { ids: calIds }, nsamples, seqlen }))
+      .rejects.toThrow(/attention of block 2 .*KV-cache output present\.2\.key is not Concat\(past, new\)/);
+    expect(model.sessions.model).toBe(session);
+    expect(maxRel(await logitsOf(model.sessions.model, evalIds, 2, 48, config), before)).toBe(0);
   }, LONG);
 
   it('CLI --json: params and bytes before/after measured from the files; inspect lists the removed sub-layers', async () => {
