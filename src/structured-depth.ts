@@ -7,7 +7,7 @@
  * Scores are one-shot (every unit scored on the dense model), as in ShortGPT.
  */
 import { DsaPruneError, throwIfAborted } from './errors.js';
-import { attachModel, contextLength, type PrunableModel } from './model/index.js';
+import { PROTOBUF_LIMIT, attachModel, contextLength, initializerBytes, type PrunableModel } from './model/index.js';
 import { SurgeryLog } from './model/surgery.js';
 import { depthScoringGraph, removeSubLayers, subLayers, type ScoringUnit, type SubLayer } from './model/surgery-depth.js';
 import { depthStatistics } from './calibration/depth.js';
@@ -44,6 +44,11 @@ export async function pruneDepth(model: unknown, options: PruneOptions, graphPar
   const unit = parseDepthUnit(options.depthUnit);
   const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
   const subs = subLayers(pm);
+  if (initializerBytes(pm.proto) >= PROTOBUF_LIMIT) {
+    throw new DsaPruneError(`--target depth cannot score ${pm.source.onnxPath || 'this model'} yet: its weights are over the 2 GB of one ONNX protobuf, and the scoring graph is built in memory`, {
+      hint: 'Use --target ffn for models this size (its calibration runs block by block).',
+    });
+  }
   const units = unitsOf(subs, unit);
   const unitName = unit === 'block' ? 'block' : 'sub-layer';
   checkDepthBudget(units.map((u) => u.params), options.sparsity, unitName);
