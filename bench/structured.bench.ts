@@ -211,7 +211,7 @@ async function main(): Promise<void> {
 
 // ---- --depth: structured --target depth rows (whole sub-layers removed; BI and loss scores) ----
 
-/** `--depth` runs only these rows; `--depth-sparsities 0.1,0.2`, `--depth-scores bi,loss`. */
+/** `--depth` runs only these rows; `--depth-sparsities 0.1,0.2`, `--depth-scores bi,loss`, `--depth-unit sublayer|block`. */
 const DEPTH = process.argv.includes('--depth');
 
 /** Multiply-accumulates per token with the sub-layers in `removed` (`block.kind`) gone (same model as macsPerToken). */
@@ -244,6 +244,7 @@ interface DepthBench {
 async function depthRows(x: DepthBench): Promise<void> {
   const sparsities = (argAfter('--depth-sparsities') ?? '0.1,0.2').split(',').map(Number);
   const scores = (argAfter('--depth-scores') ?? 'bi,loss').split(',');
+  const unit = argAfter('--depth-unit') ?? 'sublayer';
   const table = [
     '| removed (target) | score | sub-layers removed | realised | forward tok/s dense → pruned | measured speed-up | MAC-predicted | generate tok/s dense → pruned | onnx bytes (× dense) | SOTU ppl | WikiText-2 ppl | prune s |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -253,7 +254,7 @@ async function depthRows(x: DepthBench): Promise<void> {
     for (const score of scores) {
       const model = await AutoModelForCausalLM.from_pretrained(modelDir, { dtype: 'fp32' });
       const t0 = performance.now();
-      const r = await pruneModel(model, { calibration: { ids: x.w }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, method: 'structured', target: ['depth'], depthScore: score, sparsity: S });
+      const r = await pruneModel(model, { calibration: { ids: x.w }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, method: 'structured', target: ['depth'], depthScore: score, depthUnit: unit, sparsity: S });
       const seconds = (performance.now() - t0) / 1000;
       const removed = r.structured!.depth!.removed;
       const realised = r.realizedSparsity;
@@ -268,7 +269,7 @@ async function depthRows(x: DepthBench): Promise<void> {
       const wk = await x.ppl(dir, x.wiki);
       value(`depth ${score} ${S * 100}% SOTU ppl`, s);
       value(`depth ${score} ${S * 100}% forward speed-up`, fp / fd, '×', `${fd.toFixed(0)} → ${fp.toFixed(0)} tok/s`);
-      const row = `| ${S * 100}% | ${score} | ${removed.join(' ')} | ${(realised * 100).toFixed(2)}% | ${fd.toFixed(0)} → ${fp.toFixed(0)} | ${(fp / fd).toFixed(3)}× | ${predicted.toFixed(3)}× | ${gd.toFixed(1)} → ${gp.toFixed(1)} | ${bytes.toLocaleString('en-US')} (${(bytes / x.dense.bytes).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} | ${seconds.toFixed(0)} |`;
+      const row = `| ${S * 100}% | ${score}${unit === 'block' ? ' (blocks)' : ''} | ${removed.join(' ')} | ${(realised * 100).toFixed(2)}% | ${fd.toFixed(0)} → ${fp.toFixed(0)} | ${(fp / fd).toFixed(3)}× | ${predicted.toFixed(3)}× | ${gd.toFixed(1)} → ${gp.toFixed(1)} | ${bytes.toLocaleString('en-US')} (${(bytes / x.dense.bytes).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} | ${seconds.toFixed(0)} |`;
       table.push(row);
       process.stderr.write(`${row}\n`);
       rmSync(dir, { recursive: true, force: true });
