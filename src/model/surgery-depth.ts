@@ -281,10 +281,9 @@ export function removeSubLayers(pm: PrunableModel, remove: SubLayer[], log?: Sur
     for (const kv of s.kv) {
       const p = g.node.findIndex((n) => n.output.includes(kv.present));
       const dead = `${kv.present}/dsa_dead`;
-      for (const n of g.node) {
-        n.output = n.output.map((o) => (o === kv.present ? dead : o));
-        n.input = n.input.map((x) => (x === kv.present ? dead : x));
-      }
+      // Only the old producer loses the name: a node still reading present.N (a Shape, say) reads the pass-through,
+      // which has the same shape; the removed attention's readers are dead anyway.
+      for (const n of g.node) n.output = n.output.map((o) => (o === kv.present ? dead : o));
       const scope = s.add.slice(0, s.add.lastIndexOf('/'));
       g.node.splice(Math.max(0, p), 0, ...passThroughNodes(kv, scope));
     }
