@@ -201,6 +201,21 @@ describe('stories260k (models/stories260k)', () => {
     const pm = await attachModel(model);
     expect(pm.linears.filter((l) => l.block >= 0).reduce((a, l) => a + l.dIn * l.dOut, 0)).toBe(P - d.removedParams);
     expect((await inspectModel(model)).removedSubLayers).toEqual(d.removed);
+    // An attention removed while its block's MLP stays: generate with the KV cache = greedy without cache.
+    expect(d.removed.some((r) => r.endsWith('.attention') && !d.removed.includes(r.replace('attention', 'mlp')))).toBe(true);
+    const prompt = [1, 55, 300, 12];
+    const input_ids = new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length]);
+    const attention_mask = new Tensor('int64', BigInt64Array.from(prompt.map(() => 1n)), [1, prompt.length]);
+    const gen = (await model.generate({ input_ids, attention_mask, max_new_tokens: 12, do_sample: false } as never)) as { tolist(): bigint[][] };
+    const seq = [...prompt];
+    for (let k = 0; k < 12; k++) {
+      const lg = await logitsOf(model.sessions.model, Int32Array.from(seq), 1, seq.length, config);
+      const last = lg.subarray((seq.length - 1) * vocab, seq.length * vocab);
+      let best = 0;
+      for (let i = 1; i < vocab; i++) if (last[i]! > last[best]!) best = i;
+      seq.push(best);
+    }
+    expect(gen.tolist()[0]!.map(Number)).toEqual(seq);
   }, LONG);
 
   it('loss: scores = float64 cross-entropy increase of each sub-layer removed alone (zeroed reference)', async () => {
