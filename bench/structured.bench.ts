@@ -60,7 +60,7 @@ function onnxBytes(dir: string, file = 'model.onnx'): number {
  * Tokens/s of plain onnxruntime forwards of BATCH × SEQLEN tokens, dense and pruned sessions open together and run
  * alternately (one warm-up each), best of `reps`: on a loaded machine the fastest run is the least disturbed one.
  */
-async function forwardTps(dirs: [string, string], ids: Int32Array, reps = 7): Promise<[number, number]> {
+async function forwardTps(dirs: [string, string], ids: Int32Array, reps = Number(argAfter('--forward-reps') ?? 7)): Promise<[number, number]> {
   const sessions = await Promise.all(dirs.map((d) => ort.InferenceSession.create(path.join(d, 'onnx/model.onnx'), {
     intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
   })));
