@@ -10,6 +10,7 @@
  *   npx tsx bench/structured.bench.ts --nsamples 32 --eval-windows 32   # quicker
  *   npx tsx bench/structured.bench.ts --sparsities 0.25 --skip-quality    # the issue's 25 % target only
  *   npx tsx bench/structured.bench.ts --sparsities none --skip-quality --q4   # equal size after q4 only
+ *   npx tsx bench/structured.bench.ts --depth --nsamples 16 --eval-windows 16   # --target depth rows (bi, loss at 10 / 20 %)
  *   npm run bench -- structured
  *
  * Timing on a shared machine is noisy: dense and pruned are measured alternately in the same run, and the ratios are
@@ -65,7 +66,7 @@ const sessionOptions = (): ort.InferenceSession.SessionOptions => ({
   intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
 });
 
-async function forwardTps(dirs: [string, string], ids: Int32Array, reps = 7): Promise<[number, number]> {
+async function forwardTps(dirs: [string, string], ids: Int32Array, reps = Number(argAfter('--forward-reps') ?? 7)): Promise<[number, number]> {
   const sessions = await Promise.all(dirs.map((d) => ort.InferenceSession.create(path.join(d, 'onnx/model.onnx'), sessionOptions())));
   const feeds = sessions.map((s) => buildFeeds(s, ids.subarray(0, FWD_B * FWD_T), FWD_B, FWD_T, { config: cfg }));
   for (let k = 0; k < 2; k++) await sessions[k]!.run(feeds[k]!, ['logits']);
@@ -178,6 +179,10 @@ async function main(): Promise<void> {
     '| removed | FFN width (mean) | forward tok/s dense → pruned | measured speed-up | MAC-predicted | time-predicted | FFN kernel time pruned / dense | generate tok/s dense → pruned | generate speed-up | onnx bytes (× dense) | SOTU ppl | WikiText-2 ppl |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
+  if (DEPTH) {
+    await depthRows({ w, forwardTps, generateTps, ppl, onnxBytes, dense, sotu, wiki, prompt });
+    return;
+  }
   const denseProfile = SPARSITIES.length ? await profileShares(modelDir, sotu) : undefined;
   if (denseProfile) {
     const pct = (x: number) => `${((100 * x) / denseProfile.total).toFixed(1)} %`;
@@ -259,6 +264,75 @@ async function main(): Promise<void> {
     }
   }
   process.stdout.write(`\nbench-12l structured ffn (calibration ${NSAMPLES} × ${SEQLEN}, forward ${FWD_B} × ${FWD_T}, eval ${EVAL_WINDOWS} windows of ${SEQLEN}, ${os.availableParallelism()} cores, shared machine)\n\n${table.join('\n')}\n\n${q.join('\n')}\n\n${q4.length > 2 ? q4.join('\n') + '\n' : ''}`);
+}
+
+// ---- --depth: structured --target depth rows (whole sub-layers removed; BI and loss scores) ----
+
+/** `--depth` runs only these rows; `--depth-sparsities 0.1,0.2`, `--depth-scores bi,loss`, `--depth-unit sublayer|block`. */
+const DEPTH = process.argv.includes('--depth');
+
+/** Multiply-accumulates per token with the sub-layers in `removed` (`block.kind`) gone (same model as macsPerToken). */
+function depthMacsPerToken(removed: string[]): number {
+  const h = cfg.hidden_size!;
+  const hd = cfg.head_dim ?? h / cfg.num_attention_heads!;
+  const q = cfg.num_attention_heads! * hd;
+  const kv = cfg.num_key_value_heads! * hd;
+  const ctx = (SEQLEN + 1) / 2;
+  let m = cfg.vocab_size! * h;
+  for (let b = 0; b < cfg.num_hidden_layers!; b++) {
+    if (!removed.includes(`${b}.attention`)) m += h * q * 2 + h * kv * 2 + 2 * ctx * q;
+    if (!removed.includes(`${b}.mlp`)) m += 3 * h * cfg.intermediate_size!;
+  }
+  return m;
+}
+
+interface DepthBench {
+  w: Int32Array;
+  forwardTps: typeof forwardTps;
+  generateTps: typeof generateTps;
+  ppl: typeof ppl;
+  onnxBytes: typeof onnxBytes;
+  dense: { bytes: number; sotu: number; wiki: number };
+  sotu: Int32Array;
+  wiki: Int32Array;
+  prompt: number[];
+}
+
+async function depthRows(x: DepthBench): Promise<void> {
+  const sparsities = (argAfter('--depth-sparsities') ?? '0.1,0.2').split(',').map(Number);
+  const scores = (argAfter('--depth-scores') ?? 'bi,loss').split(',');
+  const unit = argAfter('--depth-unit') ?? 'sublayer';
+  const table = [
+    '| removed (target) | score | sub-layers removed | realised | forward tok/s dense → pruned | measured speed-up | MAC-predicted | generate tok/s dense → pruned | onnx bytes (× dense) | SOTU ppl | WikiText-2 ppl | prune s |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    `| 0 % (dense) | | | | | | | | ${x.dense.bytes.toLocaleString('en-US')} (1.000) | ${x.dense.sotu.toFixed(2)} | ${x.dense.wiki.toFixed(2)} | |`,
+  ];
+  for (const S of sparsities) {
+    for (const score of scores) {
+      const model = await AutoModelForCausalLM.from_pretrained(modelDir, { dtype: 'fp32' });
+      const t0 = performance.now();
+      const r = await pruneModel(model, { calibration: { ids: x.w }, nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, method: 'structured', target: ['depth'], depthScore: score, depthUnit: unit, sparsity: S });
+      const seconds = (performance.now() - t0) / 1000;
+      const removed = r.structured!.depth!.removed;
+      const realised = r.realizedSparsity;
+      const dir = path.join(work, `depth-${score}-${S}`);
+      await savePruned(model, dir);
+      await model.dispose();
+      const [fd, fp] = await x.forwardTps([modelDir, dir], x.sotu);
+      const [gd, gp] = process.argv.includes('--skip-generate') ? [NaN, NaN] : await x.generateTps([modelDir, dir], x.prompt);
+      const predicted = depthMacsPerToken([]) / depthMacsPerToken(removed);
+      const bytes = x.onnxBytes(dir);
+      const s = await x.ppl(dir, x.sotu);
+      const wk = await x.ppl(dir, x.wiki);
+      value(`depth ${score} ${S * 100}% SOTU ppl`, s);
+      value(`depth ${score} ${S * 100}% forward speed-up`, fp / fd, '×', `${fd.toFixed(0)} → ${fp.toFixed(0)} tok/s`);
+      const row = `| ${S * 100}% | ${score}${unit === 'block' ? ' (blocks)' : ''} | ${removed.join(' ')} | ${(realised * 100).toFixed(2)}% | ${fd.toFixed(0)} → ${fp.toFixed(0)} | ${(fp / fd).toFixed(3)}× | ${predicted.toFixed(3)}× | ${gd.toFixed(1)} → ${gp.toFixed(1)} | ${bytes.toLocaleString('en-US')} (${(bytes / x.dense.bytes).toFixed(3)}) | ${s.toFixed(2)} | ${wk.toFixed(2)} | ${seconds.toFixed(0)} |`;
+      table.push(row);
+      process.stderr.write(`${row}\n`);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  process.stdout.write(`\nbench-12l structured depth (calibration ${NSAMPLES} × ${SEQLEN}, eval ${EVAL_WINDOWS} windows of ${SEQLEN}, ${os.availableParallelism()} cores, shared machine)\n\n${table.join('\n')}\n`);
 }
 
 try {

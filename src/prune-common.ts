@@ -38,6 +38,10 @@ export interface PruneOptions {
   score?: string;
   /** method `structured`, score `flap`: add FLAP's bias compensation (default true); false scores with the metric alone. */
   biasCompensation?: boolean;
+  /** method `structured`, target `depth`: sub-layer score `bi` (block influence, default) or `loss` (calibration loss increase). */
+  depthScore?: string;
+  /** method `structured`, target `depth`: remove `sublayer`s (attention or MLP, default) or whole `block`s. */
+  depthUnit?: string;
   /** Global target sparsity in [0, 1). */
   sparsity: number;
   /** `unstructured` (default) or N:M such as `'2:4'` / `{ kind: 'nm', n: 2, m: 4 }`. */
@@ -129,6 +133,23 @@ export interface StructuredReport {
   config?: Record<string, number>;
   /** Float parameters of the whole graph (every float initializer) before / after. */
   params: { before: number; after: number };
+  /** target `depth`: the units scored and the ones removed. */
+  depth?: DepthReport;
+}
+
+/** What depth pruning scored and removed (pruning.json `structured.depth`). */
+export interface DepthReport {
+  score: 'bi' | 'loss';
+  unit: 'sublayer' | 'block';
+  /** Every unit with its linear parameters and score (BI, or the loss increase), and whether it was removed. */
+  units: { block: number; kind: 'attention' | 'mlp' | 'block'; params: number; score: number; removed: boolean }[];
+  /** Removed sub-layers as `block.kind` (`"3.attention"`, `"7.mlp"`); a removed block lists both. */
+  removed: string[];
+  /** Parameters the budget asked for (S · ΣP) and the ones removed (block linears). */
+  targetParams: number;
+  removedParams: number;
+  /** Mean calibration cross-entropy of the dense model (score loss). */
+  denseLoss?: number;
 }
 
 const lastReports = new WeakMap<object, PruneReport>();

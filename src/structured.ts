@@ -25,6 +25,8 @@ import {
   channelCounts, channelMeans, channelScores, compensationBias, parseChannelScore, selectChannels, type ChannelScore,
   groupColumns, groupScores, headGroupCount, splitHeadsBudget,
 } from './methods/structured/index.js';
+import { pruneDepth } from './structured-depth.js';
+import { parseDepthScore, parseDepthUnit } from './methods/structured/depth.js';
 import {
   calibrationWindows, denseAllocationStats, recordPruneReport, type LinearReport, type PruneOptions, type PruneReport,
 } from './prune-common.js';
@@ -53,7 +55,12 @@ export function validateStructuredOptions(o: PruneOptions): { targets: Structure
       hint: 'Use --target ffn with --score flap; depth pruning ranks sub-layers by block influence instead.',
     });
   }
-  const todo = targets.filter((t) => t !== 'ffn' && t !== 'heads');
+  if (targets.includes('depth')) {
+    validateDepthRequest(o, targets);
+  } else if (o.depthScore !== undefined || o.depthUnit !== undefined) {
+    throw new DsaPruneError('--depth-score and --depth-unit apply to --target depth only', { hint: 'Add --target depth, or drop them.' });
+  }
+  const todo = targets.filter((t) => t !== 'ffn' && t !== 'heads' && t !== 'depth');
   if (todo.length) {
     throw new DsaPruneError(`structured target ${todo.join(', ')} is not implemented yet (ffn and heads are)`, { hint: 'Use --target ffn and/or heads.' });
   }
@@ -88,6 +95,7 @@ function checkAborted(signal?: AbortSignal): void {
 export async function pruneStructured(model: unknown, options: PruneOptions): Promise<PruneReport> {
   const t0 = performance.now();
   const { targets, score } = validateStructuredOptions(options);
+  if (targets.includes('depth')) return pruneDepth(model, options, graphParams);
   const allocator = options.allocator ?? uniform();
   const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
   const layouts: FfnLayout[] = Array.from({ length: pm.blocks }, (_, b) => ffnLayout(pm, b));
@@ -343,5 +351,27 @@ function applyConfigPatch(model: unknown, config: Record<string, unknown>, patch
     if ('num_heads' in nc) nc.num_heads = ('num_key_value_heads' in patch || 'n_head_kv' in patch || 'num_kv_heads' in patch) ? kv : heads;
     if ('num_attention_heads' in nc) nc.num_attention_heads = heads;
     if ('dim_kv' in nc && patch.head_dim !== undefined) nc.dim_kv = patch.head_dim;
+  }
+}
+
+// ---- target depth (whole sub-layers; the pipeline is structured-depth.ts) ----
+
+/** Refusals of a depth request, before any work. */
+function validateDepthRequest(o: PruneOptions, targets: StructuredTarget[]): void {
+  if (targets.length > 1) {
+    throw new DsaPruneError(`--target depth cannot be combined with ${targets.filter((t) => t !== 'depth').join(', ')} yet`, {
+      hint: 'The one sparsity cannot be split exactly between removed sub-layers and removed channels: prune with --target depth, save, then prune the saved model with --target ffn (its own budget).',
+    });
+  }
+  if (o.score !== undefined) {
+    throw new DsaPruneError(`--score ${o.score} scores channels; --target depth scores sub-layers with --depth-score bi|loss`, { hint: 'Drop --score, or pass --depth-score.' });
+  }
+  parseDepthScore(o.depthScore);
+  parseDepthUnit(o.depthUnit);
+  if (o.allocator && o.allocator.name !== 'uniform') {
+    throw new DsaPruneError(`--allocator ${o.allocator.name} does not apply to --target depth: sub-layers are ranked globally by their score`, { hint: 'Drop --allocator.' });
+  }
+  if (o.calibration === undefined) {
+    throw new DsaPruneError('--target depth needs calibration data (both depth scores run the calibration windows)', { hint: 'Pass --calibration <file>.' });
   }
 }

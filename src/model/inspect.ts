@@ -8,6 +8,7 @@ import { discoverLinears } from './discover.js';
 import { readFolderGraph, validateModelFolder } from './load.js';
 import type { TensorProto } from './onnx.js';
 import { attachModel, readFloats } from './prunable.js';
+import { removedSubLayersOf } from './surgery-depth.js';
 
 /** One linear as inspect shows it: LinearInfo's name, block, role, shape, dtype, node (and parts of a fused one). */
 export type InspectLinear = Pick<LinearInfo, 'name' | 'block' | 'role' | 'dIn' | 'dOut' | 'dtype' | 'node' | 'parts'> & {
@@ -26,9 +27,11 @@ export interface InspectReport {
   attnWidths: number[];
   /** Head counts from config.json (query heads, KV heads, head_dim), when it names them. */
   heads?: { heads: number; kvHeads: number; headDim?: number };
+  /** Sub-layers removed by depth pruning (`block.kind`, from the graph's metadata); empty otherwise. */
+  removedSubLayers: string[];
 }
 
-function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array, config?: Record<string, unknown>): InspectReport {
+function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) => Float32Array, config?: Record<string, unknown>, removedSubLayers: string[] = []): InspectReport {
   const out: InspectLinear[] = linears.map((l) => {
     const w = values(l);
     return {
@@ -42,7 +45,7 @@ function report(linears: LinearInfo[], blocks: number, values: (l: LinearInfo) =
   const num = (...ks: string[]): number | undefined => ks.map((k) => config?.[k]).find((v): v is number => typeof v === 'number');
   const h = num('num_attention_heads', 'n_head');
   const heads = h ? { heads: h, kvHeads: num('num_key_value_heads') ?? h, ...(num('head_dim') ? { headDim: num('head_dim') } : {}) } : undefined;
-  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0), ffnWidths, attnWidths, ...(heads ? { heads } : {}) };
+  return { blocks, linears: out, prunableParams: linears.reduce((a, l) => a + l.dIn * l.dOut, 0), ffnWidths, attnWidths, ...(heads ? { heads } : {}), removedSubLayers };
 }
 
 /**
@@ -60,10 +63,10 @@ export async function inspectModel(model: any | string): Promise<InspectReport> 
     return report(found.linears, found.blocks, (l) => {
       const t = byName.get(l.weight);
       return t ? readFloats(t, base, folder.onnxPath) : new Float32Array(0);
-    }, folder.config as Record<string, unknown>);
+    }, folder.config as Record<string, unknown>, removedSubLayersOf(proto));
   }
   const pm = await attachModel(model);
-  return report(pm.linears, pm.blocks, (l) => pm.readInitializer(l.weight), pm.config);
+  return report(pm.linears, pm.blocks, (l) => pm.readInitializer(l.weight), pm.config, removedSubLayersOf(pm.proto));
 }
 
 /** A readable table of an InspectReport. */
@@ -85,6 +88,7 @@ export function formatInspectTable(r: InspectReport): string {
       `sparsity ${(r.prunableParams ? (zeros / r.prunableParams) * 100 : 0).toFixed(2)}%`,
     ...(r.ffnWidths.some((w) => w > 0) ? [`FFN width per block: ${r.ffnWidths.join(' ')}`] : []),
     ...(r.attnWidths?.some((w) => w > 0) ? [`attention width per block (o inputs = heads × head_dim): ${r.attnWidths.join(' ')}${headsLine(r)}`] : []),
+    ...(r.removedSubLayers.length ? [`removed sub-layers (identity on the residual): ${r.removedSubLayers.join(' ')}`] : []),
   ].join('\n') + '\n';
 }
 

@@ -24,7 +24,7 @@ const FLOORS: string[][] = [
   ['methods'], // magnitude, wanda, sparsegpt, patterns, the registry
   ['compress'], // save-time transforms: q4/q8, bitmask storage
   ['prune-common'], // options, reports, calibration windows and dense statistics both pipelines share
-  ['prune', 'save', 'save-gptq', 'structured'], // the pipeline (the one place that knows the order), its save, structured pruning
+  ['prune', 'save', 'save-gptq', 'structured', 'structured-depth'], // the pipeline (the one place that knows the order), its save, structured pruning
   ['eval'], // perplexity, zero-shot tasks
   ['frontier'], // prunes, saves and measures a grid of variants (pipeline + eval)
   ['report'], // HTML report and charts, from the data of the floors below and of search

@@ -20,8 +20,10 @@ const spec = defineCommand({
     out: { type: 'string', short: 'o', valueName: '<dir>', description: 'output folder (must not exist, or be empty; never the model folder)' },
     method: { type: 'string', default: 'wanda', description: 'pruning method: magnitude, wanda, sparsegpt, structured (remove whole channels, a smaller dense model; see docs/structured.md), or one a --plugin registers' },
     plugin: PLUGIN_OPTION,
-    target: { type: 'string', multiple: true, valueName: '<t>', description: 'structured: what to remove (ffn: MLP intermediate channels; heads: whole KV groups, the same count in every block); repeatable or comma list' },
+    target: { type: 'string', multiple: true, valueName: '<t>', description: 'structured: what to remove (ffn: MLP intermediate channels; heads: whole KV groups, the same count in every block; depth: whole sub-layers); repeatable or comma list' },
     score: { type: 'string', choices: ['wanda-sp', 'flap', 'magnitude'], valueName: '<s>', description: 'structured: channel score (default wanda-sp; flap adds its bias compensation)' },
+    'depth-score': { type: 'string', choices: ['bi', 'loss'], valueName: '<s>', description: 'structured --target depth: sub-layer score (bi: block influence 1 − cos, default; loss: calibration loss increase)' },
+    'depth-unit': { type: 'string', choices: ['sublayer', 'block'], valueName: '<u>', description: 'structured --target depth: remove attention / MLP sub-layers (default) or whole blocks' },
     sparsity: { type: 'number', min: 0, max: 1, maxExclusive: true, default: 0.5, description: 'global target sparsity' },
     pattern: { type: 'string', default: 'unstructured', valueName: '<p>', description: "'unstructured' or N:M such as 2:4, 4:8" },
     budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
@@ -63,6 +65,7 @@ Examples:
   dsa-prune prune models/stories260k --out out/owl70 --sparsity 0.7 --allocator owl --calibration calib.txt
   dsa-prune prune models/stories260k --out out/sgpt24 --method sparsegpt --pattern 2:4 --calibration calib.txt --json
   dsa-prune prune models/stories260k --out out/dsa --allocator @search-result.json --calibration calib.txt
+  dsa-prune prune models/stories260k --out out/depth20 --method structured --target depth --depth-score bi --sparsity 0.2 --calibration calib.txt
   dsa-prune prune models/stories260k --out out/ffn25 --method structured --target ffn --score flap --sparsity 0.25 --calibration calib.txt
 `;
 
@@ -125,13 +128,15 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const allocator = typeof allocatorOrLevels === 'function' ? allocatorOrLevels(prunable.modelHash()) : allocatorOrLevels;
   const progress = createProgress(io, args.common);
   const structured = v.method === 'structured';
-  if (!structured && (v.target !== undefined || v.score !== undefined)) {
-    throw new DsaPruneError('--target and --score apply to --method structured only', { hint: 'Add --method structured, or drop --target / --score.' });
+  if (!structured && (v.target !== undefined || v.score !== undefined || v['depth-score'] !== undefined || v['depth-unit'] !== undefined)) {
+    throw new DsaPruneError('--target, --score, --depth-score and --depth-unit apply to --method structured only', { hint: 'Add --method structured, or drop --target / --score.' });
   }
   if (structured && dryRun) throw new DsaPruneError('--dry-run is not available for --method structured yet', { hint: 'Run without --dry-run; bad shares are refused before any work.' });
   const options: PruneOptions = {
     method: v.method,
-    ...(structured ? { target: v.target ?? ['ffn'], score: v.score ?? 'wanda-sp' } : {}),
+    ...(structured ? { target: v.target ?? ['ffn'], ...(v.score !== undefined ? { score: v.score } : {}) } : {}),
+    ...(v['depth-score'] !== undefined ? { depthScore: v['depth-score'] } : {}),
+    ...(v['depth-unit'] !== undefined ? { depthUnit: v['depth-unit'] } : {}),
     sparsity: v.sparsity,
     pattern: v.pattern,
     budget: v.budget as 'exact' | 'reference',
@@ -200,6 +205,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
         structured: {
           target: report.structured.target, score: report.structured.score, blocks: report.structured.blocks.map(({ kept: _k, ...b }) => b),
           ...(report.structured.config ? { config: report.structured.config } : {}),
+          ...(report.structured.depth ? { depth: report.structured.depth } : {}),
         },
         params: report.structured.params,
         bytes: { before: onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)), after: onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)) },
@@ -213,6 +219,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       io.stdout(`FFN width per block: ${report.structured.blocks.map((b) => `${b.ffnAfter}/${b.ffnBefore}`).join(' ')}\n`);
       const b0 = report.structured.blocks[0];
       if (b0?.headsAfter !== undefined) io.stdout(`attention heads (every block): ${b0.headsAfter}/${b0.headsBefore} query, ${b0.kvHeadsAfter}/${b0.kvHeadsBefore} KV\n`);
+      if (report.structured.depth) io.stdout(`removed sub-layers (${report.structured.depth.score}): ${report.structured.depth.removed.join(' ') || 'none'}\n`);
       io.stdout(`parameters ${report.structured.params.before.toLocaleString('en-US')} → ${report.structured.params.after.toLocaleString('en-US')}; ` +
         `onnx bytes ${onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)).toLocaleString('en-US')} → ${onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)).toLocaleString('en-US')}\n`);
     }

@@ -2,3 +2,4 @@
 export * from './scores.js';
 export * from './allocation.js';
 export * from './heads.js';
+export * from './depth.js';
