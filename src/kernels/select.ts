@@ -165,3 +165,64 @@ export function smallestInGroup(
   for (let i = 0; i < width; i++) if (mask[i]) out[o++] = i;
   return c;
 }
+
+/** quickselectInPlace specialised to Float32Array (monomorphic: V8 keeps one fast element kind). No NaN allowed. */
+function quickselectF32(a: Float32Array, k: number, lo: number, hi: number): number {
+  let l = lo;
+  let r = hi - 1;
+  while (l < r) {
+    const m = (l + r) >>> 1;
+    let x0 = a[l]!;
+    let x1 = a[m]!;
+    const x2 = a[r]!;
+    if (x0 > x1) { const t = x0; x0 = x1; x1 = t; }
+    const x = x2 < x0 ? x0 : x2 > x1 ? x1 : x2;
+    let i = l;
+    let j = r;
+    do {
+      while (a[i]! < x) i++;
+      while (x < a[j]!) j--;
+      if (i <= j) {
+        const t = a[i]!; a[i] = a[j]!; a[j] = t;
+        i++; j--;
+      }
+    } while (i <= j);
+    if (j < k) l = i;
+    if (k < i) r = j;
+  }
+  return a[k]!;
+}
+
+/**
+ * setSmallest(values, k, out, 0, vStart, len, outStart, scratch) for float32 values: zero `out[outStart + i]` for the
+ * first `k` entries of a stable ascending sort of `values[vStart, vStart+len)` (NaN last, ties: lowest index first).
+ * Same result, bit for bit; one specialised function instead of the generic NumericArray path (Wanda's per-row cut).
+ */
+export function zeroSmallestF32(
+  values: Float32Array, k: number, out: Float32Array, vStart: number, len: number, outStart: number, scratch: Float32Array,
+): number {
+  if (k <= 0) return 0;
+  if (k >= len) {
+    out.fill(0, outStart, outStart + len);
+    return len;
+  }
+  for (let i = 0; i < len; i++) {
+    const x = values[vStart + i]!;
+    scratch[i] = x !== x ? Infinity : x;
+  }
+  const v = quickselectF32(scratch, k - 1, 0, len);
+  // After the select every entry left of k-1 is ≤ v and every entry right of it ≥ v: the ones < v are all left of it.
+  let less = 0;
+  for (let i = 0; i < k - 1; i++) if (scratch[i]! < v) less++;
+  let eq = k - less;
+  for (let i = 0; i < len; i++) {
+    const x0 = values[vStart + i]!;
+    const x = x0 !== x0 ? Infinity : x0;
+    if (x < v) out[outStart + i] = 0;
+    else if (x === v && eq > 0) {
+      out[outStart + i] = 0;
+      eq--;
+    }
+  }
+  return k;
+}
