@@ -131,7 +131,10 @@ describe('zeroSmallestF32 (Wanda\'s float32 row cut)', () => {
         fc.nat(),
         fc.nat(5),
         fc.nat(5),
-        (arr, kRaw, vOff, oOff) => {
+        fc.boolean(),
+        (arr0, kRaw, vOff, oOff, abs) => {
+          // abs: the histogram path (no negative value; Wanda's metric), else the quickselect fallback
+          const arr = abs ? arr0.map((x) => Math.abs(x)) : arr0;
           const len = arr.length;
           const values = new Float32Array(vOff + len + 2).fill(-7);
           values.set(arr, vOff);
