@@ -196,6 +196,8 @@ function quickselectF32(a: Float32Array, k: number, lo: number, hi: number): num
 /** Histogram of the top 11 bits of non-negative float32 keys (sign bit clear), and the keys' bit patterns. */
 const radixHist = new Int32Array(2048);
 let radixKeys = new Uint32Array(0);
+const vBits = new Float32Array(1);
+const vBitsU = new Uint32Array(vBits.buffer);
 
 /**
  * setSmallest(values, k, out, 0, vStart, len, outStart, scratch) for float32 values: zero `out[outStart + i]` for the
@@ -253,6 +255,21 @@ export function zeroSmallestF32(
     for (let i = 0; i < r; i++) if (scratch[i]! < v) less++;
   }
   let eq = k - less;
+  if (!negative) {
+    // Branch-free: keys and v are non-negative float bits, so key < v ⇔ (key − v) < 0; the mask clears those entries
+    // (+0, as out.fill(0) would write). Then the first `eq` entries equal to v (few: a predictable branch).
+    const ob = new Uint32Array(out.buffer, out.byteOffset + outStart * 4, len);
+    vBits[0] = v;
+    const vb = vBitsU[0]!;
+    for (let i = 0; i < len; i++) ob[i] &= ~((keys[i]! - vb) >> 31);
+    for (let i = 0; i < len && eq > 0; i++) {
+      if (keys[i] === vb) {
+        ob[i] = 0;
+        eq--;
+      }
+    }
+    return k;
+  }
   for (let i = 0; i < len; i++) {
     const x = f[i]!;
     if (x < v) out[outStart + i] = 0;
