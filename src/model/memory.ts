@@ -1,19 +1,20 @@
 /**
  * Peak memory of a prune, estimated before any work, and the refusal when it will not fit.
  *
- * The estimate (bytes) = the runtime (node + onnxruntime + transformers.js, ≈ 256 MiB measured before loading)
- * + the weights: a model with external data holds ONE onnxruntime copy (1.05 × the weight bytes at its peak, measured
- *   while the session is built); the decoded graph holds references only, pruned weights are spilled to a scratch
- *   file (src/model/spill.ts) and commit frees the old session before it builds the new one from files. An inline
- *   model (no external data) holds the graph's copy, the session, the encoded bytes and the new session at commit:
- *   4 × (counted, not measured).
- * + the calibration working set: the hidden states of all nsamples in and out of one block (2 × nsamples × seqlen ×
- *   hidden × 4; sized by the calibration set, never by the model's context length) and the activations of one
- *   onnxruntime run of a block (batch × seqlen × (3 × heads × seqlen + 3 × ffn) × 4: scores, softmax and the masked
- *   scores of attention, gate, up and their product in the MLP)
- * + one block's weights in float32 three times (read, pruned, written back)
- * + the Gram matrices of the widest linear in float64 (SparseGPT: H and its inverse).
- * Measured against the scale bench in docs/scale.md.
+ * The estimate (bytes) = runtime + weights at rest + max(session build, calibration working set):
+ * - runtime: node + onnxruntime + transformers.js before a model is loaded (≈ 256 MiB measured);
+ * - weights at rest: a model with external data holds ONE onnxruntime copy (0.9 × the weight bytes measured on the
+ *   SmolLM2-135M shape): the decoded graph holds references only, pruned weights are spilled to a scratch file
+ *   (src/model/spill.ts). An inline model (no external data) also holds the graph's copy: 2 ×;
+ * - session build (at load and at commit, when no calibration buffer is alive): external data 0.15 × more (the commit
+ *   frees the old session first and builds the new one from files; measured 1.04 × at load); inline 2 × more (the
+ *   encoded bytes and the old session next to the new one; counted, not measured);
+ * - calibration working set: the hidden states of all nsamples in and out of one block (2 × nsamples × seqlen × hidden
+ *   × 4; sized by the calibration set, never by the model's context length), the activations of one onnxruntime run
+ *   of a block (batch × seqlen × (2 × heads × seqlen + 3 × ffn) × 4: attention scores and softmax, gate, up and their
+ *   product), one block's weights in float32 three times (read, pruned, written back) and the Gram matrices of the
+ *   widest linear in float64 (SparseGPT: H and its inverse).
+ * Compared with the measured peak by the scale bench (docs/scale.md).
  * Available memory: MemAvailable of /proc/meminfo (else os.freemem()) plus what this process already holds (the loaded
  * model is part of the estimate), or `maxMemoryGB` when given.
  */
@@ -23,7 +24,10 @@ import { DsaPruneError } from '../errors.js';
 
 export interface MemoryEstimate {
   peakBytes: number;
-  terms: { runtime: number; weights: number; hiddenStates: number; activations: number; blockWorkingSet: number; gram: number };
+  terms: {
+    runtime: number; weights: number; sessionBuild: number;
+    hiddenStates: number; activations: number; blockWorkingSet: number; gram: number;
+  };
   explanation: string;
 }
 
@@ -46,10 +50,10 @@ export interface MemoryInputs {
   gramDim: number;
 }
 
-/** Node + onnxruntime + transformers.js before a model is loaded (measured: 265 MiB under tsx, docs/scale.md). */
+/** Node + onnxruntime + transformers.js before a model is loaded (measured 245–265 MiB, docs/scale.md). */
 export const RUNTIME_BYTES = 256 * 2 ** 20;
-/** Weight copies at the peak: external data (one session, measured 1.04 × while it is built) / inline (counted). */
-export const WEIGHT_COPIES = { external: 1.05, inline: 4 } as const;
+/** Weight copies: held at rest, and added while a session is built (external: measured; inline: counted). */
+export const WEIGHT_COPIES = { external: { rest: 0.9, build: 0.15 }, inline: { rest: 2, build: 2 } } as const;
 
 export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
   const external = m.external ?? true;
@@ -57,17 +61,19 @@ export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
   const batch = Math.min(m.batch ?? 8, m.nsamples);
   const terms = {
     runtime: RUNTIME_BYTES,
-    weights: Math.round(copies * m.weightBytes),
+    weights: Math.round(copies.rest * m.weightBytes),
+    sessionBuild: Math.round(copies.build * m.weightBytes),
     hiddenStates: 2 * m.nsamples * m.seqlen * m.hidden * 4,
-    activations: m.nsamples > 0 ? batch * m.seqlen * (3 * (m.heads ?? 0) * m.seqlen + 3 * (m.ffn ?? 0)) * 4 : 0,
+    activations: m.nsamples > 0 ? batch * m.seqlen * (2 * (m.heads ?? 0) * m.seqlen + 3 * (m.ffn ?? 0)) * 4 : 0,
     blockWorkingSet: 3 * m.blockBytes,
     gram: m.gramDim * m.gramDim * 8 * 2,
   };
+  const working = terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.gram;
   return {
-    peakBytes: terms.runtime + terms.weights + terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.gram,
+    peakBytes: terms.runtime + terms.weights + Math.max(terms.sessionBuild, working),
     terms,
-    explanation: `runtime, model weights ${copies} times (${external ? 'one onnxruntime session; pruned weights spilled to a scratch file' : 'inline: graph, sessions, encoded bytes at commit'}), hidden states of the calibration set in and out, one block run's activations, one block working set`
-      + (terms.gram ? ', the largest Gram matrix in float64' : ''),
+    explanation: `runtime + model weights ${copies.rest} times (${external ? 'one onnxruntime session; pruned weights spilled to a scratch file' : 'inline: the graph and the session'}) + the larger of a session build and the calibration working set (hidden states in and out, one block run's activations, one block's weights`
+      + (terms.gram ? ', the largest Gram matrix in float64' : '') + ')',
   };
 }
 
