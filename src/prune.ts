@@ -4,7 +4,7 @@
  */
 import { DsaPruneError, throwIfAborted } from './errors.js';
 import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern } from './types.js';
-import { attachModel, type PrunableModel } from './model/index.js';
+import { attachModel, type PrunableModel, type WeightSnapshot } from './model/index.js';
 import { checkMemory, estimatePeakMemory, type MemoryEstimate } from './model/memory.js';
 import { hasExternalData, initializerBytes } from './model/external.js';
 import type { PruningMethod } from './methods/index.js';
@@ -143,7 +143,7 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
 
   // Undo steps so an abort or a failure leaves the model as it was. They hold no weight copy (see snapshotWeight): a
   // float32 copy of every pruned linear would add ≈ 1× the model to the peak, held through commit.
-  const undo: (() => void)[] = [];
+  const undo: WeightSnapshot[] = [];
   const reports = new Map<string, LinearReport>();
   let secondsPrune = 0;
   const pruneBlock = async (block: number, stats?: Map<string, InputStats>) => {
@@ -181,8 +181,10 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
     if (linears.some((l) => l.block < 0)) await pruneBlock(-1);
   } catch (e) {
     for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
+    for (const u of undo) u.release();
     throw e;
   }
+  for (const u of undo) u.release(); // scratch-file regions of the replaced weights may be reused
   undo.length = 0; // inline sources: do not hold the replaced bytes through commit
   const secondsCalibration = (performance.now() - tCal) / 1000 - secondsPrune;
 

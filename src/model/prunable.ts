@@ -21,6 +21,12 @@ import {
   type GraphProto, type ModelProto, type TensorProto,
 } from './onnx.js';
 
+/**
+ * Calling it puts the weight back. `release()` says it will not be called any more: for a weight in the scratch
+ * file, the region it points to may then be reused (src/model/spill.ts). An unreleased snapshot only costs disk.
+ */
+export type WeightSnapshot = (() => void) & { release(): void };
+
 export interface PrunableModel {
   /** The transformers.js model (PreTrainedModel). */
   model: any; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -46,7 +52,7 @@ export interface PrunableModel {
    * data fields and never mutates them, so keeping the current fields (an external-data reference or the old bytes)
    * is enough. Undo in reverse order when several snapshots cover one initializer.
    */
-  snapshotWeight(l: LinearInfo): () => void;
+  snapshotWeight(l: LinearInfo): WeightSnapshot;
   /**
    * Build a session from the edited graph (same session options) and swap it into model.sessions in place.
    * Inline graphs under 2 GB go to onnxruntime as bytes. A graph with external data (the source's data file, and the
@@ -295,7 +301,8 @@ function makePrunable(
     snapshotWeight(l) {
       check(l);
       const saved = copies(l.weight).map((t) => [t, DATA_FIELDS.map((k) => [k, t[k]] as const)] as const);
-      return () => {
+      const release = spill.pin(copies(l.weight)[0]!);
+      const restore = (): void => {
         for (const [t, fields] of saved) {
           for (const [k, v] of fields) {
             if (v === undefined) delete t[k];
@@ -303,6 +310,7 @@ function makePrunable(
           }
         }
       };
+      return Object.assign(restore, { release });
     },
     readWeight(l) {
       const lay = check(l);

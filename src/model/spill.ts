@@ -27,20 +27,49 @@ function cleanupAtExit(dir: string): void {
   });
 }
 
-/** An append-only scratch file of tensor bytes (64-byte aligned offsets). */
+/**
+ * A scratch file of tensor bytes (64-byte aligned offsets). Space is reused: each tensor keeps the regions it was
+ * written to, and a new write goes to one of them that is neither the tensor's current data nor pinned by a live
+ * snapshot (PrunableModel.snapshotWeight), else to a new region at the end. Pruning, restoring and pruning again (the
+ * faithful search) therefore ping-pongs between two regions per tensor instead of growing the file.
+ */
 export class WeightSpill {
   private dir?: string;
   private fd = -1;
   private offset = 0;
+  private readonly regions = new Map<string, { offset: number; length: number }[]>();
+  private readonly pins = new Map<number, number>();
   /** Absolute path of the scratch file (created on the first write). */
   file = '';
+
+  /** Offset of `t`'s data when it lives in this scratch file, else undefined. */
+  offsetOf(t: TensorProto): number | undefined {
+    if (!this.file || !isExternal(t)) return undefined;
+    const info = externalInfo(t);
+    return info.location === this.file ? info.offset : undefined;
+  }
+
+  /** Keep the region `t`'s data is in now from being reused until the returned function is called. */
+  pin(t: TensorProto): () => void {
+    const at = this.offsetOf(t);
+    if (at === undefined) return () => {};
+    this.pins.set(at, (this.pins.get(at) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.pins.get(at) ?? 1) - 1;
+      if (n > 0) this.pins.set(at, n);
+      else this.pins.delete(at);
+    };
+  }
 
   /** Bytes written so far (the scratch file's size). */
   get bytes(): number {
     return this.offset;
   }
 
-  /** Append `bytes` and point `t` at them (external data, absolute location); `t`'s inline data fields are dropped. */
+  /** Write `bytes` and point `tensors` at them (external data, absolute location); their inline data fields are dropped. */
   store(tensors: TensorProto[], bytes: Uint8Array): void {
     if (this.fd < 0) {
       this.dir = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-weights-'));
@@ -48,8 +77,17 @@ export class WeightSpill {
       this.file = path.join(this.dir, 'pruned.onnx_data');
       this.fd = openSync(this.file, 'w+');
     }
-    this.offset += (64 - (this.offset % 64)) % 64;
-    const at = this.offset;
+    const key = tensors[0]?.name ?? '';
+    const current = tensors[0] ? this.offsetOf(tensors[0]) : undefined;
+    const own = this.regions.get(key) ?? [];
+    let at = own.find((r) => r.length === bytes.length && r.offset !== current && !this.pins.has(r.offset))?.offset;
+    if (at === undefined) {
+      this.offset += (64 - (this.offset % 64)) % 64;
+      at = this.offset;
+      this.offset = at + bytes.length;
+      own.push({ offset: at, length: bytes.length });
+      this.regions.set(key, own);
+    }
     try {
       let done = 0;
       while (done < bytes.length) done += writeSync(this.fd, bytes, done, Math.min(bytes.length - done, 1 << 30), at + done);
@@ -62,7 +100,6 @@ export class WeightSpill {
         cause: e,
       });
     }
-    this.offset = at + bytes.length;
     for (const t of tensors) {
       delete t.raw_data;
       delete t.float_data;

@@ -5,7 +5,7 @@
  * gives the logits of an independent onnxruntime session over the inline prune's saved folder; the saved external
  * folder holds the same weights.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -25,6 +25,7 @@ const ids = Int32Array.from({ length: N * T }, (_, i) => (i * 37 + 11) % 512);
 /** stories260k as onnx/model.onnx + model.onnx_data (every initializer ≥ 1 KB external). */
 function externalCopy(): string {
   const dir = path.join(work, 'external');
+  rmSync(dir, { recursive: true, force: true });
   cpSync(MODEL, dir, { recursive: true });
   rmSync(path.join(dir, 'onnx'), { recursive: true });
   mkdirSync(path.join(dir, 'onnx'));
@@ -87,6 +88,46 @@ describe('spilled write-back (external data)', () => {
     await Promise.all([ref.release(), savedB.release()]);
   }, 120_000);
 });
+
+describe('scratch file space', () => {
+  it('prune → restore → prune again reuses the regions (the file stops growing); an aborted prune restores every bit', async () => {
+    const opts = { method: 'wanda' as const, sparsity: 0.5, calibration: { ids }, nsamples: N, seqlen: T };
+    const ext = await loadModelDir(externalCopy2());
+    const pm = ext.prunable;
+    const originals = pm.linears.map((l) => pm.readWeight(l));
+    const linearBytes = pm.linears.reduce((a, l) => a + l.dIn * l.dOut * 4, 0);
+    const scratchOf = (): string => externalInfo(pm.proto.graph.initializer.find((t) => t.name === pm.linears[0]!.weight)!).location;
+    const sizes: number[] = [];
+    let pruned: Float32Array[] = [];
+    for (let round = 0; round < 3; round++) {
+      await pruneModel(ext.model, { ...opts, sparsity: round === 1 ? 0.6 : 0.5 });
+      if (round === 0) pruned = pm.linears.map((l) => pm.readWeight(l));
+      if (round === 2) pm.linears.forEach((l, i) => expect(pm.readWeight(l)).toEqual(pruned[i])); // same as round 0
+      pm.linears.forEach((l, i) => pm.writeWeight(l, originals[i]!)); // what the faithful search does
+      await pm.commit();
+      sizes.push(statSync(scratchOf()).size);
+    }
+    // Two regions per linear (pruned, restored), 64-byte aligned: no growth after the first round.
+    expect(sizes[0]).toBeLessThanOrEqual(2 * linearBytes + 64 * 2 * pm.linears.length);
+    expect(sizes[2]).toBe(sizes[0]);
+    pm.linears.forEach((l, i) => expect(pm.readWeight(l)).toEqual(originals[i]));
+
+    // An abort after some blocks were written: every weight back, bit for bit, although regions are reused.
+    const ac = new AbortController();
+    await expect(pruneModel(ext.model, { ...opts, signal: ac.signal, onProgress: (p) => { if (p.phase === 'output' && p.block === 2) ac.abort(); } }))
+      .rejects.toMatchObject({ code: 'aborted' });
+    pm.linears.forEach((l, i) => expect(new Uint32Array(pm.readWeight(l).buffer)).toEqual(new Uint32Array(originals[i]!.buffer)));
+    expect(statSync(scratchOf()).size).toBe(sizes[0]);
+  }, 180_000);
+});
+
+function externalCopy2(): string {
+  const dir = externalCopy();
+  const other = path.join(work, 'external-2');
+  rmSync(other, { recursive: true, force: true });
+  cpSync(dir, other, { recursive: true });
+  return other;
+}
 
 function readdir(out: string): string[] {
   return readdirSync(path.join(out, 'onnx')).sort();
