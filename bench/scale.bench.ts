@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { buildFeeds } from '../src/eval/forward.js';
 import { loadModelDir } from '../src/model/index.js';
-import { pruneModel } from '../src/prune.js';
+import { planPrune, pruneModel } from '../src/prune.js';
 import { savePruned } from '../src/save.js';
 import { COMMUNITY_SHAPES } from '../test/fixtures/community.js';
 import { ratio, record, value } from './harness.js';
@@ -87,10 +87,13 @@ async function main(): Promise<void> {
     const params = 2 * shape!.vocab * h + blocks * (h * (qd + 2 * kvd) + qd * h + 3 * h * shape!.inter);
     const weightBytes = params * 4;
 
+    const runtimeMB = process.memoryUsage().rss / 2 ** 20; // node + onnxruntime + transformers.js, before the model
     const t0 = performance.now();
     const { model } = await loadModelDir(dir, { dtype: 'fp32' });
     const load = (performance.now() - t0) / 1000;
-    const report = await pruneModel(model, { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH });
+    const pruneOptions = { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH };
+    const estimateMB = (await planPrune(model, pruneOptions)).memory.peakBytes / 2 ** 20;
+    const report = await pruneModel(model, pruneOptions);
     const out = path.join(path.dirname(dir), 'pruned');
     rmSync(out, { recursive: true, force: true });
     const t1 = performance.now();
@@ -114,8 +117,11 @@ async function main(): Promise<void> {
     value(`${tag}: peak RSS`, peakMB(), 'MB', 'load + prune + save, one process');
     value(`${tag}: fp32 weight bytes`, weightBytes / 2 ** 20, 'MB', `${(params / 1e6).toFixed(1)} M parameters`);
     value(`${tag}: peak RSS / weight bytes`, (peakMB() * 2 ** 20) / weightBytes, '×');
+    value(`${tag}: runtime RSS before loading`, runtimeMB, 'MB', 'node + onnxruntime + transformers.js');
+    value(`${tag}: (peak RSS − runtime) / weight bytes`, ((peakMB() - runtimeMB) * 2 ** 20) / weightBytes, '×');
+    value(`${tag}: estimated peak (planPrune)`, estimateMB, 'MB', `src/model/memory.ts; measured / estimated = ${(peakMB() / estimateMB).toFixed(2)}`);
     value(`${tag}: realised sparsity`, report.realizedSparsity);
-    console.error(JSON.stringify({ shape: shapeName, blocks, nsamples, seqlen, method, load, seconds: report.seconds, save, forward: fwd, peakMB: peakMB(), weightMB: weightBytes / 2 ** 20 }));
+    console.error(JSON.stringify({ shape: shapeName, blocks, nsamples, seqlen, method, load, seconds: report.seconds, save, forward: fwd, peakMB: peakMB(), runtimeMB, estimateMB, weightMB: weightBytes / 2 ** 20 }));
   } finally {
     if (!keep) rmSync(path.dirname(dir), { recursive: true, force: true });
   }

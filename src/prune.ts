@@ -4,9 +4,9 @@
  */
 import { DsaPruneError, throwIfAborted } from './errors.js';
 import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern } from './types.js';
-import { attachModel, type PrunableModel } from './model/index.js';
+import { attachModel, type PrunableModel, type WeightSnapshot } from './model/index.js';
 import { checkMemory, estimatePeakMemory, type MemoryEstimate } from './model/memory.js';
-import { initializerBytes } from './model/external.js';
+import { hasExternalData, initializerBytes } from './model/external.js';
 import type { PruningMethod } from './methods/index.js';
 import { countZeros } from './methods/common.js';
 import { resolveLinearSparsity } from './allocators/resolve.js';
@@ -61,7 +61,7 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
   const statsFree = allocator.needsStatistics === false;
   const needsCalibration = method.needs.sq || method.needs.gram || !statsFree;
   // Refuse before any work when the estimated peak will not fit (calibration buffers: nsamples × seqlen, not context).
-  checkMemory(memoryOf(pm, method, linears, needsCalibration ? nsamples : 0, seqlen), options.maxMemoryGB);
+  checkMemory(memoryOf(pm, method, linears, needsCalibration ? nsamples : 0, seqlen, options.batchSize), options.maxMemoryGB);
   const cal = needsCalibration ? await calibrationWindows(pm, options, seqlen, nsamples) : undefined;
   checkAborted(options.signal);
 
@@ -107,7 +107,7 @@ export async function planPrune(model: unknown, options: PruneOptions): Promise<
   const ls = p.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, dOut: l.dOut, dIn: l.dIn, target: p.targetOf(l) }));
   const params = ls.reduce((a, l) => a + l.dOut * l.dIn, 0);
   const zeros = Math.round(ls.reduce((a, l) => a + l.target * l.dOut * l.dIn, 0));
-  const mem = memoryOf(p.pm, p.method, p.linears, p.cal?.nsamples ?? 0, p.cal?.seqlen ?? 0);
+  const mem = memoryOf(p.pm, p.method, p.linears, p.cal?.nsamples ?? 0, p.cal?.seqlen ?? 0, options.batchSize);
   return {
     method: p.method.name, pattern: patternName(p.pattern), budget: p.budget, sparsity: options.sparsity,
     allocator: p.allocator.describe(), blockSparsity: p.allocation.blockSparsity, linears: ls, params, zeros,
@@ -116,10 +116,16 @@ export async function planPrune(model: unknown, options: PruneOptions): Promise<
 }
 
 /** Peak memory estimate of pruning `linears` with `method` on nsamples × seqlen calibration tokens (src/model/memory.ts). */
-function memoryOf(pm: PrunableModel, method: { needs: { gram?: boolean } }, linears: LinearInfo[], nsamples: number, seqlen: number): MemoryEstimate {
+function memoryOf(pm: PrunableModel, method: { needs: { gram?: boolean } }, linears: LinearInfo[], nsamples: number, seqlen: number, batch?: number): MemoryEstimate {
+  const cfg = pm.config as Record<string, unknown>;
+  const num = (...keys: string[]): number => Number(keys.map((k) => cfg[k]).find((v) => typeof v === 'number') ?? 0);
   return estimatePeakMemory({
     weightBytes: initializerBytes(pm.proto),
-    hidden: Number((pm.config as Record<string, unknown>).hidden_size ?? (pm.config as Record<string, unknown>).n_embd ?? 0),
+    external: hasExternalData(pm.proto),
+    hidden: num('hidden_size', 'n_embd', 'dim'),
+    heads: num('num_attention_heads', 'n_head', 'n_heads'),
+    ffn: num('intermediate_size', 'n_inner', 'hidden_dim'),
+    batch,
     nsamples, seqlen,
     blockBytes: Math.max(0, ...Array.from({ length: pm.blocks }, (_, b) => linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut * 4, 0))),
     gramDim: method.needs.gram ? Math.max(0, ...linears.map((l) => l.dIn)) : 0,
@@ -137,7 +143,7 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
 
   // Undo steps so an abort or a failure leaves the model as it was. They hold no weight copy (see snapshotWeight): a
   // float32 copy of every pruned linear would add ≈ 1× the model to the peak, held through commit.
-  const undo: (() => void)[] = [];
+  const undo: WeightSnapshot[] = [];
   const reports = new Map<string, LinearReport>();
   let secondsPrune = 0;
   const pruneBlock = async (block: number, stats?: Map<string, InputStats>) => {
@@ -175,8 +181,10 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
     if (linears.some((l) => l.block < 0)) await pruneBlock(-1);
   } catch (e) {
     for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
+    for (const u of undo) u.release();
     throw e;
   }
+  for (const u of undo) u.release(); // scratch-file regions of the replaced weights may be reused
   undo.length = 0; // inline sources: do not hold the replaced bytes through commit
   const secondsCalibration = (performance.now() - tCal) / 1000 - secondsPrune;
 

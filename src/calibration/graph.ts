@@ -303,8 +303,19 @@ function graphInputInfo(plan: GraphPlan, name: string): ValueInfoProto {
 /** The prefix sub-graph: graph inputs → everything the blocks share (and the hidden state entering block 0). */
 export function buildPrefix(plan: GraphPlan): SubgraphSpec {
   const { nodes, leaves } = collect(plan, plan.prefixOutputs, (n) => plan.nodeBlock.get(n)! < 0);
-  return assemble(plan, 'prefix', nodes, leaves, plan.prefixOutputs, [], new Set(), new Map(), false);
+  // Large float initializers (the embedding table) are inputs, fed from the weights by reference: inlined, the session
+  // bytes and the session would hold two more copies of them (2 × 113 MB at SmolLM2-135M, 2 × 545 MB at Qwen2.5-0.5B).
+  const byReference = new Set<string>();
+  for (const t of leaves) {
+    const init = plan.initializers.get(t);
+    if (!init || (init.data_type !== DataType.FLOAT && init.data_type !== DataType.FLOAT16)) continue;
+    if (tensorDims(init).reduce((a, d) => a * d, 1) >= PREFIX_INPUT_MIN) byReference.add(t);
+  }
+  return assemble(plan, 'prefix', nodes, leaves, plan.prefixOutputs, [], byReference, new Map(), false);
 }
+
+/** Prefix initializers with at least this many values are session inputs rather than inlined (buildPrefix). */
+const PREFIX_INPUT_MIN = 1 << 20;
 
 /** What a block sub-graph computes. */
 export interface BlockGraphOptions {

@@ -208,9 +208,10 @@ class Runner {
     const spec = buildPrefix(this.plan);
     const s = await this.session(spec);
     try {
+      const weights = this.weightFeeds(spec);
       for (let i = 0; i < this.nBatches; i++) {
         checkAbort(this.opts.signal);
-        const out = await s.run(this.graphFeeds(s, spec, i));
+        const out = await s.run({ ...weights, ...this.graphFeeds(s, spec, i) });
         const store: Store = new Map();
         for (const name of spec.storeOutputs) store.set(name, out[name]!);
         this.stores.push(store);

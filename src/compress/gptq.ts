@@ -317,7 +317,7 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
   for (const l of targets) byBlock.set(l.block, [...(byBlock.get(l.block) ?? []), l]);
   const codes = new Map<string, Q4Packed>();
   const linears: GptqLinearReport[] = [];
-  const undo: (() => void)[] = [];
+  const undo: ((() => void) & { release?: () => void })[] = [];
   try {
     await runCalibration(pm, opts.windows, {
       nsamples: opts.nsamples, seqlen: opts.seqlen, needs: { sq: false, gram: true }, mode: opts.mode ?? 'sequential',
@@ -339,6 +339,7 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
     });
   } finally {
     for (let i = undo.length - 1; i >= 0; i--) undo[i]!();
+    for (const u of undo) u.release?.();
   }
   return { codes, linears, blockSize, seconds: (performance.now() - t0) / 1000 };
 }

@@ -165,3 +165,118 @@ export function smallestInGroup(
   for (let i = 0; i < width; i++) if (mask[i]) out[o++] = i;
   return c;
 }
+
+/** quickselectInPlace specialised to Float32Array (monomorphic: V8 keeps one fast element kind). No NaN allowed. */
+function quickselectF32(a: Float32Array, k: number, lo: number, hi: number): number {
+  let l = lo;
+  let r = hi - 1;
+  while (l < r) {
+    const m = (l + r) >>> 1;
+    let x0 = a[l]!;
+    let x1 = a[m]!;
+    const x2 = a[r]!;
+    if (x0 > x1) { const t = x0; x0 = x1; x1 = t; }
+    const x = x2 < x0 ? x0 : x2 > x1 ? x1 : x2;
+    let i = l;
+    let j = r;
+    do {
+      while (a[i]! < x) i++;
+      while (x < a[j]!) j--;
+      if (i <= j) {
+        const t = a[i]!; a[i] = a[j]!; a[j] = t;
+        i++; j--;
+      }
+    } while (i <= j);
+    if (j < k) l = i;
+    if (k < i) r = j;
+  }
+  return a[k]!;
+}
+
+/** Histogram of the top 11 bits of non-negative float32 keys (sign bit clear), and the keys' bit patterns. */
+const radixHist = new Int32Array(2048);
+let radixKeys = new Uint32Array(0);
+const vBits = new Float32Array(1);
+const vBitsU = new Uint32Array(vBits.buffer);
+
+/**
+ * setSmallest(values, k, out, 0, vStart, len, outStart, scratch) for float32 values: zero `out[outStart + i]` for the
+ * first `k` entries of a stable ascending sort of `values[vStart, vStart+len)` (NaN last, ties: lowest index first).
+ * Same result, bit for bit (test/kernels/select.test.ts), about 2× faster than the generic path on Wanda's rows:
+ * non-negative float32 values order as their bit patterns, so one histogram pass over the top 11 bits finds the bin
+ * holding the k-th value, and quickselect runs on that bin's entries only. A row with a negative value takes the
+ * quickselect path.
+ */
+export function zeroSmallestF32(
+  values: Float32Array, k: number, out: Float32Array, vStart: number, len: number, outStart: number, scratch: Float32Array,
+): number {
+  if (k <= 0) return 0;
+  if (k >= len) {
+    out.fill(0, outStart, outStart + len);
+    return len;
+  }
+  if (radixKeys.length < len) radixKeys = new Uint32Array(len);
+  const keys = radixKeys;
+  const f = new Float32Array(keys.buffer, 0, len);
+  const hist = radixHist;
+  hist.fill(0);
+  let negative = false;
+  for (let i = 0; i < len; i++) {
+    const x = values[vStart + i]!;
+    f[i] = (x !== x ? Infinity : x) + 0; // NaN sorts last; + 0 turns -0 into +0 (they compare equal)
+    const u = keys[i]!;
+    if (u >= 0x80000000) {
+      negative = true;
+      break;
+    }
+    hist[u >>> 20]++;
+  }
+  let v: number;
+  let less: number;
+  if (negative) {
+    for (let i = 0; i < len; i++) {
+      const x = values[vStart + i]!;
+      f[i] = (x !== x ? Infinity : x) + 0;
+    }
+    scratch.set(f);
+    v = quickselectF32(scratch, k - 1, 0, len);
+    // After the select every entry left of k-1 is ≤ v: the ones < v are all there.
+    less = 0;
+    for (let i = 0; i < k - 1; i++) if (scratch[i]! < v) less++;
+  } else {
+    let b = 0;
+    let below = 0;
+    while (below + hist[b]! < k) below += hist[b++]!;
+    let c = 0;
+    for (let i = 0; i < len; i++) if (keys[i]! >>> 20 === b) scratch[c++] = f[i]!;
+    const r = k - 1 - below;
+    v = quickselectF32(scratch, r, 0, c);
+    less = below;
+    for (let i = 0; i < r; i++) if (scratch[i]! < v) less++;
+  }
+  let eq = k - less;
+  if (!negative) {
+    // Branch-free: keys and v are non-negative float bits, so key < v ⇔ (key − v) < 0; the mask clears those entries
+    // (+0, as out.fill(0) would write). Then the first `eq` entries equal to v (few: a predictable branch).
+    const ob = new Uint32Array(out.buffer, out.byteOffset + outStart * 4, len);
+    vBits[0] = v;
+    const vb = vBitsU[0]!;
+    for (let i = 0; i < len; i++) ob[i] &= ~((keys[i]! - vb) >> 31);
+    for (let i = 0; i < len && eq > 0; i++) {
+      if (keys[i] === vb) {
+        ob[i] = 0;
+        eq--;
+      }
+    }
+    return k;
+  }
+  for (let i = 0; i < len; i++) {
+    const x = f[i]!;
+    if (x < v) out[outStart + i] = 0;
+    else if (x === v && eq > 0) {
+      out[outStart + i] = 0;
+      eq--;
+    }
+  }
+  return k;
+}

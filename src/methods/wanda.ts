@@ -4,7 +4,7 @@
  * round(s·numel) spread over rows), or N of every M. No weight update.
  */
 import { rowCounts } from '../budget/rounding.js';
-import { setSmallest } from '../kernels/select.js';
+import { zeroSmallestF32 } from '../kernels/select.js';
 import { checkContext, countZeros, requireStats } from './common.js';
 import { wandaMetric } from './metrics.js';
 import { orderFastPath, wandaOrder } from './orders.js';
@@ -39,7 +39,7 @@ function pruneWanda(ctx: MethodContext): MethodResult {
       }
       const k = counts![r0 + i];
       if (k <= 0) continue;
-      setSmallest(metric, k, w, 0, mo, dIn, wo, scratch);
+      zeroSmallestF32(metric, k, w, mo, dIn, wo, scratch);
     }
     ctx.signal?.throwIfAborted();
   }

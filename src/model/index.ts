@@ -4,7 +4,7 @@
  */
 export { installLoadingHook, sourceOfSession, sourceFromPath, splitOnnxName, type ModelSource } from './hook.js';
 export { discoverLinears, fusedParts, parseScope, linearNameFromNode, type Discovery, type DiscoverOptions, type WeightLayout } from './discover.js';
-export { attachModel, transpose, type PrunableModel } from './prunable.js';
+export { attachModel, transpose, type PrunableModel, type WeightSnapshot } from './prunable.js';
 export { loadModelDir, loadModelVariant, validateModelFolder, readFolderGraph, type ModelFolder } from './load.js';
 export { savePruned, checkOutDir, packageVersion, type SaveOptions } from './save.js';
 export { inspectModel, formatInspectTable, type InspectReport, type InspectLinear } from './inspect.js';

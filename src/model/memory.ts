@@ -1,11 +1,20 @@
 /**
  * Peak memory of a prune, estimated before any work, and the refusal when it will not fit.
  *
- * The estimate (bytes) = WEIGHT_COPIES × the weights (the decoded graph dsa-prune edits, the onnxruntime session, the
- * calibration sub-graph sessions, the session rebuilt at commit, float32 copies while reading and writing: 5.0 ×
- * measured on the SmolLM2-135M-shape scale bench, docs/scale.md) + the calibration hidden states in and out of one block (2 × nsamples × seqlen × hidden × 4:
- * sized by the calibration set, never by the model's context length) + one block's weights in float32 three times
- * (read, pruned, written back) + the Gram matrices of the widest linear in float64 (SparseGPT: H and its inverse).
+ * The estimate (bytes) = runtime + weights at rest + max(session build, calibration working set):
+ * - runtime: node + onnxruntime + transformers.js before a model is loaded (≈ 256 MiB measured);
+ * - weights at rest: a model with external data holds ONE onnxruntime copy (0.9 × the weight bytes measured on the
+ *   SmolLM2-135M shape): the decoded graph holds references only, pruned weights are spilled to a scratch file
+ *   (src/model/spill.ts). An inline model (no external data) also holds the graph's copy: 2 ×;
+ * - session build (at load and at commit, when no calibration buffer is alive): external data 0.15 × more (the commit
+ *   frees the old session first and builds the new one from files; measured 1.04 × at load); inline 2 × more (the
+ *   encoded bytes and the old session next to the new one; counted, not measured);
+ * - calibration working set: the hidden states of all nsamples in and out of one block (2 × nsamples × seqlen × hidden
+ *   × 4; sized by the calibration set, never by the model's context length), the activations of one onnxruntime run
+ *   of a block (batch × seqlen × (2 × heads × seqlen + 3 × ffn) × 4: attention scores and softmax, gate, up and their
+ *   product), one block's weights in float32 three times (read, pruned, written back) and the Gram matrices of the
+ *   widest linear in float64 (SparseGPT: H and its inverse).
+ * Compared with the measured peak by the scale bench (docs/scale.md).
  * Available memory: MemAvailable of /proc/meminfo (else os.freemem()) plus what this process already holds (the loaded
  * model is part of the estimate), or `maxMemoryGB` when given.
  */
@@ -15,36 +24,56 @@ import { DsaPruneError } from '../errors.js';
 
 export interface MemoryEstimate {
   peakBytes: number;
-  terms: { weights: number; hiddenStates: number; blockWorkingSet: number; gram: number };
+  terms: {
+    runtime: number; weights: number; sessionBuild: number;
+    hiddenStates: number; activations: number; blockWorkingSet: number; gram: number;
+  };
   explanation: string;
 }
 
 export interface MemoryInputs {
   /** Bytes of all weights in their stored dtype (the graph's initializers). */
   weightBytes: number;
+  /** The weights live in external data files (the decoded graph holds references, not bytes). Default true. */
+  external?: boolean;
   hidden: number;
   nsamples: number;
   seqlen: number;
+  /** Attention heads and MLP width (activations of one block run); 0 when unknown. */
+  heads?: number;
+  ffn?: number;
+  /** Calibration sequences per onnxruntime run (default 8). */
+  batch?: number;
   /** Float32 bytes of the largest block's pruned linears. */
   blockBytes: number;
   /** Widest linear input when the method builds Gram matrices, else 0. */
   gramDim: number;
 }
 
-/** Copies of the weights a prune holds at its peak (measured: bench/scale.bench.ts, docs/scale.md). */
-export const WEIGHT_COPIES = 5;
+/** Node + onnxruntime + transformers.js before a model is loaded (measured 245–265 MiB, docs/scale.md). */
+export const RUNTIME_BYTES = 256 * 2 ** 20;
+/** Weight copies: held at rest, and added while a session is built (external: measured; inline: counted). */
+export const WEIGHT_COPIES = { external: { rest: 0.9, build: 0.15 }, inline: { rest: 2, build: 2 } } as const;
 
 export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
+  const external = m.external ?? true;
+  const copies = external ? WEIGHT_COPIES.external : WEIGHT_COPIES.inline;
+  const batch = Math.min(m.batch ?? 8, m.nsamples);
   const terms = {
-    weights: WEIGHT_COPIES * m.weightBytes,
+    runtime: RUNTIME_BYTES,
+    weights: Math.round(copies.rest * m.weightBytes),
+    sessionBuild: Math.round(copies.build * m.weightBytes),
     hiddenStates: 2 * m.nsamples * m.seqlen * m.hidden * 4,
+    activations: m.nsamples > 0 ? batch * m.seqlen * (2 * (m.heads ?? 0) * m.seqlen + 3 * (m.ffn ?? 0)) * 4 : 0,
     blockWorkingSet: 3 * m.blockBytes,
     gram: m.gramDim * m.gramDim * 8 * 2,
   };
+  const working = terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.gram;
   return {
-    peakBytes: terms.weights + terms.hiddenStates + terms.blockWorkingSet + terms.gram,
+    peakBytes: terms.runtime + terms.weights + Math.max(terms.sessionBuild, working),
     terms,
-    explanation: `model weights ${WEIGHT_COPIES} times (graph, sessions, commit, float32 copies; measured), hidden states of the calibration set in and out, one block working set` + (terms.gram ? ', the largest Gram matrix in float64' : ''),
+    explanation: `runtime + model weights ${copies.rest} times (${external ? 'one onnxruntime session; pruned weights spilled to a scratch file' : 'inline: the graph and the session'}) + the larger of a session build and the calibration working set (hidden states in and out, one block run's activations, one block's weights`
+      + (terms.gram ? ', the largest Gram matrix in float64' : '') + ')',
   };
 }
 
@@ -69,12 +98,15 @@ export function checkMemory(e: MemoryEstimate, maxMemoryGB?: number): void {
   const rss = process.memoryUsage().rss;
   const limit = maxMemoryGB !== undefined ? maxMemoryGB * 2 ** 30 : availableMemoryBytes() + rss;
   if (e.peakBytes <= limit) return;
-  const { weights, hiddenStates, gram } = e.terms;
-  const hint = hiddenStates >= Math.max(gram, weights / 2)
-    ? `lower --nsamples or --seqlen (the calibration hidden states take ${gb(hiddenStates)} GB)`
+  const { weights, hiddenStates, activations, gram } = e.terms;
+  const calibration = hiddenStates + activations;
+  const hint = calibration >= Math.max(gram, weights / 2)
+    ? activations > hiddenStates
+      ? `lower --batch-size or --seqlen (one block run's activations take ${gb(activations)} GB, the hidden states ${gb(hiddenStates)} GB)`
+      : `lower --nsamples or --seqlen (the calibration hidden states take ${gb(hiddenStates)} GB)`
     : gram > 0 && gram >= weights / 2
       ? `use --method wanda, which needs no Gram matrices (${gb(gram)} GB here)`
-      : `the weights alone take ${gb(weights)} GB (${WEIGHT_COPIES} copies: graph, sessions, commit): use a machine with more memory, or the fp16 file (--dtype fp16)`;
+      : `the weights alone take ${gb(weights)} GB: use a machine with more memory, or the fp16 file (--dtype fp16)`;
   throw new DsaPruneError(
     `not enough memory: this prune needs about ${gb(e.peakBytes)} GB, ${maxMemoryGB !== undefined ? `--max-memory allows ${gb(limit)} GB` : `${gb(limit)} GB is free (available ${gb(limit - rss)} GB + ${gb(rss)} GB this process holds)`}; nothing was changed`,
     { hint: `${hint}; --max-memory <GB> overrides the free-memory reading.` },

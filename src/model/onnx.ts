@@ -167,7 +167,7 @@ export function tensorBytes(t: TensorProto, baseDir?: string, readExternal?: (fi
     if (!baseDir && !readExternal) throw new DsaPruneError(`initializer ${t.name} lives in external file ${location}, but the model folder is unknown`);
     const len = length ?? numel * bytesPerElement(t.data_type ?? 0);
     if (readExternal) return readExternal(location, offset, len);
-    const buf = readFileSync(path.join(baseDir!, location));
+    const buf = readFileSync(path.resolve(baseDir!, location)); // absolute: a scratch file (spill.ts)
     if (offset + len > buf.length) {
       throw new DsaPruneError(`external data ${location} is truncated: ${t.name} needs bytes ${offset}..${offset + len}, file has ${buf.length}`, {
         hint: 'Copy the model folder again: its .onnx_data file is incomplete.',
@@ -218,7 +218,7 @@ function aligned(bytes: Uint8Array): ArrayBuffer {
  */
 export function externalSliceReader(baseDir: string): (file: string, offset: number, length: number) => Uint8Array {
   return (file, offset, length) => {
-    const full = path.join(baseDir, file);
+    const full = path.resolve(baseDir, file); // absolute: a scratch file (spill.ts)
     let fd: number;
     try {
       fd = openSync(full, 'r');
@@ -270,20 +270,21 @@ export function tensorToFloat32(t: TensorProto, baseDir?: string): Float32Array 
   }
 }
 
-/** Store float32 values into a tensor in its own dtype, inline as raw_data (external data is re-laid out at save). */
-export function setTensorFloat32(t: TensorProto, values: Float32Array): void {
-  let bytes: Uint8Array;
+/** float32 values as the raw bytes of tensor `t`'s dtype (float32: a view of `values`; float16: converted). */
+export function float32ToTensorBytes(t: TensorProto, values: Float32Array): Uint8Array {
   switch (t.data_type) {
     case DataType.FLOAT:
-      bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-      break;
+      return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     case DataType.FLOAT16:
-      bytes = new Uint8Array(float32ToFp16(values).buffer);
-      break;
+      return new Uint8Array(float32ToFp16(values).buffer);
     default:
       throw new DsaPruneError(`cannot write initializer ${t.name}: data type ${t.data_type} is not float32 or float16`);
   }
-  t.raw_data = bytes;
+}
+
+/** Store float32 values into a tensor in its own dtype, inline as raw_data (external data is re-laid out at save). */
+export function setTensorFloat32(t: TensorProto, values: Float32Array): void {
+  t.raw_data = float32ToTensorBytes(t, values);
   delete t.float_data;
   delete t.int32_data;
   delete t.external_data;

@@ -14,11 +14,18 @@ import { dtypeToSuffix } from './dtypes.js';
 import type { LinearInfo } from '../types.js';
 import { discoverLinears, type WeightLayout } from './discover.js';
 import { hasExternalData, externalFiles, initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
+import { sessionFolder, WeightSpill } from './spill.js';
 import { originalCreate, recordSource, sourceFromPath, sourceOfSession, type ModelSource } from './hook.js';
 import {
-  decodeModel, encodeModel, readModelFile, setTensorFloat32, tensorToFloat32,
+  decodeModel, encodeModel, float32ToTensorBytes, isExternal, readModelFile, setTensorFloat32, tensorToFloat32,
   type GraphProto, type ModelProto, type TensorProto,
 } from './onnx.js';
+
+/**
+ * Calling it puts the weight back. `release()` says it will not be called any more: for a weight in the scratch
+ * file, the region it points to may then be reused (src/model/spill.ts). An unreleased snapshot only costs disk.
+ */
+export type WeightSnapshot = (() => void) & { release(): void };
 
 export interface PrunableModel {
   /** The transformers.js model (PreTrainedModel). */
@@ -33,7 +40,10 @@ export interface PrunableModel {
   config: Record<string, unknown>;
   /** A float32 copy of a linear's weight as [dOut × dIn] row-major (fp16 converted). */
   readWeight(l: LinearInfo): Float32Array;
-  /** Stage a new [dOut × dIn] weight into the graph, stored in the initializer's own layout and dtype. */
+  /**
+   * Stage a new [dOut × dIn] weight into the graph, stored in the initializer's own layout and dtype: inline, or for a
+   * weight kept in external data, appended to a scratch file the tensor then points to (never held in memory).
+   */
   writeWeight(l: LinearInfo, w: Float32Array): void;
   /** An initializer's values as float32, in its raw ONNX layout. */
   readInitializer(name: string): Float32Array;
@@ -42,13 +52,15 @@ export interface PrunableModel {
    * data fields and never mutates them, so keeping the current fields (an external-data reference or the old bytes)
    * is enough. Undo in reverse order when several snapshots cover one initializer.
    */
-  snapshotWeight(l: LinearInfo): () => void;
+  snapshotWeight(l: LinearInfo): WeightSnapshot;
   /**
    * Build a session from the edited graph (same session options) and swap it into model.sessions in place.
-   * Graphs under 2 GB go to onnxruntime as bytes (external data inlined); bigger ones, or `{ viaFile: true }`, through
-   * a temporary model.onnx + model.onnx_data that is deleted once the session exists.
-   * `releaseFirst` (default: on for graphs over 2 GB) frees the old session before the new one is built, so peak
-   * memory holds one onnxruntime copy of the weights instead of two; if building then fails, the model must be reloaded.
+   * Inline graphs under 2 GB go to onnxruntime as bytes. A graph with external data (the source's data file, and the
+   * scratch file pruned weights were spilled to: writeWeight) goes through a temporary folder with those files
+   * hard-linked (src/model/spill.ts), so no weight passes through the JS heap; `{ viaFile: false }` inlines it instead.
+   * `releaseFirst` (default: on for external data and graphs over 2 GB) frees the old session before the new one is
+   * built, so peak memory holds one onnxruntime copy of the weights instead of two; if building then fails, the model
+   * must be reloaded.
    */
   commit(opts?: { viaFile?: boolean; releaseFirst?: boolean }): Promise<void>;
   /** sha256 (hex) of the source ONNX bytes and its external data files; cached. */
@@ -247,7 +259,8 @@ function makePrunable(
   const inits = initializerIndex(proto.graph);
   const baseDir = source.onnxPath ? path.dirname(source.onnxPath) : undefined;
   let hash: string | undefined;
-  const sourceExternal = externalFiles(proto); // before any write turns a weight inline
+  const sourceExternal = externalFiles(proto); // before any write points a weight at the scratch file
+  const spill = new WeightSpill();
 
   const copies = (name: string): TensorProto[] => {
     const t = inits.get(name);
@@ -288,7 +301,8 @@ function makePrunable(
     snapshotWeight(l) {
       check(l);
       const saved = copies(l.weight).map((t) => [t, DATA_FIELDS.map((k) => [k, t[k]] as const)] as const);
-      return () => {
+      const release = spill.pin(copies(l.weight)[0]!);
+      const restore = (): void => {
         for (const [t, fields] of saved) {
           for (const [k, v] of fields) {
             if (v === undefined) delete t[k];
@@ -296,6 +310,7 @@ function makePrunable(
           }
         }
       };
+      return Object.assign(restore, { release });
     },
     readWeight(l) {
       const lay = check(l);
@@ -309,7 +324,10 @@ function makePrunable(
         throw new DsaPruneError(`writeWeight(${l.name}): expected a Float32Array of ${l.dOut}×${l.dIn} = ${l.dOut * l.dIn} values, got ${w?.length}`);
       }
       const stored = lay === 'out_in' ? Float32Array.from(w) : transpose(w, l.dOut, l.dIn);
-      for (const t of copies(l.weight)) setTensorFloat32(t, stored); // every copy: both branches of a merged decoder
+      const ts = copies(l.weight);
+      // External data stays external: the new bytes go to the scratch file, not the heap (spill.ts).
+      if (ts.every(isExternal)) spill.store(ts, float32ToTensorBytes(ts[0]!, stored));
+      else for (const t of ts) setTensorFloat32(t, stored); // every copy: both branches of a merged decoder
     },
     async commit(copts = {}) {
       const old = model.sessions[sessionKey];
@@ -320,6 +338,15 @@ function makePrunable(
       const external = hasExternalData(proto);
       const buildSession = async (inline: boolean): Promise<any> => { // eslint-disable-line @typescript-eslint/no-explicit-any
         if (inline) return create(encodeModel(external ? inlinedModel(proto, baseDir!) : proto), options);
+        if (external && baseDir) {
+          // The weights stay on disk: the source's data file and the scratch file, linked next to a model file.
+          const folder = sessionFolder(proto, baseDir);
+          try {
+            return await create(folder.onnxPath, options);
+          } finally {
+            folder.dispose();
+          }
+        }
         // Too big for one protobuf message: lay the weights out as external data in a temporary folder.
         const tmp = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-commit-'));
         try {
@@ -331,13 +358,16 @@ function makePrunable(
         }
       };
       const big = initializerBytes(proto) >= PROTOBUF_LIMIT;
+      // External data: through a file (no inline copy in the heap), and the old session freed first, so the peak
+      // holds one onnxruntime copy of the weights instead of two.
+      const onDisk = external && !!baseDir;
       let released = false;
-      if ((copts.releaseFirst ?? big) && old && typeof old.release === 'function') {
+      if ((copts.releaseFirst ?? (big || onDisk)) && old && typeof old.release === 'function') {
         await old.release();
         released = true;
       }
       try {
-        session = await buildSession(!copts.viaFile && !big);
+        session = await buildSession(!(copts.viaFile ?? onDisk) && !big);
       } catch (e) {
         if (!released) throw e;
         throw new DsaPruneError(`rebuilding the onnxruntime session of ${source.onnxPath || 'the model'} failed after the old one was released: ${(e as Error).message}`, {

@@ -5,6 +5,7 @@ import {
   setSmallest,
   smallestInGroup,
   stableCut,
+  zeroSmallestF32,
 } from '../../src/kernels/select.js';
 import { randomMatrix, rng, stableOrder } from './rng.js';
 
@@ -118,5 +119,49 @@ describe('property: setSmallest / kthSmallest agree with a stable sort on any fl
       ),
       { numRuns: 300, seed: 42 },
     );
+  });
+});
+
+describe('zeroSmallestF32 (Wanda\'s float32 row cut)', () => {
+  it('zeroes exactly the first k of a stable sort of the row, at any offsets (NaN, ±0, ±Infinity, ties)', async () => {
+    const fc = await import('fast-check');
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.float({ noDefaultInfinity: false }), fc.constantFrom(0, -0, 1, NaN, 0.5)), { minLength: 1, maxLength: 120 }),
+        fc.nat(),
+        fc.nat(5),
+        fc.nat(5),
+        fc.boolean(),
+        (arr0, kRaw, vOff, oOff, abs) => {
+          // abs: the histogram path (no negative value; Wanda's metric), else the quickselect fallback
+          const arr = abs ? arr0.map((x) => Math.abs(x)) : arr0;
+          const len = arr.length;
+          const values = new Float32Array(vOff + len + 2).fill(-7);
+          values.set(arr, vOff);
+          const row = Float32Array.from(arr);
+          const k = kRaw % (len + 1);
+          const out = new Float32Array(oOff + len + 3).fill(9);
+          const n = zeroSmallestF32(values, k, out, vOff, len, oOff, new Float32Array(len));
+          expect(n).toBe(k);
+          const expected = new Float32Array(oOff + len + 3).fill(9);
+          for (const i of stableOrder(row).slice(0, k)) expected[oOff + i] = 0;
+          expect(Array.from(out)).toEqual(Array.from(expected));
+        },
+      ),
+      { numRuns: 400, seed: 7 },
+    );
+  });
+
+  it('gives the generic setSmallest result on wide tied rows', () => {
+    for (const [len, levels] of [[576, 0], [1536, 6], [4864, 3]] as const) {
+      const v = randomMatrix(1, len, len, levels).map(Math.abs);
+      for (const k of [1, len >> 1, len - 1]) {
+        const a = new Float32Array(len).fill(1);
+        const b = new Float32Array(len).fill(1);
+        setSmallest(v, k, a, 0);
+        zeroSmallestF32(v, k, b, 0, len, 0, new Float32Array(len));
+        expect(b).toEqual(a);
+      }
+    }
   });
 });

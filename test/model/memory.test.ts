@@ -11,7 +11,7 @@ import { loadModelDir, planPrune, pruneModel } from '../../src/index.js';
 import { memoryIo } from '../../src/cli/io.js';
 import { main } from '../../src/cli/main.js';
 import { DsaPruneError } from '../../src/errors.js';
-import { checkMemory, estimatePeakMemory } from '../../src/model/memory.js';
+import { checkMemory, estimatePeakMemory, RUNTIME_BYTES } from '../../src/model/memory.js';
 
 const MODEL = path.resolve('models/stories260k');
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-memory-'));
@@ -19,16 +19,37 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 const ids = Int32Array.from({ length: 4 * 32 }, (_, i) => (i * 31 + 5) % 512);
 
 describe('memory', () => {
-  it('estimate: 5 × weights + hidden states in/out + block working set + Gram (hand-computed)', () => {
-    const e = estimatePeakMemory({ weightBytes: 1000, hidden: 64, nsamples: 128, seqlen: 512, blockBytes: 300, gramDim: 172 });
-    expect(e.terms).toEqual({ weights: 5000, hiddenStates: 2 * 128 * 512 * 64 * 4, blockWorkingSet: 900, gram: 172 * 172 * 16 });
-    expect(e.peakBytes).toBe(5000 + 2 * 128 * 512 * 64 * 4 + 900 + 172 * 172 * 16);
+  it('estimate: runtime + weights at rest + max(session build, calibration working set) (hand-computed)', () => {
+    const base = { weightBytes: 1000, hidden: 64, nsamples: 128, seqlen: 512, heads: 4, ffn: 172, batch: 8, blockBytes: 300, gramDim: 172 };
+    const e = estimatePeakMemory(base);
+    const activations = 8 * 512 * (2 * 4 * 512 + 3 * 172) * 4;
+    const working = 2 * 128 * 512 * 64 * 4 + activations + 900 + 172 * 172 * 16;
+    expect(e.terms).toEqual({
+      runtime: RUNTIME_BYTES, weights: 900, sessionBuild: 150, hiddenStates: 2 * 128 * 512 * 64 * 4, activations, blockWorkingSet: 900, gram: 172 * 172 * 16,
+    });
+    expect(e.peakBytes).toBe(RUNTIME_BYTES + 900 + working);
+    // Big weights, no calibration: the session build is the peak. Inline weights: the graph's copy too.
+    expect(estimatePeakMemory({ ...base, weightBytes: 2 ** 30, nsamples: 0 }).peakBytes).toBe(RUNTIME_BYTES + Math.round(0.9 * 2 ** 30) + Math.round(0.15 * 2 ** 30));
+    expect(estimatePeakMemory({ ...base, external: false }).terms).toMatchObject({ weights: 2000, sessionBuild: 2000 });
+    // Fewer samples than the batch: one run holds nsamples sequences; no calibration: no activations.
+    expect(estimatePeakMemory({ ...base, nsamples: 2 }).terms.activations).toBe(2 * 512 * (2 * 4 * 512 + 3 * 172) * 4);
+    expect(estimatePeakMemory({ ...base, nsamples: 0 }).terms.activations).toBe(0);
     // The refusal names the dominant term's flag.
-    expect(() => checkMemory(e, 0.001)).toThrow(/needs about 0\.03 GB, --max-memory allows 0\.00 GB; nothing was changed/);
+    expect(() => checkMemory(e, 0.001)).toThrow(/needs about 0\.35 GB, --max-memory allows 0\.00 GB; nothing was changed/);
     try {
       checkMemory(e, 0.001);
     } catch (err) {
+      expect((err as DsaPruneError).hint).toMatch(/lower --batch-size or --seqlen/);
+    }
+    try {
+      checkMemory(estimatePeakMemory({ ...base, heads: 0, ffn: 0 }), 0.001);
+    } catch (err) {
       expect((err as DsaPruneError).hint).toMatch(/lower --nsamples or --seqlen/);
+    }
+    try {
+      checkMemory(estimatePeakMemory({ ...base, weightBytes: 2 ** 31 }), 0.001);
+    } catch (err) {
+      expect((err as DsaPruneError).hint).toMatch(/the weights alone take 1\.80 GB/);
     }
     expect(() => checkMemory(e, 1)).not.toThrow();
   });
@@ -71,7 +92,7 @@ describe('memory', () => {
     const pb = await planPrune(b.model, opts);
     expect(pb.memory.peakBytes).toBe(pa.memory.peakBytes);
     const hidden = 64;
-    expect(pb.memory.peakBytes).toBeLessThan(2 * 131072 * hidden * 4); // what context-sized buffers alone would take
+    expect(pb.memory.peakBytes - RUNTIME_BYTES).toBeLessThan(2 * 131072 * hidden * 4); // what context-sized buffers alone would take
     const ra = await pruneModel(a.model, opts);
     const rb = await pruneModel(b.model, opts);
     expect(rb.calibration).toMatchObject({ nsamples: 4, seqlen: 32, tokens: ra.calibration!.tokens });
