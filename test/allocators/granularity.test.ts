@@ -47,9 +47,12 @@ describe('apportionCounts: the exact budget in parameters', () => {
         fc.double({ min: 0.01, max: 0.95, noNaN: true }),
         (units, S) => {
           const n = units.map((u) => u.n);
+          const W = n.reduce((a, b) => a + b, 0);
+          // Feasible instances only (one 1-weight unit at S = 0.5 asks for 1 pruned weight where 0.99 allows 0): the
+          // refusal of the others is the next test.
+          fc.pre(Math.round(S * W) <= n.reduce((a, x) => a + Math.floor(0.99 * x + 1e-9), 0));
           const s = exactBudget(units.map((u) => u.raw), n, S);
           const c = apportionCounts(s, n, S);
-          const W = n.reduce((a, b) => a + b, 0);
           expect(c.reduce((a, b) => a + b, 0)).toBe(Math.round(S * W));
           c.forEach((ci, i) => {
             expect(Number.isInteger(ci)).toBe(true);
