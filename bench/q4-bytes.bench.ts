@@ -33,9 +33,12 @@ for (const file of process.argv.slice(2)) {
     let cat: string;
     if (lmInputs.has(name)) cat = 'lm_head (codes, scales, zero points)';
     else if (name.startsWith(`${SPARSE_Q_PREFIX}h/`)) cat = 'lm_head / dense weights: fp16 scales';
-    else if (name.startsWith(SPARSE_Q_PREFIX)) cat = `sparse: ${name.split('/').pop()}`;
+    else if (name.startsWith(SPARSE_Q_PREFIX)) {
+      const part = name.split('/').pop()!;
+      cat = ['bmask', 'emask', 'codes', 'scales'].includes(part) ? `sparse: ${part}` : 'sparse: decoder constants (shapes, offsets)';
+    }
     else if (role.has(name)) cat = role.get(name)!;
-    else if (embTables.has(name) || name.includes('embed')) cat = 'embedding table';
+    else if (embTables.has(name) || name.includes('embed')) cat = 'embedding table (tied: only its Reshape shapes)';
     else cat = 'other initializers';
     bytes.set(cat, (bytes.get(cat) ?? 0) + b);
   }
