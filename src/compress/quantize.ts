@@ -4,7 +4,9 @@
  * - `q4` (`onnx/model_q4.onnx`): every MatMul whose weight is a 2-D float initializer becomes a com.microsoft
  *   MatMulNBits (bits 4, block_size 32 by default, asymmetric with packed uint8 zero points). Each block's range is
  *   widened to contain 0 and the zero point is an integer, so a pruned weight (exact 0) quantizes to q = zp and
- *   dequantizes to (zp − zp)·scale = 0 exactly. Embedding Gathers get per-row int8 DequantizeLinear.
+ *   dequantizes to (zp − zp)·scale = 0 exactly. Embedding Gathers become com.microsoft GatherBlockQuantized (4-bit,
+ *   same blocks); a table tied to a quantized lm_head reads that MatMulNBits' initializers through Reshapes, so the
+ *   codes are stored once (`embedding: 'q8'`: per-row int8 DequantizeLinear, as q8 files do).
  * - `q8` (`onnx/model_quantized.onnx`): per-output-channel symmetric int8 weights (zero point 0) feeding a standard
  *   DequantizeLinear (opset 13) → MatMul; activations stay float, so only the weights carry quantization error.
  *   Embedding Gathers get per-row int8 DequantizeLinear.
