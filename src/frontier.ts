@@ -1,6 +1,6 @@
 /**
  * Size–quality frontier: prune a model at several sparsities, save every variant a transformers.js user could ship
- * (dense fp32 / q8 / q4; each sparsity × plain q4 / sparse q4), measure each file's bytes and perplexity as
+ * (dense fp32 / q8 / q4; each sparsity × plain q4 / sparse q4 / GPTQ q4 / sparse GPTQ q4), measure each file's bytes and perplexity as
  * transformers.js loads it, and mark the Pareto front (no other variant both smaller and better).
  *
  * ```ts
@@ -37,6 +37,14 @@ export interface FrontierOptions {
   pplWindows?: number;
   /** Folder for the variants, frontier.json and frontier.html. */
   out: string;
+  /**
+   * GPTQ q4 points per sparsity (`gptq-q4`, and `sparse-gptq-q4` when its sparse form pays): the pruned model's q4
+   * codes from GPTQ error feedback (src/compress/gptq.ts) on the calibration windows pruning used (magnitude: the
+   * `calibration` files). Default true when calibration text is given.
+   */
+  gptq?: boolean;
+  /** How q4 files store the embedding table (QuantizeOptions.embedding). Default 'q4' (4-bit, tied to the lm_head). */
+  q4Embedding?: 'q4' | 'q8';
   /** "What to ship": the smallest file whose ppl is within this fraction of the dense fp32 ppl. Default 0.05. */
   tolerance?: number;
   threads?: number;
@@ -48,7 +56,7 @@ export interface FrontierPoint {
   /** e.g. `dense fp32`, `50% q4`, `50% sparse q4`. */
   name: string;
   sparsity: number;
-  /** `fp32` | `q8` | `q4` | `sparse-q4` (| `gptq-q4` once that exists). */
+  /** `fp32` | `q8` | `q4` | `sparse-q4` | `gptq-q4` | `sparse-gptq-q4`. */
   format: string;
   /** transformers.js dtype that loads it. */
   dtype: string;
@@ -99,11 +107,7 @@ export function recommend(points: FrontierPoint[], tolerance: number): FrontierR
   };
 }
 
-/**
- * Hook for the GPTQ q4 variant of each pruned model (issue #19, `--gptq`, src/compress/gptq.ts by another change).
- * TODO(gptq): when that module exports its q4 writer, add a `gptq-q4` point per sparsity here.
- */
-const GPTQ_VARIANT: undefined | ((dir: string) => Promise<void>) = undefined;
+const FORMAT_NAME: Record<string, string> = { 'sparse-q4': 'sparse q4', 'gptq-q4': 'GPTQ q4', 'sparse-gptq-q4': 'sparse GPTQ q4' };
 
 function atomicWrite(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
@@ -133,6 +137,11 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
   if (path.resolve(opts.out) === path.resolve(modelDir)) {
     throw new DsaPruneError(`--out ${opts.out} is the model folder itself`, { hint: 'Choose a new folder for the frontier.' });
   }
+  const gptq = (opts.gptq ?? !!opts.calibration?.length) && sparsities.some((s) => s > 0);
+  if (gptq && !opts.calibration?.length) {
+    throw new DsaPruneError('GPTQ points need calibration text', { hint: 'Pass --calibration <file>, or --no-gptq to leave the GPTQ q4 points out.' });
+  }
+  const quantizeOptions = { embedding: opts.q4Embedding ?? 'q4' } as const;
   const text = await readTextFile(opts.ppl);
   const pplSeqlen = opts.pplSeqlen ?? Math.min(512, opts.seqlen ?? 512);
   const variantsDir = path.join(opts.out, 'variants');
@@ -157,16 +166,33 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
         });
       }
       const dir = path.join(variantsDir, tag);
-      await savePruned(model, dir, { overwrite: true, quantize: s === 0 ? ['q8', 'q4'] : ['q4'] });
+      await savePruned(model, dir, { overwrite: true, quantize: s === 0 ? ['q8', 'q4'] : ['q4'], quantizeOptions });
       const formats = [...(s === 0 ? [{ format: 'fp32', dtype: 'fp32', dir }, { format: 'q8', dtype: 'q8', dir }] : []), { format: 'q4', dtype: 'q4', dir }];
-      if (s > 0) {
-        const sdir = `${dir}-sparse-q4`;
-        variantFolder(dir, sdir);
-        const { model: sq, report: r } = sparseQ4Model(readModelFile(path.join(dir, 'onnx/model_q4.onnx')));
+      /** The sparse q4 form of `from`'s model_q4.onnx in `${from}-sparse`, when it pays. */
+      const sparseOf = (from: string, format: string): void => {
+        const sdir = `${from}-sparse`;
+        variantFolder(from, sdir);
+        const { model: sq, report: r } = sparseQ4Model(readModelFile(path.join(from, 'onnx/model_q4.onnx')));
         writeModelAtomic(sq, path.join(sdir, 'onnx/model_q4.onnx'));
-        if (r.weights.length) formats.push({ format: 'sparse-q4', dtype: 'q4', dir: sdir });
+        if (r.weights.length) formats.push({ format, dtype: 'q4', dir: sdir });
         else rmSync(sdir, { recursive: true, force: true });
-        if (GPTQ_VARIANT) await GPTQ_VARIANT(dir);
+      };
+      if (s > 0) {
+        sparseOf(dir, 'sparse-q4');
+        if (gptq) {
+          // GPTQ codes of the same pruned model: the windows pruning used (or the calibration files for magnitude).
+          const gdir = `${dir}-gptq`;
+          report(i, `${tag}: GPTQ`, 0.7);
+          await savePruned(model, gdir, {
+            overwrite: true, quantize: ['q4'], quantizeOptions,
+            gptq: { threads: opts.threads, signal: opts.signal, onProgress: (p) => report(i, `${tag}: GPTQ ${p.phase}`, 0.7) },
+            ...(methodName === 'magnitude' ? { calibration: { files: opts.calibration! }, nsamples: opts.nsamples, seqlen: opts.seqlen } : {}),
+          });
+          // The grid ships the q4 files; the folder's fp32 copy of the pruned model is the RTN folder's.
+          for (const f of readdirSync(path.join(gdir, 'onnx'))) if (!f.startsWith('model_q4')) rmSync(path.join(gdir, 'onnx', f), { force: true });
+          formats.push({ format: 'gptq-q4', dtype: 'q4', dir: gdir });
+          sparseOf(gdir, 'sparse-gptq-q4');
+        }
       }
       saved.push({ sparsity: s, dir, formats });
     } finally {
@@ -180,7 +206,7 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
     const v = saved[i];
     for (let j = 0; j < v.formats.length; j++) {
       const f = v.formats[j];
-      const name = `${v.sparsity === 0 ? 'dense' : `${Math.round(v.sparsity * 100)}%`} ${f.format === 'sparse-q4' ? 'sparse q4' : f.format}`;
+      const name = `${v.sparsity === 0 ? 'dense' : `${Math.round(v.sparsity * 100)}%`} ${FORMAT_NAME[f.format] ?? f.format}`;
       report(i, `${name}: perplexity`, 0.7 + (0.3 * j) / v.formats.length);
       const t0 = performance.now();
       const m = await loadModelVariant(f.dir, { dtype: f.dtype, threads: opts.threads });

@@ -4,7 +4,9 @@
  * - `q4` (`onnx/model_q4.onnx`): every MatMul whose weight is a 2-D float initializer becomes a com.microsoft
  *   MatMulNBits (bits 4, block_size 32 by default, asymmetric with packed uint8 zero points). Each block's range is
  *   widened to contain 0 and the zero point is an integer, so a pruned weight (exact 0) quantizes to q = zp and
- *   dequantizes to (zp − zp)·scale = 0 exactly. Embedding Gathers get per-row int8 DequantizeLinear.
+ *   dequantizes to (zp − zp)·scale = 0 exactly. Embedding Gathers become com.microsoft GatherBlockQuantized (4-bit,
+ *   same blocks); a table tied to a quantized lm_head reads that MatMulNBits' initializers through Reshapes, so the
+ *   codes are stored once (`embedding: 'q8'`: per-row int8 DequantizeLinear, as q8 files do).
  * - `q8` (`onnx/model_quantized.onnx`): per-output-channel symmetric int8 weights (zero point 0) feeding a standard
  *   DequantizeLinear (opset 13) → MatMul; activations stay float, so only the weights carry quantization error.
  *   Embedding Gathers get per-row int8 DequantizeLinear.
@@ -14,17 +16,26 @@
  */
 import { DsaPruneError } from '../errors.js';
 import {
-  createNode, createTensor, DataType, float32ToFp16, tensorDims, tensorToFloat32,
+  bytesPerElement, createNode, createTensor, DataType, float32ToFp16, tensorBytes, tensorDims, tensorToFloat32,
   type GraphProto, type ModelProto, type NodeProto, type TensorProto,
 } from '../model/onnx.js';
+import { transposedEqual } from './sparse.js';
 
 export type QuantizeKind = 'q8' | 'q4';
 
 export interface QuantizeOptions {
   /** q4 block size along the input dimension (power of two ≥ 16). Default 32. */
   blockSize?: number;
-  /** Also quantize embedding tables read by Gather (per-row int8). Default true. */
+  /** Also quantize embedding tables read by Gather. Default true. */
   embeddings?: boolean;
+  /**
+   * q4 files: how an embedding table is stored. `q4` (default): com.microsoft GatherBlockQuantized (4 bits, the
+   * MatMul weights' block size and rule); a table that is exactly the transpose of a MatMul weight quantized here (a
+   * tied lm_head) reads that MatMulNBits' `B` / `scales` / `zero_points` through Reshapes, so the codes are stored
+   * once. A table whose width is not a multiple of the block size stays int8. `q8`: per-row int8 DequantizeLinear.
+   * q8 files always use int8.
+   */
+  embedding?: 'q4' | 'q8';
   /** Skip MatMul weights smaller than this many elements (kept float). Default 0 (quantize all). */
   minElements?: number;
   /**
@@ -43,7 +54,8 @@ export interface QuantizeReport {
   kind: QuantizeKind;
   /** Weight initializers replaced, with their element counts. */
   matmuls: { weight: string; k: number; n: number }[];
-  embeddings: { weight: string; rows: number; cols: number }[];
+  /** `format`: `int8`, `q4`, or `q4-tied` (shares the codes of the MatMul weight `tiedTo`). */
+  embeddings: { weight: string; rows: number; cols: number; format?: 'int8' | 'q4' | 'q4-tied'; tiedTo?: string }[];
   /** Weights left in float, with the reason. */
   skipped: { weight: string; reason: string }[];
 }
@@ -242,6 +254,17 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
     return out;
   };
 
+  const embedding = kind === 'q4' ? opts.embedding ?? 'q4' : 'q8';
+  // q4: MatMul weight name → its MatMulNBits initializers (round-to-nearest codes only: GPTQ codes are fitted to the
+  // linear's inputs, not to the embedding's use).
+  const q4Written = new Map<string, { base: string; nBlocks: number; zpLen: number }>();
+  // q4 embedding Gathers, resolved after the loop (the tied lm_head comes after the embedding in node order).
+  const pendingGathers: { at: number; node: NodeProto; table: TensorProto }[] = [];
+  const gbqAttrs = (bs: number): NodeProto['attribute'] => [
+    { name: 'bits', type: 2, i: 4 }, { name: 'block_size', type: 2, i: bs },
+    { name: 'gather_axis', type: 2, i: 0 }, { name: 'quantize_axis', type: 2, i: 1 },
+  ];
+
   for (const n of g.node) {
     const domain = n.domain ?? '';
     if (domain === '' && n.op_type === 'MatMul' && n.input.length === 2) {
@@ -281,6 +304,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
             ],
           }));
           replaced.add(t.name!);
+          if (!pre && !q4Written.has(t.name!)) q4Written.set(t.name!, { base, nBlocks: p.nBlocks, zpLen: p.zeroPoints.length });
           report.matmuls.push({ weight: t.name!, k, n: nOut });
           continue;
         }
@@ -291,14 +315,71 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
       if (isFloatInit(t) && !graphInputs.has(t.name) && (!axis || Number(axis.i ?? 0) === 0)) {
         const [rows, cols] = tensorDims(t);
         if (rows * cols >= Math.max(minElements, 1024)) {
+          if (embedding === 'q4' && cols % blockSize === 0) {
+            pendingGathers.push({ at: nodes.length, node: n, table: t });
+            nodes.push(n); // replaced below
+            continue;
+          }
           const dq = dequantInt8(t, 0);
           nodes.push(createNode({ ...n, op_type: n.op_type!, input: [dq, n.input[1]] }));
-          report.embeddings.push({ weight: t.name!, rows, cols });
+          report.embeddings.push({ weight: t.name!, rows, cols, format: 'int8' });
           continue;
         }
       }
     }
     nodes.push(n);
+  }
+
+  // q4 embeddings: GatherBlockQuantized (com.microsoft) on 4-bit codes [rows, cols/2], scales [rows, cols/block] and
+  // packed zero points [rows, ceil(cols/block/2)] — the MatMulNBits layout of a [N = rows, K = cols] weight, so a
+  // tied lm_head's initializers are read through Reshapes (constant-folded by onnxruntime) instead of stored twice.
+  for (const { at, node: n, table: t } of pendingGathers) {
+    const [rows, cols] = tensorDims(t);
+    const nb = cols / blockSize;
+    const zpLen = rows * Math.ceil(nb / 2);
+    let tiedTo: string | undefined;
+    let src: { base: string } | undefined;
+    const eb = bytesPerElement(t.data_type!);
+    for (const [wname, w] of q4Written) {
+      const wt = inits.get(wname)!;
+      const [k, nOut] = tensorDims(wt);
+      if (k !== cols || nOut !== rows || w.nBlocks !== nb || w.zpLen !== zpLen || wt.data_type !== t.data_type) continue;
+      if (transposedEqual(tensorBytes(t), [rows, cols], tensorBytes(wt), [k, nOut], eb)) {
+        tiedTo = wname;
+        src = w;
+        break;
+      }
+    }
+    const base = `${prefix}/${t.name}/q4`;
+    let data: string;
+    let scales: string;
+    let zps: string;
+    if (src) {
+      const shape = (name: string, dims: number[]): string => {
+        newInits.push(createTensor({ name, dims: [dims.length], data_type: DataType.INT64, raw_data: new Uint8Array(BigInt64Array.from(dims.map(BigInt)).buffer) }));
+        return name;
+      };
+      data = `${base}/data`;
+      scales = `${base}/scales`;
+      zps = `${base}/zero_points`;
+      preNodes.push(createNode({ op_type: 'Reshape', name: `${data}/Reshape`, input: [`${src.base}/B`, shape(`${data}/shape`, [rows, cols / 2])], output: [data] }));
+      preNodes.push(createNode({ op_type: 'Reshape', name: `${scales}/Reshape`, input: [`${src.base}/scales`, shape(`${scales}/shape`, [rows, nb])], output: [scales] }));
+      preNodes.push(createNode({ op_type: 'Reshape', name: `${zps}/Reshape`, input: [`${src.base}/zero_points`, shape(`${zps}/shape`, [rows, Math.ceil(nb / 2)])], output: [zps] }));
+    } else {
+      const p = quantizeQ4(tensorToFloat32(t), rows, cols, blockSize, opts.rangeSearch ?? 6);
+      data = `${base}/data`;
+      scales = `${base}/scales`;
+      zps = `${base}/zero_points`;
+      newInits.push(createTensor({ name: data, dims: [rows, cols / 2], data_type: DataType.UINT8, raw_data: p.packed }));
+      newInits.push(floatTensor(scales, [rows, nb], p.scales, t.data_type!));
+      newInits.push(createTensor({ name: zps, dims: [rows, Math.ceil(nb / 2)], data_type: DataType.UINT8, raw_data: p.zeroPoints }));
+    }
+    nodes[at] = createNode({
+      op_type: 'GatherBlockQuantized', domain: 'com.microsoft', name: `${n.name || base}_Q4`,
+      input: [data, n.input[1], scales, zps], output: [...n.output], attribute: gbqAttrs(blockSize),
+    });
+    replaced.add(t.name!);
+    report.embeddings.push({ weight: t.name!, rows, cols, format: tiedTo ? 'q4-tied' : 'q4', ...(tiedTo ? { tiedTo } : {}) });
   }
 
   // Drop initializers no remaining node reads (a weight also read elsewhere stays).
@@ -307,7 +388,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
   const kept = g.initializer.filter((t) => !replaced.has(t.name!) || used.has(t.name!) || graphInputs.has(t.name));
   const graph: GraphProto = { ...g, node: [...preNodes, ...nodes], initializer: [...kept, ...newInits] };
   const out: ModelProto = { ...model, graph, opset_import: model.opset_import.map((o) => ({ ...o })) };
-  if (kind === 'q4' && report.matmuls.length) ensureOpset(out, 'com.microsoft', 1);
+  if (kind === 'q4' && (report.matmuls.length || pendingGathers.length)) ensureOpset(out, 'com.microsoft', 1);
   if (report.matmuls.length === 0) {
     throw new DsaPruneError(`no MatMul with a float weight initializer found to quantize to ${kind}`, {
       hint: 'Quantize a float (fp32/fp16) model: the input already looks quantized or has no MatMul weights.',

@@ -191,8 +191,8 @@ class Builder {
   readonly inits: TensorProto[] = [];
   readonly nodes: NodeProto[] = [];
   private shared = false;
-  node(op: string, input: string[], output: string, attribute: NodeProto['attribute'] = []): string {
-    this.nodes.push(createNode({ op_type: op, name: output, input, output: [output], attribute }));
+  node(op: string, input: string[], output: string, attribute: NodeProto['attribute'] = [], name = output): string {
+    this.nodes.push(createNode({ op_type: op, name, input, output: [output], attribute }));
     return output;
   }
   mark(): { nodes: number; inits: number; payload: number } {
@@ -290,20 +290,26 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
   const inits = new Map<string, TensorProto>();
   for (const t of g.initializer) if (t.name) inits.set(t.name, t);
   const graphInputs = new Set(g.input.map((i) => i.name));
-  const readers = new Map<string, number>();
-  for (const n of g.node) for (const i of n.input) readers.set(i, (readers.get(i) ?? 0) + 1);
   const report: SparseQuantReport = { kind: 'q4', weights: [], skipped: [], bytesBefore: 0, bytesAfter: 0 };
   const nbits = g.node.filter((n) => n.op_type === 'MatMulNBits' && n.domain === 'com.microsoft');
   const usable: Usable[] = [];
-  const halfScales = new Map<NodeProto, string>();
+  const halfScales = new Map<NodeProto, string>(); // node → its scales initializer, now a Cast of fp16
   const reasons: string[] = [];
+  const seenB = new Set<string>();
   for (const n of nbits) {
     const r = checkNBits(n, inits);
     let why = typeof r === 'string' ? r : undefined;
     if (typeof r !== 'string') {
-      if (graphInputs.has(r.B.name) || (readers.get(r.B.name!) ?? 0) > 1 || (readers.get(r.S.name!) ?? 0) > 1) why = 'B or scales is shared with another node';
+      // The rebuilt B / scales keep the initializers' names, so other readers (a tied embedding's
+      // GatherBlockQuantized via Reshape) read the same values.
+      if (graphInputs.has(r.B.name) || graphInputs.has(r.S.name)) why = 'B or scales is a graph input';
+      else if (seenB.has(r.B.name!) || seenB.has(r.S.name!)) why = 'B or scales is shared with another MatMulNBits';
       else if (Math.ceil(r.K / r.bs) % 2) why = `odd number of blocks per row (K=${r.K}, block ${r.bs})`;
-      else usable.push({ n, ...r, nb: Math.ceil(r.K / r.bs) });
+      else {
+        usable.push({ n, ...r, nb: Math.ceil(r.K / r.bs) });
+        seenB.add(r.B.name!);
+        seenB.add(r.S.name!);
+      }
     }
     if (why) {
       report.skipped.push({ name: n.input[1] ?? n.name ?? '?', reason: why });
@@ -339,8 +345,8 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
     if (u.S.data_type === DataType.FLOAT && fp16Exact(sc)) {
       const name = `${SPARSE_Q_PREFIX}h/${u.S.name}`;
       bld.inits.push(createTensor({ name: `${name}/fp16`, dims: tensorDims(u.S), data_type: DataType.FLOAT16, raw_data: new Uint8Array(float32ToFp16(sc).buffer) }));
-      bld.node('Cast', [`${name}/fp16`], name, [{ name: 'to', type: 2, i: DataType.FLOAT }]);
-      halfScales.set(u.n, name);
+      bld.node('Cast', [`${name}/fp16`], u.S.name!, [{ name: 'to', type: 2, i: DataType.FLOAT }], `${name}/Cast`);
+      halfScales.set(u.n, u.S.name!);
       report.skipped.push({ name: u.B.name!, reason: 'not sparse enough: codes kept as they are, scales stored as fp16' });
     } else report.skipped.push({ name: u.B.name!, reason: 'not sparse enough' });
   }
@@ -353,11 +359,7 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
     else groups.push([u]);
   }
   const removed = new Set<string>();
-  const renamed = new Map<NodeProto, string[]>();
-  for (const [n, name] of halfScales) {
-    renamed.set(n, [n.input[0], n.input[1], name, ...n.input.slice(3)]);
-    removed.add(n.input[2]);
-  }
+  for (const name of halfScales.values()) removed.add(name);
   groups.forEach((grp, gi) => {
     const bs = grp[0].bs;
     const blob = bs / 2;
@@ -423,9 +425,9 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
       const st = i64(`${wi}/st`, [off]);
       const en = i64(`${wi}/en`, [end]);
       const bSl = bld.node('Slice', [allB, st, en], `${base}/${wi}/Bs`);
-      const outB = bld.node('Reshape', [bSl, i64(`${wi}/shape`, [w.N, w.nb, blob])], `${base}/${wi}/B`);
-      const outS = bld.node('Slice', [allS, st, en], `${base}/${wi}/S`);
-      renamed.set(w.n, [w.n.input[0], outB, outS, ...w.n.input.slice(3)]);
+      // Outputs named as the initializers they replace: every reader (MatMulNBits, a tied embedding) reads them.
+      bld.node('Reshape', [bSl, i64(`${wi}/shape`, [w.N, w.nb, blob])], w.B.name!, [], `${base}/${wi}/B`);
+      bld.node('Slice', [allS, st, en], w.S.name!, [], `${base}/${wi}/S`);
       off = end;
     });
     const after = enc.bmask.length + enc.emask.length + enc.codes.length + enc.scales.length * (half ? 2 : 4);
@@ -433,7 +435,6 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
     const names = grp.map((w) => w.B.name!);
     if (after + overhead > maxRatio * before) {
       bld.rollback(mark);
-      for (const w of grp) renamed.delete(w.n);
       for (const nm of names) report.skipped.push({ name: nm, reason: `sparse form with its decoder would be ${((after + overhead) / before * 100).toFixed(1)} % of the plain weights (not sparse enough, or weights too small)` });
       return;
     }
@@ -450,13 +451,9 @@ export function sparseQ4Model(model: ModelProto, opts: SparseQuantOptions = {}):
   });
   if (!report.weights.length && !halfScales.size) return { model, report };
   bld.finishShared();
-  const nodes = g.node.map((n) => {
-    const inputs = renamed.get(n);
-    return inputs ? createNode({ ...n, op_type: n.op_type!, input: inputs }) : n;
-  });
   const graph: GraphProto = {
     ...g,
-    node: [...bld.nodes, ...nodes],
+    node: [...bld.nodes, ...g.node],
     initializer: [...g.initializer.filter((t) => !removed.has(t.name!)), ...bld.inits],
   };
   const meta = ((model.metadata_props as { key?: string; value?: string }[] | undefined) ?? []).filter((p) => p.key !== META_KEY);

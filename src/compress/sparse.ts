@@ -68,7 +68,8 @@ function int64Tensor(name: string, values: number[]): TensorProto {
   return createTensor({ name, dims: [values.length], data_type: DataType.INT64, raw_data: new Uint8Array(BigInt64Array.from(values.map(BigInt)).buffer) });
 }
 
-function transposedEqual(a: Uint8Array, ad: number[], b: Uint8Array, bd: number[], eb: number): boolean {
+/** True when a [r × c] and b [c × r] (raw little-endian, `eb` bytes per element) are transposes bit for bit. */
+export function transposedEqual(a: Uint8Array, ad: number[], b: Uint8Array, bd: number[], eb: number): boolean {
   if (ad.length !== 2 || bd.length !== 2 || ad[0] !== bd[1] || ad[1] !== bd[0] || a.length !== b.length) return false;
   const [r, c] = ad;
   const A = eb === 4 ? new Uint32Array(copyOf(a).buffer) : new Uint16Array(copyOf(a).buffer);

@@ -57,6 +57,21 @@ describe('prune --quantize / --compress', () => {
     await expect(evalRun([path.join(repoRoot, 'models/stories260k'), '--dtype', 'q4', '--ppl', textFile], io)).rejects.toThrow(/no onnx\/model_q4\.onnx for dtype q4/);
   }, 180_000);
 
+  it('--q4-embedding: 4-bit GatherBlockQuantized by default, int8 DequantizeLinear with q8 (and a smaller file with q4)', async () => {
+    const { readModelFile } = await import('../../src/model/onnx.js');
+    const sizes: Record<string, number> = {};
+    for (const e of ['q4', 'q8']) {
+      const out = path.join(work, `emb-${e}`);
+      expect(await run([path.join(repoRoot, 'models/stories260k'), '--out', out, '--method', 'magnitude', '--sparsity', '0.5', '--quantize', 'q4', '--q4-embedding', e, '--json'], memoryIo())).toBe(0);
+      const m = readModelFile(path.join(out, 'onnx/model_q4.onnx'));
+      expect(m.graph.node.some((n) => n.op_type === 'GatherBlockQuantized')).toBe(e === 'q4');
+      expect(m.graph.node.some((n) => n.op_type === 'DequantizeLinear')).toBe(e === 'q8');
+      sizes[e] = statSync(path.join(out, 'onnx/model_q4.onnx')).size;
+    }
+    expect(sizes.q4).toBeLessThan(sizes.q8);
+    await expect(run([path.join(repoRoot, 'models/stories260k'), '--out', path.join(work, 'emb-bad'), '--quantize', 'q4', '--q4-embedding', 'q2'], memoryIo())).rejects.toThrow(/q4-embedding/);
+  }, 120_000);
+
   it('rejects an unknown --quantize value', async () => {
     const io = memoryIo();
     await expect(run([path.join(repoRoot, 'models/stories260k'), '--out', path.join(work, 'x'), '--quantize', 'q3'], io)).rejects.toThrow(/q3|quantize/);

@@ -1,7 +1,9 @@
 /**
  * `dsa-prune frontier` on stories260k (small grid, magnitude so no calibration): every point's bytes are its file on
  * disk, its ppl is what plain from_pretrained on that file gives, sparse q4 equals q4 (same codes), the Pareto flags
- * match a naive recomputation, the page and JSON are written. Plus paretoFront / recommend on hand-made points.
+ * match a naive recomputation, the page and JSON are written. A Wanda grid with GPTQ points: same bytes as q4, other
+ * codes, pruned weights exactly 0 (decoded here), sparse GPTQ = GPTQ ppl. Plus paretoFront / recommend on hand-made
+ * points.
  */
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -10,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { memoryIo } from '../../src/cli/io.js';
 import { run } from '../../src/cli/commands/frontier.js';
-import { paretoFront, recommend, type FrontierPoint, type FrontierResult } from '../../src/frontier.js';
+import { frontier, paretoFront, recommend, type FrontierPoint, type FrontierResult } from '../../src/frontier.js';
+import { readModelFile, tensorBytes, tensorToFloat32 } from '../../src/model/onnx.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-frontier-'));
@@ -77,5 +80,75 @@ describe('dsa-prune frontier (stories260k)', () => {
     writeFileSync(t, 'hello');
     await expect(run([m, '--ppl', t, '--sparsities', '0,0.5', '--out', path.join(work, 'y')], memoryIo())).rejects.toThrow(/calibration/);
     expect(existsSync(path.join(work, 'y'))).toBe(false);
+  });
+});
+
+describe('dsa-prune frontier with GPTQ points (stories260k, Wanda)', () => {
+  const calib = path.join(repoRoot, 'data/tinystories/tinystories_calibration.txt');
+  const nib = (b: Uint8Array, i: number): number => (i & 1 ? b[i >> 1] >> 4 : b[i >> 1] & 15);
+
+  it('GPTQ q4 and sparse GPTQ q4 per sparsity: same bytes as q4, other codes, pruned weights exactly 0', async () => {
+    const text = path.join(work, 'eval-g.txt');
+    writeFileSync(text, readFileSync(path.join(repoRoot, 'data/tinystories/tinystories_eval.txt'), 'utf8').slice(0, 6000));
+    const out = path.join(work, 'frg');
+    const io = memoryIo();
+    const code = await run([path.join(repoRoot, 'models/stories260k'), '--calibration', calib, '--nsamples', '4', '--seqlen', '64', '--sparsities', '0,0.5', '--ppl', text, '--ppl-seqlen', '128', '--windows', '2', '--out', out, '--json'], io);
+    expect(code).toBe(0);
+    const r = JSON.parse(io.stdoutText) as FrontierResult;
+    const by = new Map(r.points.map((p) => [p.name, p]));
+    expect([...by.keys()].sort()).toEqual(['50% GPTQ q4', '50% q4', '50% sparse GPTQ q4', '50% sparse q4', 'dense fp32', 'dense q4', 'dense q8']);
+    const g = by.get('50% GPTQ q4')!;
+    const rtn = by.get('50% q4')!;
+    expect(g.format).toBe('gptq-q4');
+    expect(g.bytes).toBe(rtn.bytes); // same layout, same size
+    expect(by.get('50% sparse GPTQ q4')!.ppl).toBe(g.ppl); // same codes
+    expect(by.get('50% sparse GPTQ q4')!.bytes).toBeLessThan(g.bytes);
+    const manifest = JSON.parse(readFileSync(path.join(out, g.dir, 'pruning.json'), 'utf8'));
+    expect(manifest.quantization.q4.method).toBe('gptq');
+    expect(manifest.quantization.q4.calibration.reused).toBe(true); // the windows pruning used
+    // Decode every MatMulNBits of the GPTQ file here: 0 wherever the pruned fp32 weight is 0; codes differ from RTN.
+    const fp = readModelFile(path.join(out, rtn.dir, 'onnx/model.onnx'));
+    const fpInit = new Map(fp.graph.initializer.map((t) => [t.name!, t]));
+    const fpW = new Map(fp.graph.node.filter((n) => n.op_type === 'MatMul' && fpInit.has(n.input[1])).map((n) => [n.output[0], tensorToFloat32(fpInit.get(n.input[1])!)]));
+    const gq = readModelFile(path.join(out, g.dir, 'onnx/model_q4.onnx'));
+    const rq = readModelFile(path.join(out, rtn.dir, 'onnx/model_q4.onnx'));
+    const inits = (m: typeof gq) => new Map(m.graph.initializer.map((t) => [t.name!, t]));
+    const gi = inits(gq);
+    const ri = inits(rq);
+    let zeros = 0;
+    let wrong = 0;
+    let differ = 0;
+    for (const n of gq.graph.node.filter((x) => x.op_type === 'MatMulNBits')) {
+      const w = fpW.get(n.output[0]);
+      if (!w) continue;
+      const K = Number(n.attribute.find((a) => a.name === 'K')!.i);
+      const N = Number(n.attribute.find((a) => a.name === 'N')!.i);
+      const nb = Math.ceil(K / 32);
+      const B = tensorBytes(gi.get(n.input[1])!);
+      const S = tensorToFloat32(gi.get(n.input[2])!);
+      const Z = tensorBytes(gi.get(n.input[3])!);
+      const rn = rq.graph.node.find((x) => x.op_type === 'MatMulNBits' && x.output[0] === n.output[0])!;
+      if (!Buffer.from(B).equals(Buffer.from(tensorBytes(ri.get(rn.input[1])!)))) differ++;
+      for (let r = 0; r < N; r++) {
+        for (let k = 0; k < K; k++) {
+          if (w[k * N + r] !== 0) continue;
+          zeros++;
+          const b = Math.floor(k / 32);
+          const v = (nib(B, (r * nb + b) * 32 + (k % 32)) - nib(Z, r * 2 * Math.ceil(nb / 2) + b)) * S[r * nb + b];
+          if (v !== 0) wrong++;
+        }
+      }
+    }
+    expect(zeros).toBeGreaterThan(10_000);
+    expect(wrong).toBe(0);
+    expect(differ).toBeGreaterThan(0);
+  }, 600_000);
+
+  it('bad input: GPTQ points asked for without calibration text; nothing written', async () => {
+    const out = path.join(work, 'frg-bad');
+    const text = path.join(work, 't2.txt');
+    writeFileSync(text, 'hello');
+    await expect(frontier(path.join(repoRoot, 'models/stories260k'), { method: 'magnitude', sparsities: [0, 0.5], ppl: text, out, gptq: true })).rejects.toThrow(/GPTQ points need calibration/);
+    expect(existsSync(out)).toBe(false);
   });
 });

@@ -29,6 +29,8 @@ const spec = defineCommand({
     windows: { type: 'integer', min: 1, description: 'evaluate only the first n perplexity windows' },
     tolerance: { type: 'number', min: 0, default: 0.05, description: '"what to ship": the smallest file within this fraction of the dense fp32 perplexity' },
     out: { type: 'string', valueName: '<dir>', description: 'folder for the variants, frontier.json and frontier.html (default frontier-<model>)' },
+    'no-gptq': { type: 'boolean', description: 'leave out the GPTQ q4 points (one calibration pass per sparsity less)' },
+    'q4-embedding': { type: 'string', choices: ['q4', 'q8'], default: 'q4', description: 'q4 files: embedding table in 4 bits (tied lm_head: codes stored once) or int8' },
   },
 });
 
@@ -37,7 +39,8 @@ export const help = `dsa-prune frontier — which file to ship: size vs perplexi
 Usage: ${spec.usage}
 
 Prunes the model at each sparsity and saves every variant a transformers.js user could download: dense fp32 / q8 / q4
-and, per sparsity, q4 and sparse q4 (block mask + bitmask + non-zero 4-bit codes, loads with dtype 'q4'). Each file
+and, per sparsity, q4, sparse q4 (block mask + bitmask + non-zero 4-bit codes, loads with dtype 'q4'), GPTQ q4 (codes
+from GPTQ error feedback on the calibration windows; needs --calibration, off with --no-gptq) and sparse GPTQ q4. Each file
 is loaded as transformers.js loads it and its perplexity measured; the Pareto front (no variant both smaller and
 better) is marked. Writes <out>/variants/…, <out>/frontier.json and <out>/frontier.html; the page says in one sentence
 what to ship (the smallest file within --tolerance of the dense fp32 perplexity).
@@ -78,6 +81,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       calibration: v.calibration, ppl: v.ppl, sparsities, method: v.method as 'wanda',
       allocator: chosen,
       nsamples: v.nsamples, seqlen: v.seqlen, pplSeqlen: v['ppl-seqlen'], pplWindows: v.windows, tolerance: v.tolerance,
+      gptq: v['no-gptq'] ? false : undefined, q4Embedding: v['q4-embedding'] as 'q4' | 'q8',
       out, threads: args.common.threads, onProgress: progress.callback, signal: io.signal,
     });
   } finally {
@@ -91,9 +95,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.stdout(JSON.stringify({ ...result, page }, null, 2) + '\n');
     return EXIT.ok;
   }
-  io.stdout(`${'variant'.padEnd(18)} ${'bytes'.padStart(12)} ${'ppl'.padStart(10)}  Pareto\n`);
+  io.stdout(`${'variant'.padEnd(22)} ${'bytes'.padStart(12)} ${'ppl'.padStart(10)}  Pareto\n`);
   for (const p of [...result.points].sort((a, b) => a.bytes - b.bytes)) {
-    io.stdout(`${p.name.padEnd(18)} ${p.bytes.toLocaleString('en-US').padStart(12)} ${p.ppl.toFixed(3).padStart(10)}  ${p.pareto ? '✓' : ''}\n`);
+    io.stdout(`${p.name.padEnd(22)} ${p.bytes.toLocaleString('en-US').padStart(12)} ${p.ppl.toFixed(3).padStart(10)}  ${p.pareto ? '✓' : ''}\n`);
   }
   io.stdout(`${result.recommendation.sentence}\npage: ${page}\n`);
   return EXIT.ok;

@@ -47,6 +47,7 @@ const spec = defineCommand({
     'dry-run': { type: 'boolean', description: 'print the plan (layers, sparsities, memory) and stop' },
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
     compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load); with --quantize q4 / q8 also model_q4.onnx (block mask + bitmask + non-zero 4-bit codes) / model_quantized.onnx (bitmask + non-zero int8), loaded with dtype q4 / q8' },
+    'q4-embedding': { type: 'string', choices: ['q4', 'q8'], default: 'q4', description: 'with --quantize q4: the embedding table in 4 bits (GatherBlockQuantized; a tied lm_head\'s codes are stored once) or int8 per row' },
     gptq: { type: 'boolean', description: 'q4 with GPTQ error feedback on the surviving weights (Hessians from the calibration set; needs --quantize q4 and --calibration)' },
     dtype: { type: 'string', valueName: '<d>', description: 'which onnx/model*.onnx to prune: fp32 | fp16 | … (default: fp32 if present, else fp16)' },
     'max-memory': { type: 'number', min: 0, minExclusive: true, valueName: '<GB>', description: 'memory the prune may use (default: the available memory); refused before any work when the estimate is above' },
@@ -176,6 +177,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const sourceOnnx = report.structured ? (await attachModel(model)).source.onnxPath : undefined;
   const saved = await savePruned(model, v.out!, {
     overwrite: v.overwrite, quantize: v.quantize as ('q8' | 'q4')[] | undefined, compress: v.compress,
+    quantizeOptions: { embedding: v['q4-embedding'] as 'q4' | 'q8' },
     ...(v.gptq
       ? {
           gptq: { threads: args.common.threads, batchSize: v['batch-size'], onProgress: progress.callback, signal: io.signal },
