@@ -184,11 +184,16 @@ describe('fuzz: DSA expression parsers (parseDsa, dsa(), parseAllocatorSpec, pro
   });
 
   it('mutated valid expressions (character and token edits): accepted or a DsaPruneError', () => {
-    let accepted = 0;
-    fc.assert(fc.property(arbValidText, fc.array(arbEdit, { minLength: 1, maxLength: 5 }), (t, edits) => {
+    const mutated = fc.property(arbValidText, fc.array(arbEdit, { minLength: 1, maxLength: 5 }), (t, edits) => {
       if (fuzzOne(applyEdits(t, edits)) === 'accepted') accepted++;
-    }), { numRuns: runs * 2 });
-    expect(accepted).toBeGreaterThan(0); // the mutations stay near the space: some remain valid (whitespace, case, NO_OP)
+    });
+    let accepted = 0;
+    fc.assert(mutated, { numRuns: runs * 2 });
+    // The mutations stay near the space: some remain valid (whitespace, case, NO_OP). Only a few percent do, so a
+    // random seed can draw none in a few hundred runs; this count runs on a fixed seed (the fuzzing above does not).
+    accepted = 0;
+    fc.assert(mutated, { numRuns: 600, seed: 20261203 });
+    expect(accepted).toBeGreaterThan(0);
   });
 
   it('deep nesting, huge numbers and very long inputs: rejected quickly with a short message', () => {
