@@ -40,9 +40,10 @@ describe('flapGlobalCounts', () => {
     expect(zb(10)).toBeLessThan(-1);
     expect(flapGlobalCounts([a, b], 1).counts).toEqual([0, 1]); // z(10) ≈ −1.16 < −1
     expect(flapGlobalCounts([a, b], 2).counts).toEqual([1, 1]);
-    // z: block 0 [−0.71, 0.71], block 1 [−1, 0, 1]: order b1, b0, b1, b0 (would empty block 0: skipped), b1.
-    const r = flapGlobalCounts([Float64Array.from([1, 2]), Float64Array.from([1, 2, 3])], 3);
-    expect(r.counts).toEqual([1, 2]);
+    // z: block 0 [−0.71, 0.71]; block 1 1..10 spans ±1.49, so its top channels come after block 0's last one, which
+    // would empty block 0: skipped, block 1's next taken instead.
+    const r = flapGlobalCounts([Float64Array.from([1, 2]), Float64Array.from({ length: 10 }, (_, i) => i + 1)], 10);
+    expect(r.counts).toEqual([1, 9]);
     expect(r.capped).toEqual([0]);
     expect(() => flapGlobalCounts([a, b], 6)).toThrow(/cannot remove 6 FFN channels/);
   });
