@@ -116,7 +116,7 @@ describe('stories260k: flap-global = independent float64 FLAP AL-AM ranking', ()
         const removed = Array.from({ length: blk.ffnBefore }, (_, j) => j).filter((j) => !blk.kept.includes(j));
         expect(removed).toEqual(gone.filter((e) => e.b === b).map((e) => e.j).sort((x, y) => x - y));
       });
-      expect(report.targetBlockSparsity.map((x, b) => Math.round((x * 45312) / 192))).toEqual(expCounts);
+      expect(report.targetBlockSparsity.map((x) => Math.round((x * 45312) / 192))).toEqual(expCounts);
     }, LONG);
   }
 
