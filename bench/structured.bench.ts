@@ -229,6 +229,8 @@ async function main(): Promise<void> {
     { label: 'unstructured Wanda 20 %, uniform (same zeros, dense file)', options: { method: 'wanda', sparsity: 0.2 } },
     { label: 'structured flap, flap-global (FLAP AL-AM ranking)', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: flapGlobal() } },
     { label: 'structured wanda-sp, flap-global (FLAP AL-AM ranking)', options: { method: 'structured', target: ['ffn'], score: 'wanda-sp', sparsity: 0.2, allocator: flapGlobal() } },
+    { label: 'structured flap, flap-global, one-shot (FLAP\'s own mask)', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: flapGlobal(), mode: 'oneshot' } },
+    { label: 'structured flap, uniform, one-shot', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: uniform(), mode: 'oneshot' } },
   ];
   const only = argAfter('--quality');
   const variants = SKIP_QUALITY ? [] : only ? allVariants.filter((_, i) => only.split(',').map(Number).includes(i)) : allVariants;
