@@ -27,7 +27,7 @@ const spec = defineCommand({
     sparsity: { type: 'number', min: 0, max: 1, maxExclusive: true, default: 0.5, description: 'global target sparsity' },
     pattern: { type: 'string', default: 'unstructured', valueName: '<p>', description: "'unstructured' or N:M such as 2:4, 4:8" },
     budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
-    allocator: { type: 'string', default: 'uniform', valueName: '<a>', description: 'uniform | owl | atp | dsa:<expression> | <expression> | @<search-result.json>' },
+    allocator: { type: 'string', default: 'uniform', valueName: '<a>', description: 'uniform | owl | atp | dsa:<expression> | <expression> | @<search-result.json> | flap-global (--method structured --target ffn)' },
     granularity: { type: 'string', choices: ['block', 'linear'], default: 'block', description: 'one sparsity per decoder block, or per linear (q, k, v, o, gate, up, down)' },
     lambda: { type: 'number', min: 0, max: 0.5, description: 'allocation spread λ (OWL, DSA; default 0.08)' },
     'owl-m': { type: 'number', min: 0, minExclusive: true, description: 'OWL outlier threshold M (default 5)' },
