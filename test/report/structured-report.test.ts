@@ -55,4 +55,20 @@ describe('report of a structured-pruned stories260k folder', () => {
       expect(html).toMatch(new RegExp(`<tr><td[^>]*>${b.block}</td><td[^>]*>${b.ffnBefore}</td><td[^>]*>${b.ffnAfter}</td>`));
     }
   }, 300_000);
+
+  it('--target ffn,heads: the table shows the kept query / KV heads of every block', async () => {
+    const out = path.join(tmp, 'heads');
+    expect(await main(['prune', storiesDir, '--out', out, '--method', 'structured', '--target', 'ffn,heads', '--score', 'magnitude',
+      '--sparsity', '0.3', '--quiet'], memoryIo())).toBe(0);
+    const st = (JSON.parse(readFileSync(path.join(out, 'pruning.json'), 'utf8')) as {
+      structured: { blocks: { block: number; headsBefore: number; headsAfter: number; kvHeadsBefore: number; kvHeadsAfter: number }[] };
+    }).structured;
+    expect(st.blocks[0]!.kvHeadsAfter).toBeLessThan(st.blocks[0]!.kvHeadsBefore);
+    const io = memoryIo();
+    expect(await main(['report', out, '--json'], io)).toBe(0);
+    const html = readFileSync((JSON.parse(io.stdoutText) as { report: string }).report, 'utf8');
+    for (const b of st.blocks) {
+      expect(html).toMatch(new RegExp(`<tr><td[^>]*>${b.block}</td>.*<td[^>]*>${b.headsAfter} / ${b.headsBefore}</td><td[^>]*>${b.kvHeadsAfter} / ${b.kvHeadsBefore}</td></tr>`));
+    }
+  }, 300_000);
 });
