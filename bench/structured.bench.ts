@@ -22,7 +22,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { AutoModelForCausalLM, AutoTokenizer, Tensor, env } from '@huggingface/transformers';
 import '../src/index.js';
-import { owl, pruneModel, savePruned, uniform } from '../src/index.js';
+import { flapGlobal, owl, pruneModel, savePruned, uniform } from '../src/index.js';
 import { perplexity } from '../src/eval/perplexity.js';
 import { buildFeeds } from '../src/eval/forward.js';
 import { tokenizeText } from '../src/data/text.js';
@@ -227,6 +227,10 @@ async function main(): Promise<void> {
     { label: 'structured flap, OWL (M 5, λ 0.08)', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: owl({ M: 5, lambda: 0.08 }) } },
     { label: 'structured wanda-sp, OWL (M 5, λ 0.08)', options: { method: 'structured', target: ['ffn'], score: 'wanda-sp', sparsity: 0.2, allocator: owl({ M: 5, lambda: 0.08 }) } },
     { label: 'unstructured Wanda 20 %, uniform (same zeros, dense file)', options: { method: 'wanda', sparsity: 0.2 } },
+    { label: 'structured flap, flap-global (FLAP AL-AM ranking)', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: flapGlobal() } },
+    { label: 'structured wanda-sp, flap-global (FLAP AL-AM ranking)', options: { method: 'structured', target: ['ffn'], score: 'wanda-sp', sparsity: 0.2, allocator: flapGlobal() } },
+    { label: 'structured flap, flap-global, one-shot (FLAP\'s own mask)', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: flapGlobal(), mode: 'oneshot' } },
+    { label: 'structured flap, uniform, one-shot', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: uniform(), mode: 'oneshot' } },
   ];
   const only = argAfter('--quality');
   const variants = SKIP_QUALITY ? [] : only ? allVariants.filter((_, i) => only.split(',').map(Number).includes(i)) : allVariants;
@@ -239,6 +243,7 @@ async function main(): Promise<void> {
     value(`WikiText-2 ppl ${v.label}`, wk);
     q.push(`| ${v.label} | ${s.toFixed(2)} | ${wk.toFixed(2)} | ${(bytes / dense.bytes).toFixed(3)} |`);
     process.stderr.write(`${q[q.length - 1]}\n`);
+    if (v.options.method === 'structured') process.stderr.write(`  FFN widths per block: ${p.widths.join(' ')}\n`);
     rmSync(p.dir, { recursive: true, force: true });
   }
   // Equal file size after q4: what each kind of pruning buys once the weights are quantized.

@@ -50,7 +50,7 @@ export type {
   AllocatorSpecOptions, NonUniform, MethodLike, FromScoresOptions, ExactBudgetOptions, DsaExpression, ImportanceTrace, AllocationStatsKey,
 } from './allocators/index.js';
 export {
-  uniform, owl, outlierRatio, atp, dsa, explicit, namePattern, custom, parseAllocatorSpec, nonUniform,
+  uniform, owl, outlierRatio, atp, dsa, explicit, namePattern, flapGlobal, custom, parseAllocatorSpec, nonUniform,
   allocationFromScores, minmax, referenceScore, referenceClamp, budgetRaw, exactBudget, weightedMean, EXACT_MIN, EXACT_MAX,
   DSA_PUBLISHED, PRE_OPS, REDUCE_OPS, SCALAR_OPS, parseDsa, formatDsa, simplifyDsa, simplifyDsaExpression, importance,
   importanceTrace, dsaScores, dsaMath,

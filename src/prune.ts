@@ -11,7 +11,7 @@ import type { PruningMethod } from './methods/index.js';
 import { countZeros } from './methods/common.js';
 import { resolveLinearSparsity } from './allocators/resolve.js';
 import { atGranularity, checkGranularity } from './allocators/granularity.js';
-import { uniform, type Allocation, type Allocator } from './allocators/index.js';
+import { uniform, FLAP_GLOBAL, type Allocation, type Allocator } from './allocators/index.js';
 import { runCalibration } from './calibration/index.js';
 import { pruneStructured } from './structured.js';
 import {
@@ -47,6 +47,7 @@ interface Prepared {
 /** Everything before the first weight changes: validation, model, linears, calibration windows, allocation. */
 async function prepare(model: unknown, options: PruneOptions): Promise<Prepared> {
   const { method, pattern, budget } = validatePruneOptions(options);
+  if (options.allocator?.name === FLAP_GLOBAL) options.allocator.allocate({ blocks: [], sparsity: options.sparsity, budget }); // refuses before any work
   const allocator = atGranularity(options.allocator ?? uniform(), checkGranularity(options.granularity));
   const pm = await attachModel(model, options.source ? { source: options.source } : undefined);
   const linears = selectLinears(pm, options);

@@ -1,4 +1,6 @@
-import { savePruned as saveModel } from './model/index.js';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { attachModel, savePruned as saveModel } from './model/index.js';
 import { lastPruneReport } from './prune.js';
 import { postProcessSaved, type PostSaveOptions, type PostSaveResult } from './compress/index.js';
 import { runGptqForSave, type GptqRequest, type GptqSaveSummary } from './save-gptq.js';
@@ -35,7 +37,31 @@ export async function savePruned(
   // quantize: also write onnx/model_q4.onnx / model_quantized.onnx; compress: model.onnx as bitmask + values. Done in
   // the temporary folder before it becomes outDir, so a failure there (a full disk) leaves no half-written model.
   let post: PostSaveResult | undefined;
-  const beforePublish = quantize !== undefined || compress ? (dir: string) => void (post = postProcessSaved(dir, { quantize, compress, quantizeOptions })) : undefined;
+  // A structured model records its ONNX file's bytes before (the source) and after (as written, in the temporary folder).
+  const sourceOnnx = report?.structured ? (await attachModel(model)).source.onnxPath : undefined;
+  const beforePublish = quantize !== undefined || compress || sourceOnnx
+    ? (dir: string) => {
+      if (quantize !== undefined || compress) post = postProcessSaved(dir, { quantize, compress, quantizeOptions });
+      if (sourceOnnx) recordStructuredBytes(dir, sourceOnnx);
+    }
+    : undefined;
   await saveModel(model, outDir, { ...rest, manifest, beforePublish, ...(report?.structured?.config ? { config: report.structured.config } : {}) });
   return post && gptq ? { ...post, gptq: gptq.summary } : post;
+}
+
+/** Bytes of an ONNX file and its external data files (`model.onnx`, `model.onnx_data*`) in a folder. */
+export function onnxFileBytes(dir: string, file: string): number {
+  let n = 0;
+  for (const f of readdirSync(dir)) if (f === file || f.startsWith(`${file}_data`)) n += statSync(path.join(dir, f)).size;
+  return n;
+}
+
+/** pruning.json `structured.bytes = { before, after }`: the source ONNX file and the one just written in `dir`. */
+function recordStructuredBytes(dir: string, sourceOnnx: string): void {
+  const file = path.basename(sourceOnnx);
+  const manifestPath = path.join(dir, 'pruning.json');
+  const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as { structured?: Record<string, unknown> };
+  if (!m.structured) return;
+  m.structured.bytes = { before: onnxFileBytes(path.dirname(sourceOnnx), file), after: onnxFileBytes(path.join(dir, 'onnx'), file) };
+  writeFileSync(manifestPath, JSON.stringify(m, null, 2) + '\n');
 }

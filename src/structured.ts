@@ -20,9 +20,10 @@ import {
   attentionLayout, headsConfigPatch, planHeadRewrites, privatizeHeadBiases, removeHeadGroups, zeroGroupColumns, type AttentionLayout,
 } from './model/surgery-heads.js';
 import { runCalibration, type CalibrationModel } from './calibration/index.js';
-import { uniform, type BlockAllocationStats } from './allocators/index.js';
+import { uniform, FLAP_GLOBAL, type Allocation, type BlockAllocationStats } from './allocators/index.js';
+import { denseStatistics } from './calibration/index.js';
 import {
-  channelCounts, channelMeans, channelScores, compensationBias, parseChannelScore, selectChannels, type ChannelScore,
+  channelCounts, channelMeans, flapGlobalCounts, type FfnChannelInput, channelScores, compensationBias, parseChannelScore, selectChannels, type ChannelScore,
   groupColumns, groupScores, headGroupCount, splitHeadsBudget,
 } from './methods/structured/index.js';
 import { pruneDepth } from './structured-depth.js';
@@ -53,6 +54,11 @@ export function validateStructuredOptions(o: PruneOptions): { targets: Structure
   if (score === 'flap' && targets.includes('depth')) {
     throw new DsaPruneError('--score flap scores channels; it cannot score whole sub-layers (--target depth)', {
       hint: 'Use --target ffn with --score flap; depth pruning ranks sub-layers by block influence instead.',
+    });
+  }
+  if (o.allocator?.name === FLAP_GLOBAL && (targets.length !== 1 || targets[0] !== 'ffn')) {
+    throw new DsaPruneError(`--allocator flap-global ranks FFN channels only; it cannot allocate --target ${targets.join(',')}`, {
+      hint: 'Use --target ffn alone with flap-global (FLAP\'s joint heads + channels ranking is not implemented), or another allocator.',
     });
   }
   if (targets.includes('depth')) {
@@ -118,6 +124,13 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
   // Per-block shares from the allocator (weights = every linear of the block), then whole channels.
   const tAlloc = performance.now();
   let blocks: BlockAllocationStats[];
+  const ffnInput = (lay: FfnLayout, s?: InputStats): FfnChannelInput => ({
+    width: lay.width, down: pm.readWeight(lay.down), downOut: lay.down.dOut,
+    up: lay.inputs.map((i) => ({ w: pm.readWeight(i.linear), dIn: i.linear.dIn, offsets: i.offsets })),
+    ...(s ? { sq: s.sq, tokens: s.tokens, ...(s.sum ? { sum: s.sum } : {}) } : {}),
+  });
+  const flapGlobalOn = allocator.name === FLAP_GLOBAL;
+  let flapCapped: number[] = [];
   if (statsFree) {
     blocks = layouts.map((_, index) => {
       const ls = blockLinears.filter((l) => l.block === index);
@@ -126,7 +139,28 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
   } else {
     blocks = (await denseAllocationStats(pm, cal!, blockLinears, options)).blocks;
   }
-  const allocation = allocator.allocate({ blocks, sparsity: options.sparsity, budget: 'exact' });
+  let allocation: Allocation;
+  let globalCounts: number[] | undefined;
+  if (flapGlobalOn) {
+    // FLAP AL-AM: every block's channel scores from the dense model (one-shot statistics), z-scored per block, ranked
+    // globally; the total is the exact budget round(S·ΣP/c).
+    const c0 = layouts[0]!.paramsPerChannel;
+    if (!layouts.every((l) => l.paramsPerChannel === c0)) throw new DsaPruneError('--allocator flap-global needs the same parameters per FFN channel in every block');
+    const dense = cal && score !== 'magnitude'
+      ? await denseStatistics(pm, cal.ids, {
+        nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: false, sum: true },
+        threads: options.threads, batchSize: options.batchSize, onProgress: options.onProgress, signal: options.signal,
+      })
+      : undefined;
+    const scores = layouts.map((l) => channelScores(score, ffnInput(l, dense?.get(l.down.name))));
+    const total = Math.round((options.sparsity * blockParams.reduce((a, b) => a + b, 0)) / c0);
+    const r = flapGlobalCounts(scores, total);
+    globalCounts = r.counts;
+    flapCapped = r.capped;
+    allocation = { blockSparsity: r.counts.map((n, b) => (n * c0) / blockParams[b]!) };
+  } else {
+    allocation = allocator.allocate({ blocks, sparsity: options.sparsity, budget: 'exact' });
+  }
   // heads: the same number of KV groups removed in every block; with ffn too, the FFN takes the rest of each share.
   let groupsRemoved = 0;
   let ffnShares = allocation.blockSparsity;
@@ -137,10 +171,10 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
     else groupsRemoved = headGroupCount(hb, allocation.blockSparsity, options.sparsity);
     if (groupsRemoved > 0) for (const a of attn) planHeadRewrites(pm, a, a.kvHeads - groupsRemoved); // refuses unknown shape constants now
   }
-  const removeCount = ffnOn ? channelCounts(
+  const removeCount = globalCounts ?? (ffnOn ? channelCounts(
     layouts.map((l, b) => ({ index: b, params: blockParams[b]!, width: l.width, paramsPerChannel: l.paramsPerChannel })),
     ffnShares, ffnSparsity,
-  ) : layouts.map(() => 0);
+  ) : layouts.map(() => 0));
   const headsBefore = attn?.map((a) => ({ heads: a.heads, kvHeads: a.kvHeads }));
   const attnParamsBefore = new Map<LinearInfo, number>();
   for (const a of attn ?? []) for (const l of [a.q, a.k, a.v, a.qkv, a.o]) if (l) attnParamsBefore.set(l, l.dIn * l.dOut);
@@ -189,13 +223,10 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
         secondsPrune += (performance.now() - t) / 1000;
         return;
       }
-      const down = pm.readWeight(lay.down);
       const s = stats?.get(lay.down.name);
-      const scores = channelScores(score, {
-        width: lay.width, down, downOut: lay.down.dOut,
-        up: lay.inputs.map((i) => ({ w: pm.readWeight(i.linear), dIn: i.linear.dIn, offsets: i.offsets })),
-        ...(s ? { sq: s.sq, tokens: s.tokens, ...(s.sum ? { sum: s.sum } : {}) } : {}),
-      });
+      const input = ffnInput(lay, s);
+      const down = input.down;
+      const scores = channelScores(score, input);
       const { keep, removed } = selectChannels(scores, r);
       keeps[b] = keep;
       if (compensate) {
@@ -311,7 +342,9 @@ export async function pruneStructured(model: unknown, options: PruneOptions): Pr
       total: (performance.now() - t0) / 1000, allocation: secondsAllocation, prune: secondsPrune,
       calibration: Math.max(0, secondsCalibration), commit: secondsCommit,
     },
-    notes: [],
+    notes: flapCapped.length
+      ? [`flap-global: block${flapCapped.length > 1 ? 's' : ''} ${flapCapped.join(', ')} kept one FFN channel (capped); the next lowest standardized channels elsewhere were removed instead`]
+      : [],
     structured: {
       target: targets, score, mode, biasCompensation: compensate,
       blocks: layouts.map((l, b) => ({

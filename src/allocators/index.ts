@@ -7,6 +7,7 @@ export { owl, outlierRatio, type OwlOptions } from './owl.js';
 export { atp, type AtpOptions } from './atp.js';
 export { dsa, type DsaOptions } from './dsa-allocator.js';
 export { explicit, namePattern } from './explicit.js';
+export { flapGlobal, FLAP_GLOBAL } from './flap-global.js';
 export { custom, type CustomOptions } from './custom.js';
 export { parseAllocatorSpec, type AllocatorSpecOptions } from './spec.js';
 export { resolveLinearSparsity, resolveLinearSparsities, type LinearRef, type ResolveOptions } from './resolve.js';

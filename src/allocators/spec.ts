@@ -5,6 +5,7 @@ import { owl } from './owl.js';
 import { atp } from './atp.js';
 import { dsa } from './dsa-allocator.js';
 import { explicit } from './explicit.js';
+import { flapGlobal } from './flap-global.js';
 
 /** Numeric options of the CLI that parameterise allocators. */
 export interface AllocatorSpecOptions {
@@ -21,7 +22,7 @@ const clip = (s: string) => (s.length <= 80 ? s : `${s.slice(0, 60)}… (${s.len
 
 /**
  * The CLI's `--allocator` value: `uniform` | `owl` | `atp` | `dsa` (the published function) | `dsa:<expression>` |
- * `<expression>` (either DSA form) | `explicit:0.5,0.6,…` (one sparsity per block) | `explicit:<glob>=<s>,…` (per linear, by name or glob).
+ * `<expression>` (either DSA form) | `flap-global` (structured ffn only) | `explicit:0.5,0.6,…` (one sparsity per block) | `explicit:<glob>=<s>,…` (per linear, by name or glob).
  */
 export function parseAllocatorSpec(spec: string, o: AllocatorSpecOptions = {}): Allocator {
   const s = String(spec ?? '').trim();
@@ -31,6 +32,7 @@ export function parseAllocatorSpec(spec: string, o: AllocatorSpecOptions = {}): 
   if (lower === 'owl') return owl({ ...lambda, ...(o.owlM === undefined ? {} : { M: o.owlM }) });
   if (lower === 'atp') return atp(o.beta === undefined ? {} : { beta: o.beta });
   if (lower === 'dsa') return dsa(undefined, lambda);
+  if (lower === 'flap-global') return flapGlobal();
   if (lower.startsWith('dsa:')) return dsa(s.slice(4), lambda);
   if (lower.startsWith('explicit:')) {
     const items = s.slice(9).split(',').map((x) => x.trim());
@@ -56,6 +58,6 @@ export function parseAllocatorSpec(spec: string, o: AllocatorSpecOptions = {}): 
   }
   if (s.includes('(')) return dsa(s, lambda);
   throw new DsaPruneError(`unknown allocator "${clip(s)}"`, {
-    hint: 'Use uniform, owl, atp, dsa, dsa:<expression> (e.g. dsa:W:(ABSLOG)-(VAR)-(ATAN,ASIN)), a DSA expression such as asin(atan(var(abslog(z)))), or explicit:0.5,0.6,…',
+    hint: 'Use uniform, owl, atp, dsa, flap-global (structured ffn), dsa:<expression> (e.g. dsa:W:(ABSLOG)-(VAR)-(ATAN,ASIN)), a DSA expression such as asin(atan(var(abslog(z)))), or explicit:0.5,0.6,…',
   });
 }

@@ -3,7 +3,7 @@
  * model (its pruning.json) or a search result. Charts come from ./charts.ts, the project's one chart module.
  */
 import { barChart, escapeXml, formatNumber, lineChart, table, type BarSeries, type Cell, type LineSeries } from './charts.js';
-import type { PrunedManifest, QualityScores, ReportInput, SearchCandidate, SearchResult } from './types.js';
+import type { PrunedManifest, QualityScores, ReportInput, SearchCandidate, SearchResult, StructuredManifest } from './types.js';
 
 export interface RenderOptions {
   /** Page title (default from the input). */
@@ -117,6 +117,55 @@ function secondsTable(s: Record<string, number>): string {
   return table(['phase', 'seconds'], rows, { className: 'timings', digits: 3 });
 }
 
+function beforeAfter(x: { before: number; after: number } | undefined, unit = ''): string | undefined {
+  if (!x) return undefined;
+  const ratio = x.before > 0 ? ` (${formatNumber(x.after / x.before, 4)}×)` : '';
+  return `${x.before.toLocaleString('en-US')}${unit} → ${x.after.toLocaleString('en-US')}${unit}${ratio}`;
+}
+
+/** `--method structured`: parameters and bytes before/after, and what each block kept (chart + table). */
+export function structuredSection(st: StructuredManifest): string {
+  const blocks = st.blocks ?? [];
+  const removedSub = new Map<number, string[]>();
+  for (const r of st.depth?.removed ?? []) {
+    const [b, kind] = r.split('.');
+    const list = removedSub.get(Number(b)) ?? [];
+    list.push(kind ?? r);
+    removedSub.set(Number(b), list);
+  }
+  const heads = blocks.some((b) => b.headsBefore !== undefined);
+  const parts = [
+    keyValues([
+      ['target', st.target?.join(', ')],
+      ['channel score', st.score],
+      ['mode', st.mode],
+      ['bias compensation', st.biasCompensation === undefined ? undefined : st.biasCompensation ? 'yes' : 'no'],
+      ['parameters (whole graph)', beforeAfter(st.params)],
+      ['ONNX file bytes', beforeAfter(st.bytes)],
+      ['removed sub-layers', st.depth ? (st.depth.removed.join(', ') || 'none') : undefined],
+    ]),
+  ];
+  const ffn = blocks.filter((b) => b.ffnBefore !== undefined && b.ffnAfter !== undefined);
+  if (ffn.length) {
+    parts.push(`<div class="chart-wrap">${barChart(
+      [
+        { name: 'FFN width before', values: blocks.map((b) => b.ffnBefore ?? Number.NaN), color: '#9aa3ad' },
+        { name: 'FFN width kept', values: blocks.map((b) => b.ffnAfter ?? Number.NaN) },
+      ],
+      { title: 'FFN channels per block', xLabel: 'block', yLabel: 'channels', categories: blocks.map((b) => String(b.block)) },
+    )}</div>`);
+  }
+  const header = ['block', 'FFN before', 'FFN kept', 'kept share', ...(heads ? ['query heads', 'KV heads'] : []), ...(st.depth ? ['removed sub-layers'] : [])];
+  const rows: Cell[][] = blocks.map((b) => [
+    b.block, b.ffnBefore, b.ffnAfter,
+    b.ffnBefore && b.ffnAfter !== undefined ? pct(b.ffnAfter / b.ffnBefore) : undefined,
+    ...(heads ? [`${b.headsAfter ?? '?'} / ${b.headsBefore ?? '?'}`, `${b.kvHeadsAfter ?? '?'} / ${b.kvHeadsBefore ?? '?'}`] : []),
+    ...(st.depth ? [(removedSub.get(b.block) ?? []).join(', ') || '—'] : []),
+  ]);
+  if (rows.length) parts.push(table(header, rows, { className: 'structured-blocks' }));
+  return parts.join('\n');
+}
+
 function renderPruned(m: PrunedManifest, o: RenderOptions): { title: string; body: string[] } {
   const title = o.title ?? `Pruning report — ${m.model ? `${m.model}, ` : ''}${m.method} ${pct(m.sparsity)}`;
   const body: string[] = [];
@@ -157,6 +206,7 @@ function renderPruned(m: PrunedManifest, o: RenderOptions): { title: string; bod
         (series.length === 1 ? '<p class="note">Only this model\'s allocation is in the data (no <code>compare</code> field).</p>' : ''),
     ),
   );
+  if (m.structured) body.push(section('Structured: what was removed', structuredSection(m.structured)));
   body.push(section('Quality: dense vs pruned', m.quality ? qualityTable(m.quality) : '<p class="note">No quality measurements in the data (run <code>dsa-prune eval</code> on both models).</p>'));
   if (m.seconds && Object.keys(m.seconds).length) body.push(section('Timings', secondsTable(m.seconds)));
   if (m.linears && m.linears.length) {

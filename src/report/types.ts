@@ -48,6 +48,26 @@ export interface PrunedManifest {
   /** Wall-clock seconds per phase. */
   seconds?: Record<string, number>;
   notes?: string[];
+  /** `--method structured`: what was removed (src/prune-common.ts StructuredReport; `bytes` is added by savePruned). */
+  structured?: StructuredManifest;
+}
+
+/** pruning.json `structured`, as the report reads it (the kept channel / group indices are not read). */
+export interface StructuredManifest {
+  target?: string[];
+  score?: string;
+  mode?: string;
+  biasCompensation?: boolean;
+  blocks?: {
+    block: number; ffnBefore?: number; ffnAfter?: number;
+    headsBefore?: number; headsAfter?: number; kvHeadsBefore?: number; kvHeadsAfter?: number;
+  }[];
+  /** Float parameters of the whole graph before / after. */
+  params?: { before: number; after: number };
+  /** Bytes of the ONNX file (with its external data) of the source and of the saved model. */
+  bytes?: { before: number; after: number };
+  /** target depth: removed sub-layers as `block.kind` (`"3.attention"`, `"7.mlp"`). */
+  depth?: { score?: string; unit?: string; removed: string[] };
 }
 
 /** One evaluated candidate of a search. `fitness` is the search-split perplexity (lower is better); null if invalid. */
@@ -136,6 +156,29 @@ const linear = obj(
   'an object { "name", "block", "sparsity", … }',
 );
 
+const beforeAfter = opt(obj({ before: num(), after: num() }, 'an object { "before", "after" }'));
+
+const structuredSchema = opt(
+  obj(
+    {
+      target: v.optional(v.pipe(v.union([str(), v.array(str())], 'a target name or a list of them'), v.transform((x) => (Array.isArray(x) ? x : [x])))),
+      score: textish, mode: textish,
+      biasCompensation: lenient(v.boolean()),
+      blocks: v.optional(v.array(obj(
+        {
+          block: num(), ffnBefore: opt(num()), ffnAfter: opt(num()),
+          headsBefore: opt(num()), headsAfter: opt(num()), kvHeadsBefore: opt(num()), kvHeadsAfter: opt(num()),
+        },
+        'an object { "block", "ffnBefore"?, "ffnAfter"?, … }',
+      ), 'an array, one object per block')),
+      params: beforeAfter,
+      bytes: beforeAfter,
+      depth: opt(obj({ score: textish, unit: textish, removed: v.array(str(), 'an array of "block.kind" names') }, 'an object { "removed", … }')),
+    },
+    'an object { "target", "blocks", "params", … }',
+  ),
+);
+
 /** `pruning.json`. Fields beyond `method`, `sparsity` and `blockSparsity` are optional. */
 export const prunedManifestSchema = obj(
   {
@@ -165,6 +208,7 @@ export const prunedManifestSchema = obj(
     compare: compareSchema,
     seconds,
     notes: lenient(v.pipe(v.array(v.unknown()), v.transform((a) => a.filter((x): x is string => typeof x === 'string')))),
+    structured: structuredSchema,
   },
   'a JSON object',
 );

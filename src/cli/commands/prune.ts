@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
@@ -8,7 +8,7 @@ import { DsaPruneError, EXIT } from '../../errors.js';
 import { attachModel, loadModelDir } from '../../model/index.js';
 import { parseAllocatorSpec, dsa, atGranularity, checkGranularity, type Allocator } from '../../allocators/index.js';
 import { lastPruneCalibration, planPrune, pruneModel, type PruneOptions } from '../../prune.js';
-import { savePruned } from '../../save.js';
+import { onnxFileBytes, savePruned } from '../../save.js';
 import { levelsAllocator } from '../../search/levels.js';
 import { validateSearchAllocation } from '../../report/types.js';
 
@@ -27,7 +27,7 @@ const spec = defineCommand({
     sparsity: { type: 'number', min: 0, max: 1, maxExclusive: true, default: 0.5, description: 'global target sparsity' },
     pattern: { type: 'string', default: 'unstructured', valueName: '<p>', description: "'unstructured' or N:M such as 2:4, 4:8" },
     budget: { type: 'string', choices: ['exact', 'reference'], default: 'exact', description: 'exact: realised = target; reference: the reference code rounding' },
-    allocator: { type: 'string', default: 'uniform', valueName: '<a>', description: 'uniform | owl | atp | dsa:<expression> | <expression> | @<search-result.json>' },
+    allocator: { type: 'string', default: 'uniform', valueName: '<a>', description: 'uniform | owl | atp | dsa:<expression> | <expression> | @<search-result.json> | flap-global (--method structured --target ffn)' },
     granularity: { type: 'string', choices: ['block', 'linear'], default: 'block', description: 'one sparsity per decoder block, or per linear (q, k, v, o, gate, up, down)' },
     lambda: { type: 'number', min: 0, max: 0.5, description: 'allocation spread λ (OWL, DSA; default 0.08)' },
     'owl-m': { type: 'number', min: 0, minExclusive: true, description: 'OWL outlier threshold M (default 5)' },
@@ -91,13 +91,6 @@ export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number
     return atGranularity(dsa(r.best.expression, { lambda: o.lambda ?? r.best.lambda ?? 0.08 }), checkGranularity(r.granularity));
   }
   return parseAllocatorSpec(value, o);
-}
-
-/** Bytes of an ONNX file and its external data files (`model.onnx`, `model.onnx_data*`) in a folder. */
-function onnxBytes(dir: string, file: string): number {
-  let n = 0;
-  for (const f of readdirSync(dir)) if (f === file || f.startsWith(`${file}_data`)) n += statSync(path.join(dir, f)).size;
-  return n;
 }
 
 export async function run(argv: string[], io: CliIo): Promise<number> {
@@ -210,7 +203,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
           ...(report.structured.depth ? { depth: report.structured.depth } : {}),
         },
         params: report.structured.params,
-        bytes: { before: onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)), after: onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)) },
+        bytes: { before: onnxFileBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)), after: onnxFileBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)) },
       } : {}),
     }, null, 2) + '\n');
   } else if (!args.common.quiet) {
@@ -223,7 +216,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       if (b0?.headsAfter !== undefined) io.stdout(`attention heads (every block): ${b0.headsAfter}/${b0.headsBefore} query, ${b0.kvHeadsAfter}/${b0.kvHeadsBefore} KV\n`);
       if (report.structured.depth) io.stdout(`removed sub-layers (${report.structured.depth.score}): ${report.structured.depth.removed.join(' ') || 'none'}\n`);
       io.stdout(`parameters ${report.structured.params.before.toLocaleString('en-US')} → ${report.structured.params.after.toLocaleString('en-US')}; ` +
-        `onnx bytes ${onnxBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)).toLocaleString('en-US')} → ${onnxBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)).toLocaleString('en-US')}\n`);
+        `onnx bytes ${onnxFileBytes(path.dirname(sourceOnnx!), path.basename(sourceOnnx!)).toLocaleString('en-US')} → ${onnxFileBytes(path.join(v.out!, 'onnx'), path.basename(sourceOnnx!)).toLocaleString('en-US')}\n`);
     }
     for (const n of report.notes) io.stdout(`note: ${n}\n`);
     io.stdout(`saved to ${v.out}\n`);

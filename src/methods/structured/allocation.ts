@@ -49,3 +49,46 @@ export function channelCounts(blocks: ChannelBlock[], blockSparsity: number[], s
   });
   return counts;
 }
+
+/** Sample standard deviation (n − 1, as torch.std) and mean of a block's scores, float64. */
+function meanStd(s: Float64Array): { mean: number; std: number } {
+  let m = 0;
+  for (const x of s) m += x;
+  m /= s.length;
+  let v = 0;
+  for (const x of s) v += (x - m) * (x - m);
+  return { mean: m, std: Math.sqrt(v / Math.max(1, s.length - 1)) };
+}
+
+/**
+ * FLAP's global standardized ranking (`prune_flap`, structure AL-AM, MLP part): channel scores z-scored within each
+ * block ((s − mean) / std, std with n − 1 as torch.std), all channels of all blocks sorted ascending (ties: block, then
+ * channel), the lowest `total` removed. A block is never emptied: once it is down to one channel its remaining ones are
+ * skipped and the next lowest channel elsewhere is taken (`capped` lists those blocks). Throws when `total` cannot be
+ * met with one channel left per block.
+ */
+export function flapGlobalCounts(scores: Float64Array[], total: number): { counts: number[]; capped: number[] } {
+  const capacity = scores.reduce((a, s) => a + s.length - 1, 0);
+  if (!Number.isInteger(total) || total < 0 || total > capacity) {
+    throw new DsaPruneError(`flap-global: cannot remove ${total} FFN channels keeping one per block (at most ${capacity})`, { hint: 'Lower --sparsity.' });
+  }
+  const entries: { z: number; b: number; j: number }[] = [];
+  scores.forEach((s, b) => {
+    const { mean, std } = meanStd(s);
+    for (let j = 0; j < s.length; j++) entries.push({ z: std > 0 ? (s[j]! - mean) / std : 0, b, j });
+  });
+  entries.sort((x, y) => x.z - y.z || x.b - y.b || x.j - y.j);
+  const counts = scores.map(() => 0);
+  const capped = new Set<number>();
+  let left = total;
+  for (const e of entries) {
+    if (left === 0) break;
+    if (counts[e.b]! >= scores[e.b]!.length - 1) {
+      capped.add(e.b);
+      continue;
+    }
+    counts[e.b]!++;
+    left--;
+  }
+  return { counts, capped: [...capped].sort((a, b) => a - b) };
+}
