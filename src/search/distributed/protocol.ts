@@ -307,3 +307,41 @@ export function decodeResult(text: string): StoredResult {
   if (r.worker !== undefined) out.worker = r.worker;
   return out;
 }
+
+/** A worker's entry in the workers hash (its heartbeat, worker.ts `beat`). */
+export interface WorkerInfo {
+  modelHash: string;
+  host: string;
+  pid: number;
+  /** Date.now() of the last heartbeat. */
+  seen: number;
+  jobs: number;
+  concurrency?: number;
+}
+
+const count = (what: string) => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
+
+/** The workers hash's value schema: a worker of another version may write more fields (kept out of the output). */
+export const workerInfoSchema = v.object(
+  {
+    modelHash: v.string('a model hash'),
+    host: v.string('a host name'),
+    pid: count('a process id'),
+    seen: v.pipe(v.number('a time in ms since 1970'), v.finite('a time in ms since 1970')),
+    jobs: count('a job count'),
+    concurrency: v.optional(count('a concurrency')),
+  },
+  'an object { modelHash, host, pid, seen, jobs }',
+);
+
+/** Read a worker's heartbeat entry; a malformed one is a PayloadError naming the field. */
+export function decodeWorkerInfo(text: string): WorkerInfo {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new PayloadError(`worker entry is not JSON (${(e as Error).message})`);
+  }
+  const w = checked(workerInfoSchema, data, 'worker entry');
+  return { modelHash: w.modelHash, host: w.host, pid: w.pid, seen: w.seen, jobs: w.jobs, ...(w.concurrency !== undefined ? { concurrency: w.concurrency } : {}) };
+}
