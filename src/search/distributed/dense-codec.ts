@@ -4,7 +4,7 @@
  * to 8 bytes, then the arrays in header order (z float32, sq float64, gram float64). Decoding copies into fresh typed
  * arrays and checks every size against the header, so a corrupt or foreign entry is rejected, never half-used.
  */
-import type { InputStats, LinearRole } from '../../types.js';
+import { LINEAR_ROLES, type InputStats, type LinearRole } from '../../types.js';
 import type { BlockAllocationStats } from '../../allocators/types.js';
 import type { DenseData } from '../fitness.js';
 import type { RedisClient } from './connection.js';
@@ -20,7 +20,6 @@ interface Header {
 }
 
 const count = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
-const ROLES: readonly LinearRole[] = ['q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'gate_up', 'lm_head', 'other'];
 
 /** The JSON header of an entry (Header): every count an integer, so a foreign or corrupt entry is refused by field. */
 const headerSchema = obj(
@@ -30,7 +29,7 @@ const headerSchema = obj(
       obj(
         {
           index: count(), params: count(), z: count(),
-          linears: v.array(obj({ name: v.string('a linear name'), role: v.picklist(ROLES, 'a linear role'), params: count() }, 'a linear { name, role, params }'), 'an array of linears'),
+          linears: v.array(obj({ name: v.string('a linear name'), role: v.picklist(LINEAR_ROLES, 'a linear role'), params: count() }, 'a linear { name, role, params }'), 'an array of linears'),
         },
         'a block { index, params, linears, z }',
       ),
