@@ -29,7 +29,7 @@ async function refusal(p: Promise<unknown>): Promise<DsaPruneError> {
   return e as DsaPruneError;
 }
 
-function edit(file: string, out: string, f: (ck: Record<string, any>) => void): string {
+function edit(file: string, out: string, f: (ck: any) => void): string {
   const ck = JSON.parse(readFileSync(file, 'utf8'));
   f(ck);
   writeFileSync(out, JSON.stringify(ck));
