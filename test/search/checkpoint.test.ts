@@ -29,6 +29,7 @@ async function refusal(p: Promise<unknown>): Promise<DsaPruneError> {
   return e as DsaPruneError;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the test edits arbitrary checkpoint JSON
 function edit(file: string, out: string, f: (ck: any) => void): string {
   const ck = JSON.parse(readFileSync(file, 'utf8'));
   f(ck);
