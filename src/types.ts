@@ -10,6 +10,12 @@ export type LinearRole =
   | 'gate' | 'up' | 'down' | 'gate_up'
   | 'lm_head' | 'other';
 
+/** Every LinearRole, for the readers of stored formats (stats-cache.ts, dense-codec.ts). */
+export const LINEAR_ROLES = ['q', 'k', 'v', 'o', 'qkv', 'gate', 'up', 'down', 'gate_up', 'lm_head', 'other'] as const satisfies readonly LinearRole[];
+// Compile-time check that the list has every role.
+const everyRole: Record<LinearRole, true> = Object.fromEntries(LINEAR_ROLES.map((r) => [r, true])) as Record<(typeof LINEAR_ROLES)[number], true>;
+void everyRole;
+
 /** A logical slice of a fused projection (Phi-3 `qkv_proj`, GPT-2 `c_attn`): rows [start, end) of W [dOut × dIn]. */
 export interface LinearPart {
   role: LinearRole;

@@ -16,6 +16,8 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
 import { writeFileAtomic } from '../data/atomic.js';
+import { checkSchema, obj, v } from '../data/schema.js';
+import { LINEAR_ROLES } from '../types.js';
 import type { BlockAllocationStats } from './types.js';
 
 /** What the statistics were computed from; a cached file is reused only when every field matches. */
@@ -34,6 +36,28 @@ const VERSION = 1;
 interface Header extends AllocationStatsKey {
   blocks: { index: number; params: number; linears: BlockAllocationStats['linears']; zLength: number }[];
 }
+
+const count = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
+
+/** The JSON header (Header), checked field by field before any vector is read. */
+const headerSchema = obj(
+  {
+    modelHash: v.string('a model hash'),
+    calibrationHash: v.string('a calibration hash'),
+    variant: v.optional(v.string('a string')),
+    blocks: v.array(
+      obj(
+        {
+          index: count(), params: count(), zLength: count(),
+          linears: v.array(obj({ name: v.string('a linear name'), role: v.picklist(LINEAR_ROLES, 'a linear role'), params: count() }, 'a linear { name, role, params }'), 'an array of linears'),
+        },
+        'a block { index, params, linears, zLength }',
+      ),
+      'an array of blocks',
+    ),
+  },
+  'a header object',
+);
 
 function headerBytes(blocks: readonly BlockAllocationStats[], key: AllocationStatsKey): { head: Uint8Array; dataStart: number } {
   const header: Header = {
@@ -55,20 +79,22 @@ function headerBytes(blocks: readonly BlockAllocationStats[], key: AllocationSta
 
 function parseHeader(buf: Uint8Array, where: string): { header: Header; dataStart: number } {
   const corrupt = (why: string) =>
-    new DsaPruneError(`${where} is not a dsa-prune statistics file (${why})`, { hint: 'Delete it; the statistics are recomputed on the next run.' });
+    new DsaPruneError(`${where} is not a dsa-prune statistics file (${why})`, { code: 'invalid-data', hint: 'Delete it; the statistics are recomputed on the next run.' });
   if (buf.length < 16 || Buffer.from(buf.subarray(0, 8)).toString('latin1') !== MAGIC) throw corrupt('bad magic');
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const version = dv.getUint32(8, true);
   if (version !== VERSION) throw corrupt(`format version ${version}, this dsa-prune reads ${VERSION}`);
   const h = dv.getUint32(12, true);
   if (16 + h > buf.length) throw corrupt('truncated header');
-  let header: Header;
+  let raw: unknown;
   try {
-    header = JSON.parse(Buffer.from(buf.subarray(16, 16 + h)).toString('utf8')) as Header;
+    raw = JSON.parse(Buffer.from(buf.subarray(16, 16 + h)).toString('utf8'));
   } catch {
     throw corrupt('unreadable header');
   }
-  if (!Array.isArray(header.blocks)) throw corrupt('no block list');
+  const checked = checkSchema(headerSchema, raw);
+  if (!checked.ok) throw corrupt(`header: ${checked.problem.text}`);
+  const header: Header = checked.value;
   return { header, dataStart: Math.ceil((16 + h) / 8) * 8 };
 }
 

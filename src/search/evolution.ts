@@ -15,7 +15,7 @@ import type { Candidate, Evaluation, Evaluator, HistoryEntry, Member, SearchStat
 // Re-exported: they were declared here (now in types.ts, so checkpoint.ts needs nothing of this file).
 export type { HistoryEntry, Member, SearchState } from './types.js';
 import { candidateKey } from './types.js';
-import { writeCheckpoint, type SearchCheckpoint } from './checkpoint.js';
+import { signatureDifference, writeCheckpoint, type SearchCheckpoint } from './checkpoint.js';
 
 /** What the loop needs from a search space (space.ts builds the DSA one). */
 export interface CandidateSpace {
@@ -135,8 +135,8 @@ export async function runSearch(space: CandidateSpace, evaluator: Evaluator, opt
     const want = JSON.stringify(options.signature ?? {});
     const have = JSON.stringify(ck.signature ?? {});
     if (want !== have) {
-      throw new DsaPruneError('the checkpoint was written by a search with other settings', {
-        hint: `checkpoint settings: ${have}; this run: ${want}. Resume with the same model, method, sparsity and data.`,
+      throw new DsaPruneError(`the checkpoint was written by a search with other settings (${signatureDifference(ck.signature ?? {}, options.signature ?? {})})`, {
+        code: 'invalid-input', hint: `checkpoint settings: ${have}; this run: ${want}. Resume with the same model, method, sparsity and data.`,
       });
     }
     state = structuredClone(ck.state);

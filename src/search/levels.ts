@@ -22,9 +22,9 @@
  * A levels result is an allocation of *this* model's linears (by name), not a function of statistics: it carries the
  * model hash and is refused on another model (levelsAllocator).
  */
-import { readFile } from 'node:fs/promises';
 import { DsaPruneError, abortedError } from '../errors.js';
-import { checkSchema, numbers, obj, plainObject, v } from '../data/schema.js';
+import { checkSchema, numbers, obj, parseSchema, plainObject, v } from '../data/schema.js';
+import { readCheckpointJson, signatureDifference } from './checkpoint.js';
 import type { PrunableModel } from '../model/index.js';
 import type { Allocator } from '../allocators/types.js';
 import { apportionCounts } from '../budget/counts.js';
@@ -233,7 +233,9 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   ];
   const signature = { strategy: 'levels', modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, granularity, fitness: fitnessKind, calibration: cal.sha256, search: spec.search.sha256, step, spread, lambda, stages };
   if (o.resume && JSON.stringify(o.resume.signature) !== JSON.stringify(signature)) {
-    throw new DsaPruneError('the levels checkpoint was written by a search with other settings', { hint: 'resume with the same model, data and options, or start a new search' });
+    throw new DsaPruneError(`the levels checkpoint was written by a search with other settings (${signatureDifference(o.resume.signature, signature)})`, {
+      code: 'invalid-input', hint: 'resume with the same model, data and options, or start a new search',
+    });
   }
   const elapsedBefore = o.resume?.elapsedSeconds ?? 0;
   const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
@@ -366,15 +368,38 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   }
 }
 
-/** Read a levels checkpoint. */
+const levelInt = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
+
+/** What a levels checkpoint (version 1) holds: LevelCheckpoint. */
+export const levelCheckpointSchema = obj(
+  {
+    version: v.literal(1, 'version 1 (the checkpoint format this dsa-prune writes)'),
+    kind: v.literal('levels', '"levels" (a levels search checkpoint)'),
+    signature: plainObject('an object of settings'),
+    generation: levelInt(),
+    evaluations: v.pipe(v.number('a number ≥ 0'), v.minValue(0, 'a number ≥ 0')),
+    parent: v.array(v.pipe(v.number('an integer level'), v.integer('an integer level')), 'an array of levels, one per unit'),
+    parentFitness: v.nullable(v.number('a number (null when not finite)')),
+    history: v.array(
+      obj(
+        { generation: levelInt(), evaluations: v.number('a number'), fitness: v.nullable(v.number('a number (null when not finite)')), accepted: v.boolean('true or false') },
+        'a history row { generation, evaluations, fitness, accepted }',
+      ),
+      'an array of history rows',
+    ),
+    elapsedSeconds: v.optional(v.number('a number of seconds')),
+  },
+  'a levels checkpoint object',
+);
+
+/** Read a levels checkpoint: checked against levelCheckpointSchema (`invalid-data` naming the file and field). */
 export async function readLevelCheckpoint(file: string): Promise<LevelCheckpoint> {
-  let ck: LevelCheckpoint;
-  try {
-    ck = JSON.parse(await readFile(file, 'utf8')) as LevelCheckpoint;
-  } catch (e) {
-    throw new DsaPruneError(`cannot read the levels checkpoint ${file}: ${(e as Error).message}`, { cause: e });
-  }
-  if (!ck || ck.kind !== 'levels' || ck.version !== 1 || !Array.isArray(ck.parent)) throw new DsaPruneError(`${file} is not a levels search checkpoint`);
+  const hint = 'pass the file written by an earlier `dsa-prune search --strategy levels --checkpoint` run';
+  const data = await readCheckpointJson(file, 'levels checkpoint', hint);
+  parseSchema(levelCheckpointSchema, data, { file, hint: `not a levels search checkpoint (version 1): ${hint}` });
+  const ck = data as LevelCheckpoint;
+  // JSON has no Infinity: a non-finite fitness was written as null.
+  for (const h of ck.history) if ((h.fitness as number | null) === null) h.fitness = Infinity;
   return ck;
 }
 

@@ -72,6 +72,17 @@ describe('allocation stats cache', () => {
     writeFileSync(cut, full.subarray(0, full.length - 100));
     await expect(loadAllocationStats(cut)).rejects.toThrow(/truncated/);
     expect(() => decodeAllocationStats(full.subarray(0, full.length - 100))).toThrow(/truncated/);
+    // A wrong type in a nested header field (same length, so the layout is intact): invalid-data naming the field.
+    const h = new DataView(full.buffer, full.byteOffset).getUint32(12, true);
+    const head = Buffer.from(full.subarray(16, 16 + h)).toString('utf8');
+    const edited = head.replace('"zLength":1000', '"zLength":"10"');
+    expect(edited.length).toBe(head.length);
+    const bad2 = Buffer.from(full);
+    bad2.write(edited, 16, 'utf8');
+    const e = (() => { try { decodeAllocationStats(bad2, 'x.dsastats'); } catch (err) { return err as DsaPruneError; } })();
+    expect(e).toBeInstanceOf(DsaPruneError);
+    expect(e!.code).toBe('invalid-data');
+    expect(e!.message).toBe('x.dsastats is not a dsa-prune statistics file (header: field "blocks[2].zLength" must be an integer ≥ 0, got "10")');
   });
 
   it('AllocationStatsCache computes once per key, in memory and on disk', async () => {

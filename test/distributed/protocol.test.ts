@@ -130,5 +130,17 @@ describe('dense statistics codec', () => {
     expect(back.stats.get('b')!.tokens).toBe(128);
     expect(() => decodeDense(bytes.subarray(0, bytes.length - 8))).toThrow(/truncated/);
     expect(() => decodeDense(Buffer.concat([bytes, Buffer.alloc(8)]))).toThrow(/trailing/);
+    // A header with a wrong type in a nested field (same length, so only the field is wrong) is refused by its path.
+    const hlen = bytes.readUInt32LE(0);
+    const head = bytes.subarray(4, 4 + hlen).toString('utf8');
+    const edited = head.replace('"tokens":128', '"tokens":"1"');
+    expect(edited).not.toBe(head);
+    expect(edited.length).toBe(head.length);
+    const bad = Buffer.from(bytes);
+    bad.write(edited, 4, 'utf8');
+    expect(() => decodeDense(bad)).toThrow('dense statistics header: field "stats[0].tokens" must be an integer ≥ 0, got "1"');
+    const v2 = Buffer.from(bytes);
+    v2.write(head.replace('"v":1', '"v":2'), 4, 'utf8');
+    expect(() => decodeDense(v2)).toThrow('field "v" must be version 1, got 2');
   });
 });

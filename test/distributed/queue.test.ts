@@ -247,6 +247,29 @@ describe.skipIf(skip !== undefined)('distributed queue (private redis-server)', 
     }
   });
 
+  it('reports a malformed workers-hash entry (once, with its key) and goes on with the well-formed ones', async () => {
+    const w = await startWorker({ redis: redis.url, backend: fakeBackend('model-a', 1), prefix: 't8' });
+    const client = await connectRedis(parseRedisUrl(redis.url));
+    const logs: string[] = [];
+    const ev = await createRedisEvaluator({ redis: redis.url, spec: spec({ seed: 11 }), calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix: 't8', onLog: (m) => logs.push(m) });
+    try {
+      await client.hset(keys.workers('t8'), 'bad-type', JSON.stringify({ modelHash: 'model-a', host: 'h', pid: 1, seen: String(Date.now()), jobs: 0 }));
+      await client.hset(keys.workers('t8'), 'not-json', '{"seen": 1');
+      expect(await ev.liveWorkers()).toEqual([w.id]); // the real heartbeat passes the schema
+      expect(await ev.liveWorkers()).toEqual([w.id]);
+      const warned = logs.filter((m) => m.startsWith('warning:'));
+      expect(warned).toHaveLength(2); // once per key, not once per look
+      expect(warned.find((m) => m.includes('"bad-type"'))).toMatch(/field "seen" must be a time in ms since 1970, got "\d+"/);
+      expect(warned.find((m) => m.includes('"not-json"'))).toMatch(/not JSON/);
+      // the run goes on
+      expect((await ev.evaluate(candidates(2))).map((r) => r.fitness)).toEqual(candidates(2).map(fakeFitness));
+    } finally {
+      await ev.close();
+      await client.quit();
+      await w.close();
+    }
+  });
+
   it('refuses to publish a different run under an existing run id', async () => {
     const a = await createRedisEvaluator({ redis: redis.url, spec: spec(), calibrationIds: ids(8, 1), searchIds: ids(8, 2), prefix: 't4', runId: 'fixed' });
     await a.close();

@@ -222,14 +222,17 @@ describe('levels job payload schema', () => {
     expect(isLevelsPayload({ expression: 'W:()-(MEAN)-(NO_OP)' })).toBe(false);
     expect(validateLevelsPayload(ok)).toEqual(ok);
     expect(levelsJobKey([3, 4, 5], 2)).not.toBe(levelsJobKey([3, 4, 5], 4));
-    const bad: [Record<string, unknown>, RegExp][] = [
-      [{ ...ok, extra: 1 }, /unexpected field "extra"/],
-      [{ ...ok, counts: [3, 4.5, 5] }, /non-negative integers/],
-      [{ ...ok, counts: [3, -1, 5] }, /non-negative integers/],
-      [{ ...ok, counts: [] }, /non-empty/],
-      [{ ...ok, windows: 0 }, /windows must be a positive integer/],
-      [{ ...ok, counts: [3, 4, 6] }, /key does not match/],
-      [{ ...ok, nonce: 'x' }, /nonce/],
+    const bad: [unknown, RegExp][] = [
+      [{ ...ok, extra: 1 }, /^levels job data: unexpected field "extra"$/],
+      [{ ...ok, counts: [3, 4.5, 5] }, /^levels job data: field "counts\[1\]" must be a pruned-weight count \(an integer ≥ 0\), got 4\.5$/],
+      [{ ...ok, counts: [3, -1, 5] }, /field "counts\[1\]" must be a pruned-weight count/],
+      [{ ...ok, counts: [] }, /field "counts" must be a non-empty array/],
+      [{ ...ok, counts: '3,4,5' }, /field "counts" must be a non-empty array of pruned-weight counts/],
+      [{ ...ok, windows: 0 }, /field "windows" must be a positive integer, got 0/],
+      [{ ...ok, counts: [3, 4, 6] }, /key" does not match its counts/],
+      [{ ...ok, nonce: 'x' }, /field "nonce" must be a nonce/],
+      [{ ...ok, v: 2 }, /field "v" must be protocol version 1/],
+      [null, /^levels job data: expected an object \{ v, runId, nonce, key, counts, windows \}, got null$/],
     ];
     for (const [d, re] of bad) {
       expect(() => validateLevelsPayload(d)).toThrow(PayloadError);

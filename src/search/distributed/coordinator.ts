@@ -34,6 +34,7 @@ import {
   RUN_ID_PATTERN,
   canonical,
   decodeResult,
+  decodeWorkerInfo,
   defaultRunId,
   idsToBuffer,
   jobIdOf,
@@ -124,6 +125,8 @@ export class RedisEvaluator implements Evaluator {
   private readonly queue: Queue;
   private readonly log: (m: string) => void;
   private closed = false;
+  /** Worker ids whose malformed heartbeat entry was already reported. */
+  private readonly malformedWorkers = new Set<string>();
 
   /** @internal use createRedisEvaluator */
   constructor(
@@ -370,12 +373,18 @@ export class RedisEvaluator implements Evaluator {
     const now = Date.now();
     const out: string[] = [];
     for (const [id, json] of Object.entries(all)) {
+      let seen: number;
       try {
-        const w = JSON.parse(json) as { seen?: number };
-        if (typeof w.seen === 'number' && now - w.seen < 60_000) out.push(id);
-      } catch {
-        /* ignore malformed entries */
+        seen = decodeWorkerInfo(json).seen;
+      } catch (e) {
+        // Reported (once per worker id), not fatal: the hash is for messages only, the run goes on.
+        if (!this.malformedWorkers.has(id)) {
+          this.malformedWorkers.add(id);
+          this.log(`warning: Redis ${keys.workers(this.prefix)} entry "${id.slice(0, 80)}" is malformed (${(e as Error).message}); not counted as a live worker (a worker of another version?)`);
+        }
+        continue;
       }
+      if (now - seen < 60_000) out.push(id);
     }
     return out;
   }

@@ -4,10 +4,11 @@
  * to 8 bytes, then the arrays in header order (z float32, sq float64, gram float64). Decoding copies into fresh typed
  * arrays and checks every size against the header, so a corrupt or foreign entry is rejected, never half-used.
  */
-import type { InputStats, LinearRole } from '../../types.js';
+import { LINEAR_ROLES, type InputStats, type LinearRole } from '../../types.js';
 import type { BlockAllocationStats } from '../../allocators/types.js';
 import type { DenseData } from '../fitness.js';
 import type { RedisClient } from './connection.js';
+import { checkSchema, obj, v } from '../../data/schema.js';
 
 /** Entries larger than this are not shared (Redis strings max out at 512 MB); workers then compute their own. */
 export const MAX_SHARED_DENSE_BYTES = 256 * 1024 * 1024;
@@ -17,6 +18,30 @@ interface Header {
   blocks: { index: number; params: number; linears: { name: string; role: LinearRole; params: number }[]; z: number }[];
   stats: { name: string; sq: number; gram: number; nsamples: number; tokens: number }[];
 }
+
+const count = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
+
+/** The JSON header of an entry (Header): every count an integer, so a foreign or corrupt entry is refused by field. */
+const headerSchema = obj(
+  {
+    v: v.literal(1, 'version 1'),
+    blocks: v.array(
+      obj(
+        {
+          index: count(), params: count(), z: count(),
+          linears: v.array(obj({ name: v.string('a linear name'), role: v.picklist(LINEAR_ROLES, 'a linear role'), params: count() }, 'a linear { name, role, params }'), 'an array of linears'),
+        },
+        'a block { index, params, linears, z }',
+      ),
+      'an array of blocks',
+    ),
+    stats: v.array(
+      obj({ name: v.string('a linear name'), sq: count(), gram: count(), nsamples: count(), tokens: count() }, 'a statistics entry { name, sq, gram, nsamples, tokens }'),
+      'an array of statistics entries',
+    ),
+  },
+  'a header object',
+);
 
 /** Size in bytes encodeDense would produce (without building it). */
 export function denseByteLength(d: DenseData): number {
@@ -64,8 +89,9 @@ export function decodeDense(buf: Uint8Array): DenseData {
   if (b.length < 4) throw new Error('dense statistics entry is truncated');
   const hlen = b.readUInt32LE(0);
   if (4 + hlen > b.length) throw new Error('dense statistics header is truncated');
-  const header = JSON.parse(b.subarray(4, 4 + hlen).toString('utf8')) as Header;
-  if (header.v !== 1 || !Array.isArray(header.blocks) || !Array.isArray(header.stats)) throw new Error('dense statistics header is not version 1');
+  const checked = checkSchema(headerSchema, JSON.parse(b.subarray(4, 4 + hlen).toString('utf8')));
+  if (!checked.ok) throw new Error(`dense statistics header: ${checked.problem.text}`);
+  const header: Header = checked.value;
   let off = Math.ceil((4 + hlen) / 8) * 8;
   const take = (n: number, bytesPer: 4 | 8): Uint8Array => {
     if (!Number.isInteger(n) || n < 0 || off + n * bytesPer > b.length) throw new Error('dense statistics arrays are truncated');

@@ -120,21 +120,30 @@ export function levelsJobKey(counts: ArrayLike<number>, windows: number): string
 
 const MAX_LINEARS = 1 << 16;
 
+const COUNT = 'a pruned-weight count (an integer ≥ 0)';
+
+/** A levels job's data: exactly these fields, integer counts (one per search linear), windows ≥ 1. */
+export const levelsPayloadSchema = strictObj(
+  {
+    v: v.literal(PROTOCOL_VERSION, `protocol version ${PROTOCOL_VERSION} (the version this worker speaks)`),
+    runId: v.pipe(v.string('a run id'), v.regex(RUN_ID_PATTERN, 'a run id (1–64 letters, digits, "-", "_")')),
+    nonce: v.pipe(v.string('a nonce'), v.regex(/^[0-9a-f]{32}$/, 'a nonce (32 lowercase hex digits)')),
+    key: v.pipe(v.string('a levels job key'), v.regex(/^levels:\d{1,9}:[0-9a-f]{64}$/, 'a levels job key (levels:<windows>:<sha256>)')),
+    counts: v.pipe(
+      v.array(v.pipe(v.number(COUNT), v.safeInteger(COUNT), v.minValue(0, COUNT)), `a non-empty array of pruned-weight counts (at most ${MAX_LINEARS})`),
+      v.minLength(1, 'a non-empty array of pruned-weight counts'),
+      v.maxLength(MAX_LINEARS, `an array of at most ${MAX_LINEARS} pruned-weight counts`),
+    ),
+    windows: v.pipe(v.number('a positive integer'), v.safeInteger('a positive integer'), v.minValue(1, 'a positive integer')),
+  },
+  'an object { v, runId, nonce, key, counts, windows }',
+);
+
 /** Validate a levels job's data (exact key set, integer counts, key matching the counts); throws PayloadError. */
 export function validateLevelsPayload(data: unknown): LevelsJobPayload {
-  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new PayloadError('job data is not an object');
-  const d = data as Record<string, unknown>;
-  const allowed = ['v', 'runId', 'nonce', 'key', 'counts', 'windows'];
-  for (const k of Object.keys(d)) if (!allowed.includes(k)) throw new PayloadError(`job data has unexpected field "${k}"`);
-  if (d.v !== PROTOCOL_VERSION) throw new PayloadError(`job protocol version ${String(d.v)} (this worker speaks ${PROTOCOL_VERSION})`);
-  if (typeof d.runId !== 'string' || !RUN_ID_PATTERN.test(d.runId)) throw new PayloadError('job runId is missing or malformed');
-  if (typeof d.nonce !== 'string' || !/^[0-9a-f]{32}$/.test(d.nonce)) throw new PayloadError('job nonce is missing or malformed');
-  if (!Array.isArray(d.counts) || d.counts.length === 0 || d.counts.length > MAX_LINEARS || !d.counts.every((c) => Number.isSafeInteger(c) && c >= 0)) {
-    throw new PayloadError('job counts must be a non-empty array of non-negative integers');
-  }
-  if (!Number.isInteger(d.windows) || (d.windows as number) < 1) throw new PayloadError('job windows must be a positive integer');
-  if (d.key !== levelsJobKey(d.counts as number[], d.windows as number)) throw new PayloadError('job key does not match its counts and windows');
-  return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key as string, counts: d.counts as number[], windows: d.windows as number };
+  const d = checked(levelsPayloadSchema, data, 'levels job data');
+  if (d.key !== levelsJobKey(d.counts, d.windows)) throw new PayloadError('levels job data: field "key" does not match its counts and windows');
+  return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key, counts: d.counts, windows: d.windows };
 }
 
 /** True when a job's data is a levels job (it has `counts`). */
@@ -306,4 +315,42 @@ export function decodeResult(text: string): StoredResult {
   const out: StoredResult = { runId: r.runId, key: r.key, fitness: r.fitness ?? Infinity, blockSparsity: r.blockSparsity, seconds: r.seconds };
   if (r.worker !== undefined) out.worker = r.worker;
   return out;
+}
+
+/** A worker's entry in the workers hash (its heartbeat, worker.ts `beat`). */
+export interface WorkerInfo {
+  modelHash: string;
+  host: string;
+  pid: number;
+  /** Date.now() of the last heartbeat. */
+  seen: number;
+  jobs: number;
+  concurrency?: number;
+}
+
+const count = (what: string) => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
+
+/** The workers hash's value schema: a worker of another version may write more fields (kept out of the output). */
+export const workerInfoSchema = v.object(
+  {
+    modelHash: v.string('a model hash'),
+    host: v.string('a host name'),
+    pid: count('a process id'),
+    seen: v.pipe(v.number('a time in ms since 1970'), v.finite('a time in ms since 1970')),
+    jobs: count('a job count'),
+    concurrency: v.optional(count('a concurrency')),
+  },
+  'an object { modelHash, host, pid, seen, jobs }',
+);
+
+/** Read a worker's heartbeat entry; a malformed one is a PayloadError naming the field. */
+export function decodeWorkerInfo(text: string): WorkerInfo {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new PayloadError(`worker entry is not JSON (${(e as Error).message})`);
+  }
+  const w = checked(workerInfoSchema, data, 'worker entry');
+  return { modelHash: w.modelHash, host: w.host, pid: w.pid, seen: w.seen, jobs: w.jobs, ...(w.concurrency !== undefined ? { concurrency: w.concurrency } : {}) };
 }
