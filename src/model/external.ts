@@ -4,7 +4,7 @@
  */
 import { closeSync, openSync, writeSync, fsyncSync } from 'node:fs';
 import {
-  bytesPerElement, encodeModel, externalInfo, externalSliceReader, isExternal, tensorBytes, tensorDims,
+  bytesPerElement, encodeModel, externalInfo, externalSliceReader, isExternal, pointAtExternal, tensorBytes, tensorDims,
   type GraphProto, type ModelProto, type TensorProto,
 } from './onnx.js';
 
@@ -101,17 +101,7 @@ export function writeWithExternalData(
       }
       writeAll(fd, bytes, offset);
       const c: TensorProto = { ...t };
-      delete c.raw_data;
-      delete c.float_data;
-      delete c.int32_data;
-      delete c.int64_data;
-      delete c.double_data;
-      c.data_location = 1;
-      c.external_data = [
-        { key: 'location', value: dataFile },
-        { key: 'offset', value: String(offset) },
-        { key: 'length', value: String(bytes.length) },
-      ];
+      pointAtExternal(c, dataFile, offset, bytes.length);
       out.push(c);
       offset += bytes.length;
     }
@@ -129,7 +119,8 @@ export function writeWithExternalData(
   return offset;
 }
 
-function writeAll(fd: number, bytes: Uint8Array, position: number): void {
+/** Write every byte of `bytes` at `position` (writeSync may write less than asked, and takes at most 2 GB at once). */
+export function writeAll(fd: number, bytes: Uint8Array, position: number): void {
   let done = 0;
   while (done < bytes.length) {
     done += writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30), position + done);

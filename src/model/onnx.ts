@@ -148,6 +148,25 @@ export function isExternal(t: TensorProto): boolean {
   return t.data_location === 1 || (t.external_data?.length ?? 0) > 0;
 }
 
+/**
+ * Make `t` read its bytes from `location` (relative to the model's folder, or absolute for a scratch file) at
+ * [offset, offset + length): the inline data fields go, `data_location` says external. In place; the inverse of
+ * inlining. Written by the external-data saver and the weight spill alike.
+ */
+export function pointAtExternal(t: TensorProto, location: string, offset: number, length: number): void {
+  delete t.raw_data;
+  delete t.float_data;
+  delete t.int32_data;
+  delete t.int64_data;
+  delete t.double_data;
+  t.data_location = 1;
+  t.external_data = [
+    { key: 'location', value: location },
+    { key: 'offset', value: String(offset) },
+    { key: 'length', value: String(length) },
+  ];
+}
+
 export function externalInfo(t: TensorProto): { location: string; offset: number; length?: number } {
   const kv = new Map((t.external_data ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const location = kv.get('location');

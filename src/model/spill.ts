@@ -10,11 +10,12 @@
  * folder (`sessionFolder`): the model file with every external file hard-linked next to it (copied when the link
  * fails, e.g. across file systems), deleted once the session exists.
  */
-import { closeSync, copyFileSync, fsyncSync, linkSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, fsyncSync, linkSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
-import { encodeModel, externalInfo, isExternal, type ModelProto, type TensorProto } from './onnx.js';
+import { encodeModel, externalInfo, isExternal, pointAtExternal, type ModelProto, type TensorProto } from './onnx.js';
+import { writeAll } from './external.js';
 
 const live = new Set<string>();
 let exitHook = false;
@@ -89,8 +90,7 @@ export class WeightSpill {
       this.regions.set(key, own);
     }
     try {
-      let done = 0;
-      while (done < bytes.length) done += writeSync(this.fd, bytes, done, Math.min(bytes.length - done, 1 << 30), at + done);
+      writeAll(this.fd, bytes, at);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new DsaPruneError(`cannot write pruned weights to the scratch file ${this.file}: ${code ?? (e as Error).message}`, {
@@ -100,19 +100,7 @@ export class WeightSpill {
         cause: e,
       });
     }
-    for (const t of tensors) {
-      delete t.raw_data;
-      delete t.float_data;
-      delete t.int32_data;
-      delete t.int64_data;
-      delete t.double_data;
-      t.data_location = 1;
-      t.external_data = [
-        { key: 'location', value: this.file },
-        { key: 'offset', value: String(at) },
-        { key: 'length', value: String(bytes.length) },
-      ];
-    }
+    for (const t of tensors) pointAtExternal(t, this.file, at, bytes.length);
   }
 
   /** Delete the scratch file now (tensors still pointing at it become unreadable). */
