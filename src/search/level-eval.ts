@@ -33,10 +33,11 @@ export interface LevelEvaluatorOptions {
   linears: LinearInfo[];
   /** onnxruntime intra-op threads (per worker). */
   threads?: number;
-  /** Worker threads (> 1: the pool; needs modelDir). */
+  /** Worker threads (> 1: the pool of pool.ts, each loading `modelDir`; results equal the serial run's). */
   workers?: number;
+  /** Model folder the worker threads load (the same files as `pm`). */
   modelDir?: string;
-  /** BullMQ queue on this Redis instead of local evaluation. */
+  /** Evaluate on `dsa-prune worker` processes through this Redis (BullMQ queue) instead of locally. */
   redis?: string;
   runId?: string;
   redisPrefix?: string;

@@ -31,7 +31,7 @@ import { apportionCounts } from '../budget/counts.js';
 import { EXACT_MAX } from '../budget/global.js';
 import { writeAtomicJson } from './levels-io.js';
 import { buildLevelDb, unitSparsities, type LevelDb } from './level-db.js';
-import { createLevelEvaluator, type LevelEvaluator } from './level-eval.js';
+import { createLevelEvaluator, type LevelEvaluator, type LevelEvaluatorOptions } from './level-eval.js';
 import { Rng, mixSeed } from './random.js';
 import { calibrationWindows, computeDense, idsSha256, searchLinears, type DenseData } from './fitness.js';
 import type { SearchModelOptions } from './run.js';
@@ -122,12 +122,15 @@ export interface LevelStage {
   keep: number;
 }
 
-/** The model, target, fitness and token options are the DSA search's own (searchModel), documented there. */
+/**
+ * The model, target, fitness and token options are the DSA search's own (searchModel), the evaluation ones (threads,
+ * workers + modelDir, redis) the level evaluator's (level-eval.ts), documented there.
+ */
 export interface LevelSearchOptions extends Pick<
   SearchModelOptions,
   | 'method' | 'sparsity' | 'granularity' | 'fitness' | 'klTopK' | 'budget' | 'calibrationIds' | 'nsamples' | 'seqlen'
   | 'searchIds' | 'searchWindows' | 'searchSeqlen' | 'timeLimitSeconds'
-> {
+>, Pick<LevelEvaluatorOptions, 'threads' | 'workers' | 'modelDir' | 'redis' | 'runId' | 'redisPrefix'> {
   /** Budget in full-split evaluation equivalents. */
   evaluations: number;
   /** Offspring per generation (λ, default 16). */
@@ -138,15 +141,6 @@ export interface LevelSearchOptions extends Pick<
   maxSwitches?: number;
   step?: number;
   spread?: number;
-  threads?: number;
-  /** Worker threads (> 1: the pool of pool.ts, each loading `modelDir`; results equal the serial run's). */
-  workers?: number;
-  /** Model folder the worker threads load (the same files as `pm`). */
-  modelDir?: string;
-  /** Evaluate on `dsa-prune worker` processes through this Redis (BullMQ queue). */
-  redis?: string;
-  runId?: string;
-  redisPrefix?: string;
   /** SparseGPT level database: memory budget (default 1 GiB), parent folder and disk limit (level-db.ts). */
   levelDb?: { maxMemoryBytes?: number; dir?: string; maxDiskBytes?: number };
   onPhase?: (message: string) => void;
