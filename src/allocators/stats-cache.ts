@@ -16,7 +16,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
 import { writeFileAtomic } from '../data/atomic.js';
-import { checkSchema, obj, v } from '../data/schema.js';
+import { checkSchema, count, obj, v } from '../data/schema.js';
 import { LINEAR_ROLES } from '../types.js';
 import type { BlockAllocationStats } from './types.js';
 
@@ -37,7 +37,12 @@ interface Header extends AllocationStatsKey {
   blocks: { index: number; params: number; linears: BlockAllocationStats['linears']; zLength: number }[];
 }
 
-const count = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
+
+/** A block's linears as BlockAllocationStats describes them (also in the Redis dense-statistics header). */
+export const blockLinearsSchema = v.array(
+  obj({ name: v.string('a linear name'), role: v.picklist(LINEAR_ROLES, 'a linear role'), params: count() }, 'a linear { name, role, params }'),
+  'an array of linears',
+);
 
 /** The JSON header (Header), checked field by field before any vector is read. */
 const headerSchema = obj(
@@ -49,7 +54,7 @@ const headerSchema = obj(
       obj(
         {
           index: count(), params: count(), zLength: count(),
-          linears: v.array(obj({ name: v.string('a linear name'), role: v.picklist(LINEAR_ROLES, 'a linear role'), params: count() }, 'a linear { name, role, params }'), 'an array of linears'),
+          linears: blockLinearsSchema,
         },
         'a block { index, params, linears, zLength }',
       ),

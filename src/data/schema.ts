@@ -159,6 +159,11 @@ export const strictObj = <E extends v.ObjectEntries>(entries: E, what: string) =
 export const num = (what = 'a number') => v.number(what);
 /** A string. */
 export const str = (what = 'a string') => v.string(what);
+/** An integer ≥ 0 (counts, lengths, offsets of the binary formats and checkpoints). */
+export const count = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
+/** An integer in [min, max]. */
+export const intIn = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  v.pipe(v.number(what), v.integer(what), v.minValue(min, what), v.maxValue(max, what));
 /** An optional field that may also be null (both read as absent: the output has no such field). */
 export const opt = <S extends v.GenericSchema>(s: S) => v.pipe(v.nullish(s), v.transform((x) => x ?? undefined));
 /** A field kept only when it has the right type (anything else is dropped, as a reader of older files would). */

@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { DsaPruneError } from '../errors.js';
 import { writeFileAtomic } from '../data/atomic.js';
-import { obj, parseSchema, plainObject, v } from '../data/schema.js';
+import { count, obj, parseSchema, plainObject, v } from '../data/schema.js';
 import type { SearchState } from './types.js';
 
 export interface SearchCheckpoint {
@@ -34,7 +34,6 @@ export async function writeCheckpoint(file: string, ck: SearchCheckpoint): Promi
   }
 }
 
-const int = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
 const fitnessOrNull = v.nullable(v.number('a number (null when not finite)'));
 const strings = (what: string) => v.array(v.string('a string'), what);
 
@@ -60,18 +59,18 @@ export const searchCheckpointSchema = obj(
       {
         strategy: v.picklist(['evolution', 'random'], '"evolution" or "random"'),
         seed: v.number('a number'),
-        generation: int(),
-        evaluations: int(),
+        generation: count(),
+        evaluations: count(),
         elapsedSeconds: v.number('a number of seconds'),
         population: v.array(
-          obj({ candidate: candidateSchema, allocationKey: v.string('a string'), fitness: fitnessOrNull, evaluation: int() }, 'a member { candidate, allocationKey, fitness, evaluation }'),
+          obj({ candidate: candidateSchema, allocationKey: v.string('a string'), fitness: fitnessOrNull, evaluation: count() }, 'a member { candidate, allocationKey, fitness, evaluation }'),
           'an array of population members',
         ),
         seen: v.pipe(plainObject('an object of allocation key → fitness'), v.record(v.string(), fitnessOrNull, 'an object of allocation key → fitness')),
         history: v.array(
           obj(
             {
-              evaluation: int(), generation: int(), expression: v.string('a string'), lambda: v.number('a number'), fitness: fitnessOrNull,
+              evaluation: count(), generation: count(), expression: v.string('a string'), lambda: v.number('a number'), fitness: fitnessOrNull,
               blockSparsity: v.array(v.nullable(v.number('a number')), 'an array of numbers, one per block'), seconds: v.number('a number'),
               worker: v.optional(v.string('a worker id')), candidate: candidateSchema,
             },
@@ -79,7 +78,7 @@ export const searchCheckpointSchema = obj(
           ),
           'an array of history entries',
         ),
-        rejected: obj({ invalid: int(), duplicate: int() }, 'an object { invalid, duplicate }'),
+        rejected: obj({ invalid: count(), duplicate: count() }, 'an object { invalid, duplicate }'),
       },
       'the search state { strategy, seed, population, seen, history, … }',
     ),

@@ -23,7 +23,7 @@
  * model hash and is refused on another model (levelsAllocator).
  */
 import { DsaPruneError, abortedError } from '../errors.js';
-import { checkSchema, numbers, obj, parseSchema, plainObject, v } from '../data/schema.js';
+import { checkSchema, count, numbers, obj, parseSchema, plainObject, v } from '../data/schema.js';
 import { readCheckpointJson, signatureDifference } from './checkpoint.js';
 import type { PrunableModel } from '../model/index.js';
 import type { Allocator } from '../allocators/types.js';
@@ -362,7 +362,6 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   }
 }
 
-const levelInt = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
 
 /** What a levels checkpoint (version 1) holds: LevelCheckpoint. */
 export const levelCheckpointSchema = obj(
@@ -370,13 +369,13 @@ export const levelCheckpointSchema = obj(
     version: v.literal(1, 'version 1 (the checkpoint format this dsa-prune writes)'),
     kind: v.literal('levels', '"levels" (a levels search checkpoint)'),
     signature: plainObject('an object of settings'),
-    generation: levelInt(),
+    generation: count(),
     evaluations: v.pipe(v.number('a number ≥ 0'), v.minValue(0, 'a number ≥ 0')),
     parent: v.array(v.pipe(v.number('an integer level'), v.integer('an integer level')), 'an array of levels, one per unit'),
     parentFitness: v.nullable(v.number('a number (null when not finite)')),
     history: v.array(
       obj(
-        { generation: levelInt(), evaluations: v.number('a number'), fitness: v.nullable(v.number('a number (null when not finite)')), accepted: v.boolean('true or false') },
+        { generation: count(), evaluations: v.number('a number'), fitness: v.nullable(v.number('a number (null when not finite)')), accepted: v.boolean('true or false') },
         'a history row { generation, evaluations, fitness, accepted }',
       ),
       'an array of history rows',

@@ -4,11 +4,12 @@
  * to 8 bytes, then the arrays in header order (z float32, sq float64, gram float64). Decoding copies into fresh typed
  * arrays and checks every size against the header, so a corrupt or foreign entry is rejected, never half-used.
  */
-import { LINEAR_ROLES, type InputStats, type LinearRole } from '../../types.js';
+import type { InputStats, LinearRole } from '../../types.js';
+import { blockLinearsSchema } from '../../allocators/stats-cache.js';
 import type { BlockAllocationStats } from '../../allocators/types.js';
 import type { DenseData } from '../fitness.js';
 import type { RedisClient } from './connection.js';
-import { checkSchema, obj, v } from '../../data/schema.js';
+import { checkSchema, count, obj, v } from '../../data/schema.js';
 
 /** Entries larger than this are not shared (Redis strings max out at 512 MB); workers then compute their own. */
 export const MAX_SHARED_DENSE_BYTES = 256 * 1024 * 1024;
@@ -19,7 +20,6 @@ interface Header {
   stats: { name: string; sq: number; gram: number; nsamples: number; tokens: number }[];
 }
 
-const count = (what = 'an integer ≥ 0') => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
 
 /** The JSON header of an entry (Header): every count an integer, so a foreign or corrupt entry is refused by field. */
 const headerSchema = obj(
@@ -29,7 +29,7 @@ const headerSchema = obj(
       obj(
         {
           index: count(), params: count(), z: count(),
-          linears: v.array(obj({ name: v.string('a linear name'), role: v.picklist(LINEAR_ROLES, 'a linear role'), params: count() }, 'a linear { name, role, params }'), 'an array of linears'),
+          linears: blockLinearsSchema,
         },
         'a block { index, params, linears, z }',
       ),

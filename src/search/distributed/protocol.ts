@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import { PRE_BY_NAME, REDUCE_BY_NAME, SCALAR_BY_NAME } from '../../allocators/dsa/ops.js';
 import { getMethod } from '../../methods/registry.js';
-import { checkSchema, numberOrNull, obj, strictObj, v } from '../../data/schema.js';
+import { checkSchema, count, intIn, numberOrNull, obj, strictObj, v } from '../../data/schema.js';
 import type { SearchSpec } from '../types.js';
 
 /** Default key prefix. */
@@ -222,8 +222,6 @@ export function validatePayload(data: unknown): JobPayload {
   return { v: p.v, runId: p.runId, nonce: p.nonce, key: p.key, expression: p.expression, lambda: p.lambda };
 }
 
-const int = (what: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
-  v.pipe(v.number(what), v.integer(what), v.minValue(min, what), v.maxValue(max, what));
 const sha = v.pipe(v.string('a sha256'), v.regex(/^[0-9a-f]{0,64}$/, 'a sha256 (hex)'));
 
 /** A SearchSpec read back from Redis: numbers, enums and ids only (no free-form field reaches a file path). */
@@ -238,9 +236,9 @@ export const specSchema = v.looseObject(
     modelHash: v.pipe(v.string('a model hash'), v.regex(/^[0-9A-Za-z:_-]{1,128}$/, 'a model hash (1–128 of [0-9A-Za-z:_-])')),
     granularity: v.optional(v.picklist(['block', 'linear'], 'block or linear')),
     fitness: v.optional(v.picklist(['ppl', 'kl'], 'ppl or kl')),
-    klTopK: v.optional(int('an integer in [1, 2^20]', 1, 1 << 20)),
-    calibration: obj({ nsamples: int('an integer ≥ 0', 0), seqlen: int('an integer ≥ 1', 1), sha256: sha }, 'an object { nsamples, seqlen, sha256 }'),
-    search: obj({ windows: int('an integer ≥ 0', 0), seqlen: int('an integer ≥ 1', 1), sha256: sha }, 'an object { windows, seqlen, sha256 }'),
+    klTopK: v.optional(intIn('an integer in [1, 2^20]', 1, 1 << 20)),
+    calibration: obj({ nsamples: intIn('an integer ≥ 0', 0), seqlen: intIn('an integer ≥ 1', 1), sha256: sha }, 'an object { nsamples, seqlen, sha256 }'),
+    search: obj({ windows: intIn('an integer ≥ 0', 0), seqlen: intIn('an integer ≥ 1', 1), sha256: sha }, 'an object { windows, seqlen, sha256 }'),
     pattern: v.optional(
       v.union(
         [
@@ -327,8 +325,6 @@ export interface WorkerInfo {
   jobs: number;
   concurrency?: number;
 }
-
-const count = (what: string) => v.pipe(v.number(what), v.integer(what), v.minValue(0, what));
 
 /** The workers hash's value schema: a worker of another version may write more fields (kept out of the output). */
 export const workerInfoSchema = v.object(
