@@ -23,6 +23,7 @@ import { encodeModel, readModelFile, setTensorFloat32, tensorDims, tensorToFloat
 import { selectDepthUnits } from '../../src/methods/structured/index.js';
 import { main } from '../../src/cli/main.js';
 import { memoryIo } from '../../src/cli/io.js';
+import { tokens, logitsOf, maxRel } from './helpers.js';
 
 env.allowRemoteModels = false;
 installLoadingHook();
@@ -34,32 +35,6 @@ const layoutsDir = path.resolve(repo, '../shared/models/layouts');
 const hasLayouts = existsSync(layoutsDir);
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-depth-test-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function tokens(n: number, vocab: number, seed = 7): Int32Array {
-  const out = new Int32Array(n);
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    out[i] = 1 + (s % (vocab - 1));
-  }
-  return out;
-}
-
-async function logitsOf(session: ort.InferenceSession, ids: Int32Array, batch: number, seqlen: number, config?: Record<string, unknown>): Promise<Float32Array> {
-  const out = await session.run(buildFeeds(session as never, ids, batch, seqlen, { config }), ['logits']);
-  return out.logits!.data as Float32Array;
-}
-
-function maxRel(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / m;
-}
 
 /** The original graph with the output projection (weights + bias) of every removed sub-layer zeroed. */
 function zeroedReference(onnxPath: string, config: Record<string, unknown>, removed: string[]): ModelProto {

@@ -18,6 +18,7 @@ import { buildFeeds } from '../../src/eval/forward.js';
 import { DataType, createNode, createTensor, encodeModel, readModelFile, setTensorFloat32, tensorDims, tensorToFloat32, type ModelProto } from '../../src/model/onnx.js';
 import { channelCounts, selectChannels } from '../../src/methods/structured/index.js';
 import type { PruneReport } from '../../src/prune.js';
+import { tokens, logitsOf, maxRel } from './helpers.js';
 
 env.allowRemoteModels = false;
 installLoadingHook();
@@ -28,34 +29,6 @@ const layoutsDir = path.resolve(repo, '../shared/models/layouts');
 const hasLayouts = existsSync(layoutsDir);
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-structured-test-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-/** Deterministic token ids in [1, vocab). */
-function tokens(n: number, vocab: number, seed = 7): Int32Array {
-  const out = new Int32Array(n);
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    out[i] = 1 + (s % (vocab - 1));
-  }
-  return out;
-}
-
-async function logitsOf(session: ort.InferenceSession, ids: Int32Array, batch: number, seqlen: number, config?: Record<string, unknown>): Promise<Float32Array> {
-  const feeds = buildFeeds(session as never, ids, batch, seqlen, { config });
-  const out = await session.run(feeds, ['logits']);
-  return out.logits!.data as Float32Array;
-}
-
-function maxRel(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / m;
-}
 
 /**
  * The original graph with the channels NOT in `kept` zeroed in gate/up rows (+ biases) and down columns, and

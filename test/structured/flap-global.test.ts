@@ -15,21 +15,12 @@ import { discoverLinears, installLoadingHook } from '../../src/model/index.js';
 import { buildFeeds } from '../../src/eval/forward.js';
 import { encodeModel, readModelFile, tensorToFloat32 } from '../../src/model/onnx.js';
 import { flapGlobalCounts } from '../../src/methods/structured/index.js';
+import { tokens } from './helpers.js';
 
 env.allowRemoteModels = false;
 installLoadingHook();
 const LONG = 600_000;
 const storiesDir = path.resolve(import.meta.dirname, '../../models/stories260k');
-
-function tokens(n: number, vocab: number, seed: number): Int32Array {
-  const out = new Int32Array(n);
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (s * 1103515245 + 12345) >>> 0;
-    out[i] = 1 + (s % (vocab - 1));
-  }
-  return out;
-}
 
 describe('flapGlobalCounts', () => {
   it('lowest standardized scores across blocks; never empties a block (caps and says so)', () => {
