@@ -99,3 +99,32 @@ export function runChildCase<R>(file: string, name: string, nsamples: number): R
   });
   return JSON.parse(out.trim().split('\n').pop()!) as R;
 }
+
+/** Session options of the speed benches: every core for one run at a time, full graph optimisation, quiet. */
+export const benchSessionOptions = (): ort.InferenceSession.SessionOptions => ({
+  intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
+});
+
+/**
+ * Tokens/s of plain onnxruntime forwards of batch × seqlen tokens of two model folders (dense and pruned), both
+ * sessions open together and run alternately (one warm-up each), best of `reps`: on a loaded machine the fastest run
+ * is the least disturbed one, and load hits both alike. `configs` feed each model (head pruning changes its config).
+ */
+export async function alternatingForwardTps(
+  dirs: [string, string], ids: Int32Array,
+  o: { batch: number; seqlen: number; configs: [Record<string, unknown>, Record<string, unknown>]; reps: number },
+): Promise<[number, number]> {
+  const sessions = await Promise.all(dirs.map((d) => ort.InferenceSession.create(path.join(d, 'onnx/model.onnx'), benchSessionOptions())));
+  const feeds = sessions.map((s, k) => buildFeeds(s, ids.subarray(0, o.batch * o.seqlen), o.batch, o.seqlen, { config: o.configs[k] }));
+  for (let k = 0; k < 2; k++) await sessions[k]!.run(feeds[k]!, ['logits']);
+  const best = [Infinity, Infinity];
+  for (let r = 0; r < o.reps; r++) {
+    for (let k = 0; k < 2; k++) {
+      const t0 = performance.now();
+      await sessions[k]!.run(feeds[k]!, ['logits']);
+      best[k] = Math.min(best[k]!, (performance.now() - t0) / 1000);
+    }
+  }
+  for (const s of sessions) await s.release();
+  return [(o.batch * o.seqlen) / best[0]!, (o.batch * o.seqlen) / best[1]!];
+}

@@ -9,17 +9,16 @@
  *
  * Timing on a shared machine is noisy: dense and pruned run alternately, best of the runs; read the ratio only.
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { AutoModelForCausalLM, AutoTokenizer, env } from '@huggingface/transformers';
 import '../src/index.js';
 import { pruneModel, savePruned } from '../src/index.js';
 import { perplexity } from '../src/eval/perplexity.js';
-import { buildFeeds } from '../src/eval/forward.js';
 import { tokenizeText } from '../src/data/text.js';
-import { BATCH, SEQLEN, calibrationWindows, haveBench12l, modelDir, nsamplesArg, shared } from './bench12l.js';
+import { BATCH, SEQLEN, alternatingForwardTps, calibrationWindows, haveBench12l, modelDir, nsamplesArg, shared } from './bench12l.js';
+import { onnxFileBytes } from '../src/save.js';
 
 env.allowRemoteModels = false;
 const NSAMPLES = nsamplesArg();
@@ -35,28 +34,11 @@ const MIXED = argAfter('--mixed') !== undefined ? Number(argAfter('--mixed')) : 
 const cfg = JSON.parse(readFileSync(path.join(modelDir, 'config.json'), 'utf8')) as Record<string, number>;
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-heads-bench-'));
 
-function onnxBytes(dir: string): number {
-  const d = path.join(dir, 'onnx');
-  return readdirSync(d).filter((f) => f.startsWith('model.onnx')).reduce((a, f) => a + statSync(path.join(d, f)).size, 0);
-}
+const onnxBytes = (dir: string): number => onnxFileBytes(path.join(dir, 'onnx'), 'model.onnx');
 
-async function forwardTps(dirs: [string, string], ids: Int32Array, configs: Record<string, unknown>[], reps = 5): Promise<[number, number]> {
-  const sessions = await Promise.all(dirs.map((d) => ort.InferenceSession.create(path.join(d, 'onnx/model.onnx'), {
-    intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
-  })));
-  const feeds = sessions.map((s, k) => buildFeeds(s, ids.subarray(0, BATCH * SEQLEN), BATCH, SEQLEN, { config: configs[k] }));
-  for (let k = 0; k < 2; k++) await sessions[k]!.run(feeds[k]!, ['logits']);
-  const best = [Infinity, Infinity];
-  for (let r = 0; r < reps; r++) {
-    for (let k = 0; k < 2; k++) {
-      const t0 = performance.now();
-      await sessions[k]!.run(feeds[k]!, ['logits']);
-      best[k] = Math.min(best[k]!, (performance.now() - t0) / 1000);
-    }
-  }
-  for (const s of sessions) await s.release();
-  return [(BATCH * SEQLEN) / best[0]!, (BATCH * SEQLEN) / best[1]!];
-}
+/** Dense and pruned forward tokens/s at BATCH × SEQLEN, alternately, best of `reps` (bench12l.ts). */
+const forwardTps = (dirs: [string, string], ids: Int32Array, configs: Record<string, unknown>[], reps = 5): Promise<[number, number]> =>
+  alternatingForwardTps(dirs, ids, { batch: BATCH, seqlen: SEQLEN, configs: [configs[0]!, configs[1]!], reps });
 
 async function ppl(dir: string, ids: Int32Array): Promise<number> {
   const m = await AutoModelForCausalLM.from_pretrained(dir, { dtype: 'fp32' });

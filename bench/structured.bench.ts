@@ -16,7 +16,7 @@
  * Timing on a shared machine is noisy: dense and pruned are measured alternately in the same run, and the ratios are
  * what to read: the two sessions run alternately and the best run of each counts.
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -27,7 +27,8 @@ import { perplexity } from '../src/eval/perplexity.js';
 import { buildFeeds } from '../src/eval/forward.js';
 import { tokenizeText } from '../src/data/text.js';
 import { disableAutoPrint, record, value } from './harness.js';
-import { BATCH, SEQLEN, calibrationWindows, haveBench12l, modelDir, nsamplesArg, shared } from './bench12l.js';
+import { BATCH, SEQLEN, alternatingForwardTps, benchSessionOptions, calibrationWindows, haveBench12l, modelDir, nsamplesArg, shared } from './bench12l.js';
+import { onnxFileBytes } from '../src/save.js';
 
 env.allowRemoteModels = false;
 const NSAMPLES = nsamplesArg();
@@ -53,34 +54,11 @@ function macsPerToken(ffnWidths: number[], seqlen = FWD_T): number {
   return m + cfg.vocab_size! * h;
 }
 
-function onnxBytes(dir: string, file = 'model.onnx'): number {
-  const d = path.join(dir, 'onnx');
-  return readdirSync(d).filter((f) => f === file || f.startsWith(`${file}_data`)).reduce((a, f) => a + statSync(path.join(d, f)).size, 0);
-}
+const onnxBytes = (dir: string, file = 'model.onnx'): number => onnxFileBytes(path.join(dir, 'onnx'), file);
 
-/**
- * Tokens/s of plain onnxruntime forwards of BATCH × SEQLEN tokens, dense and pruned sessions open together and run
- * alternately (one warm-up each), best of `reps`: on a loaded machine the fastest run is the least disturbed one.
- */
-const sessionOptions = (): ort.InferenceSession.SessionOptions => ({
-  intraOpNumThreads: os.availableParallelism(), interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3,
-});
-
-async function forwardTps(dirs: [string, string], ids: Int32Array, reps = Number(argAfter('--forward-reps') ?? 7)): Promise<[number, number]> {
-  const sessions = await Promise.all(dirs.map((d) => ort.InferenceSession.create(path.join(d, 'onnx/model.onnx'), sessionOptions())));
-  const feeds = sessions.map((s) => buildFeeds(s, ids.subarray(0, FWD_B * FWD_T), FWD_B, FWD_T, { config: cfg }));
-  for (let k = 0; k < 2; k++) await sessions[k]!.run(feeds[k]!, ['logits']);
-  const best = [Infinity, Infinity];
-  for (let r = 0; r < reps; r++) {
-    for (let k = 0; k < 2; k++) {
-      const t0 = performance.now();
-      await sessions[k]!.run(feeds[k]!, ['logits']);
-      best[k] = Math.min(best[k]!, (performance.now() - t0) / 1000);
-    }
-  }
-  for (const s of sessions) await s.release();
-  return [(FWD_B * FWD_T) / best[0]!, (FWD_B * FWD_T) / best[1]!];
-}
+/** Dense and pruned forward tokens/s at the bench's forward shape, alternately, best of `reps` (bench12l.ts). */
+const forwardTps = (dirs: [string, string], ids: Int32Array, reps = Number(argAfter('--forward-reps') ?? 7)): Promise<[number, number]> =>
+  alternatingForwardTps(dirs, ids, { batch: FWD_B, seqlen: FWD_T, configs: [cfg, cfg], reps });
 
 /** Kernel time of one profiled forward, by part of the graph (node names of the exporter's layout). */
 interface TimeShares { ffn: number; attentionCore: number; projections: number; lmHead: number; other: number; total: number }
@@ -93,7 +71,7 @@ interface TimeShares { ffn: number; attentionCore: number; projections: number; 
  */
 async function profileShares(dir: string, ids: Int32Array): Promise<TimeShares> {
   const prefix = path.join(work, `profile-${path.basename(dir)}-${Date.now()}`);
-  const s = await ort.InferenceSession.create(path.join(dir, 'onnx/model.onnx'), { ...sessionOptions(), enableProfiling: true, profileFilePrefix: prefix });
+  const s = await ort.InferenceSession.create(path.join(dir, 'onnx/model.onnx'), { ...benchSessionOptions(), enableProfiling: true, profileFilePrefix: prefix });
   const feeds = buildFeeds(s, ids.subarray(0, FWD_B * FWD_T), FWD_B, FWD_T, { config: cfg });
   const REPS = 5;
   for (let r = 0; r < REPS + 1; r++) await s.run(feeds, ['logits']);
