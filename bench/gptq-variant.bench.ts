@@ -2,9 +2,11 @@
  * GPTQ q4 variants of an already pruned folder (docs/compression.md, "GPTQ q4").
  *   npx tsx bench/gptq-variant.bench.ts <prunedDir> --calibration <file> --eval <file> [--nsamples 128] [--seqlen 512]
  *     [--eval-seqlen 512] [--windows 64] [--percdamp 0.01] [--range-search 6] [--mode sequential] [--q4-embedding q4|q8]
+ *     [--act-order] [--rtn] [--min-elements N] [--no-embeddings]
  *     [--out <dir>]
  * Loads the pruned fp32 folder, rebuilds the calibration windows (their sha256 is printed: compare with pruning.json),
- * saves q4 with gptq and measures its perplexity with transformers.js from_pretrained(dir, { dtype: 'q4' }).
+ * saves q4 with gptq (--rtn: round-to-nearest; --min-elements 200000 --no-embeddings: only the block linears of
+ * bench-12l quantized, lm_head and embedding left fp32) and measures its perplexity with transformers.js from_pretrained(dir, { dtype: 'q4' }).
  */
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -25,17 +27,31 @@ const windows = Number(opt('windows', '64'));
 const percdamp = Number(opt('percdamp', '0.01'));
 const rangeSearch = Number(opt('range-search', '6'));
 const mode = opt('mode', 'sequential') as 'sequential' | 'oneshot';
+const flag = (name: string): boolean => {
+  const i = args.indexOf(name);
+  if (i >= 0) args.splice(i, 1);
+  return i >= 0;
+};
+const actOrder = flag('--act-order');
+const rtn = flag('--rtn');
+const noEmbeddings = flag('--no-embeddings');
+const minElements = Number(opt('min-elements', '0'));
 const embedding = opt('q4-embedding', 'q4') as 'q4' | 'q8';
 const out = opt('out', path.join(os.tmpdir(), `dsa-gptq-variant-${process.pid}`))!;
 const dir = args[0]!;
 
 const { model } = await loadModelDir(dir);
 rmSync(out, { recursive: true, force: true });
-const g = await savePruned(model, out, { quantize: 'q4', quantizeOptions: { embedding }, gptq: { percdamp, rangeSearch, mode }, calibration: { files: [calibration] }, nsamples, seqlen });
+const quantizeOptions = { embedding, minElements, ...(noEmbeddings ? { embeddings: false } : {}) };
+const g = await savePruned(model, out, rtn
+  ? { quantize: 'q4', quantizeOptions }
+  : { quantize: 'q4', quantizeOptions, gptq: { percdamp, rangeSearch, mode, actOrder }, calibration: { files: [calibration] }, nsamples, seqlen });
 await (model as { dispose?: () => Promise<unknown> }).dispose?.();
 const tf = await import('@huggingface/transformers');
 tf.env.allowRemoteModels = false;
 const m = await tf.AutoModelForCausalLM.from_pretrained(path.resolve(out), { dtype: 'q4', local_files_only: true });
 const tok = await tf.AutoTokenizer.from_pretrained(path.resolve(out), { local_files_only: true });
 const r = await perplexity(m as never, readFileSync(evalFile, 'utf8'), { seqlen: evalSeqlen, tokenizer: tok as never, limitWindows: windows });
-console.log(`GPTQ q4 percdamp ${percdamp} rangeSearch ${rangeSearch} ${mode}, ${embedding} embedding: ppl ${r.ppl.toFixed(3)} on ${windows} × ${evalSeqlen} (calibration sha256 ${g?.gptq?.calibration.sha256}, ${g?.gptq?.seconds.toFixed(0)} s)`);
+const what = rtn ? 'RTN q4' : `GPTQ q4 percdamp ${percdamp}${actOrder ? ' act_order' : ''} rangeSearch ${rangeSearch} ${mode}`;
+const scope = `${noEmbeddings ? 'fp32 embedding' : `${embedding} embedding`}${minElements ? `, weights < ${minElements} elements only` : ''}`;
+console.log(`${path.basename(evalFile)}: ${what}, ${scope}: ppl ${r.ppl.toFixed(3)} on ${windows} × ${evalSeqlen} (calibration sha256 ${g?.gptq?.calibration.sha256}, ${g?.gptq?.seconds.toFixed(0)} s)`);

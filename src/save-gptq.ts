@@ -14,6 +14,8 @@ export interface GptqSaveOptions {
   rangeSearch?: number;
   /** Hessian damping as a fraction of mean(diag H) (default 0.1, GPTQ_PERCDAMP). */
   percdamp?: number;
+  /** Sweep columns by decreasing diag(H) with static groups (GPTQ's act_order + static_groups). Default false. */
+  actOrder?: boolean;
   /** `sequential` (default): later blocks' Hessians see the quantized earlier blocks. */
   mode?: 'sequential' | 'oneshot';
   threads?: number;
@@ -70,7 +72,7 @@ export async function runGptqForSave(model: unknown, outDir: string, o: GptqRequ
   }
   const blockSize = o.quantizeOptions?.blockSize ?? 32;
   const res = await gptqModel(model, {
-    windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, blockSize, rangeSearch: g.rangeSearch ?? o.quantizeOptions?.rangeSearch, percdamp: g.percdamp,
+    windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, blockSize, rangeSearch: g.rangeSearch ?? o.quantizeOptions?.rangeSearch, percdamp: g.percdamp, actOrder: g.actOrder,
     mode: g.mode ?? cal.mode, threads: g.threads ?? cal.threads, batchSize: g.batchSize ?? cal.batchSize, onProgress: g.onProgress, signal: g.signal,
   });
   return {

@@ -37,6 +37,11 @@ export interface GptqLayerOptions {
   scaleDtype?: 'float32' | 'float16';
   /** Hessian damping as a fraction of mean(diag H) (gptqFromGram / gptqModel). Default GPTQ_PERCDAMP = 0.1. */
   percdamp?: number;
+  /**
+   * gptqFromGram / gptqModel: sweep the columns in order of decreasing diag(H) (the reference's `act_order`), with
+   * static groups so the file's per-block scales stay valid. Default false.
+   */
+  actOrder?: boolean;
 }
 
 /** GPTQ result of one [rows × k] weight: codes, per-group scale and zero point, and the weight they decode to. */
@@ -128,7 +133,18 @@ export function gptqQuantizeLayer(
   rows: number,
   k: number,
   hinv: Float64Array,
-  opts: GptqLayerOptions & { pruned?: Uint8Array } = {},
+  opts: GptqLayerOptions & {
+    pruned?: Uint8Array;
+    /**
+     * Column order of the sweep (act_order): `perm[c]` is the original column swept c-th, and `hinv` is the factor of
+     * the *permuted* H (H[perm][:, perm]). Implies static groups: each original group's grid is chosen once from the
+     * weights before any update (the reference's `static_groups`), so codes, scales and zero points stay in the
+     * file's original block layout.
+     */
+    perm?: Int32Array;
+    /** Choose every group's grid from the weights before any update (the reference's `static_groups`). */
+    staticGroups?: boolean;
+  } = {},
 ): GptqLayerResult {
   const bs = opts.blockSize ?? 32;
   if (bs < 16 || (bs & (bs - 1)) !== 0) {
@@ -144,7 +160,21 @@ export function gptqQuantizeLayer(
   const scales = new Float32Array(rows * nBlocks);
   const zeroPoints = new Uint8Array(rows * nBlocks);
   const out = new Float32Array(rows * k);
-  const W = Float64Array.from(w);
+  const perm = opts.perm;
+  if (perm && perm.length !== k) throw new DsaPruneError(`GPTQ: perm has ${perm.length} entries, need ${k}`);
+  const staticGroups = !!perm || !!opts.staticGroups;
+  // W and the mask in sweep order (column c = original column perm[c])
+  const W = perm ? new Float64Array(rows * k) : Float64Array.from(w);
+  const prunedS = perm ? new Uint8Array(rows * k) : pruned;
+  if (perm) {
+    for (let r = 0; r < rows; r++) {
+      const ro = r * k;
+      for (let c = 0; c < k; c++) {
+        W[ro + c] = w[ro + perm[c]!]!;
+        prunedS[ro + c] = pruned[ro + perm[c]!]!;
+      }
+    }
+  }
   const U = hinv;
   const sb = GPTQ_SWEEP_BLOCK;
   const err = new Float64Array(rows * sb);
@@ -154,25 +184,40 @@ export function gptqQuantizeLayer(
   const curZp = new Int32Array(rows);
   const gemmScratch = { acc: new Float64Array(256), idx: new Int32Array(rows * sb), cnt: new Int32Array(rows) };
 
+  const groupParams = (src: ArrayLike<number>, g: number) => {
+    const c0 = g * bs;
+    const g1 = Math.min(k, c0 + bs);
+    for (let r = 0; r < rows; r++) {
+      const ro = r * k;
+      for (let j = c0; j < g1; j++) {
+        vals[j - c0] = src[ro + j]!;
+        keep[j - c0] = pruned[ro + j] ? 0 : 1;
+      }
+      const p = q4GroupParams(vals.subarray(0, g1 - c0), keep.subarray(0, g1 - c0), rangeSearch, scaleDtype);
+      scales[r * nBlocks + g] = p.scale;
+      zeroPoints[r * nBlocks + g] = p.zp;
+    }
+  };
+  if (staticGroups) for (let g = 0; g < nBlocks; g++) groupParams(w, g);
+
   for (let i1 = 0; i1 < k; i1 += sb) {
     const i2 = Math.min(i1 + sb, k);
     const count = i2 - i1;
     for (let col = i1; col < i2; col++) {
-      if (col % bs === 0) {
+      const orig = perm ? perm[col]! : col;
+      if (staticGroups) {
+        const g = Math.floor(orig / bs);
+        for (let r = 0; r < rows; r++) {
+          curScale[r] = scales[r * nBlocks + g]!;
+          curZp[r] = zeroPoints[r * nBlocks + g]!;
+        }
+      } else if (col % bs === 0) {
         // group start: scale / zero point per row from the current (error-updated) surviving weights
         const g = col / bs;
-        const g1 = Math.min(k, col + bs);
+        groupParams(W, g);
         for (let r = 0; r < rows; r++) {
-          const ro = r * k;
-          for (let j = col; j < g1; j++) {
-            vals[j - col] = W[ro + j];
-            keep[j - col] = pruned[ro + j] ? 0 : 1;
-          }
-          const p = q4GroupParams(vals.subarray(0, g1 - col), keep.subarray(0, g1 - col), rangeSearch, scaleDtype);
-          curScale[r] = p.scale;
-          curZp[r] = p.zp;
-          scales[r * nBlocks + g] = p.scale;
-          zeroPoints[r * nBlocks + g] = p.zp;
+          curScale[r] = scales[r * nBlocks + g]!;
+          curZp[r] = zeroPoints[r * nBlocks + g]!;
         }
       }
       const hr = col * k;
@@ -184,15 +229,15 @@ export function gptqQuantizeLayer(
         const s = curScale[r];
         let q: number;
         let deq: number;
-        if (pruned[ro + col]) {
+        if (prunedS[ro + col]) {
           q = zp;
           deq = 0;
         } else {
           q = q4Code(v, s, zp);
           deq = Math.fround((q - zp) * s);
         }
-        codes[ro + col] = q;
-        out[ro + col] = deq === 0 ? 0 : deq; // +0, never −0
+        codes[ro + orig] = q;
+        out[ro + orig] = deq === 0 ? 0 : deq; // +0, never −0
         const e = (v - deq) / d;
         err[r * sb + (col - i1)] = e;
         if (e === 0) continue;
@@ -227,10 +272,18 @@ export function gptqFromGram(
   nsamples: number,
   opts: GptqLayerOptions & { name?: string } = {},
 ): GptqLayerResult & { deadInputs: number; percdamp: number } {
-  const { hinv, dead, deadCount, percdamp } = sparseGptHinv(gram, nsamples, k, opts.name, opts.percdamp ?? GPTQ_PERCDAMP);
+  let perm: Int32Array | undefined;
+  let g = gram;
+  if (opts.actOrder) {
+    // the reference's argsort(diag(H), descending); ties by column index, so the order is deterministic
+    perm = Int32Array.from({ length: k }, (_, i) => i).sort((a, b) => gram[b * k + b]! - gram[a * k + a]! || a - b);
+    g = new Float64Array(k * k);
+    for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) g[i * k + j] = gram[perm[i]! * k + perm[j]!]!;
+  }
+  const { hinv, dead, deadCount, percdamp } = sparseGptHinv(g, nsamples, k, opts.name, opts.percdamp ?? GPTQ_PERCDAMP);
   const pruned = Uint8Array.from(w, (v) => (v === 0 ? 1 : 0));
-  if (deadCount) for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) if (dead[j]) pruned[r * k + j] = 1;
-  return { ...gptqQuantizeLayer(w, rows, k, hinv, { ...opts, pruned }), deadInputs: deadCount, percdamp };
+  if (deadCount) for (let r = 0; r < rows; r++) for (let j = 0; j < k; j++) if (dead[j]) pruned[r * k + (perm ? perm[j]! : j)] = 1;
+  return { ...gptqQuantizeLayer(w, rows, k, hinv, { ...opts, pruned, perm }), deadInputs: deadCount, percdamp };
 }
 
 /**
@@ -327,7 +380,7 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
         const s = stats.get(l.name);
         if (!s?.gram) throw new DsaPruneError(`GPTQ: no calibration Hessian for ${l.name}`, { hint: 'This layout is not supported by the calibration engine; save without gptq.' });
         const res = gptqFromGram(pm.readWeight(l), l.dOut, l.dIn, s.gram, s.nsamples, {
-          blockSize, rangeSearch: opts.rangeSearch, percdamp: opts.percdamp, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
+          blockSize, rangeSearch: opts.rangeSearch, percdamp: opts.percdamp, actOrder: opts.actOrder, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
         });
         undo.push(pm.snapshotWeight(l));
         pm.writeWeight(l, res.weight);

@@ -128,6 +128,50 @@ function naiveGptq(w: Float32Array, rows: number, k: number, u: Float64Array, gs
   return { codes, scales, zps, deq };
 }
 
+/**
+ * Naive act_order GPTQ with static groups (IST-DASLab/gptq `fasterquant(actorder=True, static_groups=True)`): every
+ * group's grid from quantizeQ4 on the *original* weights, columns swept in order of decreasing diag(G) (ties by index),
+ * Hinv of the permuted H by the naive inverse + Cholesky, codes written back at the original positions.
+ */
+function naiveGptqAct(w: Float32Array, rows: number, k: number, gram: Float64Array, nsamples: number, percdamp: number, gs: number) {
+  const perm = Array.from({ length: k }, (_, i) => i).sort((a, b) => gram[b * k + b] - gram[a * k + a] || a - b);
+  const gp = new Float64Array(k * k);
+  for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) gp[i * k + j] = gram[perm[i] * k + perm[j]];
+  const u = naiveHinv(gp, k, nsamples, percdamp);
+  const nb = Math.ceil(k / gs);
+  const scales = new Float32Array(rows * nb);
+  const zps = new Uint8Array(rows * nb);
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < nb; g++) {
+      const len = Math.min(gs, k - g * gs);
+      const p = quantizeQ4(w.slice(r * k + g * gs, r * k + g * gs + len), 1, len, gs);
+      scales[r * nb + g] = p.scales[0];
+      zps[r * nb + g] = p.zeroPoints[0] & 15;
+    }
+  }
+  const codes = new Uint8Array(rows * k);
+  const deq = new Float64Array(rows * k);
+  for (let r = 0; r < rows; r++) {
+    const W = perm.map((j) => Number(w[r * k + j]));
+    const mask = perm.map((j) => w[r * k + j] === 0);
+    for (let c = 0; c < k; c++) {
+      const orig = perm[c], g = Math.floor(orig / gs);
+      const s = scales[r * nb + g], zp = zps[r * nb + g];
+      let q = zp;
+      let v = 0;
+      if (!mask[c]) {
+        q = s > 0 && W[c] !== 0 ? Math.min(15, Math.max(0, Math.round(W[c] / s) + zp)) : zp;
+        v = Math.fround((q - zp) * s);
+      }
+      codes[r * k + orig] = q;
+      deq[r * k + orig] = v;
+      const e = (W[c] - v) / u[c * k + c];
+      for (let j = c + 1; j < k; j++) W[j] -= e * u[c * k + j];
+    }
+  }
+  return { codes, scales, zps, deq };
+}
+
 /** ‖(W − Q)·Xᵀ‖² over the tokens. */
 function outputError(w: Float32Array, q: ArrayLike<number>, x: Float64Array, rows: number, k: number, tokens: number): number {
   let e = 0;
@@ -200,6 +244,40 @@ describe('gptqQuantizeLayer', () => {
     expect(Array.from(res.weight)).toEqual(Array.from(ref.deq));
     const d01 = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32 });
     expect(Array.from(d01.codes)).not.toEqual(Array.from(res.codes));
+  });
+
+  it('act_order (static groups) matches the naive float64 act_order reference on a random 6×160 layer', () => {
+    const rows = 6, k = 160;
+    const { w, gram } = layer(rows, k, 400, 77);
+    for (const percdamp of [0.01, 0.1]) {
+      const ref = naiveGptqAct(w, rows, k, gram, 4, percdamp, 32);
+      const res = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32, percdamp, actOrder: true });
+      expect(Array.from(res.codes)).toEqual(Array.from(ref.codes));
+      expect(Array.from(res.scales)).toEqual(Array.from(ref.scales));
+      expect(Array.from(res.zeroPoints)).toEqual(Array.from(ref.zps));
+      expect(Array.from(res.weight)).toEqual(Array.from(ref.deq));
+      // static groups: the grid is the writer's round-to-nearest grid of the original weights
+      const rtn = quantizeQ4(w, rows, k, 32);
+      expect(Array.from(res.scales)).toEqual(Array.from(rtn.scales));
+      // the order is not the identity on this layer (diag(G) varies), so act_order did reorder the sweep
+      const plain = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32, percdamp });
+      expect(Array.from(res.codes)).not.toEqual(Array.from(plain.codes));
+    }
+  });
+
+  it('act_order keeps pruned weights exactly +0 and every kept weight on its (original) group grid', () => {
+    const rows = 8, k = 256;
+    const { w, gram } = layer(rows, k, 300, 8);
+    const res = gptqFromGram(w, rows, k, gram, 4, { blockSize: 32, actOrder: true });
+    for (let i = 0; i < w.length; i++) {
+      const r = Math.floor(i / k), g = Math.floor((i % k) / 32);
+      const s = res.scales[r * res.nBlocks + g], zp = res.zeroPoints[r * res.nBlocks + g];
+      if (w[i] === 0) {
+        expect(Object.is(res.weight[i], 0)).toBe(true);
+        expect(res.codes[i]).toBe(zp);
+      }
+      expect(res.weight[i]).toBe(Math.fround((res.codes[i] - zp) * s) || 0);
+    }
   });
 
   it('keeps every pruned weight exactly +0 (code = the group zero point) and the input untouched', () => {
