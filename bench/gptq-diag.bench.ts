@@ -3,10 +3,11 @@
  * the calibration output error tr((W−Q)·XᵀX·(W−Q)ᵀ) / tr(W·XᵀX·Wᵀ) of round-to-nearest q4 (the writer's quantizeQ4)
  * and of GPTQ variants, on the Gram matrices of the fitting windows and of held-out windows of the calibration text.
  *   npx tsx bench/gptq-diag.bench.ts <prunedDir> --calibration <file> [--nsamples 128] [--seqlen 512] [--holdout 32]
- *     [--variants 0.01,0.1,0.01:act,0.1:act] [--blocks 0,5,11]
+ *     [--variants 0.01,0.1,0.01:act,0.1:act] [--blocks 0,5,11] [--held-text <file>]
  * Gram matrices are one-shot (the pruned float model's inputs), so RTN and every variant see the same X. A variant is
  * `percdamp[:act]` (`act` = act_order with static groups). Fitting windows = the first nsamples − holdout, held-out =
- * the last holdout windows (--holdout 0: held-out = fitting).
+ * the last holdout windows (--holdout 0: held-out = fitting); --held-text: the held-out Gram matrices come from the
+ * first `holdout` windows of another text instead (a domain check; settings are never chosen on it).
  */
 import path from 'node:path';
 import { gptqFromGram } from '../src/compress/gptq.js';
@@ -29,6 +30,7 @@ const variants = opt('variants', '0.01,0.1,0.01:act,0.1:act')!.split(',').map((v
   return { label: v, percdamp: Number(p), actOrder: a === 'act' };
 });
 const blockFilter = opt('blocks')?.split(',').map(Number);
+const heldText = opt('held-text');
 const dir = args[0]!;
 
 const { model } = await loadModelDir(dir);
@@ -36,8 +38,12 @@ const pm = await attachModel(model);
 const cal = await calibrationFor(model, { calibration: { files: [calibration] }, nsamples, seqlen, mode: 'oneshot' });
 const nFit = holdout > 0 ? cal.nsamples - holdout : cal.nsamples;
 const fitIds = cal.ids.subarray(0, nFit * cal.seqlen);
-const holdIds = holdout > 0 ? cal.ids.subarray(nFit * cal.seqlen) : fitIds;
-console.error(`${path.basename(dir)}: calibration sha256 ${cal.sha256}, ${nFit} fitting + ${holdout} held-out windows × ${cal.seqlen}`);
+const nFitUsed = heldText ? cal.nsamples : nFit;
+const fitIdsUsed = heldText ? cal.ids : fitIds;
+const holdIds = heldText
+  ? (await calibrationFor(model, { calibration: { files: [heldText] }, nsamples: holdout, seqlen, mode: 'oneshot' })).ids
+  : holdout > 0 ? cal.ids.subarray(nFit * cal.seqlen) : fitIds;
+console.error(`${path.basename(dir)}: calibration sha256 ${cal.sha256}, ${nFitUsed} fitting + ${holdout} held-out windows × ${cal.seqlen}${heldText ? ` of ${path.basename(heldText)}` : ''}`);
 
 /** tr(D·G·Dᵀ) for D [rows × k]. */
 function quad(d: Float64Array | Float32Array, rows: number, k: number, g: Float64Array): number {
@@ -82,7 +88,7 @@ const header = ['linear', 'rows×k', ...variants.map((v) => `fit ${v.label}`), .
 console.log(`GPTQ / RTN calibration output error per linear (ratio < 1: GPTQ better); RTN columns: relative error tr(ΔGΔᵀ)/tr(WGWᵀ)\n`);
 console.log(`| ${header.join(' | ')} |\n|${header.map(() => '---').join('|')}|`);
 const sums = { rtnFit: 0, rtnHeld: 0, fit: variants.map(() => 0), held: variants.map(() => 0), worse: variants.map(() => 0), worseHeld: variants.map(() => 0), n: 0 };
-await runCalibration(pm, fitIds, { nsamples: nFit, seqlen: cal.seqlen, needs: { sq: false, gram: true }, mode: 'oneshot' }, (b, stats) => {
+await runCalibration(pm, fitIdsUsed, { nsamples: nFitUsed, seqlen: cal.seqlen, needs: { sq: false, gram: true }, mode: 'oneshot' }, (b, stats) => {
   if (blockFilter && !blockFilter.includes(b)) return;
   for (const l of pm.linears.filter((x) => x.block === b)) {
     const s = stats.get(l.name)!;

@@ -2,11 +2,11 @@
  * GPTQ q4 variants of an already pruned folder (docs/compression.md, "GPTQ q4").
  *   npx tsx bench/gptq-variant.bench.ts <prunedDir> --calibration <file> --eval <file> [--nsamples 128] [--seqlen 512]
  *     [--eval-seqlen 512] [--windows 64] [--percdamp 0.01] [--range-search 6] [--mode sequential] [--q4-embedding q4|q8]
- *     [--act-order] [--rtn] [--min-elements N] [--no-embeddings]
+ *     [--act-order] [--rtn] [--min-elements N] [--exclude <weight,…>] [--no-embeddings]
  *     [--out <dir>]
  * Loads the pruned fp32 folder, rebuilds the calibration windows (their sha256 is printed: compare with pruning.json),
- * saves q4 with gptq (--rtn: round-to-nearest; --min-elements 200000 --no-embeddings: only the block linears of
- * bench-12l quantized, lm_head and embedding left fp32) and measures its perplexity with transformers.js from_pretrained(dir, { dtype: 'q4' }).
+ * saves q4 with gptq (--rtn: round-to-nearest; --min-elements 200000 --no-embeddings: only bench-12l's lm_head
+ * quantized; --exclude <lm_head weight> --no-embeddings: only the block linears) and measures its perplexity with transformers.js from_pretrained(dir, { dtype: 'q4' }).
  */
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -36,13 +36,14 @@ const actOrder = flag('--act-order');
 const rtn = flag('--rtn');
 const noEmbeddings = flag('--no-embeddings');
 const minElements = Number(opt('min-elements', '0'));
+const exclude = opt('exclude')?.split(',') ?? [];
 const embedding = opt('q4-embedding', 'q4') as 'q4' | 'q8';
 const out = opt('out', path.join(os.tmpdir(), `dsa-gptq-variant-${process.pid}`))!;
 const dir = args[0]!;
 
 const { model } = await loadModelDir(dir);
 rmSync(out, { recursive: true, force: true });
-const quantizeOptions = { embedding, minElements, ...(noEmbeddings ? { embeddings: false } : {}) };
+const quantizeOptions = { embedding, minElements, exclude, ...(noEmbeddings ? { embeddings: false } : {}) };
 const g = await savePruned(model, out, rtn
   ? { quantize: 'q4', quantizeOptions }
   : { quantize: 'q4', quantizeOptions, gptq: { percdamp, rangeSearch, mode, actOrder }, calibration: { files: [calibration] }, nsamples, seqlen });
@@ -53,5 +54,5 @@ const m = await tf.AutoModelForCausalLM.from_pretrained(path.resolve(out), { dty
 const tok = await tf.AutoTokenizer.from_pretrained(path.resolve(out), { local_files_only: true });
 const r = await perplexity(m as never, readFileSync(evalFile, 'utf8'), { seqlen: evalSeqlen, tokenizer: tok as never, limitWindows: windows });
 const what = rtn ? 'RTN q4' : `GPTQ q4 percdamp ${percdamp}${actOrder ? ' act_order' : ''} rangeSearch ${rangeSearch} ${mode}`;
-const scope = `${noEmbeddings ? 'fp32 embedding' : `${embedding} embedding`}${minElements ? `, weights < ${minElements} elements only` : ''}`;
+const scope = `${noEmbeddings ? 'fp32 embedding' : `${embedding} embedding`}${minElements ? `, only weights ≥ ${minElements} elements` : ''}${exclude.length ? `, float: ${exclude.join(' ')}` : ''}`;
 console.log(`${path.basename(evalFile)}: ${what}, ${scope}: ppl ${r.ppl.toFixed(3)} on ${windows} × ${evalSeqlen} (calibration sha256 ${g?.gptq?.calibration.sha256}, ${g?.gptq?.seconds.toFixed(0)} s)`);

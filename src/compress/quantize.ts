@@ -38,6 +38,8 @@ export interface QuantizeOptions {
   embedding?: 'q4' | 'q8';
   /** Skip MatMul weights smaller than this many elements (kept float). Default 0 (quantize all). */
   minElements?: number;
+  /** MatMul weight initializers kept float (e.g. an lm_head, to measure what its quantization costs). Default none. */
+  exclude?: readonly string[];
   /**
    * q4: per block, try this many shrunken ranges and keep the one with the least squared error (0 = plain min/max).
    * Exact zeros stay exact for every candidate. Default 6.
@@ -273,6 +275,8 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
         const [k, nOut] = tensorDims(t);
         if (k * nOut < minElements) {
           report.skipped.push({ weight: t.name!, reason: `smaller than ${minElements} elements` });
+        } else if (opts.exclude?.includes(t.name!)) {
+          report.skipped.push({ weight: t.name!, reason: 'excluded (quantizeOptions.exclude)' });
         } else if (kind === 'q8') {
           const dq = dequantInt8(t, 1);
           nodes.push(createNode({ ...n, op_type: n.op_type!, input: [n.input[0], dq] }));
