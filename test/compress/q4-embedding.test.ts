@@ -183,6 +183,24 @@ describe('q4 embeddings (GatherBlockQuantized)', () => {
     expect(quantizeModel(embedModel(true), 'q8').report.embeddings[0].format).toBe('int8');
   });
 
+  it('exclude: a listed MatMul weight stays the float MatMul (bit for bit), reported as skipped; the table then gets its own codes', () => {
+    const m = embedModel(true);
+    // a second MatMul h × P [H × H] that is quantized
+    const H = 96;
+    const P = new Float32Array(H * H).map((_, i) => Math.sin(i) * 0.1);
+    m.graph.node.push(createNode({ op_type: 'MatMul', name: 'proj', input: ['h', 'P'], output: ['p'] }));
+    m.graph.initializer.push(createTensor({ name: 'P', dims: [H, H], data_type: DataType.FLOAT, raw_data: new Uint8Array(P.buffer) }));
+    m.graph.output.push(vi('p', DataType.FLOAT, [5, H]));
+    const r = quantizeModel(m, 'q4', { exclude: ['W'] });
+    expect(r.report.matmuls.map((x) => x.weight)).toEqual(['P']);
+    expect(r.report.skipped).toEqual([{ weight: 'W', reason: 'excluded (quantizeOptions.exclude)' }]);
+    const mm = r.model.graph.node.find((n) => n.name === 'lm_head')!;
+    expect(mm.op_type).toBe('MatMul');
+    const w = r.model.graph.initializer.find((t) => t.name === mm.input[1])!;
+    expect(Buffer.compare(Buffer.from(tensorBytes(w)), Buffer.from(tensorBytes(m.graph.initializer.find((t) => t.name === 'W')!)))).toBe(0);
+    expect(r.report.embeddings[0].format).toBe('q4');
+  });
+
   it('sparse q4 keeps the tie: the rebuilt lm_head B / scales keep their names, the embedding reads them (dense and sparse path)', async () => {
     const { model } = quantizeModel(embedModel(true, 64, 128), 'q4');
     const a = await runIds(model);
