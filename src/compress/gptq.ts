@@ -10,6 +10,8 @@
  * from the *current, error-updated* weights of the group's surviving entries (rounded to float32) (range widened to contain 0, the writer's
  * range search); each weight is then rounded on that grid — a pruned weight (the mask: exactly 0 before GPTQ) becomes
  * exactly 0 (code = zero point) — and its error (w − q)/Hinv_ii is propagated to the later columns.
+ * `actOrder`: columns swept by decreasing diag(H) with static groups (every group's grid from the weights before any
+ * update, as the reference's `act_order` + `static_groups`), so the file's per-block layout stays valid.
  */
 import { DsaPruneError } from '../errors.js';
 import { subtractProduct } from '../kernels/gemm.js';
