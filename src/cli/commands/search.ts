@@ -77,6 +77,8 @@ Examples:
   dsa-prune search bench-12l --calibration calibration.txt --evals 300 --workers 2 --random --out search.json
   dsa-prune search bench-12l --calibration calibration.txt --evals 300 --redis redis://10.0.0.5:6379 --out search.json
   dsa-prune prune bench-12l --out pruned --allocator @search.json --calibration calibration.txt
+  dsa-prune search bench-12l --method structured --target ffn --score wanda-sp --sparsity 0.2 --calibration calibration.txt --nsamples 16 --evals 150 --out ssearch.json
+  dsa-prune prune bench-12l --method structured --target ffn --score wanda-sp --sparsity 0.2 --allocator @ssearch.json --calibration calibration.txt --nsamples 16 --out pruned
 `;
 
 const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
