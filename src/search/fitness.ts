@@ -340,7 +340,7 @@ async function structuredFitness(
 ): Promise<Fitness & { kept(blockSparsity: number[]): Int32Array[] }> {
   const { windows, seqlen } = spec.search;
   const batchSize = options.batchSize ?? Math.min(2, windows);
-  const fast = await structuredFastPath(pm, spec.structured!, dense, linears, options.threads);
+  const fast = await structuredFastPath(pm, spec.structured!, dense, linears, spec.sparsity, options.threads);
   let klCache: TopKCache | undefined;
   try {
     if (spec.fitness === 'kl') {

@@ -44,7 +44,7 @@ export function checkStructuredSearch(o: { target?: string | string[]; score?: s
   const score = o.score ?? 'wanda-sp';
   if (score === 'flap') {
     throw new DsaPruneError('search --method structured --score flap is not supported: the fast fitness has no bias on the down projection for FLAP\'s compensation, so it could not equal the faithful prune', {
-      code: 'invalid-input', hint: 'Search with --score wanda-sp (or magnitude); flap can still prune with a searched allocation\'s shares only by re-searching.',
+      code: 'invalid-input', hint: 'Search with --score wanda-sp (or magnitude); `dsa-prune prune --method structured --score flap` takes any other allocator.',
     });
   }
   if (score !== 'wanda-sp' && score !== 'magnitude') {
@@ -93,10 +93,11 @@ export interface StructuredFastPath {
  * the dense statistics (once), their ascending order (ties by index, as selectChannels), and a session whose down
  * projections are inputs.
  */
-export async function structuredFastPath(pm: PrunableModel, st: StructuredSearch, dense: { stats: Map<string, InputStats> }, linears: LinearInfo[], threads?: number): Promise<StructuredFastPath> {
+export async function structuredFastPath(
+  pm: PrunableModel, st: StructuredSearch, dense: { stats: Map<string, InputStats> }, linears: LinearInfo[], sparsity: number, threads?: number,
+): Promise<StructuredFastPath> {
   const layouts = Array.from({ length: pm.blocks }, (_, b) => ffnLayout(pm, b));
   const blocks = channelBlocks(pm, layouts, linears);
-  const sparsity = { value: 0 };
   const orders = layouts.map((lay) => {
     const s = dense.stats.get(lay.down.name);
     if (st.score === 'wanda-sp' && !s) throw new DsaPruneError(`no dense statistics for ${lay.down.name}`, { code: 'internal' });
@@ -113,10 +114,8 @@ export async function structuredFastPath(pm: PrunableModel, st: StructuredSearch
   const fed = await weightFedSession(pm, layouts.map((l) => l.down.weight), { threads });
   const counts = (bs: number[]): number[] => {
     if (bs.length !== blocks.length) throw new DsaPruneError(`structured search: ${bs.length} block shares for ${blocks.length} blocks`, { code: 'internal' });
-    // The global target is the shares' parameter-weighted mean (= the search's sparsity, exactly as the pipeline sees it).
-    const P = blocks.reduce((a, b) => a + b.params, 0);
-    sparsity.value = bs.reduce((a, s, i) => a + s * blocks[i]!.params, 0) / P;
-    return channelCounts(blocks, bs, sparsity.value);
+    // The total is the search's sparsity's round(S · ΣP / c), as the pipeline computes it with --sparsity S.
+    return channelCounts(blocks, bs, sparsity);
   };
   return {
     fed,
