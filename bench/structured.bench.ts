@@ -11,6 +11,7 @@
  *   npx tsx bench/structured.bench.ts --sparsities 0.25 --skip-quality    # the issue's 25 % target only
  *   npx tsx bench/structured.bench.ts --sparsities none --skip-quality --q4   # equal size after q4 only
  *   npx tsx bench/structured.bench.ts --depth --nsamples 16 --eval-windows 16   # --target depth rows (bi, loss at 10 / 20 %)
+ *   npx tsx bench/structured.bench.ts --sparsities none --quality 1,4,10 --searched search.json   # a structured search's widths vs uniform / OWL
  *   npm run bench -- structured
  *
  * Timing on a shared machine is noisy: dense and pruned are measured alternately in the same run, and the ratios are
@@ -29,6 +30,7 @@ import { tokenizeText } from '../src/data/text.js';
 import { disableAutoPrint, record, value } from './harness.js';
 import { BATCH, SEQLEN, alternatingForwardTps, benchSessionOptions, calibrationWindows, haveBench12l, modelDir, nsamplesArg, shared } from './bench12l.js';
 import { onnxFileBytes } from '../src/save.js';
+import { searchedShares } from '../src/search/structured-fitness.js';
 
 env.allowRemoteModels = false;
 const NSAMPLES = nsamplesArg();
@@ -210,6 +212,15 @@ async function main(): Promise<void> {
     { label: 'structured flap, flap-global, one-shot (FLAP\'s own mask)', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: flapGlobal(), mode: 'oneshot' } },
     { label: 'structured flap, uniform, one-shot', options: { method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: uniform(), mode: 'oneshot' } },
   ];
+  // `--searched <search.json>`: the per-block shares a `dsa-prune search --method structured` found (index 10 on).
+  for (const file of (argAfter('--searched') ?? '').split(',').filter(Boolean)) {
+    const r = JSON.parse(readFileSync(file, 'utf8')) as { best: { blockSparsity: number[]; ffnWidths?: number[] }; structured: { score: string }; sparsity: number };
+    allVariants.push({
+      label: `structured ${r.structured.score}, searched (${path.basename(file)})`,
+      options: { method: 'structured', target: ['ffn'], score: r.structured.score, sparsity: r.sparsity, allocator: searchedShares(r.best.blockSparsity, file) },
+    });
+    if (r.best.ffnWidths) process.stderr.write(`${file}: the search's faithful widths ${r.best.ffnWidths.join(' ')}\n`);
+  }
   const only = argAfter('--quality');
   const variants = SKIP_QUALITY ? [] : only ? allVariants.filter((_, i) => only.split(',').map(Number).includes(i)) : allVariants;
   for (const v of variants) {

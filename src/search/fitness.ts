@@ -35,6 +35,7 @@ import { sessionOf } from '../eval/forward.js';
 import type { DecoderSession } from '../eval/forward.js';
 import { takeWindows } from '../data/text.js';
 import { candidateKey, type Candidate, type Evaluation, type SearchSpec } from './types.js';
+import { checkStructuredSearch, structuredFastPath } from './structured-fitness.js';
 
 /** Dense statistics a fitness can be given instead of computing them (the pool shares the main thread's). */
 export interface DenseData {
@@ -105,7 +106,8 @@ export function calibrationWindows(spec: SearchSpec, calibrationIds: Int32Array)
 
 /** Dense statistics of the search (sq for every linear, gram too when the method needs it) and the block vectors. */
 export async function computeDense(pm: PrunableModel, spec: SearchSpec, calibrationIds: Int32Array, threads?: number): Promise<DenseData> {
-  const gram = searchMethod(spec.method).needs.gram;
+  // structured (wanda-sp / magnitude channel scores): Σx² of every linear is all it reads.
+  const gram = spec.method === 'structured' ? false : searchMethod(spec.method).needs.gram;
   const cal = calibrationWindows(spec, calibrationIds);
   const linears = searchLinears(pm);
   const dense = await denseAllocationStats(pm, cal, linears, { threads });
@@ -130,7 +132,15 @@ export function searchMethod(name: string): PruningMethod {
   }
 }
 
-function checkSpec(spec: SearchSpec): PruningMethod {
+function checkSpec(spec: SearchSpec): PruningMethod | undefined {
+  if (spec.method === 'structured') {
+    if (!spec.structured) throw new DsaPruneError('search: a structured spec needs its `structured` part ({ target, score })', { code: 'invalid-input' });
+    checkStructuredSearch({ ...spec.structured, mode: spec.mode, granularity: spec.granularity });
+    if (!(spec.sparsity > 0 && spec.sparsity < 1)) throw new DsaPruneError(`search: sparsity must be in (0, 1), got ${spec.sparsity}`);
+    if (spec.budget !== 'exact') throw new DsaPruneError('search --method structured uses the exact budget (whole channels, exact to one channel)', { code: 'invalid-input', hint: 'Drop --budget reference.' });
+    if (spec.fitness !== undefined && spec.fitness !== 'ppl' && spec.fitness !== 'kl') throw new DsaPruneError(`search: fitness must be ppl or kl, got ${String(spec.fitness)}`);
+    return undefined;
+  }
   const method = searchMethod(spec.method);
   if (spec.pattern && spec.pattern.kind === 'nm') {
     throw new DsaPruneError(`search: an N:M pattern (${spec.pattern.n}:${spec.pattern.m}) prunes the same fraction of every layer, so there is no allocation to search`, {
@@ -201,6 +211,7 @@ export async function createFitness(
   }
   const dense = options.dense ?? (await computeDense(pm, spec, data.calibrationIds, options.threads));
   const linears = searchLinears(pm);
+  if (!method) return structuredFitness(pm, spec, searchIds, dense, linears, options);
   // The search prunes block linears only (searchLinears): every one needs an entry, no fallback (src/allocators/resolve.ts).
   const sparsityOf = (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, l: LinearInfo) => resolveLinearSparsity(alloc, l, { allocator: 'search' });
   // 2 sequences per run: measured fastest on bench-12l (the activations stay in cache), and it leaves the cores to
@@ -316,5 +327,63 @@ export async function createFitness(
     async close() {
       await fed.release();
     },
+  };
+}
+
+/**
+ * The fast fitness of a structured search (`spec.method === 'structured'`): the candidate's block shares → whole FFN
+ * channels per block (the pipeline's budget) → the down projections fed with the removed channels zeroed
+ * (structured-fitness.ts), on one weights-as-inputs session; perplexity or KL on the search split.
+ */
+async function structuredFitness(
+  pm: PrunableModel, spec: SearchSpec, searchIds: Int32Array, dense: DenseData, linears: LinearInfo[], options: FitnessOptions,
+): Promise<Fitness & { kept(blockSparsity: number[]): Int32Array[] }> {
+  const { windows, seqlen } = spec.search;
+  const batchSize = options.batchSize ?? Math.min(2, windows);
+  const fast = await structuredFastPath(pm, spec.structured!, dense, linears, spec.sparsity, options.threads);
+  let klCache: TopKCache | undefined;
+  try {
+    if (spec.fitness === 'kl') {
+      fast.setDense();
+      klCache = await createTopKCache(fast.fed.session, searchIds, windows, seqlen, { k: spec.klTopK, batchSize, config: pm.config });
+    }
+  } catch (e) {
+    await fast.release();
+    throw e;
+  }
+  type Given = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
+  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number): Promise<Evaluation> => {
+    const t0 = performance.now();
+    const isCandidate = !Array.isArray(c) && 'expression' in c;
+    const blockSparsity = Array.isArray(c) ? c : !isCandidate ? (c as Given).blockSparsity : given ?? allocate(c as Candidate, dense.blocks, spec).blockSparsity;
+    // A share that would empty a block's FFN (the budget refuses it, as the faithful prune would): never the best,
+    // not an error that stops the search.
+    let feasible = true;
+    try {
+      fast.counts(blockSparsity);
+    } catch (e) {
+      if (!(e instanceof DsaPruneError)) throw e;
+      feasible = false;
+    }
+    let fitness = Infinity;
+    if (feasible) {
+      fast.mask(blockSparsity);
+      fitness = await score(fast.fed.session, pm.config, searchIds, seqlen, batchSize, klCache, signal, rows);
+    }
+    return {
+      key: Array.isArray(c) ? `allocation:${c.join(',')}` : isCandidate ? candidateKey(c as Candidate) : 'linears', fitness,
+      blockSparsity, seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
+    };
+  };
+  const serialRun = serial(run);
+  return {
+    denseBlocks: dense.blocks,
+    denseStats: dense.stats,
+    allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
+    evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
+    evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
+    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windows),
+    kept: (bs) => fast.kept(bs),
+    close: () => fast.release(),
   };
 }

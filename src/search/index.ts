@@ -26,3 +26,4 @@ export { buildLevelDb, openLevelDb, levelDbPlan, LEVEL_DB_MEMORY_DEFAULT, type L
 export { createLevelEvaluator, type LevelEvaluator, type LevelEvaluatorOptions } from './level-eval.js';
 export { linearProfileChart, type ProfileLinear } from '../report/profile-chart.js';
 export { candidateAllocator } from './fitness.js';
+export { checkStructuredSearch, searchedShares, structuredResultAllocator, type StructuredSearch } from './structured-fitness.js';

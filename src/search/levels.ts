@@ -36,6 +36,7 @@ import { Rng, mixSeed } from './random.js';
 import { calibrationWindows, computeDense, idsSha256, searchLinears, type DenseData } from './fitness.js';
 import type { SearchModelOptions } from './run.js';
 import type { SearchSpec } from './types.js';
+import { checkStructuredSearch } from './structured-fitness.js';
 
 /** One allocation unit of the level search. */
 export interface LevelUnit {
@@ -129,7 +130,7 @@ export interface LevelStage {
 export interface LevelSearchOptions extends Pick<
   SearchModelOptions,
   | 'method' | 'sparsity' | 'granularity' | 'fitness' | 'klTopK' | 'budget' | 'calibrationIds' | 'nsamples' | 'seqlen'
-  | 'searchIds' | 'searchWindows' | 'searchSeqlen' | 'timeLimitSeconds'
+  | 'searchIds' | 'searchWindows' | 'searchSeqlen' | 'timeLimitSeconds' | 'structured'
 >, Pick<LevelEvaluatorOptions, 'threads' | 'workers' | 'modelDir' | 'redis' | 'runId' | 'redisPrefix'> {
   /** Budget in full-split evaluation equivalents. */
   evaluations: number;
@@ -189,6 +190,8 @@ export interface LevelSearchResult {
   seconds: number;
   /** Where candidates were evaluated, and the full-split equivalents of a generation cut short by the time limit or an abort (not in `evaluations`). */
   evaluator: { where: string; discarded: number };
+  /** method `structured`: what was searched (re-applied by `dsa-prune prune --method structured --allocator @result.json`). */
+  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' };
   /** SparseGPT: the level database the candidates were assembled from. */
   levelDb?: { kind: 'memory' | 'disk'; bytes: number; entries: number; seconds: number };
 }
@@ -198,7 +201,11 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   const t0 = performance.now();
   const budget = o.budget ?? 'exact';
   if (budget !== 'exact') throw new DsaPruneError('the levels strategy counts weights exactly: it needs --budget exact');
-  const granularity = o.granularity ?? 'linear';
+  // method structured: one FFN width per block (structured-fitness.ts), so the units are blocks.
+  const st = o.method === 'structured'
+    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, granularity: o.granularity ?? 'block', redis: o.redis })
+    : undefined;
+  const granularity = o.granularity ?? (st ? 'block' : 'linear');
   const fitnessKind = o.fitness ?? 'kl';
   const W = o.searchWindows ?? 16;
   const sseq = o.searchSeqlen ?? Math.min(512, o.seqlen);
@@ -209,6 +216,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
     calibration: { nsamples: o.nsamples, seqlen: o.seqlen, sha256: cal.sha256 },
     search: { windows: W, seqlen: sseq, sha256: idsSha256(searchIds) }, seed: o.seed ?? 0, modelHash: pm.modelHash(),
     granularity, fitness: fitnessKind, ...(o.klTopK !== undefined ? { klTopK: o.klTopK } : {}),
+    ...(st ? { structured: st } : {}),
   };
   const dense = o.dense ?? (await computeDense(pm, spec, cal.ids, o.threads));
   const linears = searchLinears(pm);
@@ -225,7 +233,10 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
     { windows: Math.max(1, Math.floor(W / 2)), keep: 1 },
     { windows: W, keep: 1 },
   ];
-  const signature = { strategy: 'levels', modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, granularity, fitness: fitnessKind, calibration: cal.sha256, search: spec.search.sha256, step, spread, lambda, stages };
+  const signature = {
+    strategy: 'levels', modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, granularity, fitness: fitnessKind, calibration: cal.sha256,
+    search: spec.search.sha256, step, spread, lambda, stages, ...(st ? { structured: st } : {}),
+  };
   if (o.resume && JSON.stringify(o.resume.signature) !== JSON.stringify(signature)) {
     throw new DsaPruneError(`the levels checkpoint was written by a search with other settings (${signatureDifference(o.resume.signature, signature)})`, {
       code: 'invalid-input', hint: 'resume with the same model, data and options, or start a new search',
@@ -349,7 +360,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
     }
     const a = allocOf(parent);
     return {
-      strategy: 'levels', granularity, fitness: fitnessKind, modelHash: spec.modelHash,
+      strategy: 'levels', granularity, fitness: fitnessKind, modelHash: spec.modelHash, ...(st ? { structured: st } : {}),
       best: { fitness: parentFitness, linearSparsity: a.linearSparsity, blockSparsity: a.blockSparsity, genome: Array.from(parent) },
       grid: { quantum: grid.quantum, total: grid.total, step, spread, units: grid.units.length },
       stages, evaluations, generations: generation, history, stoppedBy, seconds: elapsed(),

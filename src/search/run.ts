@@ -16,6 +16,11 @@ import { searchSpace } from './space.js';
 import { functionEvaluator, runSearch, type SearchProgress, type SearchResult } from './evolution.js';
 import type { SearchCheckpoint } from './checkpoint.js';
 import type { Evaluator, SearchSpec } from './types.js';
+import { checkStructuredSearch, searchedShares, type StructuredSearch } from './structured-fitness.js';
+import { pruneModel } from '../prune.js';
+import { perplexity } from '../eval/perplexity.js';
+import { createTopKCache, klToCache } from '../eval/kl.js';
+import { sessionOf } from '../eval/forward.js';
 
 export interface SearchModelOptions {
   /** Model folder (worker threads load it themselves). */
@@ -67,6 +72,12 @@ export interface SearchModelOptions {
    * (`dsa-prune worker --plugin`).
    */
   plugins?: string[];
+  /**
+   * method `structured`: what the search allocates (`target`: `ffn`, the default and the only one) and the channel
+   * score (`wanda-sp`, default, or `magnitude`). Candidates are per-block FFN widths (src/search/structured-fitness.ts);
+   * the final re-application is the faithful structured prune, which leaves `pm` pruned with the best widths.
+   */
+  structured?: { target?: string | string[]; score?: string };
   onProgress?: (p: SearchProgress & { strategy: 'evolution' | 'random' }) => void;
   onPhase?: (message: string) => void;
   signal?: AbortSignal;
@@ -92,7 +103,11 @@ export interface SearchOutput {
     fitness: number;
     /** The best candidate re-applied with the faithful sequential prune, perplexity on the same search split. */
     faithful?: { fitness: number; blockSparsity: number[]; seconds: number };
+    /** method `structured`: the FFN width kept per block by the faithful re-application. */
+    ffnWidths?: number[];
   };
+  /** method `structured`: what was searched. */
+  structured?: StructuredSearch;
   history: HistoryRow[];
   random?: HistoryRow[];
   randomBest?: { expression: string; lambda: number; fitness: number };
@@ -123,7 +138,10 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
   // The plugins register user methods here too (an import runs once per thread), then an unknown method is refused
   // before any work.
   const plugins = await importPlugins(o.plugins);
-  searchMethod(o.method);
+  const st = o.method === 'structured'
+    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, mode: o.mode, granularity: o.granularity, redis: o.redis })
+    : undefined;
+  if (!st) searchMethod(o.method);
   const budget = o.budget ?? 'exact';
   const mode = o.mode ?? 'fast';
   const seed = o.seed ?? 0;
@@ -146,6 +164,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     search: { windows, seqlen: sseq, sha256: idsSha256(searchIds) }, seed, modelHash: pm.modelHash(),
     ...(o.granularity === 'linear' ? { granularity: 'linear' as const } : {}),
     ...(o.fitness === 'kl' ? { fitness: 'kl' as const, ...(o.klTopK !== undefined ? { klTopK: o.klTopK } : {}) } : {}),
+    ...(st ? { structured: st } : {}),
   };
   o.onPhase?.(`dense statistics (${o.nsamples} × ${o.seqlen} tokens)`);
   const tDense = performance.now();
@@ -174,6 +193,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     calibration: spec.calibration.sha256, search: spec.search.sha256, population,
     ...(spec.granularity ? { granularity: spec.granularity } : {}),
     ...(spec.fitness ? { fitness: spec.fitness, klTopK: spec.klTopK } : {}),
+    ...(st ? { structured: st } : {}),
   };
   let evo: SearchResult | undefined;
   let rnd: SearchResult | undefined;
@@ -232,10 +252,18 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
     seed,
     settings: { workers, threads, population },
     spec,
+    ...(st ? { structured: st } : {}),
     seconds: { dense: secondsDense, search: secondsSearch, ...(secondsRandom !== undefined ? { random: secondsRandom } : {}), total: 0 },
     evalsPerMinute: main.evaluations / Math.max(1e-9, secondsSearch / 60),
   };
-  if (o.final !== false) {
+  if (o.final !== false && st) {
+    o.onPhase?.('re-applying the best FFN widths with the faithful structured prune (channels removed, sequential)');
+    const tF = performance.now();
+    const ev = await faithfulStructured(pm, spec, st, main.best.blockSparsity, cal.ids, searchIds, Math.max(1, workers * threads), o.signal);
+    out.best.faithful = { fitness: ev.fitness, blockSparsity: ev.blockSparsity, seconds: ev.seconds };
+    out.best.ffnWidths = ev.widths;
+    out.seconds.final = (performance.now() - tF) / 1000;
+  } else if (o.final !== false) {
     o.onPhase?.('re-applying the best function with the faithful (sequential) prune');
     const tF = performance.now();
     const faithful = await createFitness(pm, { ...spec, mode: 'faithful' }, { calibrationIds: cal.ids, searchIds }, { dense, threads: Math.max(1, workers * threads) });
@@ -246,6 +274,34 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
   }
   out.seconds.total = (performance.now() - t0) / 1000;
   return out;
+}
+
+/**
+ * The faithful re-application of a structured search's best shares: the structured pipeline (channels removed,
+ * sequential, the search's calibration windows) on `pm` — which stays pruned — then the fitness on the search split
+ * through the pruned model's own session (KL against the dense top-k taken before the prune).
+ */
+async function faithfulStructured(
+  pm: PrunableModel, spec: SearchSpec, st: StructuredSearch, shares: number[], calibrationIds: Int32Array, searchIds: Int32Array, threads: number, signal?: AbortSignal,
+): Promise<{ fitness: number; blockSparsity: number[]; seconds: number; widths: number[] }> {
+  const t0 = performance.now();
+  const { windows, seqlen } = spec.search;
+  const batchSize = Math.min(2, windows);
+  const klCache = spec.fitness === 'kl'
+    ? await createTopKCache(sessionOf(pm.model as never), searchIds, windows, seqlen, { k: spec.klTopK, batchSize, config: pm.config })
+    : undefined;
+  const report = await pruneModel(pm.model, {
+    method: 'structured', target: [st.target], score: st.score, sparsity: spec.sparsity, allocator: searchedShares(shares, 'the search'),
+    calibration: { ids: calibrationIds }, nsamples: spec.calibration.nsamples, seqlen: spec.calibration.seqlen, source: pm.source.dir, threads, signal,
+  });
+  const session = sessionOf(pm.model as never);
+  const v = klCache
+    ? (await klToCache(session, searchIds, klCache, { batchSize, config: pm.config, signal })).kl
+    : (await perplexity({ sessions: { model: session }, config: pm.config }, searchIds, { seqlen, batchSize, signal })).ppl;
+  return {
+    fitness: Number.isFinite(v) ? v : Infinity, blockSparsity: report.targetBlockSparsity,
+    seconds: (performance.now() - t0) / 1000, widths: report.structured!.blocks.map((b) => b.ffnAfter),
+  };
 }
 
 // The chart of a search is drawn by report/ from the search's data (re-exported here for existing callers).

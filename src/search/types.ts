@@ -73,6 +73,11 @@ export interface SearchSpec {
   fitness?: 'ppl' | 'kl';
   /** k of the KL fitness (default 256). */
   klTopK?: number;
+  /**
+   * method `structured`: the candidate's block shares become whole FFN channels per block, scored once on the dense
+   * statistics (src/search/structured-fitness.ts).
+   */
+  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' };
 }
 
 /** One evaluated candidate, in the order of evaluation. */

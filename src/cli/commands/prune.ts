@@ -4,6 +4,7 @@ import { defineCommand, formatOptions, parseCommandArgs } from '../args.js';
 import type { CliIo } from '../io.js';
 import { loadPlugins, PLUGIN_OPTION } from '../plugins.js';
 import { createProgress } from '../progress.js';
+import { isStructuredResult, structuredResultAllocator } from '../../search/structured-fitness.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { attachModel, loadModelDir } from '../../model/index.js';
 import { parseAllocatorSpec, dsa, atGranularity, checkGranularity, type Allocator } from '../../allocators/index.js';
@@ -71,7 +72,10 @@ Examples:
 `;
 
 /** `--allocator @file.json` re-runs the expression a search found, on this model's statistics. */
-export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number; beta?: number }): Allocator | ((modelHash: string) => Allocator) {
+export function allocatorFrom(
+  value: string,
+  o: { lambda?: number; owlM?: number; beta?: number; method?: string; target?: string[]; score?: string; sparsity?: number },
+): Allocator | ((modelHash: string) => Allocator) {
   if (value.startsWith('@')) {
     const file = value.slice(1);
     let raw: unknown;
@@ -80,6 +84,17 @@ export function allocatorFrom(value: string, o: { lambda?: number; owlM?: number
     } catch (e) {
       throw new DsaPruneError(`cannot read search result ${file}: ${(e as Error).message}`, {
         code: (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'not-found' : 'invalid-data', hint: 'Pass the JSON written by `dsa-prune search --out`.', cause: e,
+      });
+    }
+    // A structured search's per-block FFN widths: this model, target, score and sparsity only (checked once loaded).
+    if (isStructuredResult(raw)) {
+      return (hash: string) => structuredResultAllocator(raw, file, {
+        modelHash: hash, method: o.method, target: o.target ?? ['ffn'], score: o.score ?? 'wanda-sp', sparsity: o.sparsity ?? NaN,
+      });
+    }
+    if (o.method === 'structured') {
+      throw new DsaPruneError(`${file} is the result of an unstructured search (method ${String((raw as { method?: unknown } | null)?.method ?? 'unknown')}); --method structured needs per-block FFN widths searched for it`, {
+        code: 'invalid-input', hint: 'Search with `dsa-prune search --method structured --target ffn …`, or prune with the method the result was searched for.',
       });
     }
     // A levels result is this model's per-linear allocation: refused on another model (by its hash).
@@ -114,7 +129,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   if (v.gptq && !(v.calibration && v.calibration.length)) {
     throw new DsaPruneError('--gptq needs --calibration <file>: GPTQ uses the Hessians of the calibration set', { hint: 'Pass the calibration text, e.g. --calibration calib.txt.' });
   }
-  const allocatorOrLevels = allocatorFrom(v.allocator, { lambda: v.lambda, owlM: v['owl-m'], beta: v.beta });
+  const allocatorOrLevels = allocatorFrom(v.allocator, {
+    lambda: v.lambda, owlM: v['owl-m'], beta: v.beta, method: v.method, sparsity: v.sparsity, ...(v.score !== undefined ? { score: v.score } : {}),
+    ...(v.target !== undefined ? { target: (v.target as string[]).flatMap((t) => t.split(',')).map((t) => t.trim()).filter(Boolean) } : {}),
+  });
   const { model, prunable } = await loadModelDir(modelDir, {
     threads: args.common.threads, ...(v.dtype ? { dtype: v.dtype } : {}), ...(v['allow-remote'] ? { allowRemote: true } : {}),
   });

@@ -12,6 +12,7 @@ import { readCheckpoint } from '../../search/checkpoint.js';
 import { packageRoot } from '../../eval/tasks/files.js';
 import { writeFileAtomicSync } from '../../data/atomic.js';
 import { searchModel, type SearchOutput } from '../../search/run.js';
+import { checkStructuredSearch } from '../../search/structured-fitness.js';
 import { searchChart } from '../../report/search-chart.js';
 import { levelSearch, readLevelCheckpoint } from '../../search/levels.js';
 import { linearProfileChart } from '../../report/profile-chart.js';
@@ -21,7 +22,9 @@ const spec = defineCommand({
   usage: 'dsa-prune search <modelDir> --method wanda --sparsity 0.7 --calibration <file> [--search-text <file>] --evals <n> [options]',
   positionals: { min: 1, max: 1, names: ['modelDir'] },
   options: {
-    method: { type: 'string', default: 'wanda', description: 'pruning method the allocation is searched for: wanda, magnitude, sparsegpt, or one a --plugin registers' },
+    method: { type: 'string', default: 'wanda', description: 'pruning method the allocation is searched for: wanda, magnitude, sparsegpt, structured (per-block FFN widths), or one a --plugin registers' },
+    target: { type: 'string', valueName: '<t>', description: '--method structured: what is allocated per block (ffn, the only searchable target)' },
+    score: { type: 'string', valueName: '<s>', description: '--method structured: channel score wanda-sp (default) or magnitude' },
     plugin: PLUGIN_OPTION,
     sparsity: { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.7, description: 'global target sparsity' },
     strategy: { type: 'string', choices: ['dsa', 'levels'], default: 'dsa', description: 'dsa: evolve an allocation function (transfers); levels: level-switch search of per-linear sparsities (this model only)' },
@@ -74,6 +77,8 @@ Examples:
   dsa-prune search bench-12l --calibration calibration.txt --evals 300 --workers 2 --random --out search.json
   dsa-prune search bench-12l --calibration calibration.txt --evals 300 --redis redis://10.0.0.5:6379 --out search.json
   dsa-prune prune bench-12l --out pruned --allocator @search.json --calibration calibration.txt
+  dsa-prune search bench-12l --method structured --target ffn --score wanda-sp --sparsity 0.2 --calibration calibration.txt --nsamples 16 --evals 150 --out ssearch.json
+  dsa-prune prune bench-12l --method structured --target ffn --score wanda-sp --sparsity 0.2 --allocator @ssearch.json --calibration calibration.txt --nsamples 16 --out pruned
 `;
 
 const sha = (b: Uint8Array | string) => createHash('sha256').update(b).digest('hex');
@@ -96,7 +101,16 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const v = args.values;
   const modelDir = args.positionals[0]!;
   // User methods first (an unknown --method is refused here, before anything is read).
-  const plugins = await loadPlugins(v.plugin, v.method);
+  const structured = v.method === 'structured';
+  const plugins = await loadPlugins(v.plugin, structured ? undefined : v.method);
+  if (!structured && (v.target !== undefined || v.score !== undefined)) {
+    throw new DsaPruneError('--target and --score apply to --method structured only', { hint: 'Add --method structured, or drop --target / --score.' });
+  }
+  const structuredOpt = structured ? { structured: { ...(v.target !== undefined ? { target: v.target } : {}), ...(v.score !== undefined ? { score: v.score } : {}) } } : {};
+  if (structured) {
+    // Refused before the model is read (heads / depth / flap / faithful / linear granularity / Redis).
+    checkStructuredSearch({ target: v.target, score: v.score, granularity: v.granularity, redis: v.redis, ...(v.strategy === 'dsa' ? { mode: v.mode } : {}) });
+  }
   if (!v.calibration) throw new DsaPruneError('search needs --calibration <file> (dense statistics come from it)', { hint: spec.usage });
   if (v.random && v['random-only']) throw new DsaPruneError('--random and --random-only exclude each other');
   const quiet = args.common.json || args.common.quiet;
@@ -145,6 +159,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
 
   const out = v.out;
+  const pruneFlags = structured ? `--method structured --target ffn --score ${v.score ?? 'wanda-sp'} --sparsity ${v.sparsity} ` : '';
   const checkpointPath = v.checkpoint ?? v.resume ?? (out ? out.replace(/\.json$/i, '') + '.checkpoint.json' : 'search.checkpoint.json');
   if (v.strategy === 'levels') {
     if (v.random || v['random-only'] || v.mode === 'faithful') {
@@ -152,7 +167,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     }
     const lr = await levelSearch(prunable, {
       method: v.method, sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear', fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'],
-      budget: v.budget as 'exact', calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
+      budget: v.budget as 'exact', calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds, ...structuredOpt,
       searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals, offspring: v.offspring,
       timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, threads: args.common.threads, seed: v.seed, checkpointPath,
       step: v['level-step'], spread: v['level-spread'], workers: v.workers ?? 1, modelDir, redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'], onPhase: (m) => say(m),
@@ -172,7 +187,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     else if (!args.common.quiet) {
       io.stdout(`levels (${lr.granularity}, ${lr.fitness}): fitness ${lr.best.fitness.toFixed(4)} after ${lr.evaluations.toFixed(2)} evaluations, ${lr.generations} generations (${lr.stoppedBy})\n`);
       io.stdout(`per block: ${lr.best.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
-      if (out) io.stdout(`wrote ${out}; prune this model with: dsa-prune prune ${modelDir} --allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
+      if (out) io.stdout(`wrote ${out}; prune this model with: dsa-prune prune ${modelDir} ${pruneFlags}--allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
     }
     return EXIT.ok;
   }
@@ -183,7 +198,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds,
     searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals,
     timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, workers: v.workers, threads: args.common.threads,
-    redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'], plugins,
+    redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'], plugins, ...structuredOpt,
     seed: v.seed, population: v.population, random: v.random, randomOnly: v['random-only'], checkpointPath, resume,
     final: !v['no-final'], signal: io.signal,
     onPhase: (m) => say(m),
@@ -196,7 +211,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const json = {
     best: result.best, history: result.history, ...(result.random ? { random: result.random, randomBest: result.randomBest } : {}),
     evaluations: result.evaluations, generations: result.generations, rejected: result.rejected, stoppedBy: result.stoppedBy,
-    model: result.model, method: result.method, sparsity: result.sparsity, budget: result.budget, mode: result.mode, granularity: result.granularity, fitness: result.fitness, seed: result.seed,
+    model: result.model, method: result.method, ...(result.structured ? { structured: result.structured } : {}), sparsity: result.sparsity, budget: result.budget, mode: result.mode, granularity: result.granularity, fitness: result.fitness, seed: result.seed,
     settings: result.settings, spec: result.spec, seconds: result.seconds, evalsPerMinute: result.evalsPerMinute, checkpoint: checkpointPath,
   };
   const text = JSON.stringify(json, (_k, x) => (typeof x === 'number' && !Number.isFinite(x) ? null : x), 2) + '\n';
@@ -211,7 +226,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     io.stdout(`fitness ${b.fitness.toFixed(4)} (${result.mode})${b.faithful ? `, faithful prune ${b.faithful.fitness.toFixed(4)}` : ''} after ${result.evaluations} evaluations (${result.evalsPerMinute.toFixed(1)}/min)\n`);
     io.stdout(`per block: ${b.blockSparsity.map((s) => (s * 100).toFixed(1) + '%').join(' ')}\n`);
     if (result.randomBest) io.stdout(`random search (same budget): best ${result.randomBest.fitness.toFixed(4)} — ${result.randomBest.expression}, λ = ${result.randomBest.lambda}\n`);
-    if (out) io.stdout(`wrote ${out} and ${out.replace(/\.json$/i, '')}.svg; prune with: dsa-prune prune ${modelDir} --allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
+    if (b.ffnWidths) io.stdout(`FFN width kept per block (faithful structured prune): ${b.ffnWidths.join(' ')}\n`);
+    if (out) io.stdout(`wrote ${out} and ${out.replace(/\.json$/i, '')}.svg; prune with: dsa-prune prune ${modelDir} ${pruneFlags}--allocator @${out} --calibration ${v.calibration} --out <dir>\n`);
   }
   return EXIT.ok;
 }
