@@ -12,7 +12,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCalibration, type CalibrationOptions, type CalibrationReport } from '../../src/calibration/index.js';
+import { buildBlock, planGraph, runCalibration, type CalibrationOptions, type CalibrationReport } from '../../src/calibration/index.js';
+import { DataType, decodeModel } from '../../src/model/onnx.js';
 import type { InputStats } from '../../src/types.js';
 import { buildCommunityModel, COMMUNITY_SHAPES, type CommunityShape } from '../fixtures/community.js';
 import { hasShared, loadFixture, repoRoot, shared, type FixtureModel } from './fixture.js';
@@ -116,6 +117,29 @@ beforeAll(() => {
   buildCommunityModel(tinyDir, tiny, { readme: false });
 }, 60_000);
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+describe('split block graphs', () => {
+  it('the statistics graph stops at the last linear input, the outputs graph has no reductions', () => {
+    const m = loadFixture(path.join(repoRoot, 'models/stories260k'));
+    const plan = planGraph(m.proto, m.linears);
+    const types = new Map(plan.prefixOutputs.map((t) => [t, DataType.FLOAT])); // element types only label the inputs here
+    const ops = (bytes: Uint8Array): string[] => decodeModel(bytes).graph.node.map((n) => n.op_type ?? '');
+    const count = (xs: string[], op: string): number => xs.filter((x) => x === op).length;
+    const stats = buildBlock(plan, 0, { stats: true, gram: true, outputs: false, canonical: true }, types);
+    const outs = buildBlock(plan, 0, { stats: false, gram: false, outputs: true, canonical: true }, types);
+    const both = buildBlock(plan, 0, { stats: true, gram: true, outputs: true, canonical: true }, types);
+    const down = m.linears.find((l) => l.name === 'model.layers.0.mlp.down_proj')!.weight;
+    expect(stats.weightInputs.map((w) => w.name)).not.toContain(down);
+    expect(stats.storeOutputs).toEqual([]);
+    expect(outs.weightInputs.map((w) => w.name)).toContain(down);
+    // 7 linears: 6 in the statistics graph (no down_proj), 7 in the outputs graph; 4 distinct inputs → 4 reductions + 4 Grams.
+    expect(count(ops(stats.bytes), 'MatMul') - count(ops(both.bytes), 'MatMul')).toBe(-1);
+    expect(count(ops(outs.bytes), 'MatMul')).toBe(count(ops(both.bytes), 'MatMul'));
+    expect(count(ops(stats.bytes), 'ReduceSumSquare')).toBe(4);
+    expect(count(ops(stats.bytes), 'Gemm')).toBe(4);
+    expect(count(ops(outs.bytes), 'ReduceSumSquare') + count(ops(outs.bytes), 'Gemm')).toBe(0);
+  });
+});
 
 describe('split block graphs give the same bits as the combined graph', () => {
   it('stories260k: statistics, carried hidden states and hidden sums; 2 sessions split, 1 combined', async () => {
