@@ -56,14 +56,18 @@ export interface CalibrationOptions {
   /** Abort between onnxruntime runs; the promise rejects with a DsaPruneError (exit code 130). */
   signal?: AbortSignal;
   /**
-   * Sequential mode's block graphs. `split` (default): a statistics-only graph (the block up to its last linear input,
-   * plus the reductions) for the statistics pass and an outputs-only graph (the block, no reductions) for the output
-   * pass, one onnxruntime session each, both kept open across identical blocks (two arenas). `combined`: one graph
-   * with the statistics and the outputs serving both passes, one session (one arena), but onnxruntime runs the whole
-   * graph whatever is fetched, so each pass also pays the other's nodes (for SparseGPT the XᵀX Gemms twice). The
-   * statistics are the same bits either way. One-shot mode always uses the combined graph (one pass needs both).
+   * Sequential mode's block graphs (onnxruntime runs every node of a session's graph whatever is fetched):
+   * - `gated` (default): one graph with the block and its statistics, the statistics nodes inside an `If` on a bool
+   *   input: the statistics pass turns them on, the output pass off. One session, one arena; the statistics pass
+   *   still runs the block's tail (down_proj and the last residual), the output pass no reductions.
+   * - `split`: a statistics-only graph (the block up to its last linear input, plus the reductions) and an
+   *   outputs-only graph, one session each, both open across identical blocks: the least compute, two arenas.
+   * - `combined`: one graph with the statistics and the outputs serving both passes (the design before the split):
+   *   each pass also runs the other's nodes (for SparseGPT the XᵀX Gemms in the output pass too).
+   * The statistics and the outputs are the same bits with all three. One-shot mode always uses `combined` (one pass
+   * needs both).
    */
-  blockGraphs?: 'split' | 'combined';
+  blockGraphs?: 'gated' | 'split' | 'combined';
   /**
    * For tests and tools: called after each output run with the tensors block `block` hands to later blocks for batch
    * `batch` (by their names in the model). Called in one-shot mode too; not for the last block, whose outputs are
@@ -106,7 +110,7 @@ export interface CalibrationReport {
 }
 
 /** What a block sub-graph computes: statistics only, the carried outputs only, or both. */
-export type GraphKind = 'statistics' | 'output' | 'combined';
+export type GraphKind = 'statistics' | 'output' | 'combined' | 'gated';
 
 type Store = Map<string, ort.Tensor>;
 
@@ -160,8 +164,10 @@ class Runner {
         hint: 'cut the windows with takeWindows(ids, seqlen, nsamples) from src/data/text.ts',
       });
     }
-    if (opts.blockGraphs !== undefined && opts.blockGraphs !== 'split' && opts.blockGraphs !== 'combined') {
-      throw new DsaPruneError(`calibration: blockGraphs must be 'split' or 'combined', got ${String(opts.blockGraphs)}`, { hint: "leave it out for 'split' (faster); 'combined' keeps one block session open instead of two" });
+    if (opts.blockGraphs !== undefined && !['gated', 'split', 'combined'].includes(opts.blockGraphs)) {
+      throw new DsaPruneError(`calibration: blockGraphs must be 'gated', 'split' or 'combined', got ${String(opts.blockGraphs)}`, {
+        hint: "leave it out for 'gated' (one session per block structure, statistics skipped in the output pass)",
+      });
     }
     this.batch = Math.max(1, Math.min(opts.batchSize ?? 8, nsamples));
     this.threads = opts.threads ?? os.availableParallelism();
@@ -298,7 +304,7 @@ class Runner {
   /** Open sessions by graph kind: at most one per kind (sequential split: a statistics and an outputs session). */
   private readonly shared = new Map<GraphKind, SharedSession>();
   /** Block sessions created by kind (for the report and the tests). */
-  readonly sessionsCreated: Record<GraphKind, number> = { statistics: 0, output: 0, combined: 0 };
+  readonly sessionsCreated: Record<GraphKind, number> = { statistics: 0, output: 0, combined: 0, gated: 0 };
 
   /**
    * The sub-graph session of block b for one kind of pass. onnxruntime runs every node of a session's graph whatever
@@ -316,7 +322,7 @@ class Runner {
     const outputs = kind !== 'statistics' && blockOutputs(this.plan, b).length > 0;
     const sum = stats && this.opts.needs.sum === true;
     gram = stats && gram;
-    const spec = buildBlock(this.plan, b, { stats, gram, sum, outputs, canonical: true }, this.storeTypes());
+    const spec = buildBlock(this.plan, b, { stats, gram, sum, outputs, canonical: true, gate: kind === 'gated' }, this.storeTypes());
     const prev = this.shared.get(kind);
     if (prev && sameBytes(prev.bytes, spec.bytes)) return { kind, spec, session: prev.session, gram, sum };
     await this.release(kind);
@@ -371,6 +377,7 @@ class Runner {
       const store = this.stores[i]!;
       const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
       for (const t of spec.storeInputs) feeds[name(t)] = store.get(t)!;
+      if (spec.gateInput) feeds[name(spec.gateInput)] = new ort.Tensor('bool', new Uint8Array([fetch.stats ? 1 : 0]), []);
       const out = await s.run(feeds, fetches);
       if (fetch.stats) {
         for (let k = 0; k < sIn.length; k++) {
@@ -414,7 +421,7 @@ class Runner {
   async finish(): Promise<CalibrationReport> {
     await this.releaseShared();
     const c = this.sessionsCreated;
-    this.report.blockSessions = c.statistics + c.output + c.combined;
+    this.report.blockSessions = c.statistics + c.output + c.combined + c.gated;
     this.report.blockSessionsByKind = { ...c };
     this.stores.length = 0;
     this.sampleMemory();
@@ -467,12 +474,12 @@ export async function runCalibration(
     return r.finish();
   }
   r.setTotalUnits(1 + L * r.nBatches + (L - 1) * r.nBatches);
-  const split = (opts.blockGraphs ?? 'split') === 'split';
+  const graphs = opts.blockGraphs ?? 'gated';
   await r.runPrefix();
   try {
     for (let b = 0; b < L; b++) {
       r.hiddenSums(b);
-      const open = await r.openBlock(b, split ? 'statistics' : 'combined', gram);
+      const open = await r.openBlock(b, graphs === 'split' ? 'statistics' : graphs, gram);
       const stats = r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: false }, 'statistics'));
       checkAbort(opts.signal);
       const t = now();
@@ -480,7 +487,7 @@ export async function runCalibration(
       r.report.blocks[b]!.prune = now() - t;
       r.report.seconds.prune += now() - t;
       // Weights are read again here, so what onBlock wrote is what the output pass uses.
-      if (b < L - 1) await r.blockPass(b, split ? await r.openBlock(b, 'output', false) : open, { stats: false, outputs: true }, 'output');
+      if (b < L - 1) await r.blockPass(b, graphs === 'split' ? await r.openBlock(b, 'output', false) : open, { stats: false, outputs: true }, 'output');
     }
   } finally {
     await r.releaseShared();

@@ -71,7 +71,12 @@ const bits = (a: Float64Array | undefined): Buffer | undefined => (a ? Buffer.fr
 
 async function expectSameBits(load: () => FixtureModel, sessions?: { split: number; combined: number }): Promise<void> {
   const combined = await run(load, 'combined');
-  const split = await run(load, 'split');
+  for (const graphs of ['gated', 'split'] as const) await sameBits(load, combined, await run(load, graphs), graphs, sessions);
+}
+
+async function sameBits(
+  load: () => FixtureModel, combined: Run, split: Run, graphs: 'gated' | 'split', sessions?: { split: number; combined: number },
+): Promise<void> {
   expect(split.stats.size).toBe(combined.stats.size);
   expect(split.stats.size).toBe(load().linears.filter((l) => l.block >= 0).length);
   for (const [k, want] of combined.stats) {
@@ -97,17 +102,21 @@ async function expectSameBits(load: () => FixtureModel, sessions?: { split: numb
     expect(split.report.blocks[b]!.inputSum).toBe(combined.report.blocks[b]!.inputSum);
     expect(split.report.blocks[b]!.inputSumSq).toBe(combined.report.blocks[b]!.inputSumSq);
   }
-  // Split: one statistics session and one outputs session per run of identical blocks; combined: one session.
   const s = split.report.blockSessionsByKind!;
-  expect(s.combined).toBe(0);
-  expect(s.statistics).toBeGreaterThanOrEqual(1);
-  expect(s.output).toBeGreaterThanOrEqual(1);
-  expect(split.report.blockSessions).toBe(s.statistics + s.output);
-  expect(combined.report.blockSessionsByKind).toEqual({ statistics: 0, output: 0, combined: combined.report.blockSessions });
-  if (sessions) {
-    expect(split.report.blockSessions).toBe(sessions.split);
-    expect(combined.report.blockSessions).toBe(sessions.combined);
+  const c = combined.report.blockSessions!;
+  expect(combined.report.blockSessionsByKind).toEqual({ statistics: 0, output: 0, combined: c, gated: 0 });
+  if (graphs === 'gated') {
+    // Gated: one session per run of identical blocks, as combined.
+    expect(s).toEqual({ statistics: 0, output: 0, combined: 0, gated: c });
+  } else {
+    // Split: one statistics session and one outputs session per run of identical blocks.
+    expect(s.combined + s.gated).toBe(0);
+    expect(s.statistics).toBeGreaterThanOrEqual(1);
+    expect(s.output).toBeGreaterThanOrEqual(1);
+    expect(split.report.blockSessions).toBe(s.statistics + s.output);
+    if (sessions) expect(split.report.blockSessions).toBe(sessions.split);
   }
+  if (sessions) expect(c).toBe(sessions.combined);
 }
 
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-calib-split-'));
@@ -141,8 +150,8 @@ describe('split block graphs', () => {
   });
 });
 
-describe('split block graphs give the same bits as the combined graph', () => {
-  it('stories260k: statistics, carried hidden states and hidden sums; 2 sessions split, 1 combined', async () => {
+describe('gated and split block graphs give the same bits as the combined graph', () => {
+  it('stories260k: statistics, carried hidden states and hidden sums; 1 session gated and combined, 2 split', async () => {
     await expectSameBits(() => loadFixture(path.join(repoRoot, 'models/stories260k')), { split: 2, combined: 1 });
   }, 60_000);
 
