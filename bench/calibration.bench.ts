@@ -6,8 +6,9 @@
  *
  *   npx tsx bench/calibration.bench.ts            # all cases, table on stdout
  *   npx tsx bench/calibration.bench.ts --json     # the same as JSON
- *   npx tsx bench/calibration.bench.ts --case forward|oneshot-sq|oneshot-gram|seq-sq|seq-gram|seq-sq-combined|seq-gram-combined
- *   (`-combined`: sequential with blockGraphs 'combined', one graph serving both passes — the code before the split)
+ *   npx tsx bench/calibration.bench.ts --case forward|oneshot-sq|oneshot-gram|seq-sq|seq-gram|seq-sq-combined|…
+ *   (sequential block graphs: `seq-*` the default 'gated', `-combined` one graph serving both passes — the code
+ *   before the gate —, `-split` a statistics-only and an outputs-only session)
  *   npx tsx bench/calibration.bench.ts --nsamples 32 --cases forward,oneshot-sq,seq-sq   # fewer windows / cases
  */
 import os from 'node:os';
@@ -23,7 +24,7 @@ import {
 
 const NSAMPLES = nsamplesArg();
 
-export const CASES = ['forward', 'oneshot-sq', 'oneshot-gram', 'seq-sq', 'seq-gram', 'seq-sq-combined', 'seq-gram-combined'] as const;
+export const CASES = ['forward', 'oneshot-sq', 'oneshot-gram', 'seq-sq', 'seq-gram', 'seq-sq-combined', 'seq-gram-combined', 'seq-sq-split', 'seq-gram-split'] as const;
 export type CaseName = (typeof CASES)[number];
 /** seconds = wall clock; cpuSeconds = user + system CPU of the process (all onnxruntime threads), robust to a busy machine. */
 export interface CaseResult { name: CaseName; seconds: number; cpuSeconds: number; peakRssMB: number }
@@ -52,7 +53,7 @@ async function timed(name: CaseName, w: Int32Array, threads: number): Promise<vo
   const m = loadModel();
   const gram = name.includes('gram');
   const mode = name.startsWith('seq') ? 'sequential' : 'oneshot';
-  const blockGraphs = name.endsWith('-combined') ? 'combined' : 'split';
+  const blockGraphs = name.endsWith('-combined') ? 'combined' : name.endsWith('-split') ? 'split' : 'gated';
   await runCalibration(m, w, { nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, threads, mode, blockGraphs, needs: { sq: true, gram } }, () => {});
 }
 
