@@ -6,7 +6,9 @@
  *
  *   npx tsx bench/calibration.bench.ts            # all cases, table on stdout
  *   npx tsx bench/calibration.bench.ts --json     # the same as JSON
- *   npx tsx bench/calibration.bench.ts --case forward|oneshot-sq|oneshot-gram|seq-sq|seq-gram
+ *   npx tsx bench/calibration.bench.ts --case forward|oneshot-sq|oneshot-gram|seq-sq|seq-gram|seq-sq-combined|…
+ *   (sequential block graphs: `seq-*` the default 'gated', `-combined` one graph serving both passes — the code
+ *   before the gate —, `-split` a statistics-only and an outputs-only session)
  *   npx tsx bench/calibration.bench.ts --nsamples 32 --cases forward,oneshot-sq,seq-sq   # fewer windows / cases
  */
 import os from 'node:os';
@@ -22,7 +24,7 @@ import {
 
 const NSAMPLES = nsamplesArg();
 
-export const CASES = ['forward', 'oneshot-sq', 'oneshot-gram', 'seq-sq', 'seq-gram'] as const;
+export const CASES = ['forward', 'oneshot-sq', 'oneshot-gram', 'seq-sq', 'seq-gram', 'seq-sq-combined', 'seq-gram-combined', 'seq-sq-split', 'seq-gram-split'] as const;
 export type CaseName = (typeof CASES)[number];
 /** seconds = wall clock; cpuSeconds = user + system CPU of the process (all onnxruntime threads), robust to a busy machine. */
 export interface CaseResult { name: CaseName; seconds: number; cpuSeconds: number; peakRssMB: number }
@@ -49,9 +51,10 @@ export async function runCase(name: CaseName, threads = os.availableParallelism(
 async function timed(name: CaseName, w: Int32Array, threads: number): Promise<void> {
   if (name === 'forward') return plainForward(w, NSAMPLES, threads);
   const m = loadModel();
-  const gram = name.endsWith('gram');
+  const gram = name.includes('gram');
   const mode = name.startsWith('seq') ? 'sequential' : 'oneshot';
-  await runCalibration(m, w, { nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, threads, mode, needs: { sq: true, gram } }, () => {});
+  const blockGraphs = name.endsWith('-combined') ? 'combined' : name.endsWith('-split') ? 'split' : 'gated';
+  await runCalibration(m, w, { nsamples: NSAMPLES, seqlen: SEQLEN, batchSize: BATCH, threads, mode, blockGraphs, needs: { sq: true, gram } }, () => {});
 }
 
 async function main(): Promise<void> {

@@ -48,6 +48,11 @@ const seqlen = Number(opt.seqlen);
 const method = String(opt.method) as 'wanda' | 'sparsegpt' | 'magnitude';
 const BATCH = 8;
 
+/** CPU seconds (user + system, all threads of this process) since `c0`: on a shared machine less noisy than wall time. */
+const cpuSince = (c0: NodeJS.CpuUsage): number => {
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1e6;
+};
 const peakMB = (): number => (process.resourceUsage().maxRSS * 1024) / 2 ** 20;
 
 /** Child: one plain forward of the model over the calibration tokens; prints { seconds, batch, peakMB }. */
@@ -58,12 +63,13 @@ async function forwardCase(dir: string): Promise<void> {
   // Logits are [batch × seqlen × vocab] float32: batch so that they stay under 512 MB (Qwen's vocab is 151936).
   const batch = Math.max(1, Math.min(BATCH, Math.floor(2 ** 29 / (seqlen * shape!.vocab * 4))));
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   for (let i = 0; i < nsamples; i += batch) {
     const b = Math.min(batch, nsamples - i);
     await s.run(buildFeeds(s, ids.subarray(i * seqlen, (i + b) * seqlen), b, seqlen, { config }), ['logits']);
   }
   const seconds = (performance.now() - t0) / 1000;
-  console.log(JSON.stringify({ seconds, batch, peakMB: peakMB() }));
+  console.log(JSON.stringify({ seconds, cpuSeconds: cpuSince(c0), batch, peakMB: peakMB() }));
 }
 
 function child(args: string[]): string {
@@ -80,7 +86,7 @@ async function main(): Promise<void> {
       child([path.join(here, '../test/fixtures/community.ts'), shapeName, dir, '--no-fp16', ...blocksArg]);
       console.error(`built ${shapeName} in ${((performance.now() - t) / 1000).toFixed(1)} s at ${dir}`);
     }
-    const fwd = JSON.parse(child([fileURLToPath(import.meta.url), '--case', 'forward', '--dir', dir, '--shape', shapeName, '--nsamples', String(nsamples), '--seqlen', String(seqlen)]).trim().split('\n').pop()!) as { seconds: number; batch: number; peakMB: number };
+    const fwd = JSON.parse(child([fileURLToPath(import.meta.url), '--case', 'forward', '--dir', dir, '--shape', shapeName, '--nsamples', String(nsamples), '--seqlen', String(seqlen)]).trim().split('\n').pop()!) as { seconds: number; cpuSeconds: number; batch: number; peakMB: number };
     const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     const blocks = Number(cfg.num_hidden_layers);
     const h = shape!.hidden, qd = shape!.heads * shape!.headDim, kvd = shape!.kvHeads * shape!.headDim;
@@ -93,7 +99,9 @@ async function main(): Promise<void> {
     const load = (performance.now() - t0) / 1000;
     const pruneOptions = { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH };
     const estimateMB = (await planPrune(model, pruneOptions)).memory.peakBytes / 2 ** 20;
+    const c0 = process.cpuUsage();
     const report = await pruneModel(model, pruneOptions);
+    const pruneCpu = cpuSince(c0);
     const out = path.join(path.dirname(dir), 'pruned');
     rmSync(out, { recursive: true, force: true });
     const t1 = performance.now();
@@ -113,6 +121,11 @@ async function main(): Promise<void> {
     };
     ratio(`${tag}: pruneModel / forward`, rows.total, forward);
     ratio(`${tag}: method / pruneModel`, rows.method, rows.total);
+    value(`${tag}: pruneModel CPU / forward CPU`, pruneCpu / fwd.cpuSeconds, '×', `CPU s (user + system) ${pruneCpu.toFixed(1)} / ${fwd.cpuSeconds.toFixed(1)}`);
+    const sec = report.seconds;
+    if (sec.calibrationStatistics !== undefined) {
+      value(`${tag}: calibration statistics / output passes`, sec.calibrationStatistics, 's', `output passes ${sec.calibrationOutput!.toFixed(1)} s, prefix ${sec.calibrationPrefix!.toFixed(1)} s, session builds ${sec.calibrationBuild!.toFixed(2)} s`);
+    }
     ratio(`${tag}: save / forward`, rows.save, forward);
     value(`${tag}: peak RSS`, peakMB(), 'MB', 'load + prune + save, one process');
     value(`${tag}: fp32 weight bytes`, weightBytes / 2 ** 20, 'MB', `${(params / 1e6).toFixed(1)} M parameters`);
@@ -121,7 +134,7 @@ async function main(): Promise<void> {
     value(`${tag}: (peak RSS − runtime) / weight bytes`, ((peakMB() - runtimeMB) * 2 ** 20) / weightBytes, '×');
     value(`${tag}: estimated peak (planPrune)`, estimateMB, 'MB', `src/model/memory.ts; measured / estimated = ${(peakMB() / estimateMB).toFixed(2)}`);
     value(`${tag}: realised sparsity`, report.realizedSparsity);
-    console.error(JSON.stringify({ shape: shapeName, blocks, nsamples, seqlen, method, load, seconds: report.seconds, save, forward: fwd, peakMB: peakMB(), runtimeMB, estimateMB, weightMB: weightBytes / 2 ** 20 }));
+    console.error(JSON.stringify({ shape: shapeName, blocks, nsamples, seqlen, method, load, seconds: report.seconds, pruneCpu, save, forward: fwd, loadavg: os.loadavg(), peakMB: peakMB(), runtimeMB, estimateMB, weightMB: weightBytes / 2 ** 20 }));
   } finally {
     if (!keep) rmSync(path.dirname(dir), { recursive: true, force: true });
   }

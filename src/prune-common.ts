@@ -110,7 +110,15 @@ export interface PruneReport {
   allocator: { name: string; description: string; scores?: number[]; expression?: Allocation['expression'] };
   linears: LinearReport[];
   calibration?: { nsamples: number; seqlen: number; tokens: number; sha256: string; source: string };
-  seconds: { total: number; allocation: number; prune: number; calibration: number; commit: number };
+  /**
+   * Wall seconds per phase. `calibration` is everything calibration took outside the method; when it ran through
+   * the block sub-graphs, `calibrationPrefix` / `calibrationBuild` / `calibrationStatistics` / `calibrationOutput`
+   * split it (CalibrationReport.seconds: prefix pass, sub-graph and session builds, statistics passes, output passes).
+   */
+  seconds: {
+    total: number; allocation: number; prune: number; calibration: number; commit: number;
+    calibrationPrefix?: number; calibrationBuild?: number; calibrationStatistics?: number; calibrationOutput?: number;
+  };
   notes: string[];
   /** method `structured`: what was kept per block, and the model's parameters before / after. */
   structured?: StructuredReport;

@@ -169,12 +169,17 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
   };
 
   const tCal = performance.now();
+  let calSplit: Partial<PruneReport['seconds']> = {};
   try {
     if (method.needs.sq || method.needs.gram) {
-      await runCalibration(pm, cal!.ids, {
+      const cr = await runCalibration(pm, cal!.ids, {
         nsamples: cal!.nsamples, seqlen: cal!.seqlen, needs: method.needs, mode: options.mode ?? 'sequential',
         threads: options.threads, batchSize: options.batchSize, onProgress: options.onProgress, signal: options.signal,
       }, (block, stats) => pruneBlock(block, stats));
+      calSplit = {
+        calibrationPrefix: cr.seconds.prefix, calibrationBuild: cr.seconds.build,
+        calibrationStatistics: cr.seconds.statistics, calibrationOutput: cr.seconds.output,
+      };
     } else {
       for (let b = 0; b < pm.blocks; b++) await pruneBlock(b);
     }
@@ -225,7 +230,7 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
     ...(cal ? { calibration: { nsamples: cal.nsamples, seqlen: cal.seqlen, tokens: cal.ids.length, sha256: cal.sha256, source: cal.source } } : {}),
     seconds: {
       total: (performance.now() - t0) / 1000, allocation: secondsAllocation, prune: secondsPrune,
-      calibration: Math.max(0, secondsCalibration), commit: secondsCommit,
+      calibration: Math.max(0, secondsCalibration), commit: secondsCommit, ...calSplit,
     },
     notes,
   };

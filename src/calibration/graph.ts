@@ -69,7 +69,15 @@ export interface SubgraphSpec {
    * With canonical names, two blocks whose `bytes` are equal are the same computation and can share one session.
    */
   rename: Map<string, string>;
+  /**
+   * Graphs built with BlockGraphOptions.gate: the name (in the model's namespace; map it through `rename`) of the bool
+   * scalar input that switches the statistics on (true: they are computed) or off (false: empty outputs).
+   */
+  gateInput?: string;
 }
+
+/** Name of the bool input of a gated block graph (BlockGraphOptions.gate). */
+export const STATS_GATE = 'dsa_calib_stats_gate';
 
 /** The static analysis of a model: node ownership, producers, what crosses block boundaries. */
 export interface GraphPlan {
@@ -335,6 +343,13 @@ export interface BlockGraphOptions {
    * input, so structurally identical blocks serialize to identical bytes.
    */
   canonical?: boolean;
+  /**
+   * Put the statistics nodes inside an `If` on a bool input (SubgraphSpec.gateInput): onnxruntime runs every node of
+   * a graph whatever is fetched, but only the taken branch of an If, so one session can serve a statistics pass
+   * (gate true) and an output pass (gate false: the reductions are skipped, their outputs are empty tensors) with one
+   * arena. Needs `stats`.
+   */
+  gate?: boolean;
 }
 
 /** The tensors block b hands on when `outputs` is set (see BlockGraphOptions.outputs). */
@@ -350,6 +365,7 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
   const { nodes, leaves } = collect(plan, targets, (n) => plan.nodeBlock.get(n) === b);
   const extra: NodeProto[] = [];
   const statsOuts: ValueInfoProto[] = [];
+  const gate = opts.gate === true && opts.stats;
   if (opts.stats) {
     for (const s of sIn) {
       const p = s.sqOutput;
@@ -392,6 +408,33 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
       }
     }
   }
+  let body = extra;
+  const extraInputs: ValueInfoProto[] = [];
+  if (gate) {
+    // then: the statistics nodes, their results renamed <name>/then; else: an empty float tensor per statistic.
+    const inBranch = (t: string, suffix: string): string => `${t}/${suffix}`;
+    const finals = new Set(statsOuts.map((v) => v.name ?? ''));
+    // fp16 inputs: the Cast to float32 stays in the main graph, where onnxruntime optimizes it as in the ungated graph
+    // (inside the branch the statistics of the fp16 layouts came out different bits).
+    const casts = extra.filter((n) => n.op_type === 'Cast');
+    const thenNodes = extra.filter((n) => n.op_type !== 'Cast').map((n) => ({ ...n, output: n.output.map((o) => (finals.has(o) ? inBranch(o, 'then') : o)) }));
+    const elseNodes = statsOuts.map((v) => createNode({
+      op_type: 'Constant', name: `${v.name}/Empty`, output: [inBranch(v.name ?? '', 'else')],
+      attribute: [{ name: 'value', type: 4, t: createTensor({ dims: [0], data_type: DataType.FLOAT, raw_data: new Uint8Array(0) }) }],
+    }));
+    const branch = (name: string, node: NodeProto[], suffix: string): GraphProto => ({
+      name, node, initializer: [], input: [], value_info: [],
+      output: statsOuts.map((v) => valueInfo(inBranch(v.name ?? '', suffix), DataType.FLOAT)),
+    });
+    body = [...casts, createNode({
+      op_type: 'If', name: 'dsa_calib/StatsGate', input: [STATS_GATE], output: statsOuts.map((v) => v.name ?? ''),
+      attribute: [
+        { name: 'then_branch', type: 5, g: branch('statistics', thenNodes, 'then') },
+        { name: 'else_branch', type: 5, g: branch('no_statistics', elseNodes, 'else') },
+      ],
+    })];
+    extraInputs.push({ name: STATS_GATE, type: { tensor_type: { elem_type: DataType.BOOL, shape: { dim: [] } } } });
+  }
   const weightNames = new Set(plan.linearsByBlock[b]!.map((l) => l.weight));
   if (opts.canonical) {
     for (const t of leaves) {
@@ -401,7 +444,8 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
       if ((init.data_type === DataType.FLOAT || init.data_type === DataType.FLOAT16) && numel > 1) weightNames.add(t);
     }
   }
-  return assemble(plan, opts.canonical ? 'block' : `block_${b}`, [...nodes, ...extra], leaves, outs, statsOuts, weightNames, storeTypes, opts.canonical ?? false);
+  const spec = assemble(plan, opts.canonical ? 'block' : `block_${b}`, [...nodes, ...body], leaves, outs, statsOuts, weightNames, storeTypes, opts.canonical ?? false, extraInputs);
+  return gate ? { ...spec, gateInput: STATS_GATE } : spec;
 }
 
 function constInt64(nodeName: string, out: string, values: number[]): NodeProto {
@@ -411,9 +455,9 @@ function constInt64(nodeName: string, out: string, values: number[]): NodeProto 
 
 function assemble(
   plan: GraphPlan, name: string, nodes: NodeProto[], leaves: Set<string>, storeOutputs: string[], statsOuts: ValueInfoProto[],
-  weightNames: Set<string>, storeTypes: Map<string, number>, canonical: boolean,
+  weightNames: Set<string>, storeTypes: Map<string, number>, canonical: boolean, extraInputs: ValueInfoProto[] = [],
 ): SubgraphSpec {
-  const inputs: ValueInfoProto[] = [];
+  const inputs: ValueInfoProto[] = [...extraInputs];
   const inits: TensorProto[] = [];
   const storeInputs: string[] = [];
   const graphInputs: string[] = [];
@@ -478,11 +522,21 @@ function canonicalize(
   });
   const real = (t: string): string => alias.get(t) ?? t;
   // Names by first use in node order, so the order in which inputs were discovered does not matter.
-  const cNodes = kept.map((n, k) => {
-    const c: NodeProto = { ...n, name: `dsa_n${k}`, input: n.input.map((t) => name(real(t))), output: n.output.map(name) };
+  const renameNode = (n: NodeProto, nodeName: string): NodeProto => {
+    const c: NodeProto = { ...n, name: nodeName, input: n.input.map((t) => name(real(t))), output: n.output.map(name) };
     delete (c as { doc_string?: string }).doc_string;
+    // If branches (the statistics gate): the same namespace, their nodes after the If's inputs, in branch order.
+    if (n.attribute.some((a) => a.g)) {
+      c.attribute = n.attribute.map((a) => (a.g ? {
+        ...a, g: {
+          ...a.g, name: a.name, node: a.g.node.map((x, j) => renameNode(x, `${nodeName}_${a.name}_${j}`)),
+          output: a.g.output.map((v) => ({ ...v, name: name(v.name ?? '') })),
+        },
+      } : a));
+    }
     return c;
-  });
+  };
+  const cNodes = kept.map((n, k) => renameNode(n, `dsa_n${k}`));
   const byOrder = <T extends { name?: string }>(xs: T[]): T[] =>
     xs.filter((x) => order.has(x.name ?? '')).sort((a, b) => order.get(a.name ?? '')! - order.get(b.name ?? '')!).map((x) => ({ ...x, name: name(x.name ?? '') }));
   const cInputs = byOrder(inputs);

@@ -55,6 +55,25 @@ export interface CalibrationOptions {
   onProgress?: ProgressCallback;
   /** Abort between onnxruntime runs; the promise rejects with a DsaPruneError (exit code 130). */
   signal?: AbortSignal;
+  /**
+   * Sequential mode's block graphs (onnxruntime runs every node of a session's graph whatever is fetched):
+   * - `gated` (default): one graph with the block and its statistics, the statistics nodes inside an `If` on a bool
+   *   input: the statistics pass turns them on, the output pass off. One session, one arena; the statistics pass
+   *   still runs the block's tail (down_proj and the last residual), the output pass no reductions.
+   * - `split`: a statistics-only graph (the block up to its last linear input, plus the reductions) and an
+   *   outputs-only graph, one session each, both open across identical blocks: the least compute, two arenas.
+   * - `combined`: one graph with the statistics and the outputs serving both passes (the design before the split):
+   *   each pass also runs the other's nodes (for SparseGPT the XᵀX Gemms in the output pass too).
+   * The statistics and the outputs are the same bits with all three. One-shot mode always uses `combined` (one pass
+   * needs both).
+   */
+  blockGraphs?: 'gated' | 'split' | 'combined';
+  /**
+   * For tests and tools: called after each output run with the tensors block `block` hands to later blocks for batch
+   * `batch` (by their names in the model). Called in one-shot mode too; not for the last block, whose outputs are
+   * never computed in sequential mode.
+   */
+  onCarried?: (block: number, batch: number, tensors: Record<string, ort.Tensor>) => void;
 }
 
 /** Per-block timings (seconds) and the hidden state entering the block. */
@@ -80,13 +99,23 @@ export interface CalibrationReport {
   blocks: BlockReport[];
   /** Peak resident memory of the process so far (bytes). */
   peakRssBytes: number;
-  /** onnxruntime sessions built for the blocks: 1 when all blocks are structurally identical and share one. */
+  /**
+   * onnxruntime sessions built for the blocks. Structurally identical blocks share one session per graph kind, so
+   * this is the number of runs of identical blocks times the graph kinds: sequential `split` → 2 when all blocks are
+   * identical (statistics graph + outputs graph), one-shot or `combined` → 1.
+   */
   blockSessions?: number;
+  /** The same count by graph kind (statistics-only, outputs-only, combined). */
+  blockSessionsByKind?: Record<GraphKind, number>;
 }
+
+/** What a block sub-graph computes: statistics only, the carried outputs only, or both. */
+export type GraphKind = 'statistics' | 'output' | 'combined' | 'gated';
 
 type Store = Map<string, ort.Tensor>;
 
 interface OpenBlock {
+  kind: GraphKind;
   spec: SubgraphSpec;
   session: ort.InferenceSession;
   gram: boolean;
@@ -133,6 +162,11 @@ class Runner {
     if (windows.length !== nsamples * seqlen) {
       throw new DsaPruneError(`calibration: got ${windows.length} token ids, expected nsamples × seqlen = ${nsamples} × ${seqlen} = ${nsamples * seqlen}`, {
         hint: 'cut the windows with takeWindows(ids, seqlen, nsamples) from src/data/text.ts',
+      });
+    }
+    if (opts.blockGraphs !== undefined && !['gated', 'split', 'combined'].includes(opts.blockGraphs)) {
+      throw new DsaPruneError(`calibration: blockGraphs must be 'gated', 'split' or 'combined', got ${String(opts.blockGraphs)}`, {
+        hint: "leave it out for 'gated' (one session per block structure, statistics skipped in the output pass)",
       });
     }
     this.batch = Math.max(1, Math.min(opts.batchSize ?? 8, nsamples));
@@ -267,33 +301,45 @@ class Runner {
     this.opts.onProgress?.({ phase, block, fraction: Math.min(1, this.units / this.totalUnits) });
   }
 
-  private shared?: SharedSession;
-  /** Block sessions created (for the report and the tests): 1 when every block shares one. */
-  sessionsCreated = 0;
+  /** Open sessions by graph kind: at most one per kind (sequential split: a statistics and an outputs session). */
+  private readonly shared = new Map<GraphKind, SharedSession>();
+  /** Block sessions created by kind (for the report and the tests). */
+  readonly sessionsCreated: Record<GraphKind, number> = { statistics: 0, output: 0, combined: 0, gated: 0 };
 
   /**
-   * The sub-graph session of block b. One session serves both passes of a block (every per-block weight is an
-   * input): the statistics pass fetches the statistics, the output pass the tensors handed to later blocks. The
-   * sub-graph is built in canonical form, so consecutive structurally identical blocks reuse one session: a new
-   * session's first run costs ≈ 1 CPU s of arena warm-up on bench-12l, paid once instead of once per block.
-   * Blocks that differ get their own session (the previous one is released first: one block session at a time).
+   * The sub-graph session of block b for one kind of pass. onnxruntime runs every node of a session's graph whatever
+   * is fetched, so a graph holding both the statistics (ReduceSumSquare, XᵀX Gemms) and the carried outputs would make
+   * the statistics pass pay the block's tail (down_proj and the last residual) and the output pass pay the reductions;
+   * sequential mode therefore uses a `statistics` graph (targets: the linear inputs only) and an `output` graph (the
+   * carried tensors only), one-shot one `combined` graph. Every per-block weight is an input and the sub-graph is
+   * built in canonical form, so consecutive structurally identical blocks reuse one session per kind: a new session's
+   * first run costs ≈ 1 CPU s of arena warm-up on bench-12l, paid once per kind instead of once per block. A block
+   * that differs gets its own session of that kind (the previous one of that kind is released first), so at most one
+   * session per kind is open: two in sequential split mode.
    */
-  async openBlock(b: number, what: { stats: boolean; gram: boolean }): Promise<OpenBlock> {
-    const outputs = blockOutputs(this.plan, b).length > 0;
-    const sum = this.opts.needs.sum === true;
-    const spec = buildBlock(this.plan, b, { stats: what.stats, gram: what.gram, sum, outputs, canonical: true }, this.storeTypes());
-    if (this.shared && sameBytes(this.shared.bytes, spec.bytes)) return { spec, session: this.shared.session, gram: what.gram, sum };
-    await this.releaseShared();
+  async openBlock(b: number, kind: GraphKind, gram: boolean): Promise<OpenBlock> {
+    const stats = kind !== 'output';
+    const outputs = kind !== 'statistics' && blockOutputs(this.plan, b).length > 0;
+    const sum = stats && this.opts.needs.sum === true;
+    gram = stats && gram;
+    const spec = buildBlock(this.plan, b, { stats, gram, sum, outputs, canonical: true, gate: kind === 'gated' }, this.storeTypes());
+    const prev = this.shared.get(kind);
+    if (prev && sameBytes(prev.bytes, spec.bytes)) return { kind, spec, session: prev.session, gram, sum };
+    await this.release(kind);
     const session = await this.session(spec);
-    this.sessionsCreated++;
-    this.shared = { bytes: spec.bytes, session };
-    return { spec, session, gram: what.gram, sum };
+    this.sessionsCreated[kind]++;
+    this.shared.set(kind, { bytes: spec.bytes, session });
+    return { kind, spec, session, gram, sum };
+  }
+
+  private async release(kind: GraphKind): Promise<void> {
+    const s = this.shared.get(kind);
+    this.shared.delete(kind);
+    if (s) await s.session.release();
   }
 
   async releaseShared(): Promise<void> {
-    const s = this.shared;
-    this.shared = undefined;
-    if (s) await s.session.release();
+    for (const kind of [...this.shared.keys()]) await this.release(kind);
   }
 
   /**
@@ -304,6 +350,7 @@ class Runner {
     const { spec, session: s } = open;
     // The last block computes its outputs only to share the other blocks' session; nothing reads them.
     const outputs = fetch.outputs && b < this.plan.nBlocks - 1 && spec.storeOutputs.length > 0;
+    if (fetch.stats && open.kind === 'output') throw new DsaPruneError('calibration: internal error: statistics fetched from an outputs-only block graph');
     const gram = fetch.stats && open.gram;
     const sum = fetch.stats && open.sum;
     if (!fetch.stats && !outputs) return [];
@@ -330,6 +377,7 @@ class Runner {
       const store = this.stores[i]!;
       const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
       for (const t of spec.storeInputs) feeds[name(t)] = store.get(t)!;
+      if (spec.gateInput) feeds[name(spec.gateInput)] = new ort.Tensor('bool', new Uint8Array([fetch.stats ? 1 : 0]), []);
       const out = await s.run(feeds, fetches);
       if (fetch.stats) {
         for (let k = 0; k < sIn.length; k++) {
@@ -340,6 +388,7 @@ class Runner {
       }
       if (outputs) {
         for (const t of spec.storeOutputs) store.set(t, out[name(t)]!);
+        this.opts.onCarried?.(b, i, Object.fromEntries(spec.storeOutputs.map((t) => [t, out[name(t)]!])));
         // Free what no later block reads.
         for (const t of spec.storeInputs) if ((this.plan.lastReader.get(t) ?? -1) <= b) store.delete(t);
       }
@@ -371,7 +420,9 @@ class Runner {
 
   async finish(): Promise<CalibrationReport> {
     await this.releaseShared();
-    this.report.blockSessions = this.sessionsCreated;
+    const c = this.sessionsCreated;
+    this.report.blockSessions = c.statistics + c.output + c.combined + c.gated;
+    this.report.blockSessionsByKind = { ...c };
     this.stores.length = 0;
     this.sampleMemory();
     this.report.seconds.total = now() - this.t0;
@@ -405,7 +456,7 @@ export async function runCalibration(
     try {
       for (let b = 0; b < L; b++) {
         r.hiddenSums(b);
-        const open = await r.openBlock(b, { stats: true, gram });
+        const open = await r.openBlock(b, 'combined', gram);
         all.push(r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: true }, 'statistics')));
       }
     } finally {
@@ -423,11 +474,12 @@ export async function runCalibration(
     return r.finish();
   }
   r.setTotalUnits(1 + L * r.nBatches + (L - 1) * r.nBatches);
+  const graphs = opts.blockGraphs ?? 'gated';
   await r.runPrefix();
   try {
     for (let b = 0; b < L; b++) {
       r.hiddenSums(b);
-      const open = await r.openBlock(b, { stats: true, gram });
+      const open = await r.openBlock(b, graphs === 'split' ? 'statistics' : graphs, gram);
       const stats = r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: false }, 'statistics'));
       checkAbort(opts.signal);
       const t = now();
@@ -435,7 +487,7 @@ export async function runCalibration(
       r.report.blocks[b]!.prune = now() - t;
       r.report.seconds.prune += now() - t;
       // Weights are read again here, so what onBlock wrote is what the output pass uses.
-      if (b < L - 1) await r.blockPass(b, open, { stats: false, outputs: true }, 'output');
+      if (b < L - 1) await r.blockPass(b, graphs === 'split' ? await r.openBlock(b, 'output', false) : open, { stats: false, outputs: true }, 'output');
     }
   } finally {
     await r.releaseShared();

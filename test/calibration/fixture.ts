@@ -19,8 +19,9 @@ export interface FixtureModel extends CalibrationModel {
   writeInitializer(name: string, v: Float32Array): void;
 }
 
-export function loadFixture(dir: string): FixtureModel {
-  const proto = readModelFile(path.join(dir, 'onnx/model.onnx'));
+/** The model in `dir`/onnx/`file` (default model.onnx; e.g. model_fp16.onnx) as a CalibrationModel. */
+export function loadFixture(dir: string, file = 'model.onnx'): FixtureModel {
+  const proto = readModelFile(path.join(dir, 'onnx', file));
   const configPath = path.join(dir, 'config.json');
   const config = existsSync(configPath) ? (JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>) : undefined;
   const { linears } = discoverLinears(proto.graph, { config });
@@ -29,7 +30,7 @@ export function loadFixture(dir: string): FixtureModel {
     proto,
     linears,
     config,
-    source: { dir, onnxPath: path.join(dir, 'onnx/model.onnx') },
+    source: { dir, onnxPath: path.join(dir, 'onnx', file) },
     readInitializer: (name) => tensorToFloat32(byName.get(name)!, path.join(dir, 'onnx')).slice(),
     writeInitializer: (name, v) => setTensorFloat32(byName.get(name)!, v),
   };

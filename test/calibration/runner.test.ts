@@ -81,7 +81,16 @@ describe('calibration runner', () => {
     const opts = { nsamples: N, seqlen: T, batchSize: 2, needs: { sq: true, gram: true } };
     const dense = new Map<string, Map<string, { sq: Float64Array; gram?: Float64Array }>>();
     const shared = await runCalibration(m, windows, opts, (b, stats) => { dense.set(String(b), stats); });
+    // Sequential, gated graph (default): one session serves both passes of all five blocks.
     expect(shared.blockSessions).toBe(1);
+    expect(shared.blockSessionsByKind).toEqual({ statistics: 0, output: 0, combined: 0, gated: 1 });
+    const split = await runCalibration(m, windows, { ...opts, blockGraphs: 'split' });
+    expect(split.blockSessionsByKind).toEqual({ statistics: 1, output: 1, combined: 0, gated: 0 });
+    expect(split.blockSessions).toBe(2);
+    const combined = await runCalibration(m, windows, { ...opts, blockGraphs: 'combined' });
+    expect(combined.blockSessions).toBe(1);
+    const oneshot = await runCalibration(m, windows, { ...opts, mode: 'oneshot' });
+    expect(oneshot.blockSessionsByKind).toEqual({ statistics: 0, output: 0, combined: 1, gated: 0 });
     // Block 2 gets an extra Mul by 1 on its attention input: same numbers, different structure.
     const proto = readModelFile(path.join(dir, 'onnx/model.onnx'));
     const q = m.linears.find((l) => l.name === 'model.layers.2.self_attn.q_proj')!;
@@ -97,6 +106,9 @@ describe('calibration runner', () => {
     const seen = new Map<string, Map<string, { sq: Float64Array; gram?: Float64Array }>>();
     const r = await runCalibration(changed, windows, opts, (b, stats) => { seen.set(String(b), stats); });
     expect(r.blockSessions).toBe(3); // blocks 0–1, block 2, blocks 3–4
+    // Split graphs: the same three runs for each of the two graph kinds (the last block has no output pass).
+    const rs = await runCalibration(changed, windows, { ...opts, blockGraphs: 'split' });
+    expect(rs.blockSessionsByKind).toEqual({ statistics: 3, output: 3, combined: 0, gated: 0 });
     for (const [b, stats] of dense) {
       for (const [k, s] of stats) {
         const t = seen.get(b)!.get(k)!;
@@ -139,6 +151,7 @@ describe('calibration runner', () => {
     const m = loadFixture(dir);
     await expect(runCalibration(m, windows.subarray(1), { nsamples: N, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(DsaPruneError);
     await expect(runCalibration(m, windows, { nsamples: 0, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(/nsamples/);
+    await expect(runCalibration(m, windows, { nsamples: N, seqlen: T, needs: { sq: true, gram: false }, blockGraphs: 'both' as 'split' })).rejects.toThrow(/blockGraphs must be 'gated', 'split' or 'combined'/);
     const noBlocks = { ...m, linears: m.linears.map((l) => ({ ...l, block: -1 })) };
     await expect(runCalibration(noBlocks, windows, { nsamples: N, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(/no linear layers inside decoder blocks/);
   });
