@@ -7,7 +7,11 @@
  *   npx tsx scripts/search-compare.ts [--evals 40] [--windows 8] [--minutes 8] [configs…]
  *   configs: block-ppl linear-ppl linear-kl levels-linear-kl levels-block-kl uniform owl (default: all)
  *   --tag <t>: store the runs as <config>-<t> (and their chart as docs/search-compare-<config>-<t>.svg), next to earlier ones
- *   --offspring <λ> (levels, default 8)
+ *   --offspring <λ> (levels, default 8), --seed <n> (default 1)
+ *   levels only: --sampling fixed|resample, --switches uniform|evopress, --stages 1:8,2:2,4:1 (windows:keep),
+ *   --start <allocator> (as prune --allocator, e.g. owl or dsa:<expr>), --window-evals <n> (budget in window forwards:
+ *   --evals = n / --windows, so runs with other --windows get the same forward tokens), --val-windows <n> (default 8:
+ *   the fast KL of the best allocation on n windows after the search windows, never searched on)
  * Results: docs/search-compare.json (TARGETS_OUT overrides), per-linear profile chart docs/search-compare-profile.svg.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,9 +21,10 @@ import { loadModelDir } from '../src/model/index.js';
 import { pruneModel } from '../src/prune.js';
 import { readTextFile, tokenizeText, type TextTokenizer } from '../src/data/text.js';
 import { perplexity } from '../src/eval/perplexity.js';
-import { computeDense, idsSha256, searchLinears } from '../src/search/fitness.js';
+import { computeDense, createFitness, idsSha256, searchLinears } from '../src/search/fitness.js';
+import { loadavg } from 'node:os';
 import { searchModel } from '../src/search/run.js';
-import { atGranularity, dsa, explicit, owl, uniform, type Allocator } from '../src/allocators/index.js';
+import { atGranularity, dsa, explicit, owl, parseAllocatorSpec, uniform, type Allocator } from '../src/allocators/index.js';
 import type { SearchSpec } from '../src/search/types.js';
 import { linearProfileChart } from '../src/report/profile-chart.js';
 
@@ -47,9 +52,20 @@ if (!existsSync(modelDir)) {
 const evals = flag('evals', 40);
 const windows = flag('windows', 8);
 const minutes = flag('minutes', 8);
+const seed = flag('seed', 1);
 const tagAt = argv.indexOf('--tag');
 const tag = tagAt >= 0 ? `-${argv[tagAt + 1]}` : '';
 const offspring = flag('offspring', 8);
+const sval = (name: string) => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? argv[i + 1] : undefined;
+};
+const sampling = (sval('sampling') ?? 'fixed') as 'fixed' | 'resample';
+const switches = (sval('switches') ?? 'uniform') as 'uniform' | 'evopress';
+const stagesText = sval('stages');
+const startText = sval('start');
+const windowEvals = flag('window-evals', 0);
+const valWindows = flag('val-windows', 8);
 /** SOTU windows scored (default all; a shared machine may need fewer: the first N windows of 512 tokens). */
 const sotuWindows = flag('sotu-windows', 0);
 const results: Record<string, unknown> = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
@@ -90,7 +106,7 @@ async function runDsa(name: string, granularity: 'block' | 'linear', fitness: 'p
   const out = await searchModel(pm, {
     modelDir, method: 'wanda', sparsity: S, granularity, fitness, calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
     searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, workers: 1, threads: 2,
-    seed: 1, population: 8, final: false, dense, checkpointPath: path.join('/tmp', `search-compare-${name}.ckpt.json`),
+    seed, population: 8, final: false, dense, checkpointPath: path.join('/tmp', `search-compare-${name}.ckpt.json`),
   });
   log(`  best ${out.best.fitness.toFixed(4)} ${out.best.expression} λ=${out.best.lambda} after ${out.evaluations} evals in ${out.seconds.search.toFixed(0)} s`);
   const allocator = atGranularity(dsa(out.best.expression, { lambda: out.best.lambda }), granularity);
@@ -100,18 +116,39 @@ async function runDsa(name: string, granularity: 'block' | 'linear', fitness: 'p
   };
   save();
 }
+/** Fast KL (the search's own fitness) of an allocation on `valWindows` windows after the search windows: text the search never scored. */
+let valFitness: Awaited<ReturnType<typeof createFitness>> | undefined;
+async function heldOutKl(linearSparsity: Record<string, number>): Promise<number> {
+  if (!valFitness) {
+    const ids = searchIds.slice(windows * SEQ, (windows + valWindows) * SEQ);
+    const vspec = { ...spec, pattern: { kind: 'unstructured' }, search: { windows: valWindows, seqlen: SEQ, sha256: idsSha256(ids) }, seed: 0, modelHash: pm.modelHash(), granularity: 'linear', fitness: 'kl' } as SearchSpec;
+    valFitness = await createFitness(pm, vspec, { calibrationIds: cal, searchIds: ids }, { dense, threads: 2 });
+  }
+  return (await valFitness.evaluateLinears!({ blockSparsity: [], linearSparsity })).fitness;
+}
 async function runLevels(name: string, granularity: 'block' | 'linear') {
   const mod = await import('../src/search/levels.js');
-  log(`levels search ${name}: ${evals} evaluations`);
+  const budget = windowEvals > 0 ? windowEvals / windows : evals;
+  log(`levels search ${name}${tag}: ${budget} full-split evaluations (${budget * windows} window forwards), sampling ${sampling}, switches ${switches}, stages ${stagesText ?? 'default'}, start ${startText ?? 'uniform'}, seed ${seed}`);
+  const cpu0 = process.cpuUsage();
+  const load0 = loadavg()[0];
+  const start = startText ? parseAllocatorSpec(startText) : undefined;
   const out = await mod.levelSearch(pm, {
     method: 'wanda', sparsity: S, granularity, fitness: 'kl', calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
-    searchWindows: windows, searchSeqlen: SEQ, evaluations: evals, timeLimitSeconds: minutes * 60, threads: 2, seed: 1, dense, offspring,
+    searchWindows: windows, searchSeqlen: SEQ, evaluations: budget, timeLimitSeconds: minutes * 60, threads: 2, seed, dense, offspring,
+    sampling, switchDistribution: switches, ...(stagesText ? { stages: mod.parseLevelStages(stagesText) } : {}), ...(start ? { start } : {}),
   });
-  log(`  best ${out.best.fitness.toFixed(4)} after ${out.evaluations} evals in ${out.seconds.toFixed(0)} s`);
+  const cpu = process.cpuUsage(cpu0);
+  const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+  const windowForwards = out.evaluations * windows;
+  log(`  best ${out.best.fitness.toFixed(4)} after ${out.evaluations} evals (${windowForwards} window forwards, ${out.generations} generations, ${out.stoppedBy}) in ${out.seconds.toFixed(0)} s, ${cpuSeconds.toFixed(0)} CPU s, load ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`);
+  const heldOut = await heldOutKl(out.best.linearSparsity);
+  log(`  held-out fast KL (${valWindows} windows after the search windows): ${heldOut.toFixed(4)}`);
   const sot = await sotu(name, explicit(out.best.linearSparsity));
   results[name + tag] = {
-    strategy: 'levels', offspring, generations: out.generations, stoppedBy: out.stoppedBy, granularity, fitness: 'kl', evaluations: out.evaluations, searchSeconds: out.seconds, bestFitness: out.best.fitness,
-    stages: out.stages, sotu: sot,
+    strategy: 'levels', offspring, seed, sampling, switches, start: startText ?? 'uniform', generations: out.generations, stoppedBy: out.stoppedBy, granularity, fitness: 'kl', evaluations: out.evaluations,
+    windowForwards, searchSeconds: out.seconds, cpuSeconds, windowForwardsPerMinute: (windowForwards / out.seconds) * 60, load: [load0, loadavg()[0]], bestFitness: out.best.fitness,
+    heldOutKl: heldOut, stages: out.stages, sotu: sot,
   };
   save();
   const profile = sot.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: l.target }));

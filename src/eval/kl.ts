@@ -165,21 +165,37 @@ export async function klToCache(
   session: DecoderSession,
   ids: Int32Array,
   cache: TopKCache,
-  o: { batchSize?: number; config?: Record<string, unknown>; signal?: AbortSignal; /** Only the first `rows` windows of the cache. */ rows?: number } = {},
+  o: {
+    batchSize?: number; config?: Record<string, unknown>; signal?: AbortSignal;
+    /** Only the first `rows` windows of the cache. */ rows?: number;
+    /** Only these windows of the cache (indices in [0, cache.rows), scored in this order); overrides `rows`. */ windows?: readonly number[];
+  } = {},
 ): Promise<KlResult> {
   const { seqlen, k } = cache;
-  const rows = Math.max(1, Math.min(cache.rows, o.rows ?? cache.rows));
+  const idx = o.windows ?? Array.from({ length: Math.max(1, Math.min(cache.rows, o.rows ?? cache.rows)) }, (_, i) => i);
+  for (const w of idx) {
+    if (!Number.isInteger(w) || w < 0 || w >= cache.rows) throw new DsaPruneError(`KL: window ${w} is not one of the ${cache.rows} cached windows`, { code: 'internal' });
+  }
+  const rows = idx.length;
   const bs = o.batchSize ?? autoBatchSize(seqlen, cache.vocab);
   const mask = new Uint8Array(cache.vocab);
+  // Windows that are not consecutive are copied into one batch.
+  const batchIds = new Int32Array(Math.min(bs, rows) * seqlen);
   let sum = 0;
   for (let r0 = 0; r0 < rows; r0 += bs) {
     throwIfAborted(o.signal);
     const b = Math.min(bs, rows - r0);
-    const { data, vocab } = await forwardLogits(session, ids.subarray(r0 * seqlen, (r0 + b) * seqlen), b, seqlen, { config: o.config });
+    let input: Int32Array;
+    if (idx.slice(r0, r0 + b).every((w, i) => w === idx[r0]! + i)) input = ids.subarray(idx[r0]! * seqlen, (idx[r0]! + b) * seqlen);
+    else {
+      for (let i = 0; i < b; i++) batchIds.set(ids.subarray(idx[r0 + i]! * seqlen, (idx[r0 + i]! + 1) * seqlen), i * seqlen);
+      input = batchIds.subarray(0, b * seqlen);
+    }
+    const { data, vocab } = await forwardLogits(session, input, b, seqlen, { config: o.config });
     if (vocab !== cache.vocab) throw new DsaPruneError(`KL: the model has ${vocab} logits, the dense cache ${cache.vocab}`);
     for (let i = 0; i < b; i++) {
       for (let t = 0; t < seqlen - 1; t++) {
-        const p = (r0 + i) * (seqlen - 1) + t;
+        const p = idx[r0 + i]! * (seqlen - 1) + t;
         const off = (i * seqlen + t) * vocab;
         const lse = logSumExp(data, off, vocab);
         let kl = 0;
