@@ -9,9 +9,9 @@
  *   --tag <t>: store the runs as <config>-<t> (and their chart as docs/search-compare-<config>-<t>.svg), next to earlier ones
  *   --offspring <λ> (levels, default 8), --seed <n> (default 1)
  *   levels only: --sampling fixed|resample, --switches uniform|evopress, --stages 1:8,2:2,4:1 (windows:keep),
- *   --start <allocator> (as prune --allocator, e.g. owl or dsa:<expr>), --window-evals <n> (budget in window forwards:
+ *   --start <allocator> (as prune --allocator, e.g. owl or dsa:<expr>; --start-lambda <λ>), --window-evals <n> (budget in window forwards:
  *   --evals = n / --windows, so runs with other --windows get the same forward tokens), --val-windows <n> (default 8:
- *   the fast KL of the best allocation on n windows after the search windows, never searched on)
+ *   the fast KL of the best allocation on windows 64 … 64 + n of the search split, never searched on)
  * Results: docs/search-compare.json (TARGETS_OUT overrides), per-linear profile chart docs/search-compare-profile.svg.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
@@ -68,8 +68,13 @@ const windowEvals = flag('window-evals', 0);
 const valWindows = flag('val-windows', 8);
 /** SOTU windows scored (default all; a shared machine may need fewer: the first N windows of 512 tokens). */
 const sotuWindows = flag('sotu-windows', 0);
-const results: Record<string, unknown> = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
-const save = () => writeFileSync(resultsFile, JSON.stringify(results, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+// Only this run's entries; save() merges them into the file.
+const results: Record<string, unknown> = {};
+// Merge with what is on disk now: several runs of this script may write the same file.
+const save = () => {
+  const now = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) : {};
+  writeFileSync(resultsFile, JSON.stringify({ ...now, ...results }, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2) + '\n');
+};
 const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${s}`);
 
 const { prunable: pm, tokenizer, model } = await loadModelDir(modelDir, { threads: 2 });
@@ -120,7 +125,9 @@ async function runDsa(name: string, granularity: 'block' | 'linear', fitness: 'p
 let valFitness: Awaited<ReturnType<typeof createFitness>> | undefined;
 async function heldOutKl(linearSparsity: Record<string, number>): Promise<number> {
   if (!valFitness) {
-    const ids = searchIds.slice(windows * SEQ, (windows + valWindows) * SEQ);
+    // Windows 64 … 64 + n of the search split (after the search windows of every run with --windows ≤ 64): one held-out set for all runs.
+    if (windows > 64) throw new Error('--val-windows needs --windows ≤ 64');
+    const ids = searchIds.slice(64 * SEQ, (64 + valWindows) * SEQ);
     const vspec = { ...spec, pattern: { kind: 'unstructured' }, search: { windows: valWindows, seqlen: SEQ, sha256: idsSha256(ids) }, seed: 0, modelHash: pm.modelHash(), granularity: 'linear', fitness: 'kl' } as SearchSpec;
     valFitness = await createFitness(pm, vspec, { calibrationIds: cal, searchIds: ids }, { dense, threads: 2 });
   }
@@ -132,7 +139,8 @@ async function runLevels(name: string, granularity: 'block' | 'linear') {
   log(`levels search ${name}${tag}: ${budget} full-split evaluations (${budget * windows} window forwards), sampling ${sampling}, switches ${switches}, stages ${stagesText ?? 'default'}, start ${startText ?? 'uniform'}, seed ${seed}`);
   const cpu0 = process.cpuUsage();
   const load0 = loadavg()[0];
-  const start = startText ? parseAllocatorSpec(startText) : undefined;
+  const startLambda = flag('start-lambda', NaN);
+  const start = startText ? parseAllocatorSpec(startText, Number.isFinite(startLambda) ? { lambda: startLambda } : {}) : undefined;
   const out = await mod.levelSearch(pm, {
     method: 'wanda', sparsity: S, granularity, fitness: 'kl', calibrationIds: cal, nsamples: NS, seqlen: SEQ, searchIds,
     searchWindows: windows, searchSeqlen: SEQ, evaluations: budget, timeLimitSeconds: minutes * 60, threads: 2, seed, dense, offspring,
@@ -143,7 +151,7 @@ async function runLevels(name: string, granularity: 'block' | 'linear') {
   const windowForwards = out.evaluations * windows;
   log(`  best ${out.best.fitness.toFixed(4)} after ${out.evaluations} evals (${windowForwards} window forwards, ${out.generations} generations, ${out.stoppedBy}) in ${out.seconds.toFixed(0)} s, ${cpuSeconds.toFixed(0)} CPU s, load ${load0.toFixed(1)} → ${loadavg()[0].toFixed(1)}`);
   const heldOut = await heldOutKl(out.best.linearSparsity);
-  log(`  held-out fast KL (${valWindows} windows after the search windows): ${heldOut.toFixed(4)}`);
+  log(`  held-out fast KL (${valWindows} windows from window 64 of the search split): ${heldOut.toFixed(4)}`);
   const sot = await sotu(name, explicit(out.best.linearSparsity));
   results[name + tag] = {
     strategy: 'levels', offspring, seed, sampling, switches, start: startText ?? 'uniform', generations: out.generations, stoppedBy: out.stoppedBy, granularity, fitness: 'kl', evaluations: out.evaluations,

@@ -179,6 +179,8 @@ export async function klToCache(
   const rows = idx.length;
   const bs = o.batchSize ?? autoBatchSize(seqlen, cache.vocab);
   const mask = new Uint8Array(cache.vocab);
+  // exp(logit − max) of one position, computed once for the log-sum-exp and reused for the tail bucket.
+  const ex = new Float64Array(cache.vocab);
   // Windows that are not consecutive are copied into one batch.
   const batchIds = new Int32Array(Math.min(bs, rows) * seqlen);
   let sum = 0;
@@ -197,7 +199,16 @@ export async function klToCache(
       for (let t = 0; t < seqlen - 1; t++) {
         const p = idx[r0 + i]! * (seqlen - 1) + t;
         const off = (i * seqlen + t) * vocab;
-        const lse = logSumExp(data, off, vocab);
+        // log Σ exp(row), summed in the order of logSumExp (same value), keeping each exp(x − max): one exp per entry.
+        let max = -Infinity;
+        for (let v = 0; v < vocab; v++) if (data[off + v]! > max) max = data[off + v]!;
+        let se = 0;
+        for (let v = 0; v < vocab; v++) {
+          const e = Math.exp(data[off + v]! - max);
+          ex[v] = e;
+          se += e;
+        }
+        const lse = max + Math.log(se);
         let kl = 0;
         for (let j = 0; j < k; j++) {
           const v = cache.index[p * k + j]!;
@@ -207,9 +218,10 @@ export async function klToCache(
         }
         const lr = cache.logRest[p]!;
         if (lr > -Infinity) {
+          // q_rest = Σ_tail exp(x − max) / Σ exp(x − max), summed over the tail entries themselves (no 1 − Σ cancellation).
           let rest = 0;
-          for (let v = 0; v < vocab; v++) if (!mask[v]) rest += Math.exp(data[off + v]! - lse);
-          kl += Math.exp(lr) * (lr - Math.log(rest));
+          for (let v = 0; v < vocab; v++) if (!mask[v]) rest += ex[v]!;
+          kl += Math.exp(lr) * (lr - (Math.log(rest) - Math.log(se)));
         }
         for (let j = 0; j < k; j++) mask[cache.index[p * k + j]!] = 0;
         sum += kl;

@@ -259,7 +259,10 @@ export async function createFitness(
 
   // Per linear: the method's prepared fast path (it keeps what it needs of the dense weight) and the feed buffer in
   // the initializer's stored layout. A prepared linear that writes another layout goes through one shared scratch.
-  interface Slot { l: LinearInfo; layout: 'in_out' | 'out_in'; prepared: PreparedLinear; buf: Float32Array<ArrayBuffer> }
+  // `fed`: the sparsity the feed buffer holds now (a candidate that gives a linear the same sparsity as the previous
+  // one skips it: the method's fast path and the level database are deterministic, so the buffer would be rewritten
+  // with the same values — a level-switch offspring changes 2–6 of the linears).
+  interface Slot { l: LinearInfo; layout: 'in_out' | 'out_in'; prepared: PreparedLinear; buf: Float32Array<ArrayBuffer>; fed?: number }
   const slots: Slot[] = [];
   let scratch = new Float32Array(0);
   try {
@@ -286,6 +289,8 @@ export async function createFitness(
   const maskCandidate = async (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, signal?: AbortSignal) => {
     for (const s of slots) {
       const sp = sparsityOf(alloc, s.l);
+      if (s.fed === sp) continue;
+      s.fed = undefined; // until the buffer is whole again (an abort may stop apply() half way)
       // A weight pruned ahead of time ([dOut × dIn], e.g. the SparseGPT level database of a levels search).
       const pre = await options.prunedWeight?.(s.l, sp);
       if (pre) {
@@ -301,6 +306,7 @@ export async function createFitness(
         else transpose(tmp, s.l.dIn, s.l.dOut, s.buf);
       }
       fed.setWeight(s.l.weight, s.buf);
+      s.fed = sp;
     }
   };
 

@@ -135,6 +135,32 @@ describe('fitness on listed windows', () => {
   }, 120_000);
 });
 
+describe('re-masking only the linears that changed', () => {
+  it('a fitness that evaluated other allocations before gives the fresh fitness value, bit for bit (kl and ppl)', async () => {
+    const search = ids.slice(NS * SEQ, NS * SEQ + 2 * SEQ);
+    const linears = searchLinears(pm);
+    const at = (f: (i: number) => number) => ({ blockSparsity: [], linearSparsity: Object.fromEntries(linears.map((l, i) => [l.name, f(i)])) });
+    const a = at((i) => 0.4 + 0.05 * (i % 5));
+    const b = at((i) => (i === 3 ? 0.7 : i === 5 ? 0.3 : 0.4 + 0.05 * (i % 5)));
+    for (const fitness of ['kl', 'ppl'] as const) {
+      const mk = () => createFitness(pm, {
+        method: 'wanda', sparsity: 0.6, budget: 'exact', mode: 'fast', pattern: { kind: 'unstructured' }, calibration: { nsamples: NS, seqlen: SEQ, sha256: '' },
+        search: { windows: 2, seqlen: SEQ, sha256: idsSha256(search) }, seed: 0, modelHash: pm.modelHash(), granularity: 'linear', fitness, klTopK: 32,
+      } as SearchSpec, { calibrationIds: ids.slice(0, NS * SEQ), searchIds: search }, { dense, threads: 1 });
+      const used = await mk();
+      const fa = (await used.evaluateLinears!(a)).fitness;
+      const fb = (await used.evaluateLinears!(b)).fitness;
+      const fa2 = (await used.evaluateLinears!(a)).fitness;
+      const fresh = await mk();
+      expect(fb).toBe((await fresh.evaluateLinears!(b)).fitness);
+      expect(fa2).toBe(fa);
+      expect(fb).not.toBe(fa);
+      await used.close();
+      await fresh.close();
+    }
+  }, 120_000);
+});
+
 describe('levelSearch with resample + start', () => {
   const base = (): Omit<LevelSearchOptions, 'evaluations'> => ({
     method: 'wanda', sparsity: 0.6, granularity: 'linear', fitness: 'kl', klTopK: 64, calibrationIds: ids.slice(0, NS * SEQ), nsamples: NS, seqlen: SEQ,
