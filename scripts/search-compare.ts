@@ -162,7 +162,22 @@ async function runLevels(name: string, granularity: 'block' | 'linear') {
   const profile = sot.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, sparsity: l.target }));
   writeFileSync(path.join(repo, `docs/search-compare-${name}${tag}.svg`), linearProfileChart(profile, S, `bench-12l Wanda 70 %: per-linear sparsity found by ${name}`));
 }
+/** `heldout`: the held-out fast KL of every stored run's allocation (its SOTU linears' targets) and of uniform — does the fast fitness rank them as the faithful SOTU does? */
+async function heldOutAll() {
+  const stored = existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, 'utf8')) as Record<string, { sotu?: { ppl: number; linears?: { name: string; target: number }[] }; linears?: { name: string; target: number }[]; ppl?: number }> : {};
+  const rows: Record<string, { heldOutKl: number; sotu: number }> = {};
+  for (const [k, v] of Object.entries(stored)) {
+    const linears = v.sotu?.linears ?? v.linears;
+    const ppl = v.sotu?.ppl ?? v.ppl;
+    if (!linears || ppl === undefined) continue;
+    rows[k] = { heldOutKl: await heldOutKl(Object.fromEntries(linears.map((l) => [l.name, l.target]))), sotu: ppl };
+    log(`  ${k}: held-out fast KL ${rows[k].heldOutKl.toFixed(4)}, SOTU ${ppl.toFixed(2)}`);
+  }
+  results[`heldout${tag}`] = { valWindows, from: 'windows 64 … 64 + valWindows of the search split', rows };
+  save();
+}
 const runners: Record<string, () => Promise<void>> = {
+  heldout: () => heldOutAll(),
   'block-ppl': () => runDsa('block-ppl', 'block', 'ppl'),
   'linear-ppl': () => runDsa('linear-ppl', 'linear', 'ppl'),
   'block-kl': () => runDsa('block-kl', 'block', 'kl'),
