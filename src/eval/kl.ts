@@ -165,23 +165,50 @@ export async function klToCache(
   session: DecoderSession,
   ids: Int32Array,
   cache: TopKCache,
-  o: { batchSize?: number; config?: Record<string, unknown>; signal?: AbortSignal; /** Only the first `rows` windows of the cache. */ rows?: number } = {},
+  o: {
+    batchSize?: number; config?: Record<string, unknown>; signal?: AbortSignal;
+    /** Only the first `rows` windows of the cache. */ rows?: number;
+    /** Only these windows of the cache (indices in [0, cache.rows), scored in this order); overrides `rows`. */ windows?: readonly number[];
+  } = {},
 ): Promise<KlResult> {
   const { seqlen, k } = cache;
-  const rows = Math.max(1, Math.min(cache.rows, o.rows ?? cache.rows));
+  const idx = o.windows ?? Array.from({ length: Math.max(1, Math.min(cache.rows, o.rows ?? cache.rows)) }, (_, i) => i);
+  for (const w of idx) {
+    if (!Number.isInteger(w) || w < 0 || w >= cache.rows) throw new DsaPruneError(`KL: window ${w} is not one of the ${cache.rows} cached windows`, { code: 'internal' });
+  }
+  const rows = idx.length;
   const bs = o.batchSize ?? autoBatchSize(seqlen, cache.vocab);
   const mask = new Uint8Array(cache.vocab);
+  // exp(logit − max) of one position, computed once for the log-sum-exp and reused for the tail bucket.
+  const ex = new Float64Array(cache.vocab);
+  // Windows that are not consecutive are copied into one batch.
+  const batchIds = new Int32Array(Math.min(bs, rows) * seqlen);
   let sum = 0;
   for (let r0 = 0; r0 < rows; r0 += bs) {
     throwIfAborted(o.signal);
     const b = Math.min(bs, rows - r0);
-    const { data, vocab } = await forwardLogits(session, ids.subarray(r0 * seqlen, (r0 + b) * seqlen), b, seqlen, { config: o.config });
+    let input: Int32Array;
+    if (idx.slice(r0, r0 + b).every((w, i) => w === idx[r0]! + i)) input = ids.subarray(idx[r0]! * seqlen, (idx[r0]! + b) * seqlen);
+    else {
+      for (let i = 0; i < b; i++) batchIds.set(ids.subarray(idx[r0 + i]! * seqlen, (idx[r0 + i]! + 1) * seqlen), i * seqlen);
+      input = batchIds.subarray(0, b * seqlen);
+    }
+    const { data, vocab } = await forwardLogits(session, input, b, seqlen, { config: o.config });
     if (vocab !== cache.vocab) throw new DsaPruneError(`KL: the model has ${vocab} logits, the dense cache ${cache.vocab}`);
     for (let i = 0; i < b; i++) {
       for (let t = 0; t < seqlen - 1; t++) {
-        const p = (r0 + i) * (seqlen - 1) + t;
+        const p = idx[r0 + i]! * (seqlen - 1) + t;
         const off = (i * seqlen + t) * vocab;
-        const lse = logSumExp(data, off, vocab);
+        // log Σ exp(row), summed in the order of logSumExp (same value), keeping each exp(x − max): one exp per entry.
+        let max = -Infinity;
+        for (let v = 0; v < vocab; v++) if (data[off + v]! > max) max = data[off + v]!;
+        let se = 0;
+        for (let v = 0; v < vocab; v++) {
+          const e = Math.exp(data[off + v]! - max);
+          ex[v] = e;
+          se += e;
+        }
+        const lse = max + Math.log(se);
         let kl = 0;
         for (let j = 0; j < k; j++) {
           const v = cache.index[p * k + j]!;
@@ -191,9 +218,10 @@ export async function klToCache(
         }
         const lr = cache.logRest[p]!;
         if (lr > -Infinity) {
+          // q_rest = Σ_tail exp(x − max) / Σ exp(x − max), summed over the tail entries themselves (no 1 − Σ cancellation).
           let rest = 0;
-          for (let v = 0; v < vocab; v++) if (!mask[v]) rest += Math.exp(data[off + v]! - lse);
-          kl += Math.exp(lr) * (lr - Math.log(rest));
+          for (let v = 0; v < vocab; v++) if (!mask[v]) rest += ex[v]!;
+          kl += Math.exp(lr) * (lr - (Math.log(rest) - Math.log(se)));
         }
         for (let j = 0; j < k; j++) mask[cache.index[p * k + j]!] = 0;
         sum += kl;

@@ -58,11 +58,23 @@ export interface FitnessOptions {
 }
 
 /** The fitness number of one pruned model: perplexity, or mean KL to the dense model's cached top-k (spec.fitness). */
-async function score(session: DecoderSession, config: Record<string, unknown> | undefined, ids: Int32Array, seqlen: number, batchSize: number, kl: TopKCache | undefined, signal?: AbortSignal, rows?: number): Promise<number> {
+async function score(session: DecoderSession, config: Record<string, unknown> | undefined, ids: Int32Array, seqlen: number, batchSize: number, kl: TopKCache | undefined, signal?: AbortSignal, rows?: number | readonly number[]): Promise<number> {
+  const windows = typeof rows === 'object' ? rows : undefined;
   const v = kl
-    ? (await klToCache(session, ids, kl, { batchSize, config, signal, rows })).kl
-    : (await perplexity({ sessions: { model: session }, config }, rows ? ids.subarray(0, rows * seqlen) : ids, { seqlen, batchSize, signal })).ppl;
+    ? (await klToCache(session, ids, kl, { batchSize, config, signal, ...(windows ? { windows } : { rows: rows as number | undefined }) })).kl
+    : (await perplexity({ sessions: { model: session }, config }, windows ? pickWindows(ids, seqlen, windows) : rows ? ids.subarray(0, (rows as number) * seqlen) : ids, { seqlen, batchSize, signal })).ppl;
   return Number.isFinite(v) ? v : Infinity;
+}
+
+/** The windows `windows` (indices) of `ids` [n × seqlen], concatenated in that order; each index checked. */
+function pickWindows(ids: Int32Array, seqlen: number, windows: readonly number[]): Int32Array {
+  const n = Math.floor(ids.length / seqlen);
+  const out = new Int32Array(windows.length * seqlen);
+  windows.forEach((w, i) => {
+    if (!Number.isInteger(w) || w < 0 || w >= n) throw new DsaPruneError(`search window ${w} is not one of the ${n} search windows`, { code: 'internal' });
+    out.set(ids.subarray(w * seqlen, (w + 1) * seqlen), i * seqlen);
+  });
+  return out;
 }
 
 export interface Fitness {
@@ -81,9 +93,10 @@ export interface Fitness {
   evaluateAllocation?(blockSparsity: number[], signal?: AbortSignal): Promise<Evaluation>;
   /**
    * Fitness of the model pruned with a given allocation (per-linear entries resolved by resolveLinearSparsity), on the
-   * first `windows` search windows (default all): the level-switch search's multi-stage evaluation. Fast mode only.
+   * first `windows` search windows (default all), or on the windows listed in `windowIndices` (0-based, in that
+   * order; overrides `windows`): the level-switch search's multi-stage evaluation. Fast mode only.
    */
-  evaluateLinears?(alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, o?: { windows?: number; signal?: AbortSignal }): Promise<Evaluation>;
+  evaluateLinears?(alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, o?: { windows?: number; windowIndices?: readonly number[]; signal?: AbortSignal }): Promise<Evaluation>;
   close(): Promise<void>;
 }
 
@@ -257,7 +270,10 @@ export async function createFitness(
 
   // Per linear: the method's prepared fast path (it keeps what it needs of the dense weight) and the feed buffer in
   // the initializer's stored layout. A prepared linear that writes another layout goes through one shared scratch.
-  interface Slot { l: LinearInfo; layout: 'in_out' | 'out_in'; prepared: PreparedLinear; buf: Float32Array<ArrayBuffer> }
+  // `fed`: the sparsity the feed buffer holds now (a candidate that gives a linear the same sparsity as the previous
+  // one skips it: the method's fast path and the level database are deterministic, so the buffer would be rewritten
+  // with the same values — a level-switch offspring changes 2–6 of the linears).
+  interface Slot { l: LinearInfo; layout: 'in_out' | 'out_in'; prepared: PreparedLinear; buf: Float32Array<ArrayBuffer>; fed?: number }
   const slots: Slot[] = [];
   let scratch = new Float32Array(0);
   try {
@@ -284,6 +300,8 @@ export async function createFitness(
   const maskCandidate = async (alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, signal?: AbortSignal) => {
     for (const s of slots) {
       const sp = sparsityOf(alloc, s.l);
+      if (s.fed === sp) continue;
+      s.fed = undefined; // until the buffer is whole again (an abort may stop apply() half way)
       // A weight pruned ahead of time ([dOut × dIn], e.g. the SparseGPT level database of a levels search).
       const pre = await options.prunedWeight?.(s.l, sp);
       if (pre) {
@@ -299,12 +317,13 @@ export async function createFitness(
         else transpose(tmp, s.l.dIn, s.l.dOut, s.buf);
       }
       fed.setWeight(s.l.weight, s.buf);
+      s.fed = sp;
     }
   };
 
   // One evaluation at a time on this session (callers may fire several; they queue).
   type Given = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
-  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number): Promise<Evaluation> => {
+  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number | readonly number[]): Promise<Evaluation> => {
     const t0 = performance.now();
     const isCandidate = !Array.isArray(c) && 'expression' in c;
     // A caller's block sparsities stand for the allocation only at block granularity.
@@ -323,7 +342,7 @@ export async function createFitness(
     allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
     evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
     evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
-    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windows),
+    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windowIndices ?? o.windows),
     async close() {
       await fed.release();
     },

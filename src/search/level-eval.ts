@@ -18,8 +18,8 @@ export interface LevelEvaluator {
   readonly where: string;
   /** Allocations evaluated at once (the search checks its time limit between such chunks). */
   readonly parallel: number;
-  /** Fitness of each allocation on the first `windows` search windows, in batch order. */
-  evaluate(batch: LinearAllocation[], windows: number, signal?: AbortSignal): Promise<number[]>;
+  /** Fitness of each allocation on the first `windows` search windows, or on the windows listed (indices), in batch order. */
+  evaluate(batch: LinearAllocation[], windows: number | readonly number[], signal?: AbortSignal): Promise<number[]>;
   close(): Promise<void>;
 }
 
@@ -84,7 +84,8 @@ export async function createLevelEvaluator(o: LevelEvaluatorOptions): Promise<Le
     where: 'this thread', parallel: 1,
     async evaluate(batch, windows, signal) {
       const out: number[] = [];
-      for (const a of batch) out.push(finite((await fitness.evaluateLinears!(a, { windows, signal })).fitness));
+      const w = typeof windows === 'number' ? { windows } : { windowIndices: windows };
+      for (const a of batch) out.push(finite((await fitness.evaluateLinears!(a, { ...w, signal })).fitness));
       return out;
     },
     close: () => fitness.close(),

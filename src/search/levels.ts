@@ -28,6 +28,7 @@ import { readCheckpointJson, signatureDifference } from './checkpoint.js';
 import type { PrunableModel } from '../model/index.js';
 import type { Allocator } from '../allocators/types.js';
 import { apportionCounts } from '../budget/counts.js';
+import { resolveLinearSparsity } from '../allocators/resolve.js';
 import { EXACT_MAX } from '../budget/global.js';
 import { writeAtomicJson } from './levels-io.js';
 import { buildLevelDb, unitSparsities, type LevelDb } from './level-db.js';
@@ -108,6 +109,67 @@ export function levelSwitch(grid: LevelGrid, genome: ArrayLike<number>, rng: Rng
   return g;
 }
 
+/**
+ * The genome nearest to wanted pruned counts (one per unit, e.g. from an allocation), with the exact budget: each
+ * unit's level is its rounded real level (count − base) / q clamped to [lo, hi]; then, while Σ levels ≠ 0 (the
+ * budget), the unit whose level is furthest from its real level in the direction of the excess moves one level back
+ * (ties: the lower index). Every step moves Σ levels by one toward 0 inside the bounds, and 0 ∈ [lo, hi] for every
+ * unit, so it ends with Σ counts = round(S · W) exactly.
+ */
+export function snapToGrid(grid: LevelGrid, wanted: ArrayLike<number>): Int32Array {
+  const m = grid.units.length;
+  if (wanted.length !== m) throw new DsaPruneError(`levels start: ${wanted.length} counts for ${m} units`, { code: 'internal' });
+  const real = grid.units.map((u, i) => {
+    const w = Number(wanted[i]);
+    if (!Number.isFinite(w)) throw new DsaPruneError(`levels start: the count of ${u.name} is not a number (${String(wanted[i])})`);
+    return (w - u.base) / grid.quantum;
+  });
+  const g = Int32Array.from(grid.units, (u, i) => Math.min(u.hi, Math.max(u.lo, Math.round(real[i]))));
+  let sum = g.reduce((a, b) => a + b, 0);
+  while (sum !== 0) {
+    const dir = sum > 0 ? -1 : 1;
+    let best = -1;
+    let bestGap = -Infinity;
+    for (let i = 0; i < m; i++) {
+      const u = grid.units[i];
+      if (dir < 0 ? g[i] <= u.lo : g[i] >= u.hi) continue;
+      // How far the level is past its real value in the direction we move away from.
+      const gap = dir < 0 ? g[i] - real[i] : real[i] - g[i];
+      if (gap > bestGap) {
+        bestGap = gap;
+        best = i;
+      }
+    }
+    if (best < 0) throw new DsaPruneError('levels start: no unit can move toward the budget', { code: 'internal' });
+    g[best] += dir;
+    sum += dir;
+  }
+  return g;
+}
+
+/**
+ * Switches of one offspring: `uniform` draws 1..max uniformly (the default), `evopress` the smaller of two such draws
+ * (EvoPress's `min(randint(1, 3), randint(1, 3))`: P(1) = 5/9, P(2) = 3/9, P(3) = 1/9 at max 3).
+ */
+export function drawSwitches(rng: Rng, max: number, distribution: 'uniform' | 'evopress' = 'uniform'): number {
+  const a = 1 + (rng.nextUint32() % max);
+  if (distribution === 'uniform') return a;
+  return Math.min(a, 1 + (rng.nextUint32() % max));
+}
+
+/** `n` distinct window indices out of `W`, drawn from `rng` (partial Fisher–Yates), ascending; all of them when n ≥ W. */
+export function sampleWindows(rng: Rng, W: number, n: number): number[] {
+  const all = Array.from({ length: W }, (_, i) => i);
+  if (n >= W) return all;
+  for (let i = 0; i < n; i++) {
+    const j = i + (rng.nextUint32() % (W - i));
+    const t = all[i];
+    all[i] = all[j];
+    all[j] = t;
+  }
+  return all.slice(0, n).sort((a, b) => a - b);
+}
+
 /** Per-linear sparsities of a genome (each linear prunes exactly its share; Σ over linears = round(S · W)). */
 export function genomeAllocation(grid: LevelGrid, genome: ArrayLike<number>): Record<string, number> {
   const counts = unitCounts(grid, genome);
@@ -138,8 +200,22 @@ export interface LevelSearchOptions extends Pick<
   offspring?: number;
   /** Stages (default: λ on ¼ of the windows → 4 on ½ → 1 on all, the parent included in the last). */
   stages?: LevelStage[];
-  /** Level switches per offspring (default: 1 to 3, uniformly). */
+  /** Level switches per offspring (default: 1 to 3, drawn by `switchDistribution`). */
   maxSwitches?: number;
+  /** `uniform` (default): 1..maxSwitches uniformly; `evopress`: the smaller of two uniform draws (favours one switch). */
+  switchDistribution?: 'uniform' | 'evopress';
+  /**
+   * Which search windows a stage scores. `fixed` (default): the first `windows` windows every generation, the parent
+   * keeps the fitness it was accepted with. `resample` (EvoPress): every stage of every generation draws its own
+   * `windows` distinct windows of the search split (from the generation's stream), and the parent is scored again
+   * with the last stage's offspring on the same windows, so a candidate is never compared on other text than its rival.
+   */
+  sampling?: 'fixed' | 'resample';
+  /**
+   * Starting point (default uniform): an allocator evaluated on the dense statistics (e.g. owl(), a DSA function, a
+   * levels result via levelsAllocator); its per-linear counts are snapped to the grid with the exact budget (snapToGrid).
+   */
+  start?: Allocator;
   step?: number;
   spread?: number;
   /** SparseGPT level database: memory budget (default 1 GiB), parent folder and disk limit (level-db.ts). */
@@ -182,6 +258,8 @@ export interface LevelSearchResult {
   best: { fitness: number; linearSparsity: Record<string, number>; blockSparsity: number[]; genome: number[] };
   grid: { quantum: number; total: number; step: number; spread: number; units: number };
   stages: LevelStage[];
+  /** How offspring were made and scored (levelSearch options; `start` names the start allocator, absent = uniform). */
+  search: { sampling: 'fixed' | 'resample'; switchDistribution: 'uniform' | 'evopress'; maxSwitches: number; start?: string };
   evaluations: number;
   generations: number;
   history: LevelHistoryRow[];
@@ -228,14 +306,29 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   const spread = o.spread ?? 0.25;
   const grid = levelGrid(units, o.sparsity, { step, spread });
   const lambda = o.offspring ?? 16;
+  const sampling = o.sampling ?? 'fixed';
+  const switchDistribution = o.switchDistribution ?? 'uniform';
+  if (sampling !== 'fixed' && sampling !== 'resample') throw new DsaPruneError(`levels sampling must be fixed or resample, got ${String(sampling)}`);
+  if (switchDistribution !== 'uniform' && switchDistribution !== 'evopress') throw new DsaPruneError(`levels switch distribution must be uniform or evopress, got ${String(switchDistribution)}`);
   const stages = o.stages ?? [
     { windows: Math.max(1, Math.floor(W / 4)), keep: Math.max(1, Math.min(lambda, 4)) },
     { windows: Math.max(1, Math.floor(W / 2)), keep: 1 },
     { windows: W, keep: 1 },
   ];
+  checkStages(stages, W);
+  // The start genome (uniform = all zeros), from the start allocator on the dense statistics.
+  let startGenome: Int32Array | undefined;
+  if (o.start) {
+    const alloc = o.start.allocate({ blocks: dense.blocks, sparsity: o.sparsity, budget });
+    const perLinear = new Map(linears.map((l) => [l.name, resolveLinearSparsity(alloc, l, { allocator: `levels start (${o.start!.name})` })]));
+    startGenome = snapToGrid(grid, grid.units.map((u) => u.linears.reduce((a, l) => a + perLinear.get(l.name)! * l.params, 0)));
+  }
+  // New settings enter the signature only when not at their default, so checkpoints of earlier runs still resume.
   const signature = {
-    strategy: 'levels', modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, granularity, fitness: fitnessKind, calibration: cal.sha256,
-    search: spec.search.sha256, step, spread, lambda, stages, ...(st ? { structured: st } : {}),
+    strategy: 'levels', modelHash: spec.modelHash, method: spec.method, sparsity: spec.sparsity, granularity, fitness: fitnessKind, calibration: cal.sha256, search: spec.search.sha256, step, spread, lambda, stages, ...(st ? { structured: st } : {}),
+    ...(sampling !== 'fixed' ? { sampling } : {}), ...(switchDistribution !== 'uniform' ? { switchDistribution } : {}),
+    ...(o.maxSwitches !== undefined && o.maxSwitches !== 3 ? { maxSwitches: o.maxSwitches } : {}),
+    ...(startGenome ? { start: Array.from(startGenome).join(',') } : {}),
   };
   if (o.resume && JSON.stringify(o.resume.signature) !== JSON.stringify(signature)) {
     throw new DsaPruneError(`the levels checkpoint was written by a search with other settings (${signatureDifference(o.resume.signature, signature)})`, {
@@ -271,7 +364,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
     }
     return { linearSparsity, blockSparsity: num.map((x, b) => (den[b] > 0 ? x / den[b] : o.sparsity)) };
   };
-  let parent: Int32Array = o.resume ? Int32Array.from(o.resume.parent) : new Int32Array(grid.units.length);
+  let parent: Int32Array = o.resume ? Int32Array.from(o.resume.parent) : startGenome ?? new Int32Array(grid.units.length);
   let evaluations = o.resume?.evaluations ?? 0;
   let generation = o.resume?.generation ?? 0;
   let discarded = 0;
@@ -286,7 +379,8 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   const stopReason = (): 'time' | 'aborted' | undefined =>
     o.signal?.aborted ? 'aborted' : o.timeLimitSeconds !== undefined && elapsed() >= o.timeLimitSeconds ? 'time' : undefined;
   // Fitness of genomes on `windows` windows, in chunks of the evaluator's parallelism; the limits are checked before each chunk.
-  const evalOn = async (gs: Int32Array[], windows: number): Promise<number[]> => {
+  const evalOn = async (gs: Int32Array[], windows: number | readonly number[]): Promise<number[]> => {
+    const n = typeof windows === 'number' ? windows : windows.length;
     const out: number[] = [];
     const step = Number.isFinite(evaluator.parallel) ? evaluator.parallel : gs.length;
     for (let i = 0; i < gs.length; i += step) {
@@ -301,7 +395,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
         throw e;
       }
       out.push(...f);
-      evaluations += (part.length * windows) / W;
+      evaluations += (part.length * n) / W;
     }
     return out;
   };
@@ -310,14 +404,16 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
     if (o.resume) parentFitness = o.resume.parentFitness ?? Infinity;
     else {
       try {
-        [parentFitness] = await evalOn([parent], W);
+        // resample: the start is scored on a sample of the last stage's size (generation 0's stream); fixed: on all windows.
+        [parentFitness] = await evalOn([parent], sampling === 'resample' ? sampleWindows(new Rng(mixSeed(spec.seed, 0)), W, stages[stages.length - 1].windows) : W);
       } catch (e) {
         if (e instanceof Stop) throw abortedError(`levels search ${e.why === 'time' ? 'ran out of time' : 'aborted'} before its first evaluation`);
         throw e;
       }
       history.push({ generation: 0, evaluations, fitness: parentFitness, accepted: true });
     }
-    const perGeneration = stages.reduce((a, s, i) => a + (i === 0 ? lambda : stages[i - 1].keep) * (s.windows / W), 0);
+    const perGeneration = stages.reduce((a, s, i) => a + (i === 0 ? lambda : stages[i - 1].keep) * (s.windows / W), 0)
+      + (sampling === 'resample' ? stages[stages.length - 1].windows / W : 0);
     while (evaluations + perGeneration <= o.evaluations + 1e-9) {
       const why = stopReason();
       if (why) {
@@ -326,11 +422,16 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
       }
       const rng = new Rng(mixSeed(spec.seed, generation + 1));
       const maxSw = o.maxSwitches ?? 3;
-      let pool: { g: Int32Array; f: number }[] = Array.from({ length: lambda }, () => ({ g: levelSwitch(grid, parent, rng, 1 + (rng.nextUint32() % maxSw)), f: Infinity }));
+      // The uniform distribution draws exactly as before the option existed (same streams, same offspring).
+      let pool: { g: Int32Array; f: number; parent?: boolean }[] = Array.from({ length: lambda }, () => ({ g: levelSwitch(grid, parent, rng, drawSwitches(rng, maxSw, switchDistribution)), f: Infinity }));
       const atStart = evaluations;
       try {
-        for (const st of stages) {
-          const f = await evalOn(pool.map((c) => c.g), st.windows);
+        for (let si = 0; si < stages.length; si++) {
+          const st = stages[si];
+          const last = si === stages.length - 1;
+          // resample: the parent joins the last stage first (ties keep it), on the same fresh windows.
+          if (sampling === 'resample' && last) pool.unshift({ g: parent, f: Infinity, parent: true });
+          const f = await evalOn(pool.map((c) => c.g), sampling === 'resample' ? sampleWindows(rng, W, st.windows) : st.windows);
           pool.forEach((c, i) => (c.f = f[i]));
           // Stable sort: ties keep the offspring order, so the pool and the serial evaluator pick the same survivors.
           pool.sort((a, b) => a.f - b.f);
@@ -346,10 +447,18 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
       }
       generation++;
       const best = pool[0];
-      const accepted = best.f < parentFitness;
-      if (accepted) {
+      let accepted: boolean;
+      if (sampling === 'resample') {
+        // The parent was scored with the offspring: the winner of the last stage is the new parent (ties: the parent).
+        accepted = !best.parent;
         parent = best.g;
         parentFitness = best.f;
+      } else {
+        accepted = best.f < parentFitness;
+        if (accepted) {
+          parent = best.g;
+          parentFitness = best.f;
+        }
       }
       history.push({ generation, evaluations, fitness: parentFitness, accepted });
       o.onProgress?.({ generation, evaluations, budget: o.evaluations, best: parentFitness });
@@ -363,7 +472,8 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
       strategy: 'levels', granularity, fitness: fitnessKind, modelHash: spec.modelHash, ...(st ? { structured: st } : {}),
       best: { fitness: parentFitness, linearSparsity: a.linearSparsity, blockSparsity: a.blockSparsity, genome: Array.from(parent) },
       grid: { quantum: grid.quantum, total: grid.total, step, spread, units: grid.units.length },
-      stages, evaluations, generations: generation, history, stoppedBy, seconds: elapsed(),
+      stages, search: { sampling, switchDistribution, maxSwitches: o.maxSwitches ?? 3, ...(o.start ? { start: o.start.describe() } : {}) },
+      evaluations, generations: generation, history, stoppedBy, seconds: elapsed(),
       evaluator: { where: evaluator.where, discarded },
       ...(db ? { levelDb: { kind: db.kind, bytes: db.bytes, entries: db.entries, seconds: db.seconds } } : {}),
     };
@@ -373,6 +483,33 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   }
 }
 
+
+/** Stages must score 1..W windows and keep ≥ 1 (the last keeps one: the generation's winner). */
+function checkStages(stages: LevelStage[], W: number): void {
+  if (stages.length === 0) throw new DsaPruneError('levels: at least one stage is needed', { hint: 'e.g. --level-stages 1:4,2:1' });
+  for (const [i, st] of stages.entries()) {
+    if (!Number.isInteger(st.windows) || st.windows < 1 || st.windows > W) {
+      throw new DsaPruneError(`levels stage ${i + 1} scores ${st.windows} windows; it must be an integer in [1, ${W}] (the search windows)`, { hint: 'use fewer windows in --level-stages or more --search-windows' });
+    }
+    if (!Number.isInteger(st.keep) || st.keep < 1) throw new DsaPruneError(`levels stage ${i + 1} keeps ${st.keep}; it must be an integer ≥ 1`, { hint: 'e.g. --level-stages 1:4,2:1' });
+  }
+}
+
+/**
+ * `--level-stages` as `windows:keep,…` (e.g. `1:8,4:2,16:1`: every offspring on 1 window, the best 8 on 4, the best 2
+ * on 16, one kept). The last stage keeps one whatever it says.
+ */
+export function parseLevelStages(text: string): LevelStage[] {
+  const items = String(text).split(',').map((x) => x.trim()).filter((x) => x !== '');
+  const out = items.map((it) => {
+    const m = /^(\d+):(\d+)$/.exec(it);
+    if (!m) throw new DsaPruneError(`--level-stages ${text}: "${it}" is not <windows>:<keep>`, { hint: 'e.g. --level-stages 1:8,4:2,16:1' });
+    return { windows: Number(m[1]), keep: Number(m[2]) };
+  });
+  if (out.length === 0) throw new DsaPruneError('--level-stages is empty', { hint: 'e.g. --level-stages 1:8,4:2,16:1' });
+  out[out.length - 1].keep = 1;
+  return out;
+}
 
 /** What a levels checkpoint (version 1) holds: LevelCheckpoint. */
 export const levelCheckpointSchema = obj(

@@ -121,7 +121,7 @@ interface Slot {
 }
 
 /** A pool of evaluation worker threads implementing Evaluator. */
-export async function createPool(o: PoolOptions): Promise<Evaluator & { workers: number; threads: number; evaluateLinears(batch: LinearAllocation[], windows: number, signal?: AbortSignal): Promise<Evaluation[]> }> {
+export async function createPool(o: PoolOptions): Promise<Evaluator & { workers: number; threads: number; evaluateLinears(batch: LinearAllocation[], windows: number | readonly number[], signal?: AbortSignal): Promise<Evaluation[]> }> {
   const dflt = defaultParallelism();
   const nWorkers = o.workers ?? dflt.workers;
   const threads = o.threads ?? dflt.threads;
@@ -229,9 +229,10 @@ export async function createPool(o: PoolOptions): Promise<Evaluator & { workers:
         blockSparsity: o.spec.mode === 'fast' && o.spec.granularity !== 'linear' ? candidateAllocation(candidate, o.dense.blocks, o.spec) : undefined,
       }), signal)));
     },
-    /** Levels search: each allocation on the first `windows` search windows; results in batch order. */
-    async evaluateLinears(batch: LinearAllocation[], windows: number, signal?: AbortSignal): Promise<Evaluation[]> {
-      return Promise.all(batch.map((alloc) => dispatch(() => ({ type: 'linears', alloc, windows }), signal)));
+    /** Levels search: each allocation on the first `windows` search windows, or on the windows listed (indices); results in batch order. */
+    async evaluateLinears(batch: LinearAllocation[], windows: number | readonly number[], signal?: AbortSignal): Promise<Evaluation[]> {
+      const w = typeof windows === 'number' ? { windows } : { windows: windows.length, windowIndices: Array.from(windows) };
+      return Promise.all(batch.map((alloc) => dispatch(() => ({ type: 'linears', alloc, ...w }), signal)));
     },
     async close() {
       await Promise.all(slots.map((s) => s.worker.terminate()));

@@ -1,7 +1,7 @@
 /**
  * A search worker thread: loads the model itself from its folder (its own onnxruntime session), builds the fitness
  * from the dense statistics the main thread shares (SharedArrayBuffers, no copy), then evaluates candidates on request.
- * Messages in: { type: 'eval', id, candidate, blockSparsity? } | { type: 'linears', id, alloc, windows } (levels search) | { type: 'close' }.
+ * Messages in: { type: 'eval', id, candidate, blockSparsity? } | { type: 'linears', id, alloc, windows, windowIndices? } (levels search) | { type: 'close' }.
  * Out: { type: 'ready' } | { type: 'result', id, evaluation } | { type: 'error', id?, message, hint?, code? }. `init.plugins` are imported
  * first (user methods).
  */
@@ -34,7 +34,7 @@ async function main(): Promise<void> {
     port.postMessage(failed(e));
     return;
   }
-  type Message = { type: 'eval'; id: number; candidate: Candidate; blockSparsity?: number[] } | { type: 'linears'; id: number; alloc: LinearAllocation; windows: number } | { type: 'close' };
+  type Message = { type: 'eval'; id: number; candidate: Candidate; blockSparsity?: number[] } | { type: 'linears'; id: number; alloc: LinearAllocation; windows: number; windowIndices?: number[] } | { type: 'close' };
   port.on('message', async (m: Message) => {
     if (m.type === 'close') {
       await fitness.close();
@@ -43,7 +43,7 @@ async function main(): Promise<void> {
     }
     try {
       const evaluation = m.type === 'linears'
-        ? await fitness.evaluateLinears!(m.alloc, { windows: m.windows })
+        ? await fitness.evaluateLinears!(m.alloc, { windows: m.windows, ...(m.windowIndices ? { windowIndices: m.windowIndices } : {}) })
         : await fitness.evaluate(m.candidate, undefined, m.blockSparsity);
       port.postMessage({ type: 'result', id: m.id, evaluation });
     } catch (e) {

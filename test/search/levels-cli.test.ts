@@ -64,4 +64,27 @@ describe('dsa-prune search --strategy levels', () => {
     expect(e).toBeInstanceOf(DsaPruneError);
     expect((e as DsaPruneError).message).toMatch(/found on another model.*applies only to the model it was searched on/);
   }, 600_000);
+
+  it('takes the compute options: --level-sampling resample, --level-switches, --level-stages, --level-start (a levels result from this model); refuses bad stages', async () => {
+    const first = path.join(dir, 'levels-start.json');
+    const common = [model, '--strategy', 'levels', '--granularity', 'linear', '--fitness', 'kl', '--kl-top-k', '32', '--sparsity', '0.6', '--calibration', calib, '--nsamples', '4', '--seqlen', '128', '--search-windows', '4', '--offspring', '4', '--json'];
+    expect(await search([...common, '--evals', '4', '--seed', '3', '--out', first], memoryIo())).toBe(0);
+    const started = JSON.parse(readFileSync(first, 'utf8'));
+    const io = memoryIo();
+    const code = await search([...common, '--evals', '3', '--level-sampling', 'resample', '--level-switches', 'evopress', '--level-stages', '1:2,2:1', '--level-start', `@${first}`, '--out', path.join(dir, 'levels-opt.json')], io);
+    expect(code).toBe(0);
+    const j = JSON.parse(io.stdoutText);
+    expect(j.search).toEqual({ sampling: 'resample', switchDistribution: 'evopress', maxSwitches: 3, start: expect.stringMatching(/levels/) });
+    expect(j.stages).toEqual([{ windows: 1, keep: 2 }, { windows: 2, keep: 1 }]);
+    // Started from the first result's genome (the same grid: it is already on it, exact).
+    expect(j.history[0].generation).toBe(0);
+    const zero = JSON.parse((await (async () => {
+      const z = memoryIo();
+      await search([...common, '--evals', '1', '--level-sampling', 'resample', '--level-stages', '1:2,2:1', '--level-start', `@${first}`], z);
+      return z;
+    })()).stdoutText);
+    expect(zero.best.genome).toEqual(started.best.genome);
+    await expect(search([...common, '--evals', '3', '--level-stages', '1:2,9:1'], memoryIo())).rejects.toThrow(/stage 2 scores 9 windows/);
+    await expect(search([...common, '--evals', '3', '--level-stages', '1-2'], memoryIo())).rejects.toThrow(/not <windows>:<keep>/);
+  }, 600_000);
 });

@@ -192,17 +192,19 @@ describe.skipIf(skip !== undefined)('levels on the BullMQ queue (private redis-s
   afterAll(async () => {
     await redis?.stop();
   });
-  it.each(['wanda', 'sparsegpt'] as const)('%s: two queue workers give the serial result for the same seed', async (method) => {
+  it.each([['wanda', 'fixed'], ['sparsegpt', 'fixed'], ['wanda', 'resample']] as const)('%s, %s windows: two queue workers give the serial result for the same seed', async (method, sampling) => {
     const { startWorker } = await import('../../src/search/distributed/worker.js');
     const { modelBackend } = await import('../../src/search/distributed/backend.js');
     const dense = await denseOf(method);
     // SparseGPT: the serial run assembles from its level database, the queue workers fill theirs on demand.
-    const o = { ...base(method), dense, evaluations: 9 };
+    // resample: every stage scores its own drawn windows (the jobs list them), the parent re-scored in the last stage.
+    const o = { ...base(method), dense, evaluations: 9, ...(sampling === 'resample' ? { sampling, stages: [{ windows: 1, keep: 2 }, { windows: 2, keep: 1 }] } : {}) };
     const serial = await levelSearch(pm, o);
+    const prefix = `lv-${method}-${sampling}`;
     const workers = [];
-    for (let i = 0; i < 2; i++) workers.push(await startWorker({ redis: redis.url, backend: await modelBackend({ model: modelDir, threads: 1 }), prefix: `lv-${method}` }));
+    for (let i = 0; i < 2; i++) workers.push(await startWorker({ redis: redis.url, backend: await modelBackend({ model: modelDir, threads: 1 }), prefix }));
     try {
-      const queued = await levelSearch(pm, { ...o, redis: redis.url, redisPrefix: `lv-${method}` });
+      const queued = await levelSearch(pm, { ...o, redis: redis.url, redisPrefix: prefix });
       expect(queued.evaluator.where).toBe('redis');
       expect(queued.best.genome).toEqual(serial.best.genome);
       expect(queued.best.fitness).toBe(serial.best.fitness);
@@ -232,8 +234,15 @@ describe('levels job payload schema', () => {
       [{ ...ok, counts: [3, 4, 6] }, /key" does not match its counts/],
       [{ ...ok, nonce: 'x' }, /field "nonce" must be a nonce/],
       [{ ...ok, v: 2 }, /field "v" must be protocol version 1/],
-      [null, /^levels job data: expected an object \{ v, runId, nonce, key, counts, windows \}, got null$/],
+      [null, /^levels job data: expected an object \{ v, runId, nonce, key, counts, windows, rows\? \}, got null$/],
+      // listed windows (--level-sampling resample): as many as `windows`, in the key
+      [{ ...ok, rows: [1, 0] }, /key" does not match its counts/],
+      [{ ...ok, rows: [1], key: levelsJobKey([3, 4, 5], 2, [1]) }, /field "rows" lists 1 windows, field "windows" says 2/],
+      [{ ...ok, rows: [1, -1], key: levelsJobKey([3, 4, 5], 2, [1, -1]) }, /field "rows\[1\]" must be a window index/],
     ];
+    const withRows = { ...ok, rows: [1, 0], key: levelsJobKey([3, 4, 5], 2, [1, 0]) };
+    expect(validateLevelsPayload(withRows)).toEqual(withRows);
+    expect(withRows.key).not.toBe(ok.key);
     for (const [d, re] of bad) {
       expect(() => validateLevelsPayload(d)).toThrow(PayloadError);
       expect(() => validateLevelsPayload(d)).toThrow(re);

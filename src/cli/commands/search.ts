@@ -14,7 +14,8 @@ import { writeFileAtomicSync } from '../../data/atomic.js';
 import { searchModel, type SearchOutput } from '../../search/run.js';
 import { checkStructuredSearch } from '../../search/structured-fitness.js';
 import { searchChart } from '../../report/search-chart.js';
-import { levelSearch, readLevelCheckpoint } from '../../search/levels.js';
+import { levelSearch, parseLevelStages, readLevelCheckpoint } from '../../search/levels.js';
+import { allocatorFrom } from './prune.js';
 import { linearProfileChart } from '../../report/profile-chart.js';
 
 const spec = defineCommand({
@@ -57,6 +58,11 @@ const spec = defineCommand({
     'no-final': { type: 'boolean', description: 'skip re-applying the best function with the faithful prune' },
     'level-step': { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.05, description: 'levels: one level = this fraction of the smallest unit, in weights' },
     'level-spread': { type: 'number', min: 0, max: 1, minExclusive: true, default: 0.25, description: 'levels: levels within ±spread of the target sparsity' },
+    'level-stages': { type: 'string', valueName: '<w:k,…>', description: 'levels: stages as windows:keep, e.g. 1:8,4:2,16:1 (default: ¼ of --search-windows → 4, ½ → 1, all → 1)' },
+    'level-sampling': { type: 'string', choices: ['fixed', 'resample'], default: 'fixed', description: 'levels: fixed = the first windows every generation; resample = fresh windows per stage and generation, the parent re-scored in the last stage (EvoPress)' },
+    'level-switches': { type: 'string', choices: ['uniform', 'evopress'], default: 'uniform', description: 'levels: switches per offspring, 1..max uniformly, or the smaller of two draws (EvoPress, favours 1)' },
+    'level-max-switches': { type: 'integer', min: 1, default: 3, description: 'levels: at most this many level switches per offspring' },
+    'level-start': { type: 'string', valueName: '<allocator>', description: 'levels: start from this allocation (as prune --allocator: owl, dsa:<expr>, @search.json, explicit:…) snapped to the grid, instead of uniform' },
     'level-db-memory': { type: 'number', min: 0, valueName: '<MiB>', description: 'levels + sparsegpt: hold the level database in memory up to this size (default 1024), else in a temporary folder' },
     'level-db-dir': { type: 'string', valueName: '<dir>', description: 'levels + sparsegpt: parent folder of the on-disk level database (default the OS temp folder)' },
   },
@@ -165,12 +171,18 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     if (v.random || v['random-only'] || v.mode === 'faithful') {
       throw new DsaPruneError('--strategy levels evaluates with the fast fitness and has no random baseline: --random, --random-only and --mode faithful are for --strategy dsa');
     }
+    // --level-start: any allocator prune --allocator takes (a levels result only on its own model).
+    const startSpec = v['level-start'] !== undefined ? allocatorFrom(v['level-start'], {}) : undefined;
+    const start = typeof startSpec === 'function' ? startSpec(prunable.modelHash()) : startSpec;
     const lr = await levelSearch(prunable, {
       method: v.method, sparsity: v.sparsity, granularity: v.granularity as 'block' | 'linear', fitness: v.fitness as 'ppl' | 'kl', klTopK: v['kl-top-k'],
       budget: v.budget as 'exact', calibrationIds: calIds.subarray(0, used), nsamples: v.nsamples, seqlen: v.seqlen, searchIds, ...structuredOpt,
       searchWindows: v['search-windows'], searchSeqlen: v['search-seqlen'], evaluations: v.evals, offspring: v.offspring,
       timeLimitSeconds: v.time !== undefined ? v.time * 60 : undefined, threads: args.common.threads, seed: v.seed, checkpointPath,
-      step: v['level-step'], spread: v['level-spread'], workers: v.workers ?? 1, modelDir, redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'], onPhase: (m) => say(m),
+      step: v['level-step'], spread: v['level-spread'],
+      ...(v['level-stages'] !== undefined ? { stages: parseLevelStages(v['level-stages']) } : {}),
+      sampling: v['level-sampling'] as 'fixed' | 'resample', switchDistribution: v['level-switches'] as 'uniform' | 'evopress', maxSwitches: v['level-max-switches'],
+      ...(start ? { start } : {}), workers: v.workers ?? 1, modelDir, redis: v.redis, runId: v['run-id'], redisPrefix: v['redis-prefix'], onPhase: (m) => say(m),
       levelDb: { ...(v['level-db-memory'] !== undefined ? { maxMemoryBytes: v['level-db-memory'] * 1024 ** 2 } : {}), ...(v['level-db-dir'] ? { dir: v['level-db-dir'] } : {}) },
       resume: v.resume ? await readLevelCheckpoint(v.resume) : undefined, signal: io.signal,
       onProgress: (p) => say(`levels gen ${p.generation}  evals ${p.evaluations.toFixed(2)}/${p.budget}  best ${p.best.toFixed(4)}`),

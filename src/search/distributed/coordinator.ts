@@ -225,16 +225,19 @@ export class RedisEvaluator implements Evaluator {
 
   /**
    * Levels search: each allocation, given as the pruned-weight count of every search linear (model order), on the first
-   * `windows` search windows. One job per distinct (counts, windows); results in batch order.
+   * `windows` search windows, or on the windows listed (indices). One job per distinct (counts, windows); results in
+   * batch order.
    */
-  async evaluateLinears(batch: number[][], windows: number, signal?: AbortSignal): Promise<Evaluation[]> {
-    const keyOf = batch.map((c) => levelsJobKey(c, windows));
+  async evaluateLinears(batch: number[][], windowsOrRows: number | readonly number[], signal?: AbortSignal): Promise<Evaluation[]> {
+    const rows = typeof windowsOrRows === 'number' ? undefined : Array.from(windowsOrRows);
+    const windows = rows ? rows.length : (windowsOrRows as number);
+    const keyOf = batch.map((c) => levelsJobKey(c, windows, rows));
     const unique = new Map<string, number[]>();
     keyOf.forEach((k, i) => {
       if (!unique.has(k)) unique.set(k, batch[i]);
     });
     return this.evaluateJobs(keyOf, (k) => {
-      const data: LevelsJobPayload = { v: PROTOCOL_VERSION, runId: this.runId, nonce: this.nonce, key: k, counts: unique.get(k)!, windows };
+      const data: LevelsJobPayload = { v: PROTOCOL_VERSION, runId: this.runId, nonce: this.nonce, key: k, counts: unique.get(k)!, windows, ...(rows ? { rows } : {}) };
       validateLevelsPayload(data);
       return data;
     }, (k) => `levels allocation ${k}`, signal);

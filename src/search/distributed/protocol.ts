@@ -111,11 +111,13 @@ export interface LevelsJobPayload {
   key: string;
   counts: number[];
   windows: number;
+  /** Score on these search windows (0-based indices, `windows` of them) instead of the first `windows` (`--level-sampling resample`). */
+  rows?: number[];
 }
 
-/** Key of a levels job: windows and the sha256 of the counts. */
-export function levelsJobKey(counts: ArrayLike<number>, windows: number): string {
-  return `levels:${windows}:${createHash('sha256').update(Array.from(counts).join(',')).digest('hex')}`;
+/** Key of a levels job: windows and the sha256 of the counts (and of the window indices, when given). */
+export function levelsJobKey(counts: ArrayLike<number>, windows: number, rows?: readonly number[]): string {
+  return `levels:${windows}:${createHash('sha256').update(Array.from(counts).join(',') + (rows ? `|${rows.join(',')}` : '')).digest('hex')}`;
 }
 
 const MAX_LINEARS = 1 << 16;
@@ -135,15 +137,20 @@ export const levelsPayloadSchema = strictObj(
       v.maxLength(MAX_LINEARS, `an array of at most ${MAX_LINEARS} pruned-weight counts`),
     ),
     windows: v.pipe(v.number('a positive integer'), v.safeInteger('a positive integer'), v.minValue(1, 'a positive integer')),
+    rows: v.optional(v.pipe(
+      v.array(v.pipe(v.number('a window index'), v.safeInteger('a window index'), v.minValue(0, 'a window index (≥ 0)')), 'an array of window indices'),
+      v.maxLength(MAX_LINEARS, `an array of at most ${MAX_LINEARS} window indices`),
+    )),
   },
-  'an object { v, runId, nonce, key, counts, windows }',
+  'an object { v, runId, nonce, key, counts, windows, rows? }',
 );
 
 /** Validate a levels job's data (exact key set, integer counts, key matching the counts); throws PayloadError. */
 export function validateLevelsPayload(data: unknown): LevelsJobPayload {
   const d = checked(levelsPayloadSchema, data, 'levels job data');
-  if (d.key !== levelsJobKey(d.counts, d.windows)) throw new PayloadError('levels job data: field "key" does not match its counts and windows');
-  return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key, counts: d.counts, windows: d.windows };
+  if (d.rows && d.rows.length !== d.windows) throw new PayloadError(`levels job data: field "rows" lists ${d.rows.length} windows, field "windows" says ${d.windows}`);
+  if (d.key !== levelsJobKey(d.counts, d.windows, d.rows)) throw new PayloadError('levels job data: field "key" does not match its counts and windows');
+  return { v: d.v, runId: d.runId, nonce: d.nonce, key: d.key, counts: d.counts, windows: d.windows, ...(d.rows ? { rows: d.rows } : {}) };
 }
 
 /** True when a job's data is a levels job (it has `counts`). */

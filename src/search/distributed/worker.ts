@@ -40,7 +40,7 @@ import {
 export interface SlotFitness {
   evaluate(c: Candidate): Promise<Evaluation>;
   /** Levels search: an allocation (per-linear sparsities) on the first `windows` search windows. */
-  evaluateLinears?(alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, o?: { windows?: number }): Promise<Evaluation>;
+  evaluateLinears?(alloc: { blockSparsity: number[]; linearSparsity?: Record<string, number> }, o?: { windows?: number; windowIndices?: readonly number[] }): Promise<Evaluation>;
   close(): Promise<void>;
 }
 
@@ -220,10 +220,12 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       }
       const ctx = await contextOf(lp.runId, lp.nonce);
       if (lp.windows > ctx.spec.search.windows) throw new UnrecoverableError(`worker ${id} refused job ${job.id}: ${lp.windows} windows, the run has ${ctx.spec.search.windows}`);
+      const badRow = lp.rows?.find((r) => r >= ctx.spec.search.windows);
+      if (badRow !== undefined) throw new UnrecoverableError(`worker ${id} refused job ${job.id}: window ${badRow}, the run has ${ctx.spec.search.windows} search windows`);
       const alloc = levelsAllocation(lp.counts, job.id);
       return serve(lp.key, lp.runId, lp.nonce, job, async (f) => {
         if (!f.evaluateLinears) throw new UnrecoverableError(`worker ${id}: its fitness has no levels evaluation`);
-        return { ...(await f.evaluateLinears(alloc, { windows: lp.windows })), key: lp.key };
+        return { ...(await f.evaluateLinears(alloc, { windows: lp.windows, ...(lp.rows ? { windowIndices: lp.rows } : {}) })), key: lp.key };
       }, ctx);
     }
     let payload;
