@@ -205,6 +205,7 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
     d2[j] = Math.fround(d * d);
   }
   const err = new Float64Array(rows * bs);
+  const seg = new Float64Array(bs);
   const mask = new Uint8Array(rows * bs);
   const tmp = nm ? new Float32Array(nm.m) : new Float32Array(rows * bs);
   const scratch = nm ? undefined : new Float32Array(rows * bs);
@@ -241,33 +242,43 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
         for (let t = 0; t < numelBlk; t++) if (tmp[t] <= thr) mask[t] = 1;
       }
     }
-    for (let i = 0; i < count; i++) {
-      const col = i1 + i;
-      if (nm && i % nm.m === 0) {
-        // N:M: choose the group on the current (already updated) weights
-        const width = Math.min(nm.m, count - i);
-        for (let r = 0; r < rows; r++) {
-          const wo = r * n + col;
+    // OBS sweep of the block, row by row: a row's mask (N:M: chosen group by group on its updated weights), errors
+    // and updates involve that row only, so sweeping each row's 128 columns in order gives the same operations, in
+    // the same order, as sweeping column by column over all rows (bit for bit), with the row's segment in a
+    // float64 buffer (every update rounded to float32 as the Float32Array store did) and Hinv's block in cache.
+    for (let r = 0; r < rows; r++) {
+      const wo = r * n + i1;
+      const mo = r * count;
+      const eo = r * bs;
+      for (let c = 0; c < count; c++) seg[c] = W[wo + c];
+      for (let i = 0; i < count; i++) {
+        if (nm && i % nm.m === 0) {
+          // N:M: choose the group on the row's current (already updated) weights
+          const width = Math.min(nm.m, count - i);
           for (let t = 0; t < width; t++) {
-            const w = W[wo + t];
-            tmp[t] = Math.fround(Math.fround(w * w) / d2[col + t]);
+            const w = seg[i + t];
+            tmp[t] = Math.fround(Math.fround(w * w) / d2[i1 + i + t]);
           }
           const c = smallestInGroup(tmp, 0, width, nm.n, picked);
-          for (let t = 0; t < c; t++) mask[r * count + i + picked[t]] = 1;
+          for (let t = 0; t < c; t++) mask[mo + i + picked[t]] = 1;
         }
-      }
-      const hr = col * n;
-      const d = U[hr + col];
-      for (let r = 0; r < rows; r++) {
-        if (!mask[r * count + i]) continue;
-        const wo = r * n;
-        const e = W[wo + col] / d;
-        W[wo + col] = 0;
-        err[r * bs + i] = e;
+        if (!mask[mo + i]) continue;
+        const hr = (i1 + i) * n + i1;
+        const e = seg[i] / U[hr + i];
+        seg[i] = 0;
+        err[eo + i] = e;
         if (e === 0) continue;
         // W[r, col+1:i2] −= e · Hinv[col, col+1:i2]
-        for (let j = col + 1; j < i2; j++) W[wo + j] -= e * U[hr + j];
+        let j = i + 1;
+        for (; j + 3 < count; j += 4) {
+          seg[j] = Math.fround(seg[j] - e * U[hr + j]);
+          seg[j + 1] = Math.fround(seg[j + 1] - e * U[hr + j + 1]);
+          seg[j + 2] = Math.fround(seg[j + 2] - e * U[hr + j + 2]);
+          seg[j + 3] = Math.fround(seg[j + 3] - e * U[hr + j + 3]);
+        }
+        for (; j < count; j++) seg[j] = Math.fround(seg[j] - e * U[hr + j]);
       }
+      for (let c = 0; c < count; c++) W[wo + c] = seg[c];
     }
     if (i2 < n && useBlas && rows * count * (n - i2) >= BLAS_MIN_WORK) {
       // float32 product (as the reference's torch matmul), one rounding into W per block
