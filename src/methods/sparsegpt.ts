@@ -59,10 +59,13 @@ export function sparseGptHinv(
 }
 
 /**
- * Inputs from which sparseGptHinvAsync uses the onnxruntime-backed kernels: `npm run bench -- kernels` (shared 2-core
- * machine) measured the blocked path 1.2× faster in wall time but 0.56× in CPU time at n = 576, 5.4× / 2.8× at 2048.
+ * Inputs from which sparseGptHinvAsync uses the onnxruntime-backed kernels (they fall back to TypeScript up to one
+ * 128-wide panel anyway). `npx tsx bench/kernels.bench.ts --sizes 256,384,576,640,1536` (2026-12-03, shared 2-core
+ * machine, load 13–17) measured the blocked path cheaper in CPU time from 256 on: 1.7 × at 256, 2.1 × at 384,
+ * 3.3 × at 576, 3.6 × at 640, 6.7 × at 1536 (an earlier run at load 15–20 had it 0.56 × at 576, with spinning
+ * worker threads).
  */
-export const SPARSEGPT_BLAS_MIN_DIN = 1024;
+export const SPARSEGPT_BLAS_MIN_DIN = 256;
 
 /**
  * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/methods/cholesky-blas.ts, float64
