@@ -142,6 +142,8 @@ class Workspace {
   }
 }
 const freeWorkspaces: Workspace[] = [];
+/** Largest Gemm buffer set kept between calls (32 MiB; SmolLM2-135M's widest needs ≈ 19 MiB). */
+export const BLAS_KEEP_BYTES = 32 * 2 ** 20;
 let workspaceHighWater = 0;
 
 /** Bytes held by the Gemm buffers now, and the most held at once since the last {@link releaseBlas}. */
@@ -212,7 +214,8 @@ async function gemm(
     await s.run(feeds, { Y: new ort.Tensor(dtype, y, [m, n]) });
     unpack(y, out, m, n);
   } finally {
-    freeWorkspaces.push(ws);
+    // keep buffers up to BLAS_KEEP_BYTES for the next call; above that (8192-wide layers) they are not held between calls
+    if (ws.bytes() <= BLAS_KEEP_BYTES) freeWorkspaces.push(ws);
   }
 }
 
