@@ -17,10 +17,10 @@
  *   (the calibration's accumulators, alive while the block is pruned) and in float32 (one onnxruntime run's output),
  *   and the solver's buffers for the widest linear (n inputs, r outputs): the cached Hinv (n² float64), the Gemm
  *   buffers of src/model/blas.ts (n²/2 + 256·n float64 for the Cholesky / inverse, r·128 + 128·n + 2·r·n float32 for
- *   the lazy update) and the sweep's buffers (21 bytes × r × 128); and a slack of {@link SPARSEGPT_SLACK} × those two
- *   terms, fitted, not counted: SparseGPT's measured peak on the SmolLM2-135M shape is ≈ 300 MiB above Wanda's at
- *   8 × 512 and 32 × 512 alike, while its live buffers are ≈ 92 MiB; the rest grows block by block (freed buffers
- *   not yet collected or not returned to the OS) and is not explained yet (docs/scale.md).
+ *   the lazy update) and the sweep's buffers (21 bytes × r × 128); and a slack ({@link SPARSEGPT_SLACK}), fitted,
+ *   not counted: SparseGPT's measured peak on the SmolLM2-135M shape is ≈ 300 MiB above Wanda's at 8 × 512 and
+ *   32 × 512 alike, while its live buffers are ≈ 92 MiB; the rest grows block by block (freed buffers not yet
+ *   collected or not returned to the OS) and is not explained yet (docs/scale.md).
  * Compared with the measured peak by the scale bench (docs/scale.md).
  * Available memory: MemAvailable of /proc/meminfo (else os.freemem()) plus what this process already holds (the loaded
  * model is part of the estimate), or `maxMemoryGB` when given.
@@ -67,10 +67,11 @@ export interface MemoryInputs {
 /** Node + onnxruntime + transformers.js before a model is loaded (measured 245–265 MiB, docs/scale.md). */
 export const RUNTIME_BYTES = 256 * 2 ** 20;
 /**
- * Slack on top of SparseGPT's Gram and solver terms, fitted on the SmolLM2-135M shape (docs/scale.md): measured peaks
- * 1288–1408 MiB against 1236 MiB without it at 8 × 512 and 32 × 512.
+ * Slack on top of SparseGPT's Gram and solver terms: `fixed + factor × (gram + solver)`, fitted (not counted) on two
+ * shapes (docs/scale.md): measured peaks 1370–1408 MiB at SmolLM2-135M (8 × 512, 32 × 512) and 3971 MiB at
+ * Qwen2.5-0.5B (8 × 256), ≈ 170–200 and 420 MiB above the estimate without it.
  */
-export const SPARSEGPT_SLACK = 2;
+export const SPARSEGPT_SLACK = { fixed: 176 * 2 ** 20, factor: 0.35 } as const;
 /** Weight copies: held at rest, and added while a session is built (external: measured; inline: counted). */
 export const WEIGHT_COPIES = { external: { rest: 0.9, build: 0.15 }, inline: { rest: 2, build: 2 } } as const;
 
@@ -89,7 +90,7 @@ export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
     solver: m.gramDim > 0 ? solverBytes(m.gramDim, m.maxDOut ?? m.gramDim) : 0,
     slack: 0,
   };
-  terms.slack = Math.round(SPARSEGPT_SLACK * (terms.gram + terms.solver));
+  terms.slack = m.gramDim > 0 ? Math.round(SPARSEGPT_SLACK.fixed + SPARSEGPT_SLACK.factor * (terms.gram + terms.solver)) : 0;
   const working = terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.gram + terms.solver + terms.slack;
   return {
     peakBytes: terms.runtime + terms.weights + Math.max(terms.sessionBuild, working),
@@ -130,7 +131,7 @@ export function checkMemory(e: MemoryEstimate, maxMemoryGB?: number): void {
   const limit = maxMemoryGB !== undefined ? maxMemoryGB * 2 ** 30 : availableMemoryBytes() + rss;
   if (e.peakBytes <= limit) return;
   const { weights, hiddenStates, activations } = e.terms;
-  const gram = e.terms.gram + e.terms.solver + e.terms.slack;
+  const gram = e.terms.gram + e.terms.solver;
   const calibration = hiddenStates + activations;
   const hint = calibration >= Math.max(gram, weights / 2)
     ? activations > hiddenStates
