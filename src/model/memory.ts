@@ -68,10 +68,10 @@ export interface MemoryInputs {
 export const RUNTIME_BYTES = 256 * 2 ** 20;
 /**
  * Slack on top of SparseGPT's Gram and solver terms: `fixed + factor × (gram + solver)`, fitted (not counted) on two
- * shapes (docs/scale.md): measured peaks 1370–1408 MiB at SmolLM2-135M (8 × 512, 32 × 512) and 3971 MiB at
+ * shapes (docs/scale.md): measured peaks 1370–1518 MiB at SmolLM2-135M (8 × 512, 32 × 512) and 3971 MiB at
  * Qwen2.5-0.5B (8 × 256), ≈ 170–200 and 420 MiB above the estimate without it.
  */
-export const SPARSEGPT_SLACK = { fixed: 176 * 2 ** 20, factor: 0.35 } as const;
+export const SPARSEGPT_SLACK = { fixed: 252 * 2 ** 20, factor: 0.35 } as const;
 /** Weight copies: held at rest, and added while a session is built (external: measured; inline: counted). */
 export const WEIGHT_COPIES = { external: { rest: 0.9, build: 0.15 }, inline: { rest: 2, build: 2 } } as const;
 
