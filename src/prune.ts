@@ -130,7 +130,26 @@ function memoryOf(pm: PrunableModel, method: { needs: { gram?: boolean } }, line
     nsamples, seqlen,
     blockBytes: Math.max(0, ...Array.from({ length: pm.blocks }, (_, b) => linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut * 4, 0))),
     gramDim: method.needs.gram ? Math.max(0, ...linears.map((l) => l.dIn)) : 0,
+    gramDims: method.needs.gram ? blockGramDims(linears) : undefined,
+    maxDOut: Math.max(0, ...linears.map((l) => l.dOut)),
   });
+}
+
+/** Input widths of the distinct inputs (q/k/v and gate/up share one) of the block with the most Gram entries. */
+function blockGramDims(linears: LinearInfo[]): number[] {
+  const shared: Partial<Record<string, string>> = { q: 'attn', k: 'attn', v: 'attn', qkv: 'attn', gate: 'mlp', up: 'mlp', gate_up: 'mlp' };
+  const byBlock = new Map<number, Map<string, number>>();
+  for (const l of linears) {
+    const inputs = byBlock.get(l.block) ?? new Map<string, number>();
+    inputs.set(shared[l.role] ?? l.name, l.dIn);
+    byBlock.set(l.block, inputs);
+  }
+  let best: number[] = [];
+  for (const inputs of byBlock.values()) {
+    const dims = [...inputs.values()];
+    if (dims.reduce((a, d) => a + d * d, 0) > best.reduce((a, d) => a + d * d, 0)) best = dims;
+  }
+  return best;
 }
 
 /**

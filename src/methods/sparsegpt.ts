@@ -59,10 +59,13 @@ export function sparseGptHinv(
 }
 
 /**
- * Inputs from which sparseGptHinvAsync uses the onnxruntime-backed kernels: `npm run bench -- kernels` (shared 2-core
- * machine) measured the blocked path 1.2× faster in wall time but 0.56× in CPU time at n = 576, 5.4× / 2.8× at 2048.
+ * Inputs from which sparseGptHinvAsync uses the onnxruntime-backed kernels (they fall back to TypeScript up to one
+ * 128-wide panel anyway). `npx tsx bench/kernels.bench.ts --sizes 256,384,576,640,1536` (2026-12-03, shared 2-core
+ * machine, load 13–17) measured the blocked path cheaper in CPU time from 256 on: 1.7 × at 256, 2.1 × at 384,
+ * 3.3 × at 576, 3.6 × at 640, 6.7 × at 1536 (an earlier run at load 15–20 had it 0.56 × at 576, with spinning
+ * worker threads).
  */
-export const SPARSEGPT_BLAS_MIN_DIN = 1024;
+export const SPARSEGPT_BLAS_MIN_DIN = 256;
 
 /**
  * {@link sparseGptHinv} with the Cholesky / inverse products on onnxruntime (src/methods/cholesky-blas.ts, float64
@@ -77,7 +80,14 @@ export async function sparseGptHinvAsync(
   /** First damping tried, as a fraction of mean(diag H) (default SPARSEGPT_PERCDAMP; GPTQ may pass its own). */
   percdamp0: number = SPARSEGPT_PERCDAMP,
 ): Promise<HinvResult> {
-  const run = hinvAttempts(gram, nsamples, dIn, name, percdamp0);
+  return hinvAsyncInto(gram, nsamples, dIn, name, percdamp0);
+}
+
+/** {@link sparseGptHinvAsync} computed in `target` (n² entries, overwritten) when given, else in a new array. */
+async function hinvAsyncInto(
+  gram: Float64Array, nsamples: number, dIn: number, name: string | undefined, percdamp0: number, target?: Float64Array,
+): Promise<HinvResult> {
+  const run = hinvAttempts(gram, nsamples, dIn, name, percdamp0, target);
   let step = run.next();
   const big = dIn >= SPARSEGPT_BLAS_MIN_DIN;
   while (!step.done) {
@@ -104,6 +114,7 @@ function* hinvAttempts(
   dIn: number,
   name: string | undefined,
   percdamp0: number,
+  target?: Float64Array,
 ): Generator<Float64Array, HinvResult, number> {
   const n = dIn;
   const scale = 2 / nsamples;
@@ -115,7 +126,7 @@ function* hinvAttempts(
       deadCount++;
     }
   }
-  const h = new Float64Array(n * n);
+  const h = target && target.length === n * n ? target : new Float64Array(n * n);
   let percdamp = percdamp0;
   let fail = -1;
   for (let attempt = 0; attempt <= SPARSEGPT_DAMP_RETRIES; attempt++) {
@@ -148,7 +159,8 @@ function* hinvAttempts(
  * with its gram) and is validated by nsamples and a checksum of the gram, so a reused, refilled buffer is never
  * served a stale factor.
  */
-const hinvCache = new WeakMap<Float64Array, { nsamples: number; checksum: number; result: HinvResult }>();
+interface CacheEntry { nsamples: number; checksum: number; result: HinvResult; users: number }
+const hinvCache = new WeakMap<Float64Array, CacheEntry>();
 let lastCached: WeakRef<Float64Array> | undefined;
 
 function gramChecksum(g: Float64Array): number {
@@ -160,19 +172,79 @@ function gramChecksum(g: Float64Array): number {
   return a + 1e-3 * b;
 }
 
-async function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): Promise<HinvResult> {
+/**
+ * The cached Hinv of `gram`, or a new one; the caller holds the entry (`users`) until it calls the returned release.
+ * A new Hinv of the same width is computed in the previous entry's array when no prune still uses it: one n² float64
+ * array per width lives on instead of one per distinct input becoming garbage (27 MiB per SmolLM2 block).
+ */
+async function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): Promise<{ result: HinvResult; release: () => void }> {
   const checksum = gramChecksum(gram);
   const hit = hinvCache.get(gram);
-  if (hit && hit.nsamples === nsamples && Object.is(hit.checksum, checksum) && hit.result.hinv.length === dIn * dIn) {
-    return hit.result;
+  const hold = (e: CacheEntry) => {
+    e.users++;
+    return { result: e.result, release: () => { e.users--; } };
+  };
+  if (hit && hit.nsamples === nsamples && Object.is(hit.checksum, checksum) && hit.result.hinv.length === dIn * dIn) return hold(hit);
+  const prevGram = lastCached?.deref();
+  const prev = prevGram ? hinvCache.get(prevGram) : undefined;
+  let target: Float64Array | undefined;
+  if (prevGram && prev) {
+    hinvCache.delete(prevGram);
+    if (prev.users === 0 && prev.result.hinv.length === dIn * dIn) target = prev.result.hinv;
   }
-  const result = await sparseGptHinvAsync(gram, nsamples, dIn, name);
-  const prev = lastCached?.deref();
-  if (prev && prev !== gram) hinvCache.delete(prev);
-  hinvCache.set(gram, { nsamples, checksum, result });
+  if (hit) hinvCache.delete(gram);
+  lastCached = undefined;
+  const result = await hinvAsyncInto(gram, nsamples, dIn, name, SPARSEGPT_PERCDAMP, target);
+  const entry: CacheEntry = { nsamples, checksum, result, users: 0 };
+  hinvCache.set(gram, entry);
   lastCached = new WeakRef(gram);
-  return result;
+  return hold(entry);
 }
+
+/**
+ * Per-call work buffers of the sweep (err, mask, metric, selection scratch, …), grow-only and reused by the next
+ * call when free: a prune of a 1536-row layer needs ≈ 21 bytes × rows × 128 = 4 MiB of them.
+ */
+class SweepBuffers {
+  private f64 = new Float64Array(0);
+  private f32a = new Float32Array(0);
+  private f32b = new Float32Array(0);
+  private f32c = new Float32Array(0);
+  private u8 = new Uint8Array(0);
+  private i32a = new Int32Array(0);
+  private i32b = new Int32Array(0);
+  private static grow<T extends { length: number }>(cur: T, n: number, make: (n: number) => T): T {
+    return cur.length >= n ? cur : make(n);
+  }
+  take(rows: number, n: number, bs: number, nmM: number) {
+    const rb = rows * bs;
+    this.f64 = SweepBuffers.grow(this.f64, rb + bs + 256, (k) => new Float64Array(k));
+    this.f32a = SweepBuffers.grow(this.f32a, n, (k) => new Float32Array(k));
+    this.f32b = SweepBuffers.grow(this.f32b, rb, (k) => new Float32Array(k));
+    this.f32c = SweepBuffers.grow(this.f32c, rb, (k) => new Float32Array(k));
+    this.u8 = SweepBuffers.grow(this.u8, rb, (k) => new Uint8Array(k));
+    this.i32a = SweepBuffers.grow(this.i32a, rb, (k) => new Int32Array(k));
+    this.i32b = SweepBuffers.grow(this.i32b, rows + Math.max(1, nmM), (k) => new Int32Array(k));
+    const err = this.f64.subarray(0, rb);
+    err.fill(0);
+    return {
+      err,
+      seg: this.f64.subarray(rb, rb + bs),
+      acc: this.f64.subarray(rb + bs, rb + bs + 256),
+      d2: this.f32a.subarray(0, n),
+      tmp: this.f32b.subarray(0, nmM ? nmM : rb),
+      scratch: this.f32c.subarray(0, rb),
+      mask: this.u8.subarray(0, rb),
+      idx: this.i32a.subarray(0, rb),
+      cnt: this.i32b.subarray(0, rows),
+      picked: this.i32b.subarray(rows, rows + Math.max(1, nmM)),
+    };
+  }
+  bytes(): number {
+    return this.f64.byteLength + this.f32a.byteLength + this.f32b.byteLength + this.f32c.byteLength + this.u8.byteLength + this.i32a.byteLength + this.i32b.byteLength;
+  }
+}
+const freeSweepBuffers: SweepBuffers[] = [];
 
 async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
   checkContext('sparsegpt', ctx);
@@ -185,7 +257,22 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
   if (!nm && s === 0) return { zeros: countZeros(W), notes: [] };
 
   const notes: string[] = nmNotes(n, pattern);
-  const { hinv: U, dead, deadCount, percdamp, attempts } = await cachedHinv(stats.gram!, stats.nsamples, n, ctx.name);
+  const held = await cachedHinv(stats.gram!, stats.nsamples, n, ctx.name);
+  const buffers = freeSweepBuffers.pop() ?? new SweepBuffers();
+  try {
+    await sweep(ctx, held.result, buffers.take(rows, n, SPARSEGPT_BLOCKSIZE, nm ? nm.m : 0), notes);
+  } finally {
+    held.release();
+    freeSweepBuffers.push(buffers);
+  }
+  return { zeros: countZeros(W), notes };
+}
+
+/** The column sweep of {@link pruneSparseGpt} with Hinv `hinv` and work buffers `b`. */
+async function sweep(ctx: MethodContext, hinv: HinvResult, b: ReturnType<SweepBuffers['take']>, notes: string[]): Promise<void> {
+  const { weight: W, dOut: rows, dIn: n, sparsity: s, pattern, signal } = ctx;
+  const nm = pattern.kind === 'nm' ? pattern : undefined;
+  const { hinv: U, dead, deadCount, percdamp, attempts } = hinv;
   if (attempts > 1) {
     notes.push(
       `H not positive definite with ${SPARSEGPT_PERCDAMP} damping; used ${percdamp.toPrecision(2)} × mean(diag H) ` +
@@ -199,17 +286,13 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
 
   const bs = SPARSEGPT_BLOCKSIZE;
   // float32 diag(Hinv)² for the metric w² / d² (the reference computes it in float32)
-  const d2 = new Float32Array(n);
+  const { d2, err, seg, mask, tmp, picked } = b;
+  const scratch = nm ? undefined : b.scratch;
   for (let j = 0; j < n; j++) {
     const d = Math.fround(U[j * n + j]);
     d2[j] = Math.fround(d * d);
   }
-  const err = new Float64Array(rows * bs);
-  const mask = new Uint8Array(rows * bs);
-  const tmp = nm ? new Float32Array(nm.m) : new Float32Array(rows * bs);
-  const scratch = nm ? undefined : new Float32Array(rows * bs);
-  const picked = new Int32Array(nm ? nm.m : 1);
-  const gemmScratch = { acc: new Float64Array(256), idx: new Int32Array(rows * bs), cnt: new Int32Array(rows) };
+  const gemmScratch = { acc: b.acc, idx: b.idx, cnt: b.cnt };
   // exact budget: round(s·numel) over the layer, split over the column blocks by cumulative rounding
   let blockCounts: Int32Array | undefined;
   if (!nm && ctx.budget === 'exact') {
@@ -241,33 +324,43 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
         for (let t = 0; t < numelBlk; t++) if (tmp[t] <= thr) mask[t] = 1;
       }
     }
-    for (let i = 0; i < count; i++) {
-      const col = i1 + i;
-      if (nm && i % nm.m === 0) {
-        // N:M: choose the group on the current (already updated) weights
-        const width = Math.min(nm.m, count - i);
-        for (let r = 0; r < rows; r++) {
-          const wo = r * n + col;
+    // OBS sweep of the block, row by row: a row's mask (N:M: chosen group by group on its updated weights), errors
+    // and updates involve that row only, so sweeping each row's 128 columns in order gives the same operations, in
+    // the same order, as sweeping column by column over all rows (bit for bit), with the row's segment in a
+    // float64 buffer (every update rounded to float32 as the Float32Array store did) and Hinv's block in cache.
+    for (let r = 0; r < rows; r++) {
+      const wo = r * n + i1;
+      const mo = r * count;
+      const eo = r * bs;
+      for (let c = 0; c < count; c++) seg[c] = W[wo + c];
+      for (let i = 0; i < count; i++) {
+        if (nm && i % nm.m === 0) {
+          // N:M: choose the group on the row's current (already updated) weights
+          const width = Math.min(nm.m, count - i);
           for (let t = 0; t < width; t++) {
-            const w = W[wo + t];
-            tmp[t] = Math.fround(Math.fround(w * w) / d2[col + t]);
+            const w = seg[i + t];
+            tmp[t] = Math.fround(Math.fround(w * w) / d2[i1 + i + t]);
           }
           const c = smallestInGroup(tmp, 0, width, nm.n, picked);
-          for (let t = 0; t < c; t++) mask[r * count + i + picked[t]] = 1;
+          for (let t = 0; t < c; t++) mask[mo + i + picked[t]] = 1;
         }
-      }
-      const hr = col * n;
-      const d = U[hr + col];
-      for (let r = 0; r < rows; r++) {
-        if (!mask[r * count + i]) continue;
-        const wo = r * n;
-        const e = W[wo + col] / d;
-        W[wo + col] = 0;
-        err[r * bs + i] = e;
+        if (!mask[mo + i]) continue;
+        const hr = (i1 + i) * n + i1;
+        const e = seg[i] / U[hr + i];
+        seg[i] = 0;
+        err[eo + i] = e;
         if (e === 0) continue;
         // W[r, col+1:i2] −= e · Hinv[col, col+1:i2]
-        for (let j = col + 1; j < i2; j++) W[wo + j] -= e * U[hr + j];
+        let j = i + 1;
+        for (; j + 3 < count; j += 4) {
+          seg[j] = Math.fround(seg[j] - e * U[hr + j]);
+          seg[j + 1] = Math.fround(seg[j + 1] - e * U[hr + j + 1]);
+          seg[j + 2] = Math.fround(seg[j + 2] - e * U[hr + j + 2]);
+          seg[j + 3] = Math.fround(seg[j + 3] - e * U[hr + j + 3]);
+        }
+        for (; j < count; j++) seg[j] = Math.fround(seg[j] - e * U[hr + j]);
       }
+      for (let c = 0; c < count; c++) W[wo + c] = seg[c];
     }
     if (i2 < n && useBlas && rows * count * (n - i2) >= BLAS_MIN_WORK) {
       // float32 product (as the reference's torch matmul), one rounding into W per block
@@ -299,7 +392,6 @@ async function pruneSparseGpt(ctx: MethodContext): Promise<MethodResult> {
       signal.throwIfAborted();
     }
   }
-  return { zeros: countZeros(W), notes };
 }
 
 /** SparseGPT (needs the input Gram matrix; updates the kept weights). */

@@ -55,10 +55,12 @@ export function blasEnabled(): boolean {
   return config.enabled;
 }
 
-/** Release the cached sessions (they are recreated on the next call). */
+/** Release the cached sessions and the Gemm buffers (both are recreated on the next call). */
 export async function releaseBlas(): Promise<void> {
   const all = [...sessions.values()];
   sessions.clear();
+  freeWorkspaces.length = 0;
+  workspaceHighWater = 0;
   await Promise.all(all.map(async (p) => (await p.catch(() => undefined))?.release()));
 }
 
@@ -115,15 +117,49 @@ function session(dtype: BlasDtype, variant: Variant): Promise<ort.InferenceSessi
 }
 
 type Typed = Float32Array | Float64Array;
+
+/**
+ * Reusable input / output buffers of the Gemm calls: one set per call in flight (normally one), each buffer grow-only
+ * and per dtype, so the thousands of calls of a SparseGPT prune allocate nothing once the widest layer has been seen
+ * (before, every call allocated its packed inputs and onnxruntime's output afresh: garbage that the collector freed
+ * late, tens of MiB at a time). Freed by {@link releaseBlas}; {@link blasWorkspaceBytes} reports the size.
+ */
+class Workspace {
+  private readonly bufs = new Map<string, Typed>();
+  get(dtype: BlasDtype, slot: 'A' | 'B' | 'C' | 'Y', n: number): Typed {
+    const key = `${dtype}${slot}`;
+    let b = this.bufs.get(key);
+    if (!b || b.length < n) {
+      b = alloc(dtype, n);
+      this.bufs.set(key, b);
+    }
+    return b.subarray(0, n);
+  }
+  bytes(): number {
+    let t = 0;
+    for (const b of this.bufs.values()) t += b.byteLength;
+    return t;
+  }
+}
+const freeWorkspaces: Workspace[] = [];
+/** Largest Gemm buffer set kept between calls (32 MiB; SmolLM2-135M's widest needs ≈ 19 MiB). */
+export const BLAS_KEEP_BYTES = 32 * 2 ** 20;
+let workspaceHighWater = 0;
+
+/** Bytes held by the Gemm buffers now, and the most held at once since the last {@link releaseBlas}. */
+export function blasWorkspaceBytes(): { now: number; peak: number } {
+  return { now: freeWorkspaces.reduce((a, w) => a + w.bytes(), 0), peak: workspaceHighWater };
+}
+
 function alloc(dtype: BlasDtype, n: number): Typed {
   return dtype === 'float32' ? new Float32Array(n) : new Float64Array(n);
 }
 
-/** Contiguous copy of the rows×cols block of a view (no copy when the view already is one contiguous array). */
-function pack(dtype: BlasDtype, v: MatView, rows: number, cols: number): Typed {
+/** Contiguous rows×cols block of a view (the view itself when it already is one contiguous array of `dtype`). */
+function pack(ws: Workspace, slot: 'A' | 'B' | 'C', dtype: BlasDtype, v: MatView, rows: number, cols: number): Typed {
   const want = dtype === 'float32' ? Float32Array : Float64Array;
   if (v.data instanceof want && v.offset === 0 && v.ld === cols && v.data.length === rows * cols) return v.data as Typed;
-  const out = alloc(dtype, rows * cols);
+  const out = ws.get(dtype, slot, rows * cols);
   const d = v.data;
   if (v.ld === cols && d instanceof want) {
     out.set((d as Typed).subarray(v.offset, v.offset + rows * cols));
@@ -153,12 +189,34 @@ function unpack(src: ArrayLike<number>, v: MatView, rows: number, cols: number):
   }
 }
 
-async function run(dtype: BlasDtype, variant: Variant, feeds: Record<string, [Typed, number, number]>): Promise<Typed> {
-  const s = await session(dtype, variant);
-  const f: Record<string, ort.Tensor> = {};
-  for (const [name, [data, r, c]] of Object.entries(feeds)) f[name] = new ort.Tensor(dtype, data, [r, c]);
-  const out = await s.run(f);
-  return out.Y.data as Typed;
+/**
+ * One Gemm: packs A, op(B) (and C) into a workspace, runs the session with a preallocated output and writes the
+ * result into `out`'s view. When B is the first rows of A (the Cholesky's `L[j0:n, :j0] · L[j0:j1, :j0]ᵀ`), B is
+ * read from A's packed copy instead of being packed again.
+ */
+async function gemm(
+  dtype: BlasDtype, variant: Variant, out: MatView, a: MatView, b: MatView, c: MatView | undefined,
+  m: number, k: number, n: number, transB: boolean,
+): Promise<void> {
+  const ws = freeWorkspaces.pop() ?? new Workspace();
+  try {
+    const s = await session(dtype, variant);
+    const pa = pack(ws, 'A', dtype, a, m, k);
+    const bInA = transB && b.data === a.data && b.offset === a.offset && b.ld === a.ld && n <= m;
+    const pb = bInA ? pa.subarray(0, n * k) : transB ? pack(ws, 'B', dtype, b, n, k) : pack(ws, 'B', dtype, b, k, n);
+    const feeds: Record<string, ort.Tensor> = {
+      A: new ort.Tensor(dtype, pa, [m, k]),
+      B: new ort.Tensor(dtype, pb, transB ? [n, k] : [k, n]),
+    };
+    if (c) feeds.C = new ort.Tensor(dtype, pack(ws, 'C', dtype, c, m, n), [m, n]);
+    const y = ws.get(dtype, 'Y', m * n);
+    workspaceHighWater = Math.max(workspaceHighWater, ws.bytes() + freeWorkspaces.reduce((t, w) => t + w.bytes(), 0));
+    await s.run(feeds, { Y: new ort.Tensor(dtype, y, [m, n]) });
+    unpack(y, out, m, n);
+  } finally {
+    // keep buffers up to BLAS_KEEP_BYTES for the next call; above that (8192-wide layers) they are not held between calls
+    if (ws.bytes() <= BLAS_KEEP_BYTES) freeWorkspaces.push(ws);
+  }
 }
 
 /**
@@ -175,14 +233,8 @@ export async function blasSubtractProduct(
   opts: { dtype?: BlasDtype; transB?: boolean } = {},
 ): Promise<void> {
   if (m <= 0 || k <= 0 || n <= 0) return;
-  const dtype = opts.dtype ?? 'float64';
   const t = opts.transB ?? false;
-  const y = await run(dtype, t ? 'subT' : 'sub', {
-    A: [pack(dtype, a, m, k), m, k],
-    B: t ? [pack(dtype, b, n, k), n, k] : [pack(dtype, b, k, n), k, n],
-    C: [pack(dtype, c, m, n), m, n],
-  });
-  unpack(y, c, m, n);
+  await gemm(opts.dtype ?? 'float64', t ? 'subT' : 'sub', c, a, b, c, m, k, n, t);
 }
 
 /** C[m×n] = A[m×k] · op(B) on onnxruntime in `dtype` (op as in {@link blasSubtractProduct}); C is overwritten. */
@@ -200,11 +252,6 @@ export async function blasProduct(
     for (let r = 0; r < m; r++) c.data.fill(0, c.offset + r * c.ld, c.offset + r * c.ld + n);
     return;
   }
-  const dtype = opts.dtype ?? 'float64';
   const t = opts.transB ?? false;
-  const y = await run(dtype, t ? 'mulT' : 'mul', {
-    A: [pack(dtype, a, m, k), m, k],
-    B: t ? [pack(dtype, b, n, k), n, k] : [pack(dtype, b, k, n), k, n],
-  });
-  unpack(y, c, m, n);
+  await gemm(opts.dtype ?? 'float64', t ? 'mulT' : 'mul', c, a, b, undefined, m, k, n, t);
 }

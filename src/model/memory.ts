@@ -12,8 +12,15 @@
  * - calibration working set: the hidden states of all nsamples in and out of one block (2 × nsamples × seqlen × hidden
  *   × 4; sized by the calibration set, never by the model's context length), the activations of one onnxruntime run
  *   of a block (batch × seqlen × (2 × heads × seqlen + 3 × ffn) × 4: attention scores and softmax, gate, up and their
- *   product), one block's weights in float32 three times (read, pruned, written back) and the Gram matrices of the
- *   widest linear in float64 (SparseGPT: H and its inverse).
+ *   product), one block's weights in float32 three times (read, pruned, written back);
+ * - SparseGPT (Gram matrices) adds, for the block with the most Gram bytes: every distinct input's Gram matrix in float64
+ *   (the calibration's accumulators, alive while the block is pruned) and in float32 (one onnxruntime run's output),
+ *   and the solver's buffers for the widest linear (n inputs, r outputs): the cached Hinv (n² float64), the Gemm
+ *   buffers of src/model/blas.ts (n²/2 + 256·n float64 for the Cholesky / inverse, r·128 + 128·n + 2·r·n float32 for
+ *   the lazy update) and the sweep's buffers (21 bytes × r × 128); and a slack ({@link SPARSEGPT_SLACK}), fitted,
+ *   not counted: SparseGPT's measured peak on the SmolLM2-135M shape is ≈ 300 MiB above Wanda's at 8 × 512 and
+ *   32 × 512 alike, while its live buffers are ≈ 92 MiB; the rest grows block by block (freed buffers not yet
+ *   collected or not returned to the OS) and is not explained yet (docs/scale.md).
  * Compared with the measured peak by the scale bench (docs/scale.md).
  * Available memory: MemAvailable of /proc/meminfo (else os.freemem()) plus what this process already holds (the loaded
  * model is part of the estimate), or `maxMemoryGB` when given.
@@ -26,7 +33,7 @@ export interface MemoryEstimate {
   peakBytes: number;
   terms: {
     runtime: number; weights: number; sessionBuild: number;
-    hiddenStates: number; activations: number; blockWorkingSet: number; gram: number;
+    hiddenStates: number; activations: number; blockWorkingSet: number; gram: number; solver: number; slack: number;
   };
   explanation: string;
 }
@@ -48,10 +55,23 @@ export interface MemoryInputs {
   blockBytes: number;
   /** Widest linear input when the method builds Gram matrices, else 0. */
   gramDim: number;
+  /**
+   * Widths of the distinct linear inputs of the block with the most Gram bytes (linears sharing an input, q/k/v and
+   * gate/up, share one Gram matrix); default [gramDim].
+   */
+  gramDims?: number[];
+  /** Widest linear output (rows of the solver's buffers); default gramDim. */
+  maxDOut?: number;
 }
 
 /** Node + onnxruntime + transformers.js before a model is loaded (measured 245–265 MiB, docs/scale.md). */
 export const RUNTIME_BYTES = 256 * 2 ** 20;
+/**
+ * Slack on top of SparseGPT's Gram and solver terms: `fixed + factor × (gram + solver)`, fitted (not counted) on two
+ * shapes (docs/scale.md): measured peaks 1370–1518 MiB at SmolLM2-135M (8 × 512, 32 × 512) and 3971 MiB at
+ * Qwen2.5-0.5B (8 × 256), ≈ 170–200 and 420 MiB above the estimate without it.
+ */
+export const SPARSEGPT_SLACK = { fixed: 252 * 2 ** 20, factor: 0.35 } as const;
 /** Weight copies: held at rest, and added while a session is built (external: measured; inline: counted). */
 export const WEIGHT_COPIES = { external: { rest: 0.9, build: 0.15 }, inline: { rest: 2, build: 2 } } as const;
 
@@ -66,15 +86,27 @@ export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
     hiddenStates: 2 * m.nsamples * m.seqlen * m.hidden * 4,
     activations: m.nsamples > 0 ? batch * m.seqlen * (2 * (m.heads ?? 0) * m.seqlen + 3 * (m.ffn ?? 0)) * 4 : 0,
     blockWorkingSet: 3 * m.blockBytes,
-    gram: m.gramDim * m.gramDim * 8 * 2,
+    gram: m.gramDim > 0 ? (m.gramDims ?? [m.gramDim]).reduce((a, d) => a + d * d, 0) * (8 + 4) : 0,
+    solver: m.gramDim > 0 ? solverBytes(m.gramDim, m.maxDOut ?? m.gramDim) : 0,
+    slack: 0,
   };
-  const working = terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.gram;
+  terms.slack = m.gramDim > 0 ? Math.round(SPARSEGPT_SLACK.fixed + SPARSEGPT_SLACK.factor * (terms.gram + terms.solver)) : 0;
+  const working = terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.gram + terms.solver + terms.slack;
   return {
     peakBytes: terms.runtime + terms.weights + Math.max(terms.sessionBuild, working),
     terms,
     explanation: `runtime + model weights ${copies.rest} times (${external ? 'one onnxruntime session; pruned weights spilled to a scratch file' : 'inline: the graph and the session'}) + the larger of a session build and the calibration working set (hidden states in and out, one block run's activations, one block's weights`
-      + (terms.gram ? ', the largest Gram matrix in float64' : '') + ')',
+      + (terms.gram ? ', the Gram matrices of one block and the SparseGPT solver\'s buffers' : '') + ')',
   };
+}
+
+/**
+ * SparseGPT solver buffers for a linear with n inputs and r outputs: the cached Hinv (n² float64), the Gemm buffers
+ * (float64 Cholesky / inverse: n²/2 + 256·n; float32 lazy update: r·128 + 128·n + 2·r·n) and the sweep's work
+ * buffers (err float64, mask, metric and selection scratch, product indices: 21 bytes × r × 128).
+ */
+export function solverBytes(n: number, r: number): number {
+  return 8 * n * n + 8 * (n * n / 2 + 256 * n) + 4 * (r * 128 + 128 * n + 2 * r * n) + 21 * r * 128;
 }
 
 /** Bytes the machine can still give this process: MemAvailable (Linux) or os.freemem(). */
@@ -98,14 +130,15 @@ export function checkMemory(e: MemoryEstimate, maxMemoryGB?: number): void {
   const rss = process.memoryUsage().rss;
   const limit = maxMemoryGB !== undefined ? maxMemoryGB * 2 ** 30 : availableMemoryBytes() + rss;
   if (e.peakBytes <= limit) return;
-  const { weights, hiddenStates, activations, gram } = e.terms;
+  const { weights, hiddenStates, activations } = e.terms;
+  const gram = e.terms.gram + e.terms.solver;
   const calibration = hiddenStates + activations;
   const hint = calibration >= Math.max(gram, weights / 2)
     ? activations > hiddenStates
       ? `lower --batch-size or --seqlen (one block run's activations take ${gb(activations)} GB, the hidden states ${gb(hiddenStates)} GB)`
       : `lower --nsamples or --seqlen (the calibration hidden states take ${gb(hiddenStates)} GB)`
     : gram > 0 && gram >= weights / 2
-      ? `use --method wanda, which needs no Gram matrices (${gb(gram)} GB here)`
+      ? `use --method wanda, which needs no Gram matrices nor solver buffers (${gb(gram)} GB here)`
       : `the weights alone take ${gb(weights)} GB: use a machine with more memory, or the fp16 file (--dtype fp16)`;
   throw new DsaPruneError(
     `not enough memory: this prune needs about ${gb(e.peakBytes)} GB, ${maxMemoryGB !== undefined ? `--max-memory allows ${gb(limit)} GB` : `${gb(limit)} GB is free (available ${gb(limit - rss)} GB + ${gb(rss)} GB this process holds)`}; nothing was changed`,

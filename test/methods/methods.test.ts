@@ -180,6 +180,35 @@ describe('sparsegpt (vs a plain-loop float64 implementation of METHODS.md)', () 
     }
   });
 
+  it('grams of one width alternating (A, B, A) and prunes running at once keep the right Hinv (reused Hinv and work buffers)', { timeout: 60_000 }, async () => {
+    // 300 inputs: three column blocks and the onnxruntime Hinv (awaits inside), so the two prunes below interleave.
+    // A new Hinv is computed in the previous cache entry's array only when no prune holds it; the sweep buffers are
+    // a pool: two prunes in flight on different grams of the same width must not share either
+    const a = stats(300, 11, true, 400), b = stats(300, 12, true, 400);
+    const expectOk = (w: Float32Array, w0: Float32Array, st: InputStats) => {
+      const expected = naiveSparseGpt(w0, 20, 300, st.gram!, st.nsamples, 0.5, U, 'reference');
+      expect(maskDiff(w, expected.w)).toBe(0);
+      expect(maxAbsDiff(w, expected.w)).toBeLessThan(1e-4);
+    };
+    for (const [seed, st] of [[1, a], [2, b], [3, a]] as const) {
+      const w0 = randomMatrix(20, 300, seed);
+      const w = w0.slice();
+      await sparsegpt.prune(ctx(w, 20, 300, 0.5, U, 'reference', st));
+      expectOk(w, w0, st);
+    }
+    // two fresh grams: both Hinv run on onnxruntime at once, then both sweeps yield between column blocks (signal)
+    const c = stats(300, 13, true, 400), d = stats(300, 14, true, 400);
+    const w0c = randomMatrix(20, 300, 4), w0d = randomMatrix(20, 300, 5);
+    const wc = w0c.slice(), wd = w0d.slice();
+    const signal = new AbortController().signal;
+    await Promise.all([
+      sparsegpt.prune({ ...ctx(wc, 20, 300, 0.5, U, 'reference', c), signal }),
+      sparsegpt.prune({ ...ctx(wd, 20, 300, 0.5, U, 'reference', d), signal }),
+    ]);
+    expectOk(wc, w0c, c);
+    expectOk(wd, w0d, d);
+  });
+
   it('retries with more damping when H is not positive definite, and says so', async () => {
     const n = 16;
     const gram = new Float64Array(n * n);

@@ -11,7 +11,7 @@ import { loadModelDir, planPrune, pruneModel } from '../../src/index.js';
 import { memoryIo } from '../../src/cli/io.js';
 import { main } from '../../src/cli/main.js';
 import { DsaPruneError } from '../../src/errors.js';
-import { checkMemory, estimatePeakMemory, RUNTIME_BYTES } from '../../src/model/memory.js';
+import { checkMemory, estimatePeakMemory, RUNTIME_BYTES, solverBytes, SPARSEGPT_SLACK } from '../../src/model/memory.js';
 
 const MODEL = path.resolve('models/stories260k');
 const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-prune-memory-'));
@@ -23,19 +23,32 @@ describe('memory', () => {
     const base = { weightBytes: 1000, hidden: 64, nsamples: 128, seqlen: 512, heads: 4, ffn: 172, batch: 8, blockBytes: 300, gramDim: 172 };
     const e = estimatePeakMemory(base);
     const activations = 8 * 512 * (2 * 4 * 512 + 3 * 172) * 4;
-    const working = 2 * 128 * 512 * 64 * 4 + activations + 900 + 172 * 172 * 16;
+    // SparseGPT: the Gram matrix in float64 + float32; Hinv n², Gemm buffers (n²/2 + 256n float64, r·128 + 128n + 2rn
+    // float32), sweep buffers 21 · r · 128 (n = r = 172)
+    const solver = 8 * 172 * 172 + 8 * (172 * 172 / 2 + 256 * 172) + 4 * (172 * 128 + 128 * 172 + 2 * 172 * 172) + 21 * 172 * 128;
+    expect(solverBytes(172, 172)).toBe(solver);
+    const slack = Math.round(SPARSEGPT_SLACK.fixed + SPARSEGPT_SLACK.factor * (172 * 172 * 12 + solver));
+    const working = 2 * 128 * 512 * 64 * 4 + activations + 900 + 172 * 172 * 12 + solver + slack;
     expect(e.terms).toEqual({
-      runtime: RUNTIME_BYTES, weights: 900, sessionBuild: 150, hiddenStates: 2 * 128 * 512 * 64 * 4, activations, blockWorkingSet: 900, gram: 172 * 172 * 16,
+      runtime: RUNTIME_BYTES, weights: 900, sessionBuild: 150, hiddenStates: 2 * 128 * 512 * 64 * 4, activations, blockWorkingSet: 900,
+      gram: 172 * 172 * 12, solver, slack,
     });
+    // q/k/v and gate/up share an input: a SmolLM2 block has four Gram matrices (576 × 3, 1536); the solver is sized
+    // by the widest input and output
+    const smol = estimatePeakMemory({ ...base, gramDim: 1536, gramDims: [576, 576, 576, 1536], maxDOut: 1536 });
+    expect(smol.terms.gram).toBe((3 * 576 * 576 + 1536 * 1536) * 12);
+    expect(smol.terms.solver).toBe(solverBytes(1536, 1536));
+    // Wanda: neither term
+    expect(estimatePeakMemory({ ...base, gramDim: 0 }).terms).toMatchObject({ gram: 0, solver: 0, slack: 0 });
     expect(e.peakBytes).toBe(RUNTIME_BYTES + 900 + working);
     // Big weights, no calibration: the session build is the peak. Inline weights: the graph's copy too.
-    expect(estimatePeakMemory({ ...base, weightBytes: 2 ** 30, nsamples: 0 }).peakBytes).toBe(RUNTIME_BYTES + Math.round(0.9 * 2 ** 30) + Math.round(0.15 * 2 ** 30));
+    expect(estimatePeakMemory({ ...base, weightBytes: 2 ** 30, nsamples: 0, gramDim: 0 }).peakBytes).toBe(RUNTIME_BYTES + Math.round(0.9 * 2 ** 30) + Math.round(0.15 * 2 ** 30));
     expect(estimatePeakMemory({ ...base, external: false }).terms).toMatchObject({ weights: 2000, sessionBuild: 2000 });
     // Fewer samples than the batch: one run holds nsamples sequences; no calibration: no activations.
     expect(estimatePeakMemory({ ...base, nsamples: 2 }).terms.activations).toBe(2 * 512 * (2 * 4 * 512 + 3 * 172) * 4);
     expect(estimatePeakMemory({ ...base, nsamples: 0 }).terms.activations).toBe(0);
     // The refusal names the dominant term's flag.
-    expect(() => checkMemory(e, 0.001)).toThrow(/needs about 0\.35 GB, --max-memory allows 0\.00 GB; nothing was changed/);
+    expect(() => checkMemory(e, 0.001)).toThrow(/needs about 0\.60 GB, --max-memory allows 0\.00 GB; nothing was changed/);
     try {
       checkMemory(e, 0.001);
     } catch (err) {
