@@ -371,7 +371,7 @@ async function structuredFitness(
     throw e;
   }
   type Given = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
-  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number): Promise<Evaluation> => {
+  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number | readonly number[]): Promise<Evaluation> => {
     const t0 = performance.now();
     const isCandidate = !Array.isArray(c) && 'expression' in c;
     const blockSparsity = Array.isArray(c) ? c : !isCandidate ? (c as Given).blockSparsity : given ?? allocate(c as Candidate, dense.blocks, spec).blockSparsity;
@@ -401,7 +401,8 @@ async function structuredFitness(
     allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
     evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
     evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
-    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windows),
+    // Window lists too (levels --level-sampling resample), as the unstructured evaluator does.
+    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windowIndices ?? o.windows),
     kept: (bs) => fast.kept(bs),
     close: () => fast.release(),
   };

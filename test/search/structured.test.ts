@@ -99,6 +99,25 @@ describe('structured fast fitness (stories260k)', () => {
     }
   });
 
+  it('scores listed windows (levels --level-sampling resample): equal to a fitness whose search split is those windows', async () => {
+    const picked = new Int32Array(2 * SEQ);
+    picked.set(search.subarray(3 * SEQ, 4 * SEQ), 0);
+    picked.set(search.subarray(SEQ, 2 * SEQ), SEQ);
+    const shares = [0.12, 0.28, 0.2, 0.15, 0.25];
+    const all = await createFitness(pm, spec, { calibrationIds: cal, searchIds: search }, { dense, batchSize: 1 });
+    const two = await createFitness(pm, { ...spec, search: { windows: 2, seqlen: SEQ, sha256: idsSha256(picked) } }, { calibrationIds: cal, searchIds: picked }, { dense, batchSize: 1 });
+    try {
+      const a = (await all.evaluateLinears!({ blockSparsity: shares }, { windowIndices: [3, 1] })).fitness;
+      const b = (await two.evaluateLinears!({ blockSparsity: shares })).fitness;
+      expect(Math.abs(a - b) / b).toBeLessThan(1e-12);
+      // the listed windows are really used, not the first two
+      expect((await all.evaluateLinears!({ blockSparsity: shares }, { windows: 2 })).fitness).not.toBe(a);
+    } finally {
+      await all.close();
+      await two.close();
+    }
+  });
+
   it('a candidate is evaluated on its dsa allocation; a share that would empty a block is fitness Infinity, not an error', async () => {
     const f = await createFitness(pm, spec, { calibrationIds: cal, searchIds: search }, { dense });
     try {
