@@ -177,6 +177,26 @@ function serial<A extends unknown[], R>(fn: (...a: A) => Promise<R>): (...a: A) 
   };
 }
 
+/** A fitness run: a candidate, an allocation or a per-linear allocation, on all windows, the first n or a list. */
+type GivenAllocation = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
+type FitnessRun = (c: Candidate | number[] | GivenAllocation, signal?: AbortSignal, given?: number[], rows?: number | readonly number[]) => Promise<Evaluation>;
+
+/**
+ * The evaluator entry points shared by the unstructured and the structured fitness, one after the other on one
+ * session: one place maps the options (window lists included) onto a run.
+ */
+function entryPoints(run: FitnessRun, dense: DenseData, spec: SearchSpec): Pick<Fitness, 'denseBlocks' | 'denseStats' | 'allocation' | 'evaluate' | 'evaluateAllocation' | 'evaluateLinears'> {
+  const serialRun = serial(run);
+  return {
+    denseBlocks: dense.blocks,
+    denseStats: dense.stats,
+    allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
+    evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
+    evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
+    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windowIndices ?? o.windows),
+  };
+}
+
 /** The allocator of a candidate at the spec's granularity. */
 export function candidateAllocator(c: Candidate, spec: Pick<SearchSpec, 'granularity'>) {
   return atGranularity(dsa(c.expression, { lambda: c.lambda }), spec.granularity ?? 'block');
@@ -322,8 +342,8 @@ export async function createFitness(
   };
 
   // One evaluation at a time on this session (callers may fire several; they queue).
-  type Given = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
-  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number | readonly number[]): Promise<Evaluation> => {
+  type Given = GivenAllocation;
+  const run: FitnessRun = async (c, signal, given, rows) => {
     const t0 = performance.now();
     const isCandidate = !Array.isArray(c) && 'expression' in c;
     // A caller's block sparsities stand for the allocation only at block granularity.
@@ -335,14 +355,8 @@ export async function createFitness(
       blockSparsity: alloc.blockSparsity, seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
     };
   };
-  const serialRun = serial(run);
   return {
-    denseBlocks: dense.blocks,
-    denseStats: dense.stats,
-    allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
-    evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
-    evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
-    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windowIndices ?? o.windows),
+    ...entryPoints(run, dense, spec),
     async close() {
       await fed.release();
     },
@@ -370,8 +384,8 @@ async function structuredFitness(
     await fast.release();
     throw e;
   }
-  type Given = { blockSparsity: number[]; linearSparsity?: Record<string, number> };
-  const run = async (c: Candidate | number[] | Given, signal?: AbortSignal, given?: number[], rows?: number | readonly number[]): Promise<Evaluation> => {
+  type Given = GivenAllocation;
+  const run: FitnessRun = async (c, signal, given, rows) => {
     const t0 = performance.now();
     const isCandidate = !Array.isArray(c) && 'expression' in c;
     const blockSparsity = Array.isArray(c) ? c : !isCandidate ? (c as Given).blockSparsity : given ?? allocate(c as Candidate, dense.blocks, spec).blockSparsity;
@@ -394,15 +408,8 @@ async function structuredFitness(
       blockSparsity, seconds: (performance.now() - t0) / 1000, ...(options.worker ? { worker: options.worker } : {}),
     };
   };
-  const serialRun = serial(run);
   return {
-    denseBlocks: dense.blocks,
-    denseStats: dense.stats,
-    allocation: (c) => allocate(c, dense.blocks, spec).blockSparsity,
-    evaluate: (c, signal, blockSparsity) => serialRun(c, signal, blockSparsity),
-    evaluateAllocation: (blockSparsity, signal) => serialRun(blockSparsity, signal),
-    // Window lists too (levels --level-sampling resample), as the unstructured evaluator does.
-    evaluateLinears: (alloc, o = {}) => serialRun(alloc, o.signal, undefined, o.windowIndices ?? o.windows),
+    ...entryPoints(run, dense, spec),
     kept: (bs) => fast.kept(bs),
     close: () => fast.release(),
   };
