@@ -269,7 +269,7 @@ export interface LevelSearchResult {
   /** Where candidates were evaluated, and the full-split equivalents of a generation cut short by the time limit or an abort (not in `evaluations`). */
   evaluator: { where: string; discarded: number };
   /** method `structured`: what was searched (re-applied by `dsa-prune prune --method structured --allocator @result.json`). */
-  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' };
+  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' | 'flap' };
   /** SparseGPT: the level database the candidates were assembled from. */
   levelDb?: { kind: 'memory' | 'disk'; bytes: number; entries: number; seconds: number };
 }
