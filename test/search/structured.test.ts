@@ -6,9 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import * as ort from 'onnxruntime-node';
 import { tmpdir } from 'node:os';
-import { loadModelDir, type PrunableModel } from '../../src/model/index.js';
+import { attachModel, loadModelDir, type PrunableModel } from '../../src/model/index.js';
+import { tokens } from '../structured/helpers.js';
 import { computeDense, createFitness, idsSha256, type DenseData } from '../../src/search/fitness.js';
 import { searchSpace } from '../../src/search/space.js';
 import { createPool } from '../../src/search/pool.js';
@@ -290,4 +292,50 @@ describe('dsa-prune search --method structured (CLI)', () => {
     writeFileSync(unstructured, JSON.stringify({ best: { expression: 'W:(NO_OP)-(MEAN)-(NO_OP)', lambda: 0.1, fitness: 1 }, history: [], method: 'wanda' }));
     expect(await code(prune(`@${unstructured}`), pruneCli)).toEqual(['invalid-input', expect.stringMatching(/unstructured search/)]);
   }, 60_000);
+});
+
+const layoutsDir = path.resolve(repo, '../shared/models/layouts');
+const hasLayouts = existsSync(layoutsDir);
+describe.skipIf(!hasLayouts)('flap fast fitness on ../shared/models/layouts (skipped when ../shared is absent)', () => {
+  // gpt2 / opt: the down projection has its own bias (GPT-2 exports may share it across blocks); llama-hf: none.
+  for (const name of ['gpt2', 'opt', 'llama-hf']) {
+    it(`${name}: fast flap fitness = one-shot FLAP prune with the channels removed`, async () => {
+      const dir = mkdtempSync(path.join(tmpdir(), `dsa-ssflap-${name}-`));
+      cpSync(path.join(layoutsDir, name), dir, { recursive: true });
+      const onnxPath = path.join(dir, 'onnx/model.onnx');
+      const config = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+      const vocab = Number(config.vocab_size);
+      const seq = 16;
+      const lcal = tokens(4 * seq, vocab, 5);
+      const lsearch = tokens(2 * seq, vocab, 6);
+      const open = async () => {
+        const model = { sessions: { model: await ort.InferenceSession.create(onnxPath, { logSeverityLevel: 3 }) }, config };
+        return { model, pm: await attachModel(model, { source: dir }) };
+      };
+      const { pm: lpm } = await open();
+      const lspec: SearchSpec = {
+        method: 'structured', structured: { target: 'ffn', score: 'flap' }, sparsity: 0.2, budget: 'exact', mode: 'fast',
+        calibration: { nsamples: 4, seqlen: seq, sha256: idsSha256(lcal) }, search: { windows: 2, seqlen: seq, sha256: idsSha256(lsearch) },
+        seed: 1, modelHash: lpm.modelHash(),
+      };
+      const ldense = await computeDense(lpm, lspec, lcal, 1);
+      const f = await createFitness(lpm, lspec, { calibrationIds: lcal, searchIds: lsearch }, { dense: ldense, batchSize: 1 });
+      try {
+        const B = lpm.blocks;
+        // Different widths per block, mean 0.2 (blocks have equal parameters): ±0.08 in pairs, an odd last block at 0.2.
+        const shares = Array.from({ length: B }, (_, b) => (b === B - 1 && B % 2 ? 0.2 : b % 2 ? 0.28 : 0.12));
+        const ev = await f.evaluateAllocation!(shares);
+        const { model } = await open();
+        const report = await pruneModel(model, {
+          method: 'structured', target: ['ffn'], score: 'flap', sparsity: 0.2, allocator: searchedShares(shares), mode: 'oneshot',
+          calibration: { ids: lcal }, nsamples: 4, seqlen: seq, threads: 1,
+        });
+        expect(report.structured!.blocks.some((b) => b.ffnAfter < b.ffnBefore)).toBe(true);
+        const { ppl } = await perplexity(model as never, lsearch, { seqlen: seq, batchSize: 1 });
+        expect(Math.abs(ev.fitness - ppl) / ppl, `${name}: fast ${ev.fitness} vs faithful ${ppl}`).toBeLessThan(1e-5);
+      } finally {
+        await f.close();
+      }
+    }, 120_000);
+  }
 });
