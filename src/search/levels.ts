@@ -281,7 +281,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   if (budget !== 'exact') throw new DsaPruneError('the levels strategy counts weights exactly: it needs --budget exact');
   // method structured: one FFN width per block (structured-fitness.ts), so the units are blocks.
   const st = o.method === 'structured'
-    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, granularity: o.granularity ?? 'block', redis: o.redis })
+    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, granularity: o.granularity ?? 'block' })
     : undefined;
   const granularity = o.granularity ?? (st ? 'block' : 'linear');
   const fitnessKind = o.fitness ?? 'kl';

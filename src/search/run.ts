@@ -139,7 +139,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
   // before any work.
   const plugins = await importPlugins(o.plugins);
   const st = o.method === 'structured'
-    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, mode: o.mode, granularity: o.granularity, redis: o.redis })
+    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, mode: o.mode, granularity: o.granularity })
     : undefined;
   if (!st) searchMethod(o.method);
   const budget = o.budget ?? 'exact';

@@ -19,6 +19,8 @@
  * Not in the fast path, refused before any work: `--target heads` (the kept head count must be the same in
  * every block, so there is no per-block allocation to search) and `depth` (a global ranking, no per-block shares),
  * `--mode faithful` (a faithful structured prune per candidate cannot be undone in place), `--granularity linear`.
+ * On the Redis queue (`--redis`) a `dsa-prune worker` builds this same fitness from the run's spec (its `structured`
+ * part); the dense statistics are shared under their own key when flap adds Σx (protocol.ts `denseKind`).
  */
 import { DsaPruneError } from '../errors.js';
 import type { InputStats, LinearInfo } from '../types.js';
@@ -35,7 +37,7 @@ export interface StructuredSearch {
 }
 
 /** Refusals of a structured search request, before any work (`method: 'structured'`). */
-export function checkStructuredSearch(o: { target?: string | string[]; score?: string; mode?: string; granularity?: string; redis?: string }): StructuredSearch {
+export function checkStructuredSearch(o: { target?: string | string[]; score?: string; mode?: string; granularity?: string }): StructuredSearch {
   const targets = (Array.isArray(o.target) ? o.target : [o.target ?? 'ffn']).flatMap((t) => String(t).split(',')).map((t) => t.trim()).filter(Boolean);
   const t = targets.length ? targets : ['ffn'];
   if (t.length !== 1 || t[0] !== 'ffn') {
@@ -57,11 +59,6 @@ export function checkStructuredSearch(o: { target?: string | string[]; score?: s
   }
   if (o.granularity !== undefined && o.granularity !== 'block') {
     throw new DsaPruneError('search --method structured allocates one FFN width per block; --granularity linear does not apply', { code: 'invalid-input', hint: 'Drop --granularity.' });
-  }
-  if (o.redis) {
-    throw new DsaPruneError('search --method structured does not run on the Redis queue yet (dsa-prune worker has no structured fitness)', {
-      code: 'invalid-input', hint: 'Use worker threads (--workers N) on this machine.',
-    });
   }
   return { target: 'ffn', score };
 }
@@ -118,7 +115,7 @@ export async function structuredFastPath(
   let biasNames: string[] = [];
   let denseBias: Float32Array[] = [];
   let means: Float64Array[] = [];
-  let fed: WeightFedSession;
+  let pending: Promise<WeightFedSession>;
   try {
     if (flap) {
       for (const lay of layouts) privatizeBiases(pm, lay, log);
@@ -126,10 +123,13 @@ export async function structuredFastPath(
       denseBias = biasNames.map((n) => readMainInitializer(pm, n));
       means = layouts.map((lay) => { const s = dense.stats.get(lay.down.name)!; return channelMeans(s.sum!, s.tokens); });
     }
-    fed = await weightFedSession(pm, [...layouts.map((l) => l.down.weight), ...biasNames], { threads });
+    // weightFedSession reads (encodes) the graph before it first yields, so the graph is restored before anything
+    // else can run on this model (a Redis worker builds several fitnesses on one model concurrently).
+    pending = weightFedSession(pm, [...layouts.map((l) => l.down.weight), ...biasNames], { threads });
   } finally {
     log.undo();
   }
+  const fed = await pending;
   const biasBufs = denseBias.map((b) => new Float32Array(b.length));
   const counts = (bs: number[]): number[] => {
     if (bs.length !== blocks.length) throw new DsaPruneError(`structured search: ${bs.length} block shares for ${blocks.length} blocks`, { code: 'internal' });

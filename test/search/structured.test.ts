@@ -277,7 +277,6 @@ describe('dsa-prune search --method structured (CLI)', () => {
     expect(await code([...common, '--score', 'snip'])).toEqual(['invalid-input', expect.stringMatching(/unknown structured score "snip"/)]);
     expect(await code([...common, '--mode', 'faithful'])).toEqual(['invalid-input', expect.stringMatching(/fast fitness only/)]);
     expect(await code([...common, '--granularity', 'linear'])).toEqual(['invalid-input', expect.stringMatching(/one FFN width per block/)]);
-    expect(await code([...common, '--redis', 'redis://127.0.0.1:1'])).toEqual(['invalid-input', expect.stringMatching(/Redis/)]);
     expect((await code([modelDir, '--score', 'wanda-sp', '--calibration', calib]))[1]).toMatch(/--method structured only/);
 
     // prune --allocator @result: another model, an unstructured result, another score.

@@ -114,8 +114,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   const structuredOpt = structured ? { structured: { ...(v.target !== undefined ? { target: v.target } : {}), ...(v.score !== undefined ? { score: v.score } : {}) } } : {};
   if (structured) {
-    // Refused before the model is read (heads / depth / faithful / linear granularity / Redis).
-    checkStructuredSearch({ target: v.target, score: v.score, granularity: v.granularity, redis: v.redis, ...(v.strategy === 'dsa' ? { mode: v.mode } : {}) });
+    // Refused before the model is read (heads / depth / faithful / linear granularity).
+    checkStructuredSearch({ target: v.target, score: v.score, granularity: v.granularity, ...(v.strategy === 'dsa' ? { mode: v.mode } : {}) });
   }
   if (!v.calibration) throw new DsaPruneError('search needs --calibration <file> (dense statistics come from it)', { hint: spec.usage });
   if (v.random && v['random-only']) throw new DsaPruneError('--random and --random-only exclude each other');
