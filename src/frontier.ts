@@ -1,7 +1,9 @@
 /**
  * Size–quality frontier: prune a model at several sparsities, save every variant a transformers.js user could ship
- * (dense fp32 / q8 / q4; each sparsity × plain q4 / sparse q4 / GPTQ q4 / sparse GPTQ q4), measure each file's bytes and perplexity as
- * transformers.js loads it, and mark the Pareto front (no other variant both smaller and better).
+ * (dense fp32 / q8 / q4; each sparsity × plain q4 / sparse q4 / GPTQ q4 / sparse GPTQ q4; optionally structured FFN
+ * variants × q4 — channels really removed, so a smaller dense file), measure each file's bytes and perplexity as
+ * transformers.js loads it (on one or more texts; the first decides the front), and mark the Pareto front (no other
+ * variant both smaller and better).
  *
  * ```ts
  * import { frontier } from 'dsa-prune';
@@ -20,12 +22,25 @@ import { readModelFile } from './model/onnx.js';
 import { readTextFile, tokenizeText } from './data/text.js';
 import { perplexity } from './eval/perplexity.js';
 import type { ProgressCallback } from './types.js';
+import type { Allocator } from './allocators/types.js';
+
+/**
+ * One structured variant of the grid: `--method structured --target ffn` at `sparsity` (fraction of the block linear
+ * parameters removed, docs/structured.md), saved as q4. `allocator` may be a function of the model hash (a structured
+ * search result applies to its own model only); `label` names it (e.g. `searched`).
+ */
+export interface FrontierStructuredVariant {
+  sparsity: number;
+  score?: 'wanda-sp' | 'flap' | 'magnitude';
+  allocator?: Allocator | ((modelHash: string) => Allocator);
+  label?: string;
+}
 
 export interface FrontierOptions {
   /** Calibration text file(s) (Wanda / SparseGPT). */
   calibration?: string[];
-  /** Text file for perplexity. */
-  ppl: string;
+  /** Text file(s) for perplexity: the first decides the Pareto front and the recommendation, all are reported (`ppls`). */
+  ppl: string | string[];
   /** Sparsities of the grid (0 = dense). Default [0, 0.3, 0.5, 0.7]. */
   sparsities?: number[];
   method?: PruneOptions['method'];
@@ -35,6 +50,11 @@ export interface FrontierOptions {
   /** Perplexity window (default min(512, seqlen ?? 512)) and number of windows (default all). */
   pplSeqlen?: number;
   pplWindows?: number;
+  /**
+   * Structured FFN variants (channels removed, then q4): `dsa-prune frontier --structured 0.2,0.25 [--structured-search
+   * @result.json]`. Calibration: the same files, nsamples and seqlen as the unstructured points. Default none.
+   */
+  structured?: FrontierStructuredVariant[];
   /** Folder for the variants, frontier.json and frontier.html. */
   out: string;
   /**
@@ -56,7 +76,7 @@ export interface FrontierPoint {
   /** e.g. `dense fp32`, `50% q4`, `50% sparse q4`. */
   name: string;
   sparsity: number;
-  /** `fp32` | `q8` | `q4` | `sparse-q4` | `gptq-q4` | `sparse-gptq-q4`. */
+  /** `fp32` | `q8` | `q4` | `sparse-q4` | `gptq-q4` | `sparse-gptq-q4` | `structured-q4` (FFN channels removed, then q4). */
   format: string;
   /** transformers.js dtype that loads it. */
   dtype: string;
@@ -65,8 +85,14 @@ export interface FrontierPoint {
   file: string;
   bytes: number;
   ppl: number;
+  /** Perplexity on every `ppl` text, in their order (the first is `ppl`). */
+  ppls: { file: string; ppl: number }[];
+  /** Tokens per second of the first text's perplexity pass (transformers.js forward, batched windows; wall clock, noisy). */
+  tokensPerSecond: number;
   loadMs: number;
   pareto: boolean;
+  /** Structured variants: the score, allocator and FFN width kept per block. */
+  structured?: { target: 'ffn'; score: string; allocator: string; ffnWidths: number[] };
 }
 
 export interface FrontierResult {
@@ -74,7 +100,7 @@ export interface FrontierResult {
   method: string;
   allocator: string;
   sparsities: number[];
-  perplexity: { file: string; seqlen: number; windows?: number };
+  perplexity: { file: string; seqlen: number; windows?: number; files: string[] };
   points: FrontierPoint[];
   recommendation: { name: string; sentence: string; tolerance: number };
 }
@@ -85,6 +111,8 @@ export function paretoFront<T extends { bytes: number; ppl: number }>(points: T[
 }
 
 const MB = (b: number): string => `${(b / 1e6).toFixed(2)} MB`;
+/** 0.5 → `50%`, 0.454 → `45.4%`. */
+const pct = (s: number): string => `${+(s * 100).toFixed(1)}%`;
 
 /** The smallest variant within `tolerance` of the dense fp32 perplexity, as one sentence. */
 export function recommend(points: FrontierPoint[], tolerance: number): FrontierResult['recommendation'] {
@@ -107,7 +135,7 @@ export function recommend(points: FrontierPoint[], tolerance: number): FrontierR
   };
 }
 
-const FORMAT_NAME: Record<string, string> = { 'sparse-q4': 'sparse q4', 'gptq-q4': 'GPTQ q4', 'sparse-gptq-q4': 'sparse GPTQ q4' };
+const FORMAT_NAME: Record<string, string> = { 'sparse-q4': 'sparse q4', 'gptq-q4': 'GPTQ q4', 'sparse-gptq-q4': 'sparse GPTQ q4', 'structured-q4': 'q4' };
 
 function atomicWrite(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
@@ -133,7 +161,18 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
   if (methodName !== 'magnitude' && sparsities.some((s) => s > 0) && !opts.calibration?.length) {
     throw new DsaPruneError(`${methodName} needs calibration text`, { hint: 'Pass --calibration <file> (or --method magnitude).' });
   }
-  if (!existsSync(opts.ppl)) throw new DsaPruneError(`perplexity text ${opts.ppl} does not exist`, { hint: 'Pass --ppl <file>.' });
+  const pplFiles = Array.isArray(opts.ppl) ? opts.ppl : [opts.ppl];
+  if (!pplFiles.length) throw new DsaPruneError('frontier needs a perplexity text', { hint: 'Pass --ppl <file>.' });
+  for (const f of pplFiles) if (!existsSync(f)) throw new DsaPruneError(`perplexity text ${f} does not exist`, { hint: 'Pass --ppl <file>.' });
+  const structured = opts.structured ?? [];
+  for (const v of structured) {
+    if (!(v.sparsity > 0 && v.sparsity < 1)) throw new DsaPruneError(`structured sparsity ${v.sparsity} is outside (0, 1)`, { code: 'invalid-input', hint: 'Pass --structured like 0.2,0.25,0.3.' });
+    if ((v.score ?? 'wanda-sp') !== 'magnitude' && !opts.calibration?.length) {
+      throw new DsaPruneError(`structured ${v.score ?? 'wanda-sp'} needs calibration text`, { code: 'invalid-input', hint: 'Pass --calibration <file> (or --structured-score magnitude).' });
+    }
+  }
+  const tags = structured.map((v) => `ffn${+(v.sparsity * 100).toFixed(1)}${v.label ? `-${v.label}` : ''}`);
+  if (new Set(tags).size !== tags.length) throw new DsaPruneError(`structured variants repeat (${tags.join(', ')})`, { code: 'invalid-input', hint: 'Give each structured sparsity once (a searched variant gets its own label).' });
   if (path.resolve(opts.out) === path.resolve(modelDir)) {
     throw new DsaPruneError(`--out ${opts.out} is the model folder itself`, { hint: 'Choose a new folder for the frontier.' });
   }
@@ -142,18 +181,18 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
     throw new DsaPruneError('GPTQ points need calibration text', { hint: 'Pass --calibration <file>, or --no-gptq to leave the GPTQ q4 points out.' });
   }
   const quantizeOptions = { embedding: opts.q4Embedding ?? 'q4' } as const;
-  const text = await readTextFile(opts.ppl);
+  const texts = await Promise.all(pplFiles.map((f) => readTextFile(f)));
   const pplSeqlen = opts.pplSeqlen ?? Math.min(512, opts.seqlen ?? 512);
   const variantsDir = path.join(opts.out, 'variants');
   mkdirSync(variantsDir, { recursive: true });
-  const total = sparsities.length;
+  const total = sparsities.length + structured.length;
   const report = (i: number, phase: string, f = 0): void => opts.onProgress?.({ phase: `frontier ${phase}`, fraction: Math.min(1, (i + f) / total) });
 
   // Save every variant folder first.
-  const saved: { sparsity: number; dir: string; formats: { format: string; dtype: string; dir: string }[] }[] = [];
+  const saved: { sparsity: number; dir: string; formats: { format: string; dtype: string; dir: string }[]; name?: string; structured?: FrontierPoint['structured'] }[] = [];
   for (let i = 0; i < sparsities.length; i++) {
     const s = sparsities[i];
-    const tag = s === 0 ? 'dense' : `s${Math.round(s * 100)}`;
+    const tag = s === 0 ? 'dense' : `s${+(s * 100).toFixed(1)}`;
     report(i, `${tag}: prune + save`);
     const { model } = await loadModelDir(modelDir, { threads: opts.threads });
     try {
@@ -199,22 +238,54 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
       await model.dispose?.();
     }
   }
+  // Structured variants: FFN channels removed (a smaller dense model), saved as q4.
+  for (let k = 0; k < structured.length; k++) {
+    const v = structured[k]!;
+    const i = sparsities.length + k;
+    const tag = tags[k]!;
+    const score = v.score ?? 'wanda-sp';
+    report(i, `${tag}: structured prune + save`);
+    const { model, prunable } = await loadModelDir(modelDir, { threads: opts.threads });
+    try {
+      const allocator = typeof v.allocator === 'function' ? v.allocator(prunable.modelHash()) : v.allocator;
+      const r = await pruneModel(model, {
+        method: 'structured', target: ['ffn'], score, sparsity: v.sparsity, allocator,
+        calibration: opts.calibration?.length ? { files: opts.calibration } : undefined,
+        nsamples: opts.nsamples, seqlen: opts.seqlen, threads: opts.threads, signal: opts.signal, source: modelDir,
+        onProgress: (p) => report(i, `${tag}: ${p.phase}`, 0.7 * p.fraction),
+      });
+      const dir = path.join(variantsDir, tag);
+      await savePruned(model, dir, { overwrite: true, quantize: ['q4'], quantizeOptions });
+      saved.push({
+        sparsity: v.sparsity, dir, formats: [{ format: 'structured-q4', dtype: 'q4', dir }],
+        name: `ffn ${pct(v.sparsity)}${v.label ? ` ${v.label}` : ''} q4`,
+        structured: { target: 'ffn', score, allocator: allocator?.name ?? 'uniform', ffnWidths: r.structured!.blocks.map((b) => b.ffnAfter) },
+      });
+    } finally {
+      await model.dispose?.();
+    }
+  }
   // Measure each file as transformers.js loads it.
   const points: FrontierPoint[] = [];
-  let ids: ReturnType<typeof tokenizeText> | undefined; // every variant shares the source model's tokenizer
+  let ids: ReturnType<typeof tokenizeText>[] | undefined; // every variant shares the source model's tokenizer
   for (let i = 0; i < saved.length; i++) {
     const v = saved[i];
     for (let j = 0; j < v.formats.length; j++) {
       const f = v.formats[j];
-      const name = `${v.sparsity === 0 ? 'dense' : `${Math.round(v.sparsity * 100)}%`} ${FORMAT_NAME[f.format] ?? f.format}`;
+      const name = v.name ?? `${v.sparsity === 0 ? 'dense' : pct(v.sparsity)} ${FORMAT_NAME[f.format] ?? f.format}`;
       report(i, `${name}: perplexity`, 0.7 + (0.3 * j) / v.formats.length);
       const t0 = performance.now();
       const m = await loadModelVariant(f.dir, { dtype: f.dtype, threads: opts.threads });
       const loadMs = performance.now() - t0;
       try {
-        ids ??= tokenizeText(m.tokenizer, text);
-        const r = await perplexity(m.model, ids, { seqlen: pplSeqlen, limitWindows: opts.pplWindows, signal: opts.signal });
-        points.push({ name, sparsity: v.sparsity, format: f.format, dtype: f.dtype, dir: path.relative(opts.out, f.dir), file: m.file, bytes: m.bytes, ppl: r.ppl, loadMs, pareto: false });
+        ids ??= texts.map((t) => tokenizeText(m.tokenizer, t));
+        const rs = [];
+        for (const t of ids) rs.push(await perplexity(m.model, t, { seqlen: pplSeqlen, limitWindows: opts.pplWindows, signal: opts.signal }));
+        points.push({
+          name, sparsity: v.sparsity, format: f.format, dtype: f.dtype, dir: path.relative(opts.out, f.dir), file: m.file, bytes: m.bytes,
+          ppl: rs[0]!.ppl, ppls: rs.map((r, k) => ({ file: pplFiles[k]!, ppl: r.ppl })), tokensPerSecond: rs[0]!.tokensPerSecond, loadMs, pareto: false,
+          ...(v.structured ? { structured: v.structured } : {}),
+        });
       } finally {
         await m.model.dispose?.();
       }
@@ -229,7 +300,7 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
     method: methodName,
     allocator: opts.allocator === undefined ? 'uniform' : (opts.allocator as { name?: string }).name ?? 'custom',
     sparsities,
-    perplexity: { file: opts.ppl, seqlen: pplSeqlen, ...(opts.pplWindows ? { windows: opts.pplWindows } : {}) },
+    perplexity: { file: pplFiles[0]!, seqlen: pplSeqlen, ...(opts.pplWindows ? { windows: opts.pplWindows } : {}), files: pplFiles },
     points,
     recommendation: recommend(points, opts.tolerance ?? 0.05),
   };

@@ -91,5 +91,5 @@ export {
 } from './compress/index.js';
 
 // Size–quality frontier (dsa-prune frontier)
-export { frontier, paretoFront, recommend, type FrontierOptions, type FrontierPoint, type FrontierResult } from './frontier.js';
+export { frontier, paretoFront, recommend, type FrontierOptions, type FrontierPoint, type FrontierResult, type FrontierStructuredVariant } from './frontier.js';
 export type * from './types.js';

@@ -46,7 +46,11 @@ export interface WeightFedOptions {
   threads?: number;
 }
 
-/** Build the session of `pm`'s graph with the initializers `names` turned into inputs. */
+/**
+ * Build the session of `pm`'s graph with the initializers `names` turned into inputs. The graph is read (copied and
+ * encoded) synchronously, before the returned promise first yields: a caller may edit `pm.proto` for this session
+ * and restore it right after the call (search/structured-fitness.ts does).
+ */
 export async function weightFedSession(pm: PrunableModel, names: Iterable<string>, options: WeightFedOptions = {}): Promise<WeightFedSession> {
   const asInputs = new Set(names);
   const base: ModelProto = hasExternalData(pm.proto) ? inlinedModel(pm.proto, path.dirname(pm.source.onnxPath)) : pm.proto;

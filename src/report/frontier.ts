@@ -10,8 +10,8 @@ export interface FrontierPageInput {
   model: string;
   method: string;
   allocator: string;
-  perplexity: { file: string; seqlen: number; windows?: number };
-  points: { name: string; format: string; sparsity: number; dir: string; file: string; bytes: number; ppl: number; loadMs: number; pareto: boolean }[];
+  perplexity: { file: string; seqlen: number; windows?: number; files?: string[] };
+  points: { name: string; format: string; sparsity: number; dir: string; file: string; bytes: number; ppl: number; ppls?: { file: string; ppl: number }[]; tokensPerSecond?: number; loadMs: number; pareto: boolean }[];
   recommendation: { sentence: string };
 }
 
@@ -25,9 +25,14 @@ export function renderFrontier(r: FrontierPageInput, options: { title?: string }
   const front = r.points.filter((p) => p.pareto).sort((a, b) => a.bytes - b.bytes);
   series.push({ name: 'Pareto front', kind: 'step' as const, dashed: true, x: front.map((p) => p.bytes / 1e6), y: front.map((p) => p.ppl), label: (k: number) => front[k].name });
   const chart = lineChart(series, { title: 'file size vs perplexity', xLabel: 'file size (MB)', yLabel: 'perplexity (log scale)', logY: true });
+  // Further perplexity texts (the first decides the front) as their own columns.
+  const others = (r.perplexity.files ?? [r.perplexity.file]).slice(1);
   const rows = [...r.points].sort((a, b) => a.bytes - b.bytes).map((p) => [
-    p.name, p.pareto ? '✓' : '', p.bytes.toLocaleString('en-US'), formatNumber(p.ppl, 5), Math.round(p.loadMs), `${p.dir}/${p.file}`,
+    p.name, p.pareto ? '✓' : '', p.bytes.toLocaleString('en-US'), formatNumber(p.ppl, 5),
+    ...others.map((_, k) => (p.ppls?.[k + 1] ? formatNumber(p.ppls[k + 1]!.ppl, 5) : '')),
+    p.tokensPerSecond === undefined ? '' : Math.round(p.tokensPerSecond), Math.round(p.loadMs), `${p.dir}/${p.file}`,
   ]);
+  const base = (f: string): string => f.split(/[\\/]/).pop() ?? f;
   const body = `<main>
 <h1>${escapeXml(title)}</h1>
 <p class="source">${escapeXml(r.model)} · ${escapeXml(r.method)} · allocator ${escapeXml(r.allocator)} · perplexity on ${escapeXml(r.perplexity.file)} (windows of ${r.perplexity.seqlen} tokens${r.perplexity.windows ? `, first ${r.perplexity.windows}` : ''})</p>
@@ -39,7 +44,7 @@ export function renderFrontier(r: FrontierPageInput, options: { title?: string }
 <div class="chart-wrap">${chart}</div>
 </section>
 <section><h2>Variants</h2>
-${table(['variant', 'Pareto', 'bytes', 'ppl', 'load ms', 'file'], rows)}
+${table(['variant', 'Pareto', 'bytes', others.length ? `ppl ${base(r.perplexity.file)}` : 'ppl', ...others.map((f) => `ppl ${base(f)}`), 'tokens/s (ppl pass)', 'load ms', 'file'], rows)}
 </section>
 </main>`;
   return `<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>${escapeXml(title)}</title>\n<style>${CSS}</style>\n</head>\n<body>\n${body}\n</body>\n</html>\n`;

@@ -119,11 +119,16 @@ export function calibrationWindows(spec: SearchSpec, calibrationIds: Int32Array)
 
 /** Dense statistics of the search (sq for every linear, gram too when the method needs it) and the block vectors. */
 export async function computeDense(pm: PrunableModel, spec: SearchSpec, calibrationIds: Int32Array, threads?: number): Promise<DenseData> {
-  // structured (wanda-sp / magnitude channel scores): Σx² of every linear is all it reads.
+  // structured (wanda-sp / magnitude channel scores): Σx² of every linear is all it reads; flap adds Σx.
   const gram = spec.method === 'structured' ? false : searchMethod(spec.method).needs.gram;
   const cal = calibrationWindows(spec, calibrationIds);
   const linears = searchLinears(pm);
   const dense = await denseAllocationStats(pm, cal, linears, { threads });
+  if (spec.method === 'structured' && spec.structured?.score === 'flap') {
+    // FLAP's score and bias compensation read Σx too (the structured pipeline's one-shot pass asks the same).
+    const withSum = await denseStatistics(pm, cal.ids, { nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: false, sum: true }, threads });
+    return { blocks: dense.blocks, stats: withSum };
+  }
   if (!gram) return dense;
   const withGram = await denseStatistics(pm, cal.ids, { nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: true, gram: true }, threads });
   return { blocks: dense.blocks, stats: withGram };

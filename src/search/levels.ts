@@ -269,7 +269,7 @@ export interface LevelSearchResult {
   /** Where candidates were evaluated, and the full-split equivalents of a generation cut short by the time limit or an abort (not in `evaluations`). */
   evaluator: { where: string; discarded: number };
   /** method `structured`: what was searched (re-applied by `dsa-prune prune --method structured --allocator @result.json`). */
-  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' };
+  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' | 'flap' };
   /** SparseGPT: the level database the candidates were assembled from. */
   levelDb?: { kind: 'memory' | 'disk'; bytes: number; entries: number; seconds: number };
 }
@@ -281,7 +281,7 @@ export async function levelSearch(pm: PrunableModel, o: LevelSearchOptions): Pro
   if (budget !== 'exact') throw new DsaPruneError('the levels strategy counts weights exactly: it needs --budget exact');
   // method structured: one FFN width per block (structured-fitness.ts), so the units are blocks.
   const st = o.method === 'structured'
-    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, granularity: o.granularity ?? 'block', redis: o.redis })
+    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, granularity: o.granularity ?? 'block' })
     : undefined;
   const granularity = o.granularity ?? (st ? 'block' : 'linear');
   const fitnessKind = o.fitness ?? 'kl';

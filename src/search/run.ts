@@ -74,7 +74,7 @@ export interface SearchModelOptions {
   plugins?: string[];
   /**
    * method `structured`: what the search allocates (`target`: `ffn`, the default and the only one) and the channel
-   * score (`wanda-sp`, default, or `magnitude`). Candidates are per-block FFN widths (src/search/structured-fitness.ts);
+   * score (`wanda-sp`, default, `flap` with its bias compensation, or `magnitude`). Candidates are per-block FFN widths (src/search/structured-fitness.ts);
    * the final re-application is the faithful structured prune, which leaves `pm` pruned with the best widths.
    */
   structured?: { target?: string | string[]; score?: string };
@@ -139,7 +139,7 @@ export async function searchModel(pm: PrunableModel, o: SearchModelOptions): Pro
   // before any work.
   const plugins = await importPlugins(o.plugins);
   const st = o.method === 'structured'
-    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, mode: o.mode, granularity: o.granularity, redis: o.redis })
+    ? checkStructuredSearch({ target: o.structured?.target, score: o.structured?.score, mode: o.mode, granularity: o.granularity })
     : undefined;
   if (!st) searchMethod(o.method);
   const budget = o.budget ?? 'exact';

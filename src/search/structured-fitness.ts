@@ -10,27 +10,34 @@
  * prune with the same shares up to fp32 summation order (test/search/structured.test.ts). The search's result is
  * re-applied with the faithful structured prune (channels removed, sequential by default) at the end.
  *
- * Not in the fast path, refused before any work: `--score flap` (its bias compensation adds a bias on the down
- * projection that the weight-inputs graph does not have), `--target heads` (the kept head count must be the same in
+ * `--score flap`: FLAP's bias compensation is in the fast path too. The session is built from the graph with an output
+ * bias on every down projection (`ensureDownBias`, the Add the faithful prune inserts; an existing bias is made the
+ * block's own first, `privatizeBiases`), fed as an input like the weights: dense bias + Σ_{j removed} mean(h_j) ·
+ * W_down[:, j] (`compensationBias`, the means from the dense Σh), so it equals the one-shot FLAP prune with the channels
+ * removed. The model's own graph is restored right after the session is built (the surgery's undo log).
+ *
+ * Not in the fast path, refused before any work: `--target heads` (the kept head count must be the same in
  * every block, so there is no per-block allocation to search) and `depth` (a global ranking, no per-block shares),
  * `--mode faithful` (a faithful structured prune per candidate cannot be undone in place), `--granularity linear`.
+ * On the Redis queue (`--redis`) a `dsa-prune worker` builds this same fitness from the run's spec (its `structured`
+ * part); the dense statistics are shared under their own key when flap adds Σx (protocol.ts `denseKind`).
  */
 import { DsaPruneError } from '../errors.js';
 import type { InputStats, LinearInfo } from '../types.js';
 import type { PrunableModel } from '../model/index.js';
-import { ffnLayout, type FfnLayout } from '../model/surgery.js';
+import { ensureDownBias, ffnLayout, privatizeBiases, readMainInitializer, SurgeryLog, type FfnLayout } from '../model/surgery.js';
 import { weightFedSession, type WeightFedSession } from '../model/weight-inputs.js';
 import type { Allocator } from '../allocators/types.js';
-import { channelCounts, channelScores, type ChannelBlock } from '../methods/structured/index.js';
+import { channelCounts, channelMeans, channelScores, compensationBias, type ChannelBlock } from '../methods/structured/index.js';
 
 /** The structured part of a search spec. */
 export interface StructuredSearch {
   target: 'ffn';
-  score: 'wanda-sp' | 'magnitude';
+  score: 'wanda-sp' | 'magnitude' | 'flap';
 }
 
 /** Refusals of a structured search request, before any work (`method: 'structured'`). */
-export function checkStructuredSearch(o: { target?: string | string[]; score?: string; mode?: string; granularity?: string; redis?: string }): StructuredSearch {
+export function checkStructuredSearch(o: { target?: string | string[]; score?: string; mode?: string; granularity?: string }): StructuredSearch {
   const targets = (Array.isArray(o.target) ? o.target : [o.target ?? 'ffn']).flatMap((t) => String(t).split(',')).map((t) => t.trim()).filter(Boolean);
   const t = targets.length ? targets : ['ffn'];
   if (t.length !== 1 || t[0] !== 'ffn') {
@@ -42,13 +49,8 @@ export function checkStructuredSearch(o: { target?: string | string[]; score?: s
     });
   }
   const score = o.score ?? 'wanda-sp';
-  if (score === 'flap') {
-    throw new DsaPruneError('search --method structured --score flap is not supported: the fast fitness has no bias on the down projection for FLAP\'s compensation, so it could not equal the faithful prune', {
-      code: 'invalid-input', hint: 'Search with --score wanda-sp (or magnitude); `dsa-prune prune --method structured --score flap` takes any other allocator.',
-    });
-  }
-  if (score !== 'wanda-sp' && score !== 'magnitude') {
-    throw new DsaPruneError(`unknown structured score "${score}" for the search (known: wanda-sp, magnitude)`, { code: 'invalid-input', hint: 'Pass --score wanda-sp or magnitude.' });
+  if (score !== 'wanda-sp' && score !== 'magnitude' && score !== 'flap') {
+    throw new DsaPruneError(`unknown structured score "${score}" for the search (known: wanda-sp, flap, magnitude)`, { code: 'invalid-input', hint: 'Pass --score wanda-sp, flap or magnitude.' });
   }
   if (o.mode !== undefined && o.mode !== 'fast') {
     throw new DsaPruneError('search --method structured evaluates candidates with the fast fitness only (--mode fast); the best one is re-applied with the faithful structured prune at the end', {
@@ -57,11 +59,6 @@ export function checkStructuredSearch(o: { target?: string | string[]; score?: s
   }
   if (o.granularity !== undefined && o.granularity !== 'block') {
     throw new DsaPruneError('search --method structured allocates one FFN width per block; --granularity linear does not apply', { code: 'invalid-input', hint: 'Drop --granularity.' });
-  }
-  if (o.redis) {
-    throw new DsaPruneError('search --method structured does not run on the Redis queue yet (dsa-prune worker has no structured fitness)', {
-      code: 'invalid-input', hint: 'Use worker threads (--workers N) on this machine.',
-    });
   }
   return { target: 'ffn', score };
 }
@@ -81,9 +78,9 @@ export interface StructuredFastPath {
   counts(blockSparsity: number[]): number[];
   /** Channels kept per block (ascending), as the one-shot structured prune keeps them. */
   kept(blockSparsity: number[]): Int32Array[];
-  /** Feed the down projections with the removed channels zeroed. */
+  /** Feed the down projections with the removed channels zeroed (flap: and the compensated down biases). */
   mask(blockSparsity: number[]): void;
-  /** Feed the dense down projections. */
+  /** Feed the dense down projections (flap: and the dense down biases). */
   setDense(): void;
   release(): Promise<void>;
 }
@@ -98,20 +95,42 @@ export async function structuredFastPath(
 ): Promise<StructuredFastPath> {
   const layouts = Array.from({ length: pm.blocks }, (_, b) => ffnLayout(pm, b));
   const blocks = channelBlocks(pm, layouts, linears);
+  const flap = st.score === 'flap';
   const orders = layouts.map((lay) => {
     const s = dense.stats.get(lay.down.name);
-    if (st.score === 'wanda-sp' && !s) throw new DsaPruneError(`no dense statistics for ${lay.down.name}`, { code: 'internal' });
+    if (st.score !== 'magnitude' && !s) throw new DsaPruneError(`no dense statistics for ${lay.down.name}`, { code: 'internal' });
+    if (flap && !s!.sum) throw new DsaPruneError(`no dense Σh for ${lay.down.name} (flap needs computeDense with the flap score)`, { code: 'internal' });
     const scores = channelScores(st.score, {
       width: lay.width, down: pm.readWeight(lay.down), downOut: lay.down.dOut,
       up: lay.inputs.map((i) => ({ w: pm.readWeight(i.linear), dIn: i.linear.dIn, offsets: i.offsets })),
-      ...(s ? { sq: s.sq, tokens: s.tokens } : {}),
+      ...(s ? { sq: s.sq, tokens: s.tokens, ...(s.sum ? { sum: s.sum } : {}) } : {}),
     });
     return Int32Array.from({ length: lay.width }, (_, j) => j).sort((a, b) => scores[a]! - scores[b]! || a - b);
   });
   const denseW = layouts.map((lay) => pm.readInitializer(lay.down.weight));
   const bufs = denseW.map((w) => new Float32Array(w.length));
   const layoutOf = layouts.map((lay) => pm.layout.get(lay.down.name) ?? 'in_out');
-  const fed = await weightFedSession(pm, layouts.map((l) => l.down.weight), { threads });
+  // flap: a bias on every down projection, as the faithful prune adds it, then the model's graph restored.
+  const log = new SurgeryLog();
+  let biasNames: string[] = [];
+  let denseBias: Float32Array[] = [];
+  let means: Float64Array[] = [];
+  let pending: Promise<WeightFedSession>;
+  try {
+    if (flap) {
+      for (const lay of layouts) privatizeBiases(pm, lay, log);
+      biasNames = layouts.map((lay) => lay.downBias ?? ensureDownBias(pm, lay, log));
+      denseBias = biasNames.map((n) => readMainInitializer(pm, n));
+      means = layouts.map((lay) => { const s = dense.stats.get(lay.down.name)!; return channelMeans(s.sum!, s.tokens); });
+    }
+    // weightFedSession reads (encodes) the graph before it first yields, so the graph is restored before anything
+    // else can run on this model (a Redis worker builds several fitnesses on one model concurrently).
+    pending = weightFedSession(pm, [...layouts.map((l) => l.down.weight), ...biasNames], { threads });
+  } finally {
+    log.undo();
+  }
+  const fed = await pending;
+  const biasBufs = denseBias.map((b) => new Float32Array(b.length));
   const counts = (bs: number[]): number[] => {
     if (bs.length !== blocks.length) throw new DsaPruneError(`structured search: ${bs.length} block shares for ${blocks.length} blocks`, { code: 'internal' });
     // The total is the search's sparsity's round(S · ΣP / c), as the pipeline computes it with --sparsity S.
@@ -139,10 +158,22 @@ export async function structuredFastPath(
           else for (let d = 0; d < D; d++) buf[d * F + j] = 0;
         }
         fed.setWeight(lay.down.weight, buf);
+        if (flap) {
+          // FLAP's compensation as the one-shot prune computes it: removed ascending, float64, then the bias's float32.
+          const removed = Int32Array.from(o.subarray(0, r[b]!)).sort();
+          const comp = compensationBias(pm.readWeight(lay.down), D, F, removed, means[b]!);
+          const bias = biasBufs[b]!;
+          const cur = denseBias[b]!;
+          for (let k = 0; k < bias.length; k++) bias[k] = cur[k]! + comp[k]!;
+          fed.setWeight(biasNames[b]!, bias);
+        }
       });
     },
     setDense() {
-      layouts.forEach((lay, b) => fed.setWeight(lay.down.weight, denseW[b]!));
+      layouts.forEach((lay, b) => {
+        fed.setWeight(lay.down.weight, denseW[b]!);
+        if (flap) fed.setWeight(biasNames[b]!, denseBias[b]!);
+      });
     },
     release: () => fed.release(),
   };

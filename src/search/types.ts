@@ -77,7 +77,7 @@ export interface SearchSpec {
    * method `structured`: the candidate's block shares become whole FFN channels per block, scored once on the dense
    * statistics (src/search/structured-fitness.ts).
    */
-  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' };
+  structured?: { target: 'ffn'; score: 'wanda-sp' | 'magnitude' | 'flap' };
 }
 
 /** One evaluated candidate, in the order of evaluation. */

@@ -20,7 +20,7 @@ const work = mkdtempSync(path.join(os.tmpdir(), 'dsa-frontier-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 const pt = (name: string, sparsity: number, format: string, bytes: number, ppl: number): FrontierPoint => ({
-  name, sparsity, format, dtype: format, dir: '', file: '', bytes, ppl, loadMs: 0, pareto: false,
+  name, sparsity, format, dtype: format, dir: '', file: '', bytes, ppl, ppls: [{ file: '', ppl }], tokensPerSecond: 0, loadMs: 0, pareto: false,
 });
 
 describe('paretoFront / recommend', () => {
@@ -80,6 +80,80 @@ describe('dsa-prune frontier (stories260k)', () => {
     writeFileSync(t, 'hello');
     await expect(run([m, '--ppl', t, '--sparsities', '0,0.5', '--out', path.join(work, 'y')], memoryIo())).rejects.toThrow(/calibration/);
     expect(existsSync(path.join(work, 'y'))).toBe(false);
+  });
+});
+
+describe('dsa-prune frontier with structured variants (stories260k)', () => {
+  it('--structured and --structured-search: q4 files of the smaller model, their widths in the file, every text measured', async () => {
+    const m = path.join(repoRoot, 'models/stories260k');
+    const full = readFileSync(path.join(repoRoot, 'data/tinystories/tinystories_eval.txt'), 'utf8');
+    const t1 = path.join(work, 'eval-s1.txt');
+    const t2 = path.join(work, 'eval-s2.txt');
+    writeFileSync(t1, full.slice(0, 6000));
+    writeFileSync(t2, full.slice(6000, 12000));
+    // A hand-made structured search result for this model (blocks have equal parameters: mean share 0.2).
+    const { loadModelDir } = await import('../../src/model/index.js');
+    const { prunable } = await loadModelDir(m, { threads: 1 });
+    const res = path.join(work, 'ss.json');
+    const shares = [0.1, 0.3, 0.2, 0.15, 0.25];
+    writeFileSync(res, JSON.stringify({ method: 'structured', structured: { target: 'ffn', score: 'magnitude' }, sparsity: 0.2, spec: { modelHash: prunable.modelHash(), method: 'structured', structured: { target: 'ffn', score: 'magnitude' } }, best: { blockSparsity: shares } }));
+    const out = path.join(work, 'frs');
+    const io = memoryIo();
+    expect(await run([m, '--method', 'magnitude', '--sparsities', '0', '--structured', '0.2,0.3', '--structured-score', 'magnitude', '--structured-search', `@${res}`,
+      '--ppl', t1, '--ppl', t2, '--ppl-seqlen', '128', '--windows', '2', '--out', out, '--json'], io)).toBe(0);
+    const r = JSON.parse(io.stdoutText) as FrontierResult;
+    const by = new Map(r.points.map((p) => [p.name, p]));
+    expect([...by.keys()].sort()).toEqual(['dense fp32', 'dense q4', 'dense q8', 'ffn 20% q4', 'ffn 20% searched q4', 'ffn 30% q4']);
+    expect(r.perplexity.files).toEqual([t1, t2]);
+    const dq4 = by.get('dense q4')!;
+    const tf = await import('@huggingface/transformers');
+    const { perplexity } = await import('../../src/eval/index.js');
+    const { tokenizeText } = await import('../../src/data/text.js');
+    for (const name of ['ffn 20% q4', 'ffn 20% searched q4', 'ffn 30% q4']) {
+      const p = by.get(name)!;
+      expect(p.format).toBe('structured-q4');
+      expect(p.bytes).toBe(statSync(path.join(out, p.dir, p.file)).size);
+      expect(p.bytes).toBeLessThan(dq4.bytes); // channels removed: the q4 file itself is smaller
+      // The widths recorded are the down projections' K in the q4 file (MatMulNBits), block by block.
+      const q4 = readModelFile(path.join(out, p.dir, 'onnx/model_q4.onnx'));
+      const ks = q4.graph.node.filter((n) => n.op_type === 'MatMulNBits' && /mlp.*down|w2/.test(n.name ?? n.output[0]!)).map((n) => Number(n.attribute.find((a) => a.name === 'K')!.i));
+      expect(ks).toEqual(p.structured!.ffnWidths);
+      // Both texts, re-measured by plain transformers.js on the file.
+      const model = await tf.AutoModelForCausalLM.from_pretrained(path.join(out, p.dir), { dtype: 'q4', local_files_only: true });
+      const tok = await tf.AutoTokenizer.from_pretrained(path.join(out, p.dir), { local_files_only: true });
+      for (const [k, t] of [t1, t2].entries()) {
+        const again = await perplexity(model as never, tokenizeText(tok as never, readFileSync(t, 'utf8')), { seqlen: 128, limitWindows: 2 });
+        expect(p.ppls[k]).toEqual({ file: t, ppl: again.ppl });
+      }
+      await (model as { dispose: () => Promise<unknown> }).dispose();
+      expect(p.ppl).toBe(p.ppls[0]!.ppl);
+      expect(p.tokensPerSecond).toBeGreaterThan(0);
+    }
+    const u = by.get('ffn 20% q4')!.structured!;
+    const sr = by.get('ffn 20% searched q4')!.structured!;
+    expect(u.score).toBe('magnitude');
+    expect(sr.allocator).toBe('search');
+    // Same budget (exact to one channel over the model), other widths per block.
+    const sum = (w: number[]) => w.reduce((a, b) => a + b, 0);
+    expect(sum(sr.ffnWidths)).toBe(sum(u.ffnWidths));
+    expect(Math.max(...u.ffnWidths) - Math.min(...u.ffnWidths)).toBeLessThanOrEqual(1);
+    expect(new Set(sr.ffnWidths).size).toBeGreaterThan(2);
+    expect(sum(by.get('ffn 30% q4')!.structured!.ffnWidths)).toBeLessThan(sum(u.ffnWidths));
+    // The page has a column per text.
+    expect(readFileSync(path.join(out, 'frontier.html'), 'utf8')).toContain('ppl eval-s2.txt');
+  }, 300_000);
+
+  it('bad structured input: a bad list, a result that is not a structured search, wanda-sp without calibration; nothing written', async () => {
+    const m = path.join(repoRoot, 'models/stories260k');
+    const t = path.join(work, 't3.txt');
+    writeFileSync(t, 'hello');
+    await expect(run([m, '--ppl', t, '--method', 'magnitude', '--sparsities', '0', '--structured', '0.2,x', '--out', path.join(work, 'z')], memoryIo())).rejects.toThrow(/--structured 0.2,x/);
+    const u = path.join(work, 'u.json');
+    writeFileSync(u, JSON.stringify({ best: { expression: 'W:(NO_OP)-(MEAN)-(NO_OP)', lambda: 0.1 }, method: 'wanda' }));
+    await expect(run([m, '--ppl', t, '--method', 'magnitude', '--sparsities', '0', '--structured-search', `@${u}`, '--out', path.join(work, 'z')], memoryIo())).rejects.toThrow(/not a structured search result/);
+    await expect(run([m, '--ppl', t, '--method', 'magnitude', '--sparsities', '0', '--structured', '0.2', '--out', path.join(work, 'z')], memoryIo())).rejects.toThrow(/structured wanda-sp needs calibration/);
+    await expect(run([m, '--ppl', t, '--method', 'magnitude', '--sparsities', '0', '--structured', '1.2', '--structured-score', 'magnitude', '--out', path.join(work, 'z')], memoryIo())).rejects.toThrow(/outside \(0, 1\)/);
+    expect(existsSync(path.join(work, 'z'))).toBe(false);
   });
 });
 

@@ -25,7 +25,7 @@ const spec = defineCommand({
   options: {
     method: { type: 'string', default: 'wanda', description: 'pruning method the allocation is searched for: wanda, magnitude, sparsegpt, structured (per-block FFN widths), or one a --plugin registers' },
     target: { type: 'string', valueName: '<t>', description: '--method structured: what is allocated per block (ffn, the only searchable target)' },
-    score: { type: 'string', valueName: '<s>', description: '--method structured: channel score wanda-sp (default) or magnitude' },
+    score: { type: 'string', valueName: '<s>', description: '--method structured: channel score wanda-sp (default), flap (with its bias compensation) or magnitude' },
     plugin: PLUGIN_OPTION,
     sparsity: { type: 'number', min: 0, max: 1, minExclusive: true, maxExclusive: true, default: 0.7, description: 'global target sparsity' },
     strategy: { type: 'string', choices: ['dsa', 'levels'], default: 'dsa', description: 'dsa: evolve an allocation function (transfers); levels: level-switch search of per-linear sparsities (this model only)' },
@@ -114,8 +114,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   }
   const structuredOpt = structured ? { structured: { ...(v.target !== undefined ? { target: v.target } : {}), ...(v.score !== undefined ? { score: v.score } : {}) } } : {};
   if (structured) {
-    // Refused before the model is read (heads / depth / flap / faithful / linear granularity / Redis).
-    checkStructuredSearch({ target: v.target, score: v.score, granularity: v.granularity, redis: v.redis, ...(v.strategy === 'dsa' ? { mode: v.mode } : {}) });
+    // Refused before the model is read (heads / depth / faithful / linear granularity).
+    checkStructuredSearch({ target: v.target, score: v.score, granularity: v.granularity, ...(v.strategy === 'dsa' ? { mode: v.mode } : {}) });
   }
   if (!v.calibration) throw new DsaPruneError('search needs --calibration <file> (dense statistics come from it)', { hint: spec.usage });
   if (v.random && v['random-only']) throw new DsaPruneError('--random and --random-only exclude each other');

@@ -8,12 +8,13 @@
  *   them, and everyone then uses the stored copy, so all workers prune from bit-identical statistics.
  */
 import { loadModelDir, type PrunableModel } from '../../model/index.js';
-import { computeDense, createFitness, searchLinears, searchMethod, type DenseData } from '../fitness.js';
+import { computeDense, createFitness, searchLinears, type DenseData } from '../fitness.js';
 import { lazyLevelDb } from '../level-db.js';
 import type { SearchSpec } from '../types.js';
 import { decodeDense, denseByteLength, encodeDense, MAX_SHARED_DENSE_BYTES } from './dense-codec.js';
 import type { SlotFitness, WorkerBackend } from './worker.js';
 import type { DenseCache } from './dense-codec.js';
+import { denseKind } from './protocol.js';
 
 /** Options of modelBackend. */
 export interface ModelBackendOptions {
@@ -47,8 +48,8 @@ export async function modelBackend(options: ModelBackendOptions): Promise<Worker
   };
 
   const denseFor = (spec: SearchSpec, calibrationIds: Int32Array, cache: DenseCache): Promise<DenseData> => {
-    const gram = searchMethod(spec.method).needs.gram;
-    const k = `${spec.calibration.sha256}|${spec.calibration.nsamples}|${spec.calibration.seqlen}|${gram ? 'gram' : 'sq'}`;
+    const kind = denseKind(spec);
+    const k = `${spec.calibration.sha256}|${spec.calibration.nsamples}|${spec.calibration.seqlen}|${kind}`;
     let p = denseByCalibration.get(k);
     if (!p) {
       p = (async () => {
@@ -56,7 +57,7 @@ export async function modelBackend(options: ModelBackendOptions): Promise<Worker
         if (stored) {
           try {
             const d = decodeDense(stored);
-            if (!gram || [...d.stats.values()].every((s) => s.gram)) {
+            if ((kind !== 'gram' || [...d.stats.values()].every((s) => s.gram)) && (kind !== 'sum' || [...d.stats.values()].every((s) => s.sum))) {
               log(`dense statistics fetched from Redis (${(stored.byteLength / 1e6).toFixed(1)} MB)`);
               return d;
             }

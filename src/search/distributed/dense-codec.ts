@@ -1,7 +1,8 @@
 /**
  * Dense statistics (block vectors z and per-linear input statistics) as bytes, so one dense pass can serve every
  * worker through Redis. Layout: uint32 LE header length, JSON header (shapes only: names, sizes, counts), zero padding
- * to 8 bytes, then the arrays in header order (z float32, sq float64, gram float64). Decoding copies into fresh typed
+ * to 8 bytes, then the arrays in header order (z float32, sq float64, gram float64, sum float64 — Σx, a structured
+ * flap search's). Decoding copies into fresh typed
  * arrays and checks every size against the header, so a corrupt or foreign entry is rejected, never half-used.
  */
 import type { InputStats, LinearRole } from '../../types.js';
@@ -17,7 +18,7 @@ export const MAX_SHARED_DENSE_BYTES = 256 * 1024 * 1024;
 interface Header {
   v: 1;
   blocks: { index: number; params: number; linears: { name: string; role: LinearRole; params: number }[]; z: number }[];
-  stats: { name: string; sq: number; gram: number; nsamples: number; tokens: number }[];
+  stats: { name: string; sq: number; gram: number; sum?: number; nsamples: number; tokens: number }[];
 }
 
 
@@ -36,7 +37,7 @@ const headerSchema = obj(
       'an array of blocks',
     ),
     stats: v.array(
-      obj({ name: v.string('a linear name'), sq: count(), gram: count(), nsamples: count(), tokens: count() }, 'a statistics entry { name, sq, gram, nsamples, tokens }'),
+      obj({ name: v.string('a linear name'), sq: count(), gram: count(), sum: v.optional(count()), nsamples: count(), tokens: count() }, 'a statistics entry { name, sq, gram, sum?, nsamples, tokens }'),
       'an array of statistics entries',
     ),
   },
@@ -48,7 +49,7 @@ export function denseByteLength(d: DenseData): number {
   let n = 0;
   for (const b of d.blocks) n += b.z.length * 4;
   n = Math.ceil(n / 8) * 8;
-  for (const s of d.stats.values()) n += (s.sq.length + (s.gram?.length ?? 0)) * 8;
+  for (const s of d.stats.values()) n += (s.sq.length + (s.gram?.length ?? 0) + (s.sum?.length ?? 0)) * 8;
   return n + 64 * 1024; // header estimate
 }
 
@@ -56,7 +57,7 @@ export function encodeDense(d: DenseData): Buffer {
   const header: Header = {
     v: 1,
     blocks: d.blocks.map((b) => ({ index: b.index, params: b.params, linears: b.linears, z: b.z.length })),
-    stats: [...d.stats.entries()].map(([name, s]) => ({ name, sq: s.sq.length, gram: s.gram?.length ?? 0, nsamples: s.nsamples, tokens: s.tokens })),
+    stats: [...d.stats.entries()].map(([name, s]) => ({ name, sq: s.sq.length, gram: s.gram?.length ?? 0, ...(s.sum ? { sum: s.sum.length } : {}), nsamples: s.nsamples, tokens: s.tokens })),
   };
   const head = Buffer.from(JSON.stringify(header), 'utf8');
   const start = Math.ceil((4 + head.length) / 8) * 8;
@@ -64,7 +65,7 @@ export function encodeDense(d: DenseData): Buffer {
   for (const b of d.blocks) zBytes += b.z.length * 4;
   const statsStart = start + Math.ceil(zBytes / 8) * 8;
   let total = statsStart;
-  for (const s of d.stats.values()) total += (s.sq.length + (s.gram?.length ?? 0)) * 8;
+  for (const s of d.stats.values()) total += (s.sq.length + (s.gram?.length ?? 0) + (s.sum?.length ?? 0)) * 8;
   const out = Buffer.alloc(total);
   out.writeUInt32LE(head.length, 0);
   head.copy(out, 4);
@@ -79,6 +80,7 @@ export function encodeDense(d: DenseData): Buffer {
   for (const s of d.stats.values()) {
     put(s.sq);
     if (s.gram) put(s.gram);
+    if (s.sum) put(s.sum);
   }
   return out;
 }
@@ -110,6 +112,7 @@ export function decodeDense(buf: Uint8Array): DenseData {
     const sq = new Float64Array(take(h.sq, 8).buffer);
     const s: InputStats = { sq, nsamples: h.nsamples, tokens: h.tokens };
     if (h.gram > 0) s.gram = new Float64Array(take(h.gram, 8).buffer);
+    if (h.sum !== undefined && h.sum > 0) s.sum = new Float64Array(take(h.sum, 8).buffer);
     stats.set(h.name, s);
   }
   if (off !== b.length) throw new Error('dense statistics entry has trailing bytes');

@@ -38,8 +38,8 @@ export const keys = {
    * Dense statistics of a spec: model, calibration tokens, and whether Gram matrices are in them (the method's
    * `needs.gram`, from the registry: a user method must be registered, see `dsa-prune worker --plugin`).
    */
-  dense: (prefix: string, spec: Pick<SearchSpec, 'modelHash' | 'calibration' | 'method'>): string =>
-    `${prefix}:dense:${spec.modelHash}:${spec.calibration.sha256}:${spec.calibration.nsamples}x${spec.calibration.seqlen}:${getMethod(spec.method).needs.gram ? 'gram' : 'sq'}`,
+  dense: (prefix: string, spec: Pick<SearchSpec, 'modelHash' | 'calibration' | 'method' | 'structured'>): string =>
+    `${prefix}:dense:${spec.modelHash}:${spec.calibration.sha256}:${spec.calibration.nsamples}x${spec.calibration.seqlen}:${denseKind(spec)}`,
   workers: (prefix: string): string => `${prefix}:workers`,
 };
 
@@ -229,6 +229,16 @@ export function validatePayload(data: unknown): JobPayload {
   return { v: p.v, runId: p.runId, nonce: p.nonce, key: p.key, expression: p.expression, lambda: p.lambda };
 }
 
+/**
+ * What a spec's dense statistics hold: `gram` (the method's `needs.gram`), `sum` (a structured flap search: Σx next to
+ * Σx², computeDense), or `sq` (Σx² only — the same entry for an unstructured search and a structured wanda-sp /
+ * magnitude one on the same calibration, whose computeDense is the same pass).
+ */
+export function denseKind(spec: Pick<SearchSpec, 'method' | 'structured'>): 'gram' | 'sum' | 'sq' {
+  if (spec.method === 'structured') return spec.structured?.score === 'flap' ? 'sum' : 'sq';
+  return getMethod(spec.method).needs.gram ? 'gram' : 'sq';
+}
+
 const sha = v.pipe(v.string('a sha256'), v.regex(/^[0-9a-f]{0,64}$/, 'a sha256 (hex)'));
 
 /** A SearchSpec read back from Redis: numbers, enums and ids only (no free-form field reaches a file path). */
@@ -257,6 +267,10 @@ export const specSchema = v.looseObject(
         ],
         '{ "kind": "unstructured" } or { "kind": "nm", "n", "m" } with N < M',
       ),
+    ),
+    // method `structured`: the per-block FFN widths search (structured-fitness.ts).
+    structured: v.optional(
+      obj({ target: v.literal('ffn', 'ffn'), score: v.picklist(['wanda-sp', 'magnitude', 'flap'], 'wanda-sp, magnitude or flap') }, 'an object { target: "ffn", score }'),
     ),
   },
   'an object',

@@ -17,6 +17,7 @@ import type { Job } from 'bullmq';
 import { DsaPruneError } from '../../errors.js';
 import { parseDsa } from '../../allocators/dsa/expression.js';
 import { getMethod, methodNames } from '../../methods/registry.js';
+import { checkStructuredSearch } from '../structured-fitness.js';
 import type { Candidate, Evaluation, SearchSpec } from '../types.js';
 import { connectRedis, loadBullmq, parseRedisUrl, type RedisClient } from './connection.js';
 import { redisDenseCache, type DenseCache } from './dense-codec.js';
@@ -146,7 +147,14 @@ export async function startWorker(options: WorkerOptions): Promise<RunningWorker
       throw new UnrecoverableError(`run ${runId} has an invalid spec: ${(e as Error).message}`);
     }
     if (modelHash !== spec.modelHash) throw new UnrecoverableError(`run ${runId} is inconsistent (two model hashes)`);
-    try {
+    if (spec.method === 'structured') {
+      // The per-block FFN widths search: its own fitness (structured-fitness.ts), no registered method.
+      try {
+        checkStructuredSearch({ ...spec.structured, mode: spec.mode, granularity: spec.granularity });
+      } catch (e) {
+        throw new UnrecoverableError(`worker ${id} refuses run ${runId}: ${(e as Error).message}`);
+      }
+    } else try {
       getMethod(spec.method);
     } catch {
       throw new UnrecoverableError(
