@@ -1,5 +1,6 @@
 /**
- * Sequential calibration with split block graphs (a statistics-only and an outputs-only session, the default) against
+ * Sequential calibration with gated block graphs (the default: one session, the statistics in the then branch of an If
+ * and the block's tail in its else branch) and split block graphs (a statistics-only and an outputs-only session) against
  * the combined graph (one session whose graph holds both, serving both passes: the code before the split). Both run
  * the same float32 onnxruntime nodes for what is fetched and accumulate in the same order, so every statistic (Σx²,
  * XᵀX, Σx of every linear), every tensor handed from one block to the next and the hidden-state sums must be the same
@@ -147,6 +148,31 @@ describe('split block graphs', () => {
     expect(count(ops(stats.bytes), 'ReduceSumSquare')).toBe(4);
     expect(count(ops(stats.bytes), 'Gemm')).toBe(4);
     expect(count(ops(outs.bytes), 'ReduceSumSquare') + count(ops(outs.bytes), 'Gemm')).toBe(0);
+    // Gated: the main graph holds what the statistics need (the statistics graph's MatMuls, no down_proj); the If's
+    // then branch the reductions, its else branch the tail (down_proj and the last residual Add).
+    const gated = decodeModel(buildBlock(plan, 0, { stats: true, gram: true, outputs: true, canonical: true, gate: true }, types).bytes);
+    const main = gated.graph.node.map((n) => n.op_type ?? '');
+    expect(count(main, 'MatMul')).toBe(count(ops(stats.bytes), 'MatMul'));
+    expect(count(main, 'ReduceSumSquare') + count(main, 'Gemm')).toBe(0);
+    const gateNode = gated.graph.node.find((n) => n.op_type === 'If')!;
+    const branch = (k: string): string[] => gateNode.attribute.find((a) => a.name === k)!.g!.node.map((n) => n.op_type ?? '');
+    expect(count(branch('then_branch'), 'ReduceSumSquare')).toBe(4);
+    expect(count(branch('then_branch'), 'MatMul')).toBe(0);
+    expect(count(branch('else_branch'), 'MatMul')).toBe(1);
+    expect(count(branch('else_branch'), 'Add')).toBeGreaterThanOrEqual(1);
+    expect(count(branch('else_branch'), 'ReduceSumSquare')).toBe(0);
+  });
+
+  it('fp16 blocks keep the tail in the main graph of the gated graph (other bits across the If)', () => {
+    const m = loadFixture(tinyDir, 'model_fp16.onnx');
+    const plan = planGraph(m.proto, m.linears);
+    const types = new Map(plan.prefixOutputs.map((t) => [t, DataType.FLOAT16]));
+    const gated = decodeModel(buildBlock(plan, 0, { stats: true, gram: false, outputs: true, canonical: true, gate: true }, types).bytes);
+    const gateNode = gated.graph.node.find((n) => n.op_type === 'If')!;
+    expect(gateNode.attribute.find((a) => a.name === 'else_branch')!.g!.node.every((n) => n.op_type === 'Constant')).toBe(true);
+    const combined = decodeModel(buildBlock(plan, 0, { stats: true, gram: false, outputs: true, canonical: true }, types).bytes);
+    const matmuls = (g: typeof gated): number => g.graph.node.filter((n) => n.op_type === 'MatMul').length;
+    expect(matmuls(gated)).toBe(matmuls(combined));
   });
 });
 
