@@ -334,15 +334,14 @@ class Runner {
   readonly sessionsCreated: Record<GraphKind, number> = { statistics: 0, output: 0, combined: 0, gated: 0 };
 
   /**
-   * The sub-graph session of block b for one kind of pass. onnxruntime runs every node of a session's graph whatever
-   * is fetched, so a graph holding both the statistics (ReduceSumSquare, XᵀX Gemms) and the carried outputs would make
-   * the statistics pass pay the block's tail (down_proj and the last residual) and the output pass pay the reductions;
-   * sequential mode therefore uses a `statistics` graph (targets: the linear inputs only) and an `output` graph (the
-   * carried tensors only), one-shot one `combined` graph. Every per-block weight is an input and the sub-graph is
-   * built in canonical form, so consecutive structurally identical blocks reuse one session per kind: a new session's
-   * first run costs ≈ 1 CPU s of arena warm-up on bench-12l, paid once per kind instead of once per block. A block
-   * that differs gets its own session of that kind (the previous one of that kind is released first), so at most one
-   * session per kind is open: two in sequential split mode.
+   * The sub-graph session of block b for one kind of pass (onnxruntime runs every node of a session's graph whatever
+   * is fetched, so each kind holds only what its passes need): `gated` (default: the statistics in the then branch of
+   * an If, the block's tail in its else branch; serves both sequential passes), `statistics` / `output` (split), or
+   * `combined` (one-shot). With weights as inputs the sub-graph is canonical, so consecutive structurally identical
+   * blocks reuse one session per kind: a new session's first run costs ≈ 1 CPU s of arena warm-up on bench-12l, paid
+   * once per kind instead of once per block; a block that differs gets its own session of that kind (the previous
+   * one is released first). With blockWeights 'initializers' every call builds a session holding the current weights,
+   * owned by the pass that uses it (blockPass releases it).
    */
   async openBlock(b: number, kind: GraphKind, gram: boolean): Promise<OpenBlock> {
     const stats = kind !== 'output';
