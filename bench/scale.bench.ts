@@ -7,6 +7,7 @@
  *
  *   npm run bench -- scale [--shape smollm2-135m|qwen2.5-0.5b|llama3.2-1b|llama3.2-3b] [--nsamples 32] [--seqlen 512]
  *                          [--method wanda|sparsegpt|magnitude] [--blocks n] [--dir <fixture dir, kept>]
+ *                          [--block-weights inputs|initializers]
  *   npx tsx bench/scale.bench.ts --shape smollm2-135m                       # the same, directly
  *
  * Timings are wall seconds; on a shared machine read the ratios (same run), not the absolute numbers.
@@ -35,6 +36,7 @@ const { values: opt } = parseArgs({
     method: { type: 'string', default: 'wanda' },
     blocks: { type: 'string' },
     dir: { type: 'string' },
+    'block-weights': { type: 'string', default: 'inputs' },
     case: { type: 'string' },
     json: { type: 'boolean' },
   },
@@ -46,6 +48,7 @@ if (!shape) throw new Error(`--shape must be one of ${Object.keys(COMMUNITY_SHAP
 const nsamples = Number(opt.nsamples);
 const seqlen = Number(opt.seqlen);
 const method = String(opt.method) as 'wanda' | 'sparsegpt' | 'magnitude';
+const blockWeights = String(opt['block-weights']) as 'inputs' | 'initializers';
 const BATCH = 8;
 
 /** CPU seconds (user + system, all threads of this process) since `c0`: on a shared machine less noisy than wall time. */
@@ -97,7 +100,7 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const { model } = await loadModelDir(dir, { dtype: 'fp32' });
     const load = (performance.now() - t0) / 1000;
-    const pruneOptions = { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH };
+    const pruneOptions = { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH, blockWeights };
     const estimateMB = (await planPrune(model, pruneOptions)).memory.peakBytes / 2 ** 20;
     const c0 = process.cpuUsage();
     const report = await pruneModel(model, pruneOptions);
@@ -109,7 +112,7 @@ async function main(): Promise<void> {
     const save = (performance.now() - t1) / 1000;
     rmSync(out, { recursive: true, force: true });
 
-    const tag = `${shapeName}${opt.blocks ? `@${String(opt.blocks)}b` : ''} ${method} ${nsamples}×${seqlen}`;
+    const tag = `${shapeName}${opt.blocks ? `@${String(opt.blocks)}b` : ''} ${method} ${nsamples}×${seqlen}${blockWeights === 'inputs' ? '' : ` (block weights as ${blockWeights})`}`;
     const forward = record({ name: `${tag}: one plain forward`, seconds: fwd.seconds, peakRssMB: fwd.peakMB, maxRssMB: fwd.peakMB, notes: `batch ${fwd.batch}, logits fetched` });
     const rows = {
       load: record({ name: `${tag}: load`, seconds: load }),
@@ -134,7 +137,7 @@ async function main(): Promise<void> {
     value(`${tag}: (peak RSS − runtime) / weight bytes`, ((peakMB() - runtimeMB) * 2 ** 20) / weightBytes, '×');
     value(`${tag}: estimated peak (planPrune)`, estimateMB, 'MB', `src/model/memory.ts; measured / estimated = ${(peakMB() / estimateMB).toFixed(2)}`);
     value(`${tag}: realised sparsity`, report.realizedSparsity);
-    console.error(JSON.stringify({ shape: shapeName, blocks, nsamples, seqlen, method, load, seconds: report.seconds, pruneCpu, save, forward: fwd, loadavg: os.loadavg(), peakMB: peakMB(), runtimeMB, estimateMB, weightMB: weightBytes / 2 ** 20 }));
+    console.error(JSON.stringify({ shape: shapeName, blocks, nsamples, seqlen, method, blockWeights, load, seconds: report.seconds, pruneCpu, save, forward: fwd, loadavg: os.loadavg(), peakMB: peakMB(), runtimeMB, estimateMB, weightMB: weightBytes / 2 ** 20 }));
   } finally {
     if (!keep) rmSync(path.dirname(dir), { recursive: true, force: true });
   }

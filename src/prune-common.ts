@@ -80,6 +80,12 @@ export interface PruneOptions {
   threads?: number;
   /** Calibration batch size (sequences per onnxruntime run, default 8). */
   batchSize?: number;
+  /**
+   * How the calibration block sessions get the weights: `inputs` (default, bit-for-bit the reference) or
+   * `initializers` (pre-packed MatMuls, a session per pass; statistics differ in the last bits, so masks at ties
+   * may differ: docs/calibration.md).
+   */
+  blockWeights?: 'inputs' | 'initializers';
   onProgress?: ProgressCallback;
   signal?: AbortSignal;
   /** Memory the prune may use, in GB (CLI --max-memory); default: the machine's available memory. Checked before any work. */

@@ -62,7 +62,7 @@ async function prepare(model: unknown, options: PruneOptions): Promise<Prepared>
   const statsFree = allocator.needsStatistics === false;
   const needsCalibration = method.needs.sq || method.needs.gram || !statsFree;
   // Refuse before any work when the estimated peak will not fit (calibration buffers: nsamples × seqlen, not context).
-  checkMemory(memoryOf(pm, method, linears, needsCalibration ? nsamples : 0, seqlen, options.batchSize), options.maxMemoryGB);
+  checkMemory(memoryOf(pm, method, linears, needsCalibration ? nsamples : 0, seqlen, options.batchSize, options.blockWeights), options.maxMemoryGB);
   const cal = needsCalibration ? await calibrationWindows(pm, options, seqlen, nsamples) : undefined;
   checkAborted(options.signal);
 
@@ -108,7 +108,7 @@ export async function planPrune(model: unknown, options: PruneOptions): Promise<
   const ls = p.linears.map((l) => ({ name: l.name, block: l.block, role: l.role, dOut: l.dOut, dIn: l.dIn, target: p.targetOf(l) }));
   const params = ls.reduce((a, l) => a + l.dOut * l.dIn, 0);
   const zeros = Math.round(ls.reduce((a, l) => a + l.target * l.dOut * l.dIn, 0));
-  const mem = memoryOf(p.pm, p.method, p.linears, p.cal?.nsamples ?? 0, p.cal?.seqlen ?? 0, options.batchSize);
+  const mem = memoryOf(p.pm, p.method, p.linears, p.cal?.nsamples ?? 0, p.cal?.seqlen ?? 0, options.batchSize, options.blockWeights);
   return {
     method: p.method.name, pattern: patternName(p.pattern), budget: p.budget, sparsity: options.sparsity,
     allocator: p.allocator.describe(), blockSparsity: p.allocation.blockSparsity, linears: ls, params, zeros,
@@ -117,7 +117,10 @@ export async function planPrune(model: unknown, options: PruneOptions): Promise<
 }
 
 /** Peak memory estimate of pruning `linears` with `method` on nsamples × seqlen calibration tokens (src/model/memory.ts). */
-function memoryOf(pm: PrunableModel, method: { needs: { gram?: boolean } }, linears: LinearInfo[], nsamples: number, seqlen: number, batch?: number): MemoryEstimate {
+function memoryOf(
+  pm: PrunableModel, method: { needs: { gram?: boolean } }, linears: LinearInfo[], nsamples: number, seqlen: number, batch?: number,
+  blockWeights?: 'inputs' | 'initializers',
+): MemoryEstimate {
   const cfg = pm.config as Record<string, unknown>;
   const num = (...keys: string[]): number => Number(keys.map((k) => cfg[k]).find((v) => typeof v === 'number') ?? 0);
   return estimatePeakMemory({
@@ -132,6 +135,10 @@ function memoryOf(pm: PrunableModel, method: { needs: { gram?: boolean } }, line
     gramDim: method.needs.gram ? Math.max(0, ...linears.map((l) => l.dIn)) : 0,
     gramDims: method.needs.gram ? blockGramDims(linears) : undefined,
     maxDOut: Math.max(0, ...linears.map((l) => l.dOut)),
+    // All of a block's linears, pruned or not, are initializers of its sessions.
+    blockSessionWeightBytes: blockWeights === 'initializers' && nsamples > 0
+      ? Math.max(0, ...Array.from({ length: pm.blocks }, (_, b) => pm.linears.filter((l) => l.block === b).reduce((a, l) => a + l.dIn * l.dOut * (l.dtype === 'float16' ? 2 : 4), 0)))
+      : 0,
   });
 }
 
@@ -194,6 +201,7 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
       const cr = await runCalibration(pm, cal!.ids, {
         nsamples: cal!.nsamples, seqlen: cal!.seqlen, needs: method.needs, mode: options.mode ?? 'sequential',
         threads: options.threads, batchSize: options.batchSize, onProgress: options.onProgress, signal: options.signal,
+        blockWeights: options.blockWeights,
       }, (block, stats) => pruneBlock(block, stats));
       calSplit = {
         calibrationPrefix: cr.seconds.prefix, calibrationBuild: cr.seconds.build,

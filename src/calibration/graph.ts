@@ -362,10 +362,16 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
   const sIn = plan.statsInputs[b]!;
   const outs: string[] = opts.outputs ? [...blockOutputs(plan, b)] : [];
   const targets = [...outs, ...(opts.stats ? sIn.map((s) => s.tensor) : [])];
-  const { nodes, leaves } = collect(plan, targets, (n) => plan.nodeBlock.get(n) === b);
+  const { nodes: allNodes, leaves } = collect(plan, targets, (n) => plan.nodeBlock.get(n) === b);
   const extra: NodeProto[] = [];
   const statsOuts: ValueInfoProto[] = [];
   const gate = opts.gate === true && opts.stats;
+  // Gated graphs: the block's tail (nodes only the handed-on outputs need, e.g. down_proj and the last residual Add)
+  // goes into the else branch of the same If, so the statistics pass skips it as the output pass skips the statistics.
+  // Float16 blocks keep the tail in the main graph: onnxruntime runs their fp16 nodes in float32 behind inserted Casts
+  // and drops the Cast pairs between neighbours, which it cannot do across the If boundary (other bits).
+  const tail = gate && outs.length > 0 && !sIn.some((s) => s.fp16) ? blockTail(plan, b, allNodes, sIn.map((s) => s.tensor), outs, storeTypes) : undefined;
+  const nodes = tail ? allNodes.filter((n) => !tail.nodes.has(n)) : allNodes;
   if (opts.stats) {
     for (const s of sIn) {
       const p = s.sqOutput;
@@ -422,15 +428,29 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
       op_type: 'Constant', name: `${v.name}/Empty`, output: [inBranch(v.name ?? '', 'else')],
       attribute: [{ name: 'value', type: 4, t: createTensor({ dims: [0], data_type: DataType.FLOAT, raw_data: new Uint8Array(0) }) }],
     }));
+    // The tail in the else branch: its nodes as they are, each handed-on output through an Identity to <name>/else;
+    // the then branch returns an empty tensor of the output's element type in its place.
+    const tailOuts = tail ? tail.outs.map((o, k) => ({ name: o, type: tail.types[k]! })) : [];
+    for (const o of tailOuts) {
+      thenNodes.push(createNode({
+        op_type: 'Constant', name: `${o.name}/Empty`, output: [inBranch(o.name, 'then')],
+        attribute: [{ name: 'value', type: 4, t: createTensor({ dims: [0], data_type: o.type, raw_data: new Uint8Array(0) }) }],
+      }));
+    }
+    if (tail) {
+      elseNodes.push(...allNodes.filter((n) => tail.nodes.has(n)));
+      for (const o of tailOuts) elseNodes.push(createNode({ op_type: 'Identity', name: `${o.name}/Out`, input: [o.name], output: [inBranch(o.name, 'else')] }));
+    }
+    const branchOuts = [...statsOuts, ...tailOuts.map((o) => valueInfo(o.name, o.type))];
     const branch = (name: string, node: NodeProto[], suffix: string): GraphProto => ({
       name, node, initializer: [], input: [], value_info: [],
-      output: statsOuts.map((v) => valueInfo(inBranch(v.name ?? '', suffix), DataType.FLOAT)),
+      output: branchOuts.map((v) => valueInfo(inBranch(v.name ?? '', suffix), v.type?.tensor_type?.elem_type ?? DataType.FLOAT)),
     });
     body = [...casts, createNode({
-      op_type: 'If', name: 'dsa_calib/StatsGate', input: [STATS_GATE], output: statsOuts.map((v) => v.name ?? ''),
+      op_type: 'If', name: 'dsa_calib/StatsGate', input: [STATS_GATE], output: branchOuts.map((v) => v.name ?? ''),
       attribute: [
         { name: 'then_branch', type: 5, g: branch('statistics', thenNodes, 'then') },
-        { name: 'else_branch', type: 5, g: branch('no_statistics', elseNodes, 'else') },
+        { name: 'else_branch', type: 5, g: branch(tail ? 'outputs' : 'no_statistics', elseNodes, 'else') },
       ],
     })];
     extraInputs.push({ name: STATS_GATE, type: { tensor_type: { elem_type: DataType.BOOL, shape: { dim: [] } } } });
@@ -446,6 +466,62 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
   }
   const spec = assemble(plan, opts.canonical ? 'block' : `block_${b}`, [...nodes, ...body], leaves, outs, statsOuts, weightNames, storeTypes, opts.canonical ?? false, extraInputs);
   return gate ? { ...spec, gateInput: STATS_GATE } : spec;
+}
+
+/**
+ * The tail of block b: the nodes of `nodes` (the block's graph) that only the handed-on outputs need, not the linear
+ * inputs, with the element type of each output (for the empty tensors the statistics branch returns in their place).
+ * Undefined when there is no tail or an output's type cannot be inferred (the tail then stays in the main graph).
+ */
+function blockTail(
+  plan: GraphPlan, b: number, nodes: NodeProto[], statsTensors: string[], outs: string[], storeTypes: Map<string, number>,
+): { nodes: Set<NodeProto>; outs: string[]; types: number[] } | undefined {
+  const head = new Set(collect(plan, statsTensors, (n) => plan.nodeBlock.get(n) === b).nodes);
+  const tailNodes = new Set(nodes.filter((n) => !head.has(n)));
+  if (tailNodes.size === 0 || tailNodes.size === nodes.length || [...tailNodes].some(hasSubgraph)) return undefined;
+  // Only outputs the tail computes go through the If; the others (e.g. rotary tables block 0 computes for the later
+  // blocks) stay outputs of the main graph.
+  const produced = new Set([...tailNodes].flatMap((n) => n.output));
+  const tailOuts = outs.filter((o) => produced.has(o));
+  const types = tailOuts.map((o) => elemTypeOf(plan, o, storeTypes));
+  if (tailOuts.length === 0 || types.some((t) => t === undefined)) return undefined;
+  return { nodes: tailNodes, outs: tailOuts, types: types as number[] };
+}
+
+/** Ops whose output has the element type of their second input (Where: the first is the condition). */
+const TYPE_FROM_SECOND = new Set(['Where']);
+/** Ops whose output type is fixed. */
+const FIXED_TYPE: Record<string, number> = {
+  Shape: DataType.INT64, Size: DataType.INT64, Equal: DataType.BOOL, Less: DataType.BOOL, Greater: DataType.BOOL,
+  LessOrEqual: DataType.BOOL, GreaterOrEqual: DataType.BOOL, Not: DataType.BOOL, And: DataType.BOOL, Or: DataType.BOOL,
+};
+
+/**
+ * Element type of tensor t: from the store, an initializer, the graph's inputs / value_info / outputs, else from its
+ * producer (Cast: its `to`; fixed-type ops; otherwise the type of the data input, as for every elementwise, shape,
+ * MatMul and normalization op of a decoder block). Undefined when none applies.
+ */
+function elemTypeOf(plan: GraphPlan, t: string, storeTypes: Map<string, number>, depth = 0): number | undefined {
+  const known = storeTypes.get(t) ?? plan.initializers.get(t)?.data_type;
+  if (known !== undefined) return known;
+  const g = plan.model.graph;
+  const info = [...g.input, ...g.value_info, ...g.output].find((v) => v.name === t)?.type?.tensor_type?.elem_type;
+  if (info) return info;
+  const p = plan.producer.get(t);
+  if (!p || depth > 200) return undefined;
+  const op = p.op_type ?? '';
+  if ((p.domain ?? '') !== '' && (p.domain ?? '') !== 'ai.onnx' && (p.domain ?? '') !== 'com.microsoft') return undefined;
+  if (op === 'Cast') {
+    const to = p.attribute.find((a) => a.name === 'to')?.i;
+    return to === undefined || to === null ? undefined : toNumber(to);
+  }
+  if (FIXED_TYPE[op] !== undefined) return FIXED_TYPE[op];
+  if (op === 'Constant' || op === 'ConstantOfShape' || hasSubgraph(p)) {
+    const v = p.attribute.find((a) => a.name === 'value')?.t?.data_type;
+    return v ?? (op === 'ConstantOfShape' ? DataType.FLOAT : undefined);
+  }
+  const from = p.input[TYPE_FROM_SECOND.has(op) ? 1 : 0];
+  return from ? elemTypeOf(plan, from, storeTypes, depth + 1) : undefined;
 }
 
 function constInt64(nodeName: string, out: string, values: number[]): NodeProto {

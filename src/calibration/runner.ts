@@ -13,7 +13,7 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DsaPruneError, throwIfAborted } from '../errors.js';
 import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
-import { DataType, float32ToFp16, type ModelProto } from '../model/onnx.js';
+import { DataType, createTensor, decodeModel, encodeModel, float32ToFp16, pointAtExternal, type ModelProto } from '../model/onnx.js';
 import { buildFeeds, type DecoderSession } from '../model/feeds.js';
 import { blockOutputs, buildBlock, buildPrefix, planGraph, type GraphPlan, type SubgraphSpec } from './graph.js';
 
@@ -69,6 +69,18 @@ export interface CalibrationOptions {
    */
   blockGraphs?: 'gated' | 'split' | 'combined';
   /**
+   * How a block session gets the block's weights:
+   * - `inputs` (default): as graph inputs, fed on every run; one session serves all structurally identical blocks and
+   *   both passes (see blockGraphs).
+   * - `initializers`: as initializers (handed to onnxruntime from memory as external data, float16 weights as
+   *   float16), so onnxruntime pre-packs the MatMul weights; a session can then serve one pass of one block only: the
+   *   statistics pass gets a statistics-only session with the dense weights, the output pass an outputs-only session
+   *   with the pruned ones, each created for the pass and released right after it (one block session open at a
+   *   time). Pre-packed MatMuls accumulate in another order: the statistics and outputs differ from `inputs` in the
+   *   last bits (docs/calibration.md), so this is opt-in. `blockGraphs` is ignored.
+   */
+  blockWeights?: 'inputs' | 'initializers';
+  /**
    * For tests and tools: called after each output run with the tensors block `block` hands to later blocks for batch
    * `batch` (by their names in the model). Called in one-shot mode too; not for the last block, whose outputs are
    * never computed in sequential mode.
@@ -120,6 +132,15 @@ interface OpenBlock {
   session: ort.InferenceSession;
   gram: boolean;
   sum: boolean;
+  /** The session belongs to this pass (blockWeights 'initializers'): blockPass releases it. */
+  owned?: boolean;
+
+}
+
+/** A block graph with its weights as external initializers, and their bytes (onnxruntime `externalData`). */
+interface ExternalWeights {
+  bytes: Uint8Array;
+  files: { path: string; data: Uint8Array }[];
 }
 
 /** A block session kept open for the next blocks whose canonical sub-graph has the same bytes. */
@@ -169,6 +190,11 @@ class Runner {
         hint: "leave it out for 'gated' (one session per block structure, statistics skipped in the output pass)",
       });
     }
+    if (opts.blockWeights !== undefined && !['inputs', 'initializers'].includes(opts.blockWeights)) {
+      throw new DsaPruneError(`calibration: blockWeights must be 'inputs' or 'initializers', got ${String(opts.blockWeights)}`, {
+        hint: "leave it out for 'inputs' (weights fed as inputs; one session serves all identical blocks)",
+      });
+    }
     this.batch = Math.max(1, Math.min(opts.batchSize ?? 8, nsamples));
     this.threads = opts.threads ?? os.availableParallelism();
     this.nBatches = Math.ceil(nsamples / this.batch);
@@ -192,9 +218,10 @@ class Runner {
     };
   }
 
-  async session(spec: SubgraphSpec): Promise<ort.InferenceSession> {
+  async session(spec: SubgraphSpec, external?: ExternalWeights): Promise<ort.InferenceSession> {
     const t = now();
     try {
+      if (external) return await ort.InferenceSession.create(external.bytes, { ...this.sessionOptions(), externalData: external.files } as ort.InferenceSession.SessionOptions);
       return await ort.InferenceSession.create(spec.bytes, this.sessionOptions());
     } catch (e) {
       throw new DsaPruneError(`calibration: onnxruntime rejected a block sub-graph: ${(e as Error).message}`, {
@@ -307,15 +334,14 @@ class Runner {
   readonly sessionsCreated: Record<GraphKind, number> = { statistics: 0, output: 0, combined: 0, gated: 0 };
 
   /**
-   * The sub-graph session of block b for one kind of pass. onnxruntime runs every node of a session's graph whatever
-   * is fetched, so a graph holding both the statistics (ReduceSumSquare, XᵀX Gemms) and the carried outputs would make
-   * the statistics pass pay the block's tail (down_proj and the last residual) and the output pass pay the reductions;
-   * sequential mode therefore uses a `statistics` graph (targets: the linear inputs only) and an `output` graph (the
-   * carried tensors only), one-shot one `combined` graph. Every per-block weight is an input and the sub-graph is
-   * built in canonical form, so consecutive structurally identical blocks reuse one session per kind: a new session's
-   * first run costs ≈ 1 CPU s of arena warm-up on bench-12l, paid once per kind instead of once per block. A block
-   * that differs gets its own session of that kind (the previous one of that kind is released first), so at most one
-   * session per kind is open: two in sequential split mode.
+   * The sub-graph session of block b for one kind of pass (onnxruntime runs every node of a session's graph whatever
+   * is fetched, so each kind holds only what its passes need): `gated` (default: the statistics in the then branch of
+   * an If, the block's tail in its else branch; serves both sequential passes), `statistics` / `output` (split), or
+   * `combined` (one-shot). With weights as inputs the sub-graph is canonical, so consecutive structurally identical
+   * blocks reuse one session per kind: a new session's first run costs ≈ 1 CPU s of arena warm-up on bench-12l, paid
+   * once per kind instead of once per block; a block that differs gets its own session of that kind (the previous
+   * one is released first). With blockWeights 'initializers' every call builds a session holding the current weights,
+   * owned by the pass that uses it (blockPass releases it).
    */
   async openBlock(b: number, kind: GraphKind, gram: boolean): Promise<OpenBlock> {
     const stats = kind !== 'output';
@@ -323,6 +349,16 @@ class Runner {
     const sum = stats && this.opts.needs.sum === true;
     gram = stats && gram;
     const spec = buildBlock(this.plan, b, { stats, gram, sum, outputs, canonical: true, gate: kind === 'gated' }, this.storeTypes());
+    if (this.opts.blockWeights === 'initializers') {
+      // A session of its own with the weights as they are now, released after the pass (blockPass).
+      await this.release(kind);
+      const external = this.externalWeights(spec);
+      const session = await this.session(spec, external);
+      this.sessionsCreated[kind]++;
+      // onnxruntime copies external data held in memory into the session (measured: +1.13 × the bytes), so the
+      // buffers of `external` are not needed after this.
+      return { kind, spec, session, gram, sum, owned: true };
+    }
     const prev = this.shared.get(kind);
     if (prev && sameBytes(prev.bytes, spec.bytes)) return { kind, spec, session: prev.session, gram, sum };
     await this.release(kind);
@@ -330,6 +366,34 @@ class Runner {
     this.sessionsCreated[kind]++;
     this.shared.set(kind, { bytes: spec.bytes, session });
     return { kind, spec, session, gram, sum };
+  }
+
+  /** The converted graph of the last structure seen (weights as external initializers), by the spec's bytes. */
+  private externalGraph?: { key: Uint8Array; bytes: Uint8Array };
+
+  /**
+   * `spec` with its weight inputs turned into initializers whose data onnxruntime takes from memory (external data
+   * files `dsa_w<k>`, one per weight), and those files: the current values, float16 weights as float16. The graph
+   * depends on the structure only, so it is converted once for a run of identical blocks.
+   */
+  externalWeights(spec: SubgraphSpec): ExternalWeights {
+    const files = spec.weightInputs.map((w, k) => {
+      const v = this.pm.readInitializer(w.name);
+      const data = w.fp16 ? float32ToFp16(v) : v;
+      return { path: `dsa_w${k}`, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
+    });
+    if (!this.externalGraph || !sameBytes(this.externalGraph.key, spec.bytes)) {
+      const m = decodeModel(spec.bytes, 'block sub-graph');
+      const weights = new Map(spec.weightInputs.map((w, k) => [spec.rename.get(w.name) ?? w.name, { w, k }]));
+      m.graph.input = m.graph.input.filter((i) => !weights.has(i.name ?? ''));
+      for (const [name, { w, k }] of weights) {
+        const t = createTensor({ name, dims: w.dims, data_type: w.fp16 ? DataType.FLOAT16 : DataType.FLOAT });
+        pointAtExternal(t, `dsa_w${k}`, 0, files[k]!.data.byteLength);
+        m.graph.initializer.push(t);
+      }
+      this.externalGraph = { key: spec.bytes, bytes: encodeModel(m) };
+    }
+    return { bytes: this.externalGraph.bytes, files };
   }
 
   private async release(kind: GraphKind): Promise<void> {
@@ -371,28 +435,33 @@ class Runner {
       ...(outputs ? spec.storeOutputs : []),
       ...(fetch.stats ? sIn.flatMap((x) => [x.sqOutput, ...(gram ? [x.gramOutput] : []), ...(sum ? [x.sumOutput] : [])]) : []),
     ].map(name);
-    const weights = this.weightFeeds(spec);
-    for (let i = 0; i < this.nBatches; i++) {
-      checkAbort(this.opts.signal);
-      const store = this.stores[i]!;
-      const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
-      for (const t of spec.storeInputs) feeds[name(t)] = store.get(t)!;
-      if (spec.gateInput) feeds[name(spec.gateInput)] = new ort.Tensor('bool', new Uint8Array([fetch.stats ? 1 : 0]), []);
-      const out = await s.run(feeds, fetches);
-      if (fetch.stats) {
-        for (let k = 0; k < sIn.length; k++) {
-          addInto(acc[k]!.sq, out[name(sIn[k]!.sqOutput)]!.data as Float32Array);
-          if (gram) addInto(acc[k]!.gram!, out[name(sIn[k]!.gramOutput)]!.data as Float32Array);
-          if (sum) addInto(acc[k]!.sum!, out[name(sIn[k]!.sumOutput)]!.data as Float32Array);
+    // blockWeights 'initializers': the session holds the weights and is this pass's own, released after it.
+    const weights = open.owned ? {} : this.weightFeeds(spec);
+    try {
+      for (let i = 0; i < this.nBatches; i++) {
+        checkAbort(this.opts.signal);
+        const store = this.stores[i]!;
+        const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
+        for (const t of spec.storeInputs) feeds[name(t)] = store.get(t)!;
+        if (spec.gateInput) feeds[name(spec.gateInput)] = new ort.Tensor('bool', new Uint8Array([fetch.stats ? 1 : 0]), []);
+        const out = await s.run(feeds, fetches);
+        if (fetch.stats) {
+          for (let k = 0; k < sIn.length; k++) {
+            addInto(acc[k]!.sq, out[name(sIn[k]!.sqOutput)]!.data as Float32Array);
+            if (gram) addInto(acc[k]!.gram!, out[name(sIn[k]!.gramOutput)]!.data as Float32Array);
+            if (sum) addInto(acc[k]!.sum!, out[name(sIn[k]!.sumOutput)]!.data as Float32Array);
+          }
         }
+        if (outputs) {
+          for (const t of spec.storeOutputs) store.set(t, out[name(t)]!);
+          this.opts.onCarried?.(b, i, Object.fromEntries(spec.storeOutputs.map((t) => [t, out[name(t)]!])));
+          // Free what no later block reads.
+          for (const t of spec.storeInputs) if ((this.plan.lastReader.get(t) ?? -1) <= b) store.delete(t);
+        }
+        this.progress(phase, b);
       }
-      if (outputs) {
-        for (const t of spec.storeOutputs) store.set(t, out[name(t)]!);
-        this.opts.onCarried?.(b, i, Object.fromEntries(spec.storeOutputs.map((t) => [t, out[name(t)]!])));
-        // Free what no later block reads.
-        for (const t of spec.storeInputs) if ((this.plan.lastReader.get(t) ?? -1) <= b) store.delete(t);
-      }
-      this.progress(phase, b);
+    } finally {
+      if (open.owned) await s.release();
     }
     const dt = now() - t;
     if (phase === 'statistics') {
@@ -474,7 +543,8 @@ export async function runCalibration(
     return r.finish();
   }
   r.setTotalUnits(1 + L * r.nBatches + (L - 1) * r.nBatches);
-  const graphs = opts.blockGraphs ?? 'gated';
+  // Weights as initializers: a session per pass, so each pass gets the graph with only what it needs.
+  const graphs = opts.blockWeights === 'initializers' ? 'split' : opts.blockGraphs ?? 'gated';
   await r.runPrefix();
   try {
     for (let b = 0; b < L; b++) {

@@ -20,7 +20,8 @@
  *   the lazy update) and the sweep's buffers (21 bytes × r × 128); and a slack ({@link SPARSEGPT_SLACK}), fitted,
  *   not counted: SparseGPT's measured peak on the SmolLM2-135M shape is ≈ 300 MiB above Wanda's at 8 × 512 and
  *   32 × 512 alike, while its live buffers are ≈ 92 MiB; the rest grows block by block (freed buffers not yet
- *   collected or not returned to the OS) and is not explained yet (docs/scale.md).
+ *   collected or not returned to the OS) and is not explained yet (docs/scale.md);
+ * - calibration with blockWeights 'initializers': one block session's copy of its weights ({@link BLOCK_SESSION_COPIES}).
  * Compared with the measured peak by the scale bench (docs/scale.md).
  * Available memory: MemAvailable of /proc/meminfo (else os.freemem()) plus what this process already holds (the loaded
  * model is part of the estimate), or `maxMemoryGB` when given.
@@ -34,6 +35,8 @@ export interface MemoryEstimate {
   terms: {
     runtime: number; weights: number; sessionBuild: number;
     hiddenStates: number; activations: number; blockWorkingSet: number; gram: number; solver: number; slack: number;
+    /** blockWeights 'initializers': the weights of one block session (BLOCK_SESSION_COPIES × its stored bytes). */
+    blockSession: number;
   };
   explanation: string;
 }
@@ -62,6 +65,12 @@ export interface MemoryInputs {
   gramDims?: number[];
   /** Widest linear output (rows of the solver's buffers); default gramDim. */
   maxDOut?: number;
+  /**
+   * Bytes of the largest block's linears in their stored dtype, when the calibration block sessions take the weights
+   * as initializers (blockWeights 'initializers'): onnxruntime copies them (and pre-packs the MatMul ones) into the
+   * session of each pass; 0 or absent otherwise.
+   */
+  blockSessionWeightBytes?: number;
 }
 
 /** Node + onnxruntime + transformers.js before a model is loaded (measured 245–265 MiB, docs/scale.md). */
@@ -72,6 +81,12 @@ export const RUNTIME_BYTES = 256 * 2 ** 20;
  * Qwen2.5-0.5B (8 × 256), ≈ 170–200 and 420 MiB above the estimate without it.
  */
 export const SPARSEGPT_SLACK = { fixed: 252 * 2 ** 20, factor: 0.35 } as const;
+/**
+ * A calibration block session built with its weights as initializers holds ≈ 1.13 × their bytes after creation and
+ * peaks at ≈ 1.45 × while it is created (measured: 3 × 64 MiB MatMul weights, +218 MiB after creation, +280 MiB peak,
+ * with or without pre-packing; docs/calibration.md). One such session is alive at a time.
+ */
+export const BLOCK_SESSION_COPIES = 1.45;
 /** Weight copies: held at rest, and added while a session is built (external: measured; inline: counted). */
 export const WEIGHT_COPIES = { external: { rest: 0.9, build: 0.15 }, inline: { rest: 2, build: 2 } } as const;
 
@@ -89,13 +104,15 @@ export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
     gram: m.gramDim > 0 ? (m.gramDims ?? [m.gramDim]).reduce((a, d) => a + d * d, 0) * (8 + 4) : 0,
     solver: m.gramDim > 0 ? solverBytes(m.gramDim, m.maxDOut ?? m.gramDim) : 0,
     slack: 0,
+    blockSession: Math.round(BLOCK_SESSION_COPIES * (m.blockSessionWeightBytes ?? 0)),
   };
   terms.slack = m.gramDim > 0 ? Math.round(SPARSEGPT_SLACK.fixed + SPARSEGPT_SLACK.factor * (terms.gram + terms.solver)) : 0;
-  const working = terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.gram + terms.solver + terms.slack;
+  const working = terms.hiddenStates + terms.activations + terms.blockWorkingSet + terms.blockSession + terms.gram + terms.solver + terms.slack;
   return {
     peakBytes: terms.runtime + terms.weights + Math.max(terms.sessionBuild, working),
     terms,
     explanation: `runtime + model weights ${copies.rest} times (${external ? 'one onnxruntime session; pruned weights spilled to a scratch file' : 'inline: the graph and the session'}) + the larger of a session build and the calibration working set (hidden states in and out, one block run's activations, one block's weights`
+      + (terms.blockSession ? ', the weights of one block session' : '')
       + (terms.gram ? ', the Gram matrices of one block and the SparseGPT solver\'s buffers' : '') + ')',
   };
 }

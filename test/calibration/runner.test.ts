@@ -147,11 +147,34 @@ describe('calibration runner', () => {
     }
   });
 
+  it("one-shot with blockWeights 'initializers': a combined session per block, the statistics of 'inputs' to float32 rounding", async () => {
+    const m = loadFixture(dir);
+    const opts = { nsamples: N, seqlen: T, needs: { sq: true, gram: true } };
+    const ref = await denseStatistics(m, windows, opts);
+    const got = new Map<string, { sq: Float64Array; gram?: Float64Array }>();
+    const report = await runCalibration(m, windows, { ...opts, mode: 'oneshot', blockWeights: 'initializers' }, (_b, stats) => {
+      for (const [k, v] of stats) got.set(k, v);
+    });
+    const L = report.blocks.length;
+    expect(report.blockSessionsByKind).toEqual({ statistics: 0, output: 0, combined: L, gated: 0 });
+    expect(got.size).toBe(ref.size);
+    for (const [k, want] of ref) {
+      const a = got.get(k)!;
+      const scale = Math.max(...want.sq);
+      for (let j = 0; j < want.sq.length; j++) expect(Math.abs(a.sq[j]! - want.sq[j]!) / scale, k).toBeLessThan(1e-4);
+      const gs = Math.max(...want.gram!.map(Math.abs));
+      let worst = 0;
+      for (let j = 0; j < want.gram!.length; j++) worst = Math.max(worst, Math.abs(a.gram![j]! - want.gram![j]!) / gs);
+      expect(worst, k).toBeLessThan(1e-4);
+    }
+  });
+
   it('rejects windows that do not match nsamples × seqlen, and models without blocks', async () => {
     const m = loadFixture(dir);
     await expect(runCalibration(m, windows.subarray(1), { nsamples: N, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(DsaPruneError);
     await expect(runCalibration(m, windows, { nsamples: 0, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(/nsamples/);
     await expect(runCalibration(m, windows, { nsamples: N, seqlen: T, needs: { sq: true, gram: false }, blockGraphs: 'both' as 'split' })).rejects.toThrow(/blockGraphs must be 'gated', 'split' or 'combined'/);
+    await expect(runCalibration(m, windows, { nsamples: N, seqlen: T, needs: { sq: true, gram: false }, blockWeights: 'packed' as 'inputs' })).rejects.toThrow(/blockWeights must be 'inputs' or 'initializers'/);
     const noBlocks = { ...m, linears: m.linears.map((l) => ({ ...l, block: -1 })) };
     await expect(runCalibration(noBlocks, windows, { nsamples: N, seqlen: T, needs: { sq: true, gram: false } })).rejects.toThrow(/no linear layers inside decoder blocks/);
   });

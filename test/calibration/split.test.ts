@@ -1,5 +1,6 @@
 /**
- * Sequential calibration with split block graphs (a statistics-only and an outputs-only session, the default) against
+ * Sequential calibration with gated block graphs (the default: one session, the statistics in the then branch of an If
+ * and the block's tail in its else branch) and split block graphs (a statistics-only and an outputs-only session) against
  * the combined graph (one session whose graph holds both, serving both passes: the code before the split). Both run
  * the same float32 onnxruntime nodes for what is fetched and accumulate in the same order, so every statistic (Σx²,
  * XᵀX, Σx of every linear), every tensor handed from one block to the next and the hidden-state sums must be the same
@@ -13,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildBlock, planGraph, runCalibration, type CalibrationOptions, type CalibrationReport } from '../../src/calibration/index.js';
-import { DataType, decodeModel } from '../../src/model/onnx.js';
+import { DataType, decodeModel, fp16ToFloat32 } from '../../src/model/onnx.js';
 import type { InputStats } from '../../src/types.js';
 import { buildCommunityModel, COMMUNITY_SHAPES, type CommunityShape } from '../fixtures/community.js';
 import { hasShared, loadFixture, repoRoot, shared, type FixtureModel } from './fixture.js';
@@ -47,13 +48,13 @@ interface Run {
   carried: Map<string, { dims: readonly number[]; type: string; bytes: Buffer }>;
 }
 
-async function run(load: () => FixtureModel, blockGraphs: CalibrationOptions['blockGraphs']): Promise<Run> {
+async function run(load: () => FixtureModel, blockGraphs: CalibrationOptions['blockGraphs'], blockWeights?: CalibrationOptions['blockWeights']): Promise<Run> {
   const m = load();
   const vocab = Number(m.config?.vocab_size ?? 512);
   const stats = new Map<string, InputStats>();
   const carried: Run['carried'] = new Map();
   const report = await runCalibration(m, tokens(N * T, vocab), {
-    nsamples: N, seqlen: T, batchSize: 2, threads: 2, needs: { sq: true, gram: true, sum: true }, blockGraphs,
+    nsamples: N, seqlen: T, batchSize: 2, threads: 2, needs: { sq: true, gram: true, sum: true }, blockGraphs, blockWeights,
     onCarried: (b, i, tensors) => {
       for (const [name, t] of Object.entries(tensors)) {
         const d = t.data as unknown as ArrayBufferView;
@@ -147,6 +148,31 @@ describe('split block graphs', () => {
     expect(count(ops(stats.bytes), 'ReduceSumSquare')).toBe(4);
     expect(count(ops(stats.bytes), 'Gemm')).toBe(4);
     expect(count(ops(outs.bytes), 'ReduceSumSquare') + count(ops(outs.bytes), 'Gemm')).toBe(0);
+    // Gated: the main graph holds what the statistics need (the statistics graph's MatMuls, no down_proj); the If's
+    // then branch the reductions, its else branch the tail (down_proj and the last residual Add).
+    const gated = decodeModel(buildBlock(plan, 0, { stats: true, gram: true, outputs: true, canonical: true, gate: true }, types).bytes);
+    const main = gated.graph.node.map((n) => n.op_type ?? '');
+    expect(count(main, 'MatMul')).toBe(count(ops(stats.bytes), 'MatMul'));
+    expect(count(main, 'ReduceSumSquare') + count(main, 'Gemm')).toBe(0);
+    const gateNode = gated.graph.node.find((n) => n.op_type === 'If')!;
+    const branch = (k: string): string[] => gateNode.attribute.find((a) => a.name === k)!.g!.node.map((n) => n.op_type ?? '');
+    expect(count(branch('then_branch'), 'ReduceSumSquare')).toBe(4);
+    expect(count(branch('then_branch'), 'MatMul')).toBe(0);
+    expect(count(branch('else_branch'), 'MatMul')).toBe(1);
+    expect(count(branch('else_branch'), 'Add')).toBeGreaterThanOrEqual(1);
+    expect(count(branch('else_branch'), 'ReduceSumSquare')).toBe(0);
+  });
+
+  it('fp16 blocks keep the tail in the main graph of the gated graph (other bits across the If)', () => {
+    const m = loadFixture(tinyDir, 'model_fp16.onnx');
+    const plan = planGraph(m.proto, m.linears);
+    const types = new Map(plan.prefixOutputs.map((t) => [t, DataType.FLOAT16]));
+    const gated = decodeModel(buildBlock(plan, 0, { stats: true, gram: false, outputs: true, canonical: true, gate: true }, types).bytes);
+    const gateNode = gated.graph.node.find((n) => n.op_type === 'If')!;
+    expect(gateNode.attribute.find((a) => a.name === 'else_branch')!.g!.node.every((n) => n.op_type === 'Constant')).toBe(true);
+    const combined = decodeModel(buildBlock(plan, 0, { stats: true, gram: false, outputs: true, canonical: true }, types).bytes);
+    const matmuls = (g: typeof gated): number => g.graph.node.filter((n) => n.op_type === 'MatMul').length;
+    expect(matmuls(gated)).toBe(matmuls(combined));
   });
 });
 
@@ -173,4 +199,61 @@ describe('gated and split block graphs give the same bits as the combined graph'
     }, 60_000);
   }
   if (!hasShared) it.skip('layouts: ../shared/models is absent, layout cases skipped', () => {});
+});
+
+/** Largest |a − b| over the largest |a| (0 when both are all zero). */
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i]! - b[i]!));
+    m = Math.max(m, Math.abs(a[i]!));
+  }
+  return m > 0 ? d / m : d;
+}
+
+/**
+ * blockWeights 'initializers' (pre-packed MatMuls, a session per pass) against the default ('inputs'): the same
+ * statistics up to float32 rounding (pre-packing changes the accumulation order, so not the same bits), the same
+ * tensors handed on up to rounding, one statistics session per block and one outputs session per block but the last.
+ */
+async function expectClose(load: () => FixtureModel, tol: number): Promise<void> {
+  const ref = await run(load, 'gated');
+  const init = await run(load, 'gated', 'initializers');
+  const L = ref.report.blocks.length;
+  expect(init.report.blockSessionsByKind).toEqual({ statistics: L, output: L - 1, combined: 0, gated: 0 });
+  expect(init.stats.size).toBe(ref.stats.size);
+  let worst = 0;
+  for (const [k, want] of ref.stats) {
+    const got = init.stats.get(k)!;
+    worst = Math.max(worst, relDiff(want.sq, got.sq), relDiff(want.gram!, got.gram!));
+    expect(relDiff(want.sq, got.sq), `${k} sq`).toBeLessThan(tol);
+    expect(relDiff(want.gram!, got.gram!), `${k} gram`).toBeLessThan(tol);
+  }
+  expect(init.carried.size).toBe(ref.carried.size);
+  for (const [k, want] of ref.carried) {
+    const got = init.carried.get(k)!;
+    expect(got.type).toBe(want.type);
+    expect(got.dims).toEqual(want.dims);
+    const view = (x: { type: string; bytes: Buffer }): ArrayLike<number> => (x.type === 'float16'
+      ? fp16ToFloat32(new Uint16Array(x.bytes.buffer, x.bytes.byteOffset, x.bytes.byteLength / 2))
+      : new Float32Array(x.bytes.buffer, x.bytes.byteOffset, x.bytes.byteLength / 4));
+    expect(relDiff(view(want), view(got)), `carried ${k}`).toBeLessThan(tol);
+  }
+  // Not a vacuous comparison: block 0's q/k/v input (before any MatMul) is the same bits in both.
+  const q0 = load().linears.find((l) => l.block === 0)!.name;
+  expect(bits(init.stats.get(q0)!.sq)!.equals(bits(ref.stats.get(q0)!.sq)!)).toBe(true);
+  expect(worst).toBeLessThan(tol);
+}
+
+describe("blockWeights 'initializers': the statistics of 'inputs' up to float32 rounding", () => {
+  it('stories260k', async () => {
+    await expectClose(() => loadFixture(path.join(repoRoot, 'models/stories260k')), 1e-4);
+  }, 60_000);
+  it('onnx-community layout, fp32', async () => {
+    await expectClose(() => loadFixture(tinyDir, 'model.onnx'), 1e-4);
+  }, 60_000);
+  it('onnx-community layout, fp16 weights stay fp16', async () => {
+    await expectClose(() => loadFixture(tinyDir, 'model_fp16.onnx'), 1e-2);
+  }, 60_000);
 });

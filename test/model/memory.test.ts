@@ -31,8 +31,12 @@ describe('memory', () => {
     const working = 2 * 128 * 512 * 64 * 4 + activations + 900 + 172 * 172 * 12 + solver + slack;
     expect(e.terms).toEqual({
       runtime: RUNTIME_BYTES, weights: 900, sessionBuild: 150, hiddenStates: 2 * 128 * 512 * 64 * 4, activations, blockWorkingSet: 900,
-      gram: 172 * 172 * 12, solver, slack,
+      gram: 172 * 172 * 12, solver, slack, blockSession: 0,
     });
+    // blockWeights 'initializers': one block session's copy of its weights (1.45 × their stored bytes) on top.
+    const init = estimatePeakMemory({ ...base, blockSessionWeightBytes: 300 });
+    expect(init.terms.blockSession).toBe(Math.round(1.45 * 300));
+    expect(init.peakBytes - e.peakBytes).toBe(Math.round(1.45 * 300));
     // q/k/v and gate/up share an input: a SmolLM2 block has four Gram matrices (576 × 3, 1536); the solver is sized
     // by the widest input and output
     const smol = estimatePeakMemory({ ...base, gramDim: 1536, gramDims: [576, 576, 576, 1536], maxDOut: 1536 });
