@@ -408,8 +408,7 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
         statsOuts.push(valueInfo(s.sumOutput, DataType.FLOAT));
       }
       if (opts.gram) {
-        // XᵀX as one Gemm with transA: no transposed copy of X.
-        extra.push(createNode({ op_type: 'Gemm', name: `${p}/Gram`, input: [x2d, x2d], output: [s.gramOutput], attribute: [{ name: 'transA', type: 2, i: 1 }] }));
+        extra.push(...gramNodes(p, x2d, s.gramOutput, s.dIn, plan.opset));
         statsOuts.push(valueInfo(s.gramOutput, DataType.FLOAT));
       }
     }
@@ -522,6 +521,83 @@ function elemTypeOf(plan: GraphPlan, t: string, storeTypes: Map<string, number>,
   }
   const from = p.input[TYPE_FROM_SECOND.has(op) ? 1 : 0];
   return from ? elemTypeOf(plan, from, storeTypes, depth + 1) : undefined;
+}
+
+/**
+ * Column slicing of the Gram XᵀX: `width` is the narrowest slice (inputs narrower than 2 × width keep the one full
+ * Gemm), `maxSlices` caps the number of slices (b slices emit b(b+1)/2 Gemms). `DSA_PRUNE_GRAM_SLICE=0` in the
+ * environment (or `configureGramSlicing({ width: 0 })`) turns the slicing off: one full Gemm per input, as before.
+ */
+const gramSlicing = { width: envGramSliceWidth(), maxSlices: 8 };
+
+function envGramSliceWidth(): number {
+  const v = process.env.DSA_PRUNE_GRAM_SLICE;
+  if (v === undefined || v === '') return 192;
+  const w = Number(v);
+  return Number.isFinite(w) && w >= 0 ? Math.floor(w) : 192;
+}
+
+/** Set the Gram slicing (see gramSlicing); returns the previous setting. For tests and benches. */
+export function configureGramSlicing(opts: { width?: number; maxSlices?: number }): { width: number; maxSlices: number } {
+  const prev = { ...gramSlicing };
+  if (opts.width !== undefined) gramSlicing.width = Math.max(0, Math.floor(opts.width));
+  if (opts.maxSlices !== undefined) gramSlicing.maxSlices = Math.max(1, Math.floor(opts.maxSlices));
+  return prev;
+}
+
+/**
+ * Column slices of a dIn-wide input for its Gram (widths, multiples of 16 but the last): one slice when the slicing is
+ * off or dIn < 2 × width.
+ */
+export function gramSlices(dIn: number): number[] {
+  const { width, maxSlices } = gramSlicing;
+  if (width <= 0 || dIn < 2 * width) return [dIn];
+  const b = Math.min(maxSlices, Math.floor(dIn / width));
+  const w = Math.ceil(dIn / b / 16) * 16;
+  const out: number[] = [];
+  for (let r = dIn; r > 0; r -= w) out.push(Math.min(w, r));
+  return out;
+}
+
+/**
+ * Nodes computing G = XᵀX ([dIn × dIn] float32) from x2d [tokens × dIn]. One slice: one Gemm with transA (no
+ * transposed copy of X). b slices X = [X_0 … X_{b-1}] (one Split): only the blocks on and below the diagonal are
+ * multiplied, G_ij = X_iᵀ X_j for j ≤ i, ≈ (b+1)/(2b) of the multiply-adds, and the blocks above are their transposes
+ * (G is symmetric), assembled by Concat. Each entry is the same K-long dot product as in the full Gemm; MLAS gave the
+ * same bits at SmolLM2 / bench-12l / stories260k widths (test/calibration/gram-slices.test.ts compares them).
+ */
+function gramNodes(p: string, x2d: string, out: string, dIn: number, opset: number): NodeProto[] {
+  const slices = gramSlices(dIn);
+  const gemm = (name: string, a: string, b: string, y: string): NodeProto =>
+    createNode({ op_type: 'Gemm', name, input: [a, b], output: [y], attribute: [{ name: 'transA', type: 2, i: 1 }] });
+  if (slices.length === 1) return [gemm(`${p}/Gram`, x2d, x2d, out)];
+  const nodes: NodeProto[] = [];
+  const parts = slices.map((_, i) => `${p}/GramX${i}`);
+  if (opset >= 13) {
+    nodes.push(constInt64(`${p}/GramSplitConst`, `${p}/GramSplitSizes`, slices));
+    nodes.push(createNode({ op_type: 'Split', name: `${p}/GramSplit`, input: [x2d, `${p}/GramSplitSizes`], output: parts, attribute: [{ name: 'axis', type: 2, i: 1 }] }));
+  } else {
+    nodes.push(createNode({ op_type: 'Split', name: `${p}/GramSplit`, input: [x2d], output: parts, attribute: [{ name: 'axis', type: 2, i: 1 }, { name: 'split', type: 7, ints: slices }] }));
+  }
+  const g = (i: number, j: number): string => `${p}/Gram${i}_${j}`;
+  for (let i = 0; i < slices.length; i++) for (let j = 0; j <= i; j++) nodes.push(gemm(g(i, j), parts[i]!, parts[j]!, g(i, j)));
+  const rows: string[] = [];
+  for (let i = 0; i < slices.length; i++) {
+    const cols: string[] = [];
+    for (let j = 0; j < slices.length; j++) {
+      if (j <= i) {
+        cols.push(g(i, j));
+      } else {
+        const t = `${p}/GramT${i}_${j}`;
+        nodes.push(createNode({ op_type: 'Transpose', name: t, input: [g(j, i)], output: [t], attribute: [{ name: 'perm', type: 7, ints: [1, 0] }] }));
+        cols.push(t);
+      }
+    }
+    nodes.push(createNode({ op_type: 'Concat', name: `${p}/GramRow${i}`, input: cols, output: [`${p}/GramRow${i}`], attribute: [{ name: 'axis', type: 2, i: 1 }] }));
+    rows.push(`${p}/GramRow${i}`);
+  }
+  nodes.push(createNode({ op_type: 'Concat', name: `${p}/GramRows`, input: rows, output: [out], attribute: [{ name: 'axis', type: 2, i: 0 }] }));
+  return nodes;
 }
 
 function constInt64(nodeName: string, out: string, values: number[]): NodeProto {

@@ -159,7 +159,19 @@ function* hinvAttempts(
  * with its gram) and is validated by nsamples and a checksum of the gram, so a reused, refilled buffer is never
  * served a stale factor.
  */
-interface CacheEntry { nsamples: number; checksum: number; result: HinvResult; users: number }
+interface CacheEntry {
+  nsamples: number;
+  checksum: number;
+  result: HinvResult;
+  users: number;
+  /**
+   * Spare Hinv arrays by length (n²), handed from entry to entry: the array of an evicted entry, reused by the next
+   * Hinv of its width. A block alternates widths (q/k/v, o, gate/up at the hidden size, down_proj at the FFN size);
+   * with one spare per width no n² float64 array is freed and allocated again per block (SmolLM2: 18 + 2.5 MiB per
+   * block). They live as long as the newest entry, i.e. as its gram: nothing outlives the prune.
+   */
+  spares: Map<number, Float64Array>;
+}
 const hinvCache = new WeakMap<Float64Array, CacheEntry>();
 let lastCached: WeakRef<Float64Array> | undefined;
 
@@ -174,8 +186,8 @@ function gramChecksum(g: Float64Array): number {
 
 /**
  * The cached Hinv of `gram`, or a new one; the caller holds the entry (`users`) until it calls the returned release.
- * A new Hinv of the same width is computed in the previous entry's array when no prune still uses it: one n² float64
- * array per width lives on instead of one per distinct input becoming garbage (27 MiB per SmolLM2 block).
+ * A new Hinv is computed in the spare array of its width when there is one (CacheEntry.spares): one n² float64 array
+ * per width lives on instead of one per distinct input becoming garbage.
  */
 async function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, name?: string): Promise<{ result: HinvResult; release: () => void }> {
   const checksum = gramChecksum(gram);
@@ -187,15 +199,19 @@ async function cachedHinv(gram: Float64Array, nsamples: number, dIn: number, nam
   if (hit && hit.nsamples === nsamples && Object.is(hit.checksum, checksum) && hit.result.hinv.length === dIn * dIn) return hold(hit);
   const prevGram = lastCached?.deref();
   const prev = prevGram ? hinvCache.get(prevGram) : undefined;
-  let target: Float64Array | undefined;
+  let spares = new Map<number, Float64Array>();
   if (prevGram && prev) {
     hinvCache.delete(prevGram);
-    if (prev.users === 0 && prev.result.hinv.length === dIn * dIn) target = prev.result.hinv;
+    spares = prev.spares;
+    // its array becomes the spare of its width unless a prune still holds it
+    if (prev.users === 0) spares.set(prev.result.hinv.length, prev.result.hinv);
   }
   if (hit) hinvCache.delete(gram);
   lastCached = undefined;
+  const target = spares.get(dIn * dIn);
+  spares.delete(dIn * dIn);
   const result = await hinvAsyncInto(gram, nsamples, dIn, name, SPARSEGPT_PERCDAMP, target);
-  const entry: CacheEntry = { nsamples, checksum, result, users: 0 };
+  const entry: CacheEntry = { nsamples, checksum, result, users: 0, spares };
   hinvCache.set(gram, entry);
   lastCached = new WeakRef(gram);
   return hold(entry);

@@ -2,7 +2,7 @@
  * The CLI's model loader: validate a model folder (one clear DsaPruneError per problem), then load it with
  * transformers.js (local files only, never a download) after the loading hook is installed.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import fs, { existsSync, readdirSync, readFileSync, statSync, type ReadStream } from 'node:fs';
 import path from 'node:path';
 import { DsaPruneError } from '../errors.js';
 import { installLoadingHook, splitOnnxName } from './hook.js';
@@ -22,6 +22,34 @@ export interface ModelFolder {
 }
 
 const CAUSAL_ARCH = /(ForCausalLM|LMHeadModel|ForCausalLMWithValueHead)$/;
+
+/**
+ * Run `load` (a transformers.js from_pretrained) and then stop the file reads its FileResponses left running.
+ * transformers.js (4.3.2, src/utils/hub/FileResponse.js) opens `fs.createReadStream(file)` for every local file it
+ * serves (the model folder, or the hub cache) and pipes it into the response's `body` without backpressure; in Node
+ * it never reads that body (onnxruntime loads the ONNX and external-data files from disk), so the stream reads the
+ * whole file into a queue of 64 KiB chunks that stays alive until the read ends — the full `model.onnx_data` (621 MiB
+ * at SmolLM2-135M) fed in the background whenever the event loop turns, i.e. during the prune that follows. That was
+ * most of SparseGPT's peak over Wanda's (its solver awaits onnxruntime thousands of times: more turns, more of the
+ * file queued; docs/scale.md). The streams FileResponse creates while `load` runs (recognised by the caller in their
+ * stack) are destroyed when it returns: their bodies have no reader by then, and the queued chunks become garbage.
+ */
+export async function closingFileResponseStreams<T>(load: () => Promise<T>): Promise<T> {
+  const created: ReadStream[] = [];
+  const original = fs.createReadStream;
+  const wrapped = function (this: unknown, ...args: Parameters<typeof fs.createReadStream>): ReadStream {
+    const stream = original.apply(this, args);
+    if (/\bnew _?FileResponse\b/.test(new Error().stack ?? '')) created.push(stream);
+    return stream;
+  } as typeof fs.createReadStream;
+  fs.createReadStream = wrapped;
+  try {
+    return await load();
+  } finally {
+    if (fs.createReadStream === wrapped) fs.createReadStream = original;
+    for (const s of created) if (!s.destroyed) s.destroy();
+  }
+}
 
 async function transformers(): Promise<typeof import('@huggingface/transformers')> {
   installLoadingHook();
@@ -117,10 +145,10 @@ async function loadFromHub(
     if (status === 404) fail(new Error(`${onnxFile} not found (404)`));
   }
   try {
-    return await tf.AutoModelForCausalLM.from_pretrained(id, {
+    return await closingFileResponseStreams(() => tf.AutoModelForCausalLM.from_pretrained(id, {
       dtype: dtype as never,
       ...(Object.keys(sessionOptions).length ? { session_options: sessionOptions } : {}),
-    });
+    }));
   } catch (e) {
     return fail(e);
   }
@@ -245,11 +273,11 @@ async function openFolder(folder: ModelFolder, opts: { threads?: number }): Prom
   }
   let model: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   try {
-    model = await tf.AutoModelForCausalLM.from_pretrained(folder.dir, {
+    model = await closingFileResponseStreams(() => tf.AutoModelForCausalLM.from_pretrained(folder.dir, {
       dtype: folder.dtype as never,
       local_files_only: true,
       ...(Object.keys(sessionOptions).length ? { session_options: sessionOptions } : {}),
-    });
+    }));
   } catch (e) {
     const msg = (e as Error).message ?? String(e);
     if (/unsupported model type|not supported|Unrecognized/i.test(msg)) {
