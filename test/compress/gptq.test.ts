@@ -617,4 +617,76 @@ describe.skipIf(!existsSync(evalText) || !existsSync(calText))('stories260k GPTQ
     expect(Math.abs(pg - p0)).toBeLessThan(Math.abs(pr - p0));
     await (model as { dispose?: () => Promise<unknown> }).dispose?.();
   }, 300_000);
+
+  it('lmHead tied / untied and asymmetric: the lm_head codes are GPTQ on the final-norm Gram (below RTN\'s output error there), the table reads them only when tied, the model stays pruned fp32', async () => {
+    const { loadModelDir, attachModel, discoverLinears, transpose } = await import('../../src/model/index.js');
+    const { pruneModel, lastPruneCalibration } = await import('../../src/prune.js');
+    const { savePruned } = await import('../../src/save.js');
+    const { runCalibration } = await import('../../src/calibration/index.js');
+    const src = path.join(work, 'src-head');
+    cpSync(stories, src, { recursive: true });
+    const { model } = await loadModelDir(src);
+    await pruneModel(model, { method: 'wanda', sparsity: 0.5, calibration: { files: [calText] }, nsamples: 8, seqlen: 128 });
+    const pm = await attachModel(model);
+    const before = new Map(pm.linears.map((l) => [l.name, Float32Array.from(pm.readWeight(l))]));
+    const cal = lastPruneCalibration(model as object)!;
+    const head = discoverLinears(pm.proto.graph, { includeLmHead: true, config: pm.config }).linears.find((l) => l.role === 'lm_head')!;
+    const wHead = transpose(pm.readInitializer(head.weight), head.dIn, head.dOut);
+
+    const direct = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true });
+    const asym = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true, asymmetric: true });
+    for (const l of pm.linears) expect(Array.from(pm.readWeight(l))).toEqual(Array.from(before.get(l.name)!));
+    expect(direct.linears.length).toBe(pm.linears.length + 1);
+    // independent: the final norm's Gram on the model with every block replaced by its GPTQ weights (written here, by
+    // hand, from the decoded codes), then GPTQ of the lm_head on it — the same codes
+    const undo = pm.linears.map((l) => pm.snapshotWeight(l));
+    const decodeRows = (p: ReturnType<typeof quantizeQ4>) => decodeQ4Packed(p);
+    for (const l of pm.linears) pm.writeWeight(l, decodeRows(direct.codes.get(l.weight)!));
+    let gram: Float64Array | undefined;
+    let n = 0;
+    await runCalibration(pm, cal.ids, { nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: false, gram: true }, mode: 'oneshot', head }, (_b, st) => {
+      const s = st.get(head.name);
+      if (s) {
+        gram = s.gram;
+        n = s.nsamples;
+      }
+    });
+    for (const u of undo) u();
+    const mine = gptqFromGram(wHead, head.dOut, head.dIn, gram!, n, { blockSize: 32 });
+    expect(Buffer.compare(Buffer.from(packGptqQ4(mine).packed), Buffer.from(direct.codes.get(head.weight)!.packed))).toBe(0);
+    const quad = (q: ArrayLike<number>) => {
+      let e = 0;
+      const k = head.dIn;
+      for (let r = 0; r < head.dOut; r++) {
+        const d = Array.from({ length: k }, (_, j) => wHead[r * k + j]! - q[r * k + j]!);
+        for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) e += d[i]! * gram![i * k + j]! * d[j]!;
+      }
+      return e;
+    };
+    expect(quad(mine.weight)).toBeLessThan(quad(decodeQ4Packed(quantizeQ4(wHead, head.dOut, head.dIn, 32))));
+    // asymmetric changes codes (the streams differ after block 0) and keeps pruned weights 0
+    let differ = 0;
+    for (const l of pm.linears) {
+      const a = decodeQ4Packed(asym.codes.get(l.weight)!);
+      const w = before.get(l.name)!;
+      for (let i = 0; i < w.length; i++) if (w[i] === 0) expect(a[i]).toBe(0);
+      if (Buffer.compare(Buffer.from(asym.codes.get(l.weight)!.packed), Buffer.from(direct.codes.get(l.weight)!.packed)) !== 0) differ++;
+    }
+    expect(differ).toBeGreaterThan(0);
+
+    for (const [lmHead, format] of [['tied', 'q4-tied'], ['untied', 'q4']] as const) {
+      const dir = path.join(work, `head-${lmHead}`);
+      const res = await savePruned(model, dir, { quantize: 'q4', gptq: { lmHead } });
+      expect(res?.gptq?.lmHead).toBe(lmHead);
+      const q4 = readModelFile(path.join(dir, 'onnx/model_q4.onnx'));
+      const qi = mainInits(q4);
+      const node = q4.graph.node.find((x) => x.op_type === 'MatMulNBits' && x.name === `${head.node}_Q4`)!;
+      expect(Buffer.compare(Buffer.from(qi.get(node.input[1])!.raw_data!), Buffer.from(direct.codes.get(head.weight)!.packed))).toBe(0);
+      const gbq = q4.graph.node.find((x) => x.op_type === 'GatherBlockQuantized')!;
+      const reshaped = q4.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbq.input[0]);
+      expect(reshaped?.input[0] === node.input[1], `${lmHead}: table reads the lm_head codes`).toBe(format === 'q4-tied');
+    }
+    for (const l of pm.linears) expect(Array.from(pm.readWeight(l))).toEqual(Array.from(before.get(l.name)!));
+    await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+  }, 400_000);
 });
