@@ -498,6 +498,8 @@ describe('savePruned gptq: bad input', () => {
     await expect(savePruned(model, path.join(work, 'a'), { gptq: true })).rejects.toThrow(/gptq needs a quantized output/);
     await expect(savePruned(model, path.join(work, 'b'), { gptq: true, quantize: 'q8' })).rejects.toThrow(/q4 only/);
     await expect(savePruned(model, path.join(work, 'c'), { gptq: true, quantize: 'q4' })).rejects.toThrow(/needs calibration data/);
+    await expect(savePruned(model, path.join(work, 'c2'), { gptq: { asymmetric: true, mode: 'oneshot' }, quantize: 'q4' })).rejects.toThrow(/asymmetric needs mode 'sequential'/);
+    await expect(savePruned(model, path.join(work, 'c3'), { gptq: { lmHead: 'both' as 'tied' }, quantize: 'q4' })).rejects.toThrow(/lmHead must be/);
     expect(readdirSync(work)).toEqual([]);
     await (model as { dispose?: () => Promise<unknown> }).dispose?.();
   }, 60_000);
@@ -507,6 +509,9 @@ describe('savePruned gptq: bad input', () => {
     const { run } = await import('../../src/cli/commands/prune.js');
     await expect(run([stories, '--out', path.join(work, 'd'), '--method', 'magnitude', '--gptq'], memoryIo())).rejects.toThrow(/--gptq needs --quantize q4/);
     await expect(run([stories, '--out', path.join(work, 'e'), '--method', 'magnitude', '--gptq', '--quantize', 'q4'], memoryIo())).rejects.toThrow(/--gptq needs --calibration/);
+    await expect(run([stories, '--out', path.join(work, 'f'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-asymmetric'], memoryIo())).rejects.toThrow(/--gptq-asymmetric needs --gptq/);
+    await expect(run([stories, '--out', path.join(work, 'g'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-lm-head', 'tied'], memoryIo())).rejects.toThrow(/--gptq-lm-head needs --gptq/);
+    await expect(run([stories, '--out', path.join(work, 'h'), '--method', 'magnitude', '--quantize', 'q4', '--gptq', '--gptq-lm-head', 'both'], memoryIo())).rejects.toThrow(/tied|untied|choices|allowed/i);
     expect(readdirSync(work)).toEqual([]);
   });
 });
