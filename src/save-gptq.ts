@@ -28,7 +28,8 @@ export interface GptqSaveOptions {
   /**
    * Asymmetric calibration (GPTAQ): fit the quantized model's outputs to the unquantized pruned model's (target
    * W·x̃, x̃ = inputs in the unquantized model) instead of W·x. Sequential mode only; one more hidden-state stream
-   * during the pass. Default false.
+   * during the pass. Default: true when GPTQ runs sequentially (the default), false in one-shot mode; `false` gives
+   * plain sequential GPTQ (the default before 2026-12-03 session 6).
    */
   asymmetric?: boolean;
   threads?: number;
@@ -54,9 +55,9 @@ export interface GptqSaveSummary {
   blockSize: number;
   linears: number;
   seconds: number;
-  /** Options that differ from the defaults (lm_head GPTQ and how the embedding was stored, asymmetric calibration). */
+  /** lm_head GPTQ (absent: round-to-nearest lm_head) and whether the calibration was asymmetric. */
   lmHead?: 'tied' | 'untied';
-  asymmetric?: boolean;
+  asymmetric: boolean;
   calibration: { nsamples: number; seqlen: number; sha256: string; reused: boolean };
 }
 
@@ -77,7 +78,7 @@ export async function runGptqForSave(
     throw new DsaPruneError(`gptq.lmHead must be true, false, 'tied' or 'untied', got ${JSON.stringify(g.lmHead)}`, { hint: "Use 'tied' (the embedding reads the lm_head's GPTQ codes) or 'untied'." });
   }
   const lmHead = g.lmHead === true ? 'tied' : g.lmHead || undefined;
-  if (g.asymmetric && (g.mode ?? 'sequential') !== 'sequential') {
+  if (g.asymmetric === true && (g.mode ?? 'sequential') !== 'sequential') {
     throw new DsaPruneError("gptq.asymmetric needs mode 'sequential' (in one-shot mode every input is the unquantized model's)", { hint: 'Leave gptq.mode out.' });
   }
   const pm = await attachModel(model);
@@ -96,17 +97,19 @@ export async function runGptqForSave(
     });
   }
   const blockSize = o.quantizeOptions?.blockSize ?? 32;
+  const mode = g.asymmetric === true ? 'sequential' : g.mode ?? cal.mode ?? 'sequential';
+  const asymmetric = g.asymmetric ?? mode === 'sequential';
   const res = await gptqModel(model, {
     windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, blockSize, rangeSearch: g.rangeSearch ?? o.quantizeOptions?.rangeSearch, percdamp: g.percdamp, actOrder: g.actOrder,
-    lmHead: lmHead !== undefined, asymmetric: g.asymmetric === true,
-    mode: g.asymmetric ? 'sequential' : g.mode ?? cal.mode, threads: g.threads ?? cal.threads, batchSize: g.batchSize ?? cal.batchSize, onProgress: g.onProgress, signal: g.signal,
+    lmHead: lmHead !== undefined, asymmetric,
+    mode, threads: g.threads ?? cal.threads, batchSize: g.batchSize ?? cal.batchSize, onProgress: g.onProgress, signal: g.signal,
   });
   return {
     codes: res.codes,
     tieCodes: lmHead === 'tied',
     summary: {
       method: 'gptq', blockSize, linears: res.linears.length, seconds: res.seconds,
-      ...(lmHead ? { lmHead } : {}), ...(g.asymmetric ? { asymmetric: true } : {}),
+      ...(lmHead ? { lmHead } : {}), asymmetric,
       calibration: { nsamples: cal.nsamples, seqlen: cal.seqlen, sha256: cal.sha256, reused },
     },
   };

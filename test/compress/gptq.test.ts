@@ -509,7 +509,7 @@ describe('savePruned gptq: bad input', () => {
     const { run } = await import('../../src/cli/commands/prune.js');
     await expect(run([stories, '--out', path.join(work, 'd'), '--method', 'magnitude', '--gptq'], memoryIo())).rejects.toThrow(/--gptq needs --quantize q4/);
     await expect(run([stories, '--out', path.join(work, 'e'), '--method', 'magnitude', '--gptq', '--quantize', 'q4'], memoryIo())).rejects.toThrow(/--gptq needs --calibration/);
-    await expect(run([stories, '--out', path.join(work, 'f'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-asymmetric'], memoryIo())).rejects.toThrow(/--gptq-asymmetric needs --gptq/);
+    await expect(run([stories, '--out', path.join(work, 'f'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-symmetric'], memoryIo())).rejects.toThrow(/--gptq-symmetric needs --gptq/);
     await expect(run([stories, '--out', path.join(work, 'g'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-lm-head', 'tied'], memoryIo())).rejects.toThrow(/--gptq-lm-head needs --gptq/);
     await expect(run([stories, '--out', path.join(work, 'h'), '--method', 'magnitude', '--quantize', 'q4', '--gptq', '--gptq-lm-head', 'both'], memoryIo())).rejects.toThrow(/tied|untied|choices|allowed/i);
     expect(readdirSync(work)).toEqual([]);
@@ -638,7 +638,7 @@ describe.skipIf(!existsSync(evalText) || !existsSync(calText))('stories260k GPTQ
     const head = discoverLinears(pm.proto.graph, { includeLmHead: true, config: pm.config }).linears.find((l) => l.role === 'lm_head')!;
     const wHead = transpose(pm.readInitializer(head.weight), head.dIn, head.dOut);
 
-    const direct = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true });
+    const direct = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true, asymmetric: false });
     const asym = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true, asymmetric: true });
     for (const l of pm.linears) expect(Array.from(pm.readWeight(l))).toEqual(Array.from(before.get(l.name)!));
     expect(direct.linears.length).toBe(pm.linears.length + 1);
@@ -681,12 +681,13 @@ describe.skipIf(!existsSync(evalText) || !existsSync(calText))('stories260k GPTQ
 
     for (const [lmHead, format] of [['tied', 'q4-tied'], ['untied', 'q4']] as const) {
       const dir = path.join(work, `head-${lmHead}`);
-      const res = await savePruned(model, dir, { quantize: 'q4', gptq: { lmHead } });
+      const res = await savePruned(model, dir, { quantize: 'q4', gptq: { lmHead } }); // asymmetric: the default
       expect(res?.gptq?.lmHead).toBe(lmHead);
+      expect(res?.gptq?.asymmetric).toBe(true);
       const q4 = readModelFile(path.join(dir, 'onnx/model_q4.onnx'));
       const qi = mainInits(q4);
       const node = q4.graph.node.find((x) => x.op_type === 'MatMulNBits' && x.name === `${head.node}_Q4`)!;
-      expect(Buffer.compare(Buffer.from(qi.get(node.input[1])!.raw_data!), Buffer.from(direct.codes.get(head.weight)!.packed))).toBe(0);
+      expect(Buffer.compare(Buffer.from(qi.get(node.input[1])!.raw_data!), Buffer.from(asym.codes.get(head.weight)!.packed))).toBe(0);
       const gbq = q4.graph.node.find((x) => x.op_type === 'GatherBlockQuantized')!;
       const reshaped = q4.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbq.input[0]);
       expect(reshaped?.input[0] === node.input[1], `${lmHead}: table reads the lm_head codes`).toBe(format === 'q4-tied');
