@@ -2,7 +2,7 @@
  * GPTQ q4 variants of an already pruned folder (docs/compression.md, "GPTQ q4").
  *   npx tsx bench/gptq-variant.bench.ts <prunedDir> --calibration <file> --eval <file> [--nsamples 128] [--seqlen 512]
  *     [--eval-seqlen 512] [--windows 64] [--percdamp 0.01] [--range-search 6] [--mode sequential] [--q4-embedding q4|q8]
- *     [--act-order] [--asymmetric] [--lm-head tied|untied] [--rtn] [--min-elements N] [--exclude <weight,…>] [--no-embeddings]
+ *     [--act-order] [--asymmetric | --symmetric] [--lm-head tied|untied] [--rtn] [--min-elements N] [--exclude <weight,…>] [--no-embeddings]
  *     [--out <dir>] [--keep]
  * --eval takes a comma-separated list of texts (each measured on its first `windows` windows); --keep leaves the
  * written folder in place (default: removed after the measurement).
@@ -39,7 +39,8 @@ const actOrder = flag('--act-order');
 const rtn = flag('--rtn');
 const noEmbeddings = flag('--no-embeddings');
 const keep = flag('--keep');
-const asymmetric = flag('--asymmetric');
+// --asymmetric / --symmetric: GPTQ's calibration; neither: the product default (asymmetric in sequential mode)
+const asymmetric = flag('--asymmetric') ? true : flag('--symmetric') ? false : undefined;
 const lmHeadOpt = opt('lm-head'); // tied | untied
 const lmHead = lmHeadOpt === 'tied' || lmHeadOpt === 'untied' ? lmHeadOpt : undefined;
 const minElements = Number(opt('min-elements', '0'));
@@ -65,7 +66,7 @@ for (const f of evalFile.split(',')) {
   ppls.push(`${path.basename(f)} ppl ${r.ppl.toFixed(3)}`);
 }
 await (m as { dispose?: () => Promise<unknown> }).dispose?.();
-const what = rtn ? 'RTN q4' : `GPTQ q4 percdamp ${percdamp}${actOrder ? ' act_order' : ''}${asymmetric ? ' asymmetric' : ''}${lmHead ? ` lm_head ${lmHead}` : ''} rangeSearch ${rangeSearch} ${mode}`;
+const what = rtn ? 'RTN q4' : `GPTQ q4 percdamp ${percdamp}${actOrder ? ' act_order' : ''}${asymmetric === undefined ? ' (default calibration)' : asymmetric ? ' asymmetric' : ' symmetric'}${lmHead ? ` lm_head ${lmHead}` : ''} rangeSearch ${rangeSearch} ${mode}`;
 const scope = `${noEmbeddings ? 'fp32 embedding' : `${embedding} embedding`}${minElements ? `, only weights ≥ ${minElements} elements` : ''}${exclude.length ? `, float: ${exclude.join(' ')}` : ''}`;
 const bytes = onnxFileSize(path.join(out, 'onnx/model_q4.onnx'));
 const cpu = process.cpuUsage();
