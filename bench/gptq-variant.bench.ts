@@ -2,8 +2,10 @@
  * GPTQ q4 variants of an already pruned folder (docs/compression.md, "GPTQ q4").
  *   npx tsx bench/gptq-variant.bench.ts <prunedDir> --calibration <file> --eval <file> [--nsamples 128] [--seqlen 512]
  *     [--eval-seqlen 512] [--windows 64] [--percdamp 0.01] [--range-search 6] [--mode sequential] [--q4-embedding q4|q8]
- *     [--act-order] [--rtn] [--min-elements N] [--exclude <weight,…>] [--no-embeddings]
- *     [--out <dir>]
+ *     [--act-order] [--asymmetric | --symmetric] [--lm-head tied|untied] [--rtn] [--min-elements N] [--exclude <weight,…>] [--no-embeddings]
+ *     [--out <dir>] [--keep]
+ * --eval takes a comma-separated list of texts (each measured on its first `windows` windows); --keep leaves the
+ * written folder in place (default: removed after the measurement).
  * Loads the pruned fp32 folder, rebuilds the calibration windows (their sha256 is printed: compare with pruning.json),
  * saves q4 with gptq (--rtn: round-to-nearest; --min-elements 200000 --no-embeddings: only bench-12l's lm_head
  * quantized; --exclude <lm_head weight> --no-embeddings: only the block linears) and measures its perplexity with transformers.js from_pretrained(dir, { dtype: 'q4' }).
@@ -11,6 +13,7 @@
 import { readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { onnxFileSize } from '../src/compress/index.js';
 import { loadModelDir } from '../src/model/index.js';
 import { perplexity } from '../src/eval/index.js';
 import { savePruned } from '../src/save.js';
@@ -35,6 +38,11 @@ const flag = (name: string): boolean => {
 const actOrder = flag('--act-order');
 const rtn = flag('--rtn');
 const noEmbeddings = flag('--no-embeddings');
+const keep = flag('--keep');
+// --asymmetric / --symmetric: GPTQ's calibration; neither: the product default (asymmetric in sequential mode)
+const asymmetric = flag('--asymmetric') ? true : flag('--symmetric') ? false : undefined;
+const lmHeadOpt = opt('lm-head'); // tied | untied
+const lmHead = lmHeadOpt === 'tied' || lmHeadOpt === 'untied' ? lmHeadOpt : undefined;
 const minElements = Number(opt('min-elements', '0'));
 const exclude = opt('exclude')?.split(',') ?? [];
 const embedding = opt('q4-embedding', 'q4') as 'q4' | 'q8';
@@ -46,13 +54,21 @@ rmSync(out, { recursive: true, force: true });
 const quantizeOptions = { embedding, minElements, exclude, ...(noEmbeddings ? { embeddings: false } : {}) };
 const g = await savePruned(model, out, rtn
   ? { quantize: 'q4', quantizeOptions }
-  : { quantize: 'q4', quantizeOptions, gptq: { percdamp, rangeSearch, mode, actOrder }, calibration: { files: [calibration] }, nsamples, seqlen });
+  : { quantize: 'q4', quantizeOptions, gptq: { percdamp, rangeSearch, mode, actOrder, asymmetric, lmHead }, calibration: { files: [calibration] }, nsamples, seqlen });
 await (model as { dispose?: () => Promise<unknown> }).dispose?.();
 const tf = await import('@huggingface/transformers');
 tf.env.allowRemoteModels = false;
 const m = await tf.AutoModelForCausalLM.from_pretrained(path.resolve(out), { dtype: 'q4', local_files_only: true });
 const tok = await tf.AutoTokenizer.from_pretrained(path.resolve(out), { local_files_only: true });
-const r = await perplexity(m as never, readFileSync(evalFile, 'utf8'), { seqlen: evalSeqlen, tokenizer: tok as never, limitWindows: windows });
-const what = rtn ? 'RTN q4' : `GPTQ q4 percdamp ${percdamp}${actOrder ? ' act_order' : ''} rangeSearch ${rangeSearch} ${mode}`;
+const ppls: string[] = [];
+for (const f of evalFile.split(',')) {
+  const r = await perplexity(m as never, readFileSync(f, 'utf8'), { seqlen: evalSeqlen, tokenizer: tok as never, limitWindows: windows });
+  ppls.push(`${path.basename(f)} ppl ${r.ppl.toFixed(3)}`);
+}
+await (m as { dispose?: () => Promise<unknown> }).dispose?.();
+const what = rtn ? 'RTN q4' : `GPTQ q4 percdamp ${percdamp}${actOrder ? ' act_order' : ''}${asymmetric === undefined ? ' (default calibration)' : asymmetric ? ' asymmetric' : ' symmetric'}${lmHead ? ` lm_head ${lmHead}` : ''} rangeSearch ${rangeSearch} ${mode}`;
 const scope = `${noEmbeddings ? 'fp32 embedding' : `${embedding} embedding`}${minElements ? `, only weights ≥ ${minElements} elements` : ''}${exclude.length ? `, float: ${exclude.join(' ')}` : ''}`;
-console.log(`${path.basename(evalFile)}: ${what}, ${scope}: ppl ${r.ppl.toFixed(3)} on ${windows} × ${evalSeqlen} (calibration sha256 ${g?.gptq?.calibration.sha256}, ${g?.gptq?.seconds.toFixed(0)} s)`);
+const bytes = onnxFileSize(path.join(out, 'onnx/model_q4.onnx'));
+const cpu = process.cpuUsage();
+console.log(`${what}, ${scope}: ${bytes} bytes; ${ppls.join('; ')} on ${windows} × ${evalSeqlen} (calibration sha256 ${g?.gptq?.calibration.sha256}, GPTQ ${g?.gptq?.seconds.toFixed(0)} s wall; process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(0)} s)`);
+if (!keep) rmSync(out, { recursive: true, force: true });

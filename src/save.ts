@@ -33,7 +33,7 @@ export async function savePruned(
     ...opts.manifest,
   };
   const { quantize, compress, quantizeOptions: _q, gptq: _g, calibration: _c, nsamples: _n, seqlen: _s, ...rest } = opts;
-  const quantizeOptions = gptq ? { ...opts.quantizeOptions, q4Codes: gptq.codes } : opts.quantizeOptions;
+  const quantizeOptions = gptq ? { ...opts.quantizeOptions, q4Codes: gptq.codes, ...(gptq.tieCodes ? { tiePrecomputed: true } : {}) } : opts.quantizeOptions;
   // quantize: also write onnx/model_q4.onnx / model_quantized.onnx; compress: model.onnx as bitmask + values. Done in
   // the temporary folder before it becomes outDir, so a failure there (a full disk) leaves no half-written model.
   let post: PostSaveResult | undefined;

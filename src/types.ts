@@ -58,6 +58,11 @@ export interface InputStats {
   gram?: Float64Array;
   /** Σ_t x_tj per input feature, length dIn (FLAP's mean / variance); present only when requested. */
   sum?: Float64Array;
+  /**
+   * Σ_t x̃_tᵀ x_t, [dIn × dIn] row-major (entry i·dIn + j = Σ_t x̃_ti·x_tj), x̃ the input in the reference stream (the
+   * model before the run's callbacks changed it), x the current one; only with `needs.cross` (asymmetric GPTQ).
+   */
+  cross?: Float64Array;
   /** Number of calibration sequences (the reference divides by it). */
   nsamples: number;
   /** Number of calibration tokens summed over. */

@@ -49,6 +49,8 @@ export interface StatsInput {
   gramOutput: string;
   /** Graph output name of Σx (added when BlockGraphOptions.sum). */
   sumOutput: string;
+  /** Graph output name of X itself as float32 (added when BlockGraphOptions.expose): X, or its Cast for fp16. */
+  exposeOutput: string;
 }
 
 /** What one sub-graph reads and writes. */
@@ -163,7 +165,7 @@ export function planGraph(source: ModelProto, linears: LinearInfo[], baseDir?: s
       let s = byTensor.get(x);
       if (!s) {
         const k = `${b}_${byTensor.size}`;
-        s = { tensor: x, dIn: l.dIn, linears: [], fp16: l.dtype === 'float16', sqOutput: `dsa_calib_sq_${k}`, gramOutput: `dsa_calib_gram_${k}`, sumOutput: `dsa_calib_sum_${k}` };
+        s = statsInput(x, l, k);
         byTensor.set(x, s);
       } else if (s.dIn !== l.dIn) {
         throw new DsaPruneError(`calibration: ${l.name} reads ${x} with d_in ${l.dIn}, another linear reads it with ${s.dIn}`);
@@ -240,6 +242,29 @@ export function planGraph(source: ModelProto, linears: LinearInfo[], baseDir?: s
     opset: defaultOpset(model), model, baseDir, producer, nodeBlock, staticTensors, initializers, linearsByBlock,
     initOwner, lastOutputs,
   };
+}
+
+function statsInput(x: string, l: LinearInfo, k: string): StatsInput {
+  const fp16 = l.dtype === 'float16';
+  const sqOutput = `dsa_calib_sq_${k}`;
+  return {
+    tensor: x, dIn: l.dIn, linears: [], fp16, sqOutput, gramOutput: `dsa_calib_gram_${k}`, sumOutput: `dsa_calib_sum_${k}`,
+    exposeOutput: fp16 ? `${sqOutput}/x32` : x,
+  };
+}
+
+/**
+ * The input of a linear outside the blocks that reads what the last block hands on (the lm_head reads the final
+ * norm's output): its StatsInput, for buildHead. Throws when the linear's node is not in the graph.
+ */
+export function headInput(plan: GraphPlan, head: LinearInfo): StatsInput {
+  const node = plan.model.graph.node.find((n) => n.name === head.node);
+  if (!node) throw new DsaPruneError(`calibration: linear ${head.name} names node ${head.node}, which is not in the graph`);
+  const x = node.input.find((i) => i && i !== head.weight && !plan.initializers.has(i));
+  if (!x) throw new DsaPruneError(`calibration: cannot find the activation input of ${head.node} (${head.name})`);
+  const s = statsInput(x, head, 'head');
+  s.linears.push(head.name);
+  return s;
 }
 
 function hasSubgraph(n: NodeProto): boolean {
@@ -350,6 +375,11 @@ export interface BlockGraphOptions {
    * arena. Needs `stats`.
    */
   gate?: boolean;
+  /**
+   * Also return every distinct linear input X itself (float32, StatsInput.exposeOutput), for statistics of two
+   * streams that need both tensors at once (the cross Gram X̃ᵀX of asymmetric GPTQ). Needs `stats`.
+   */
+  expose?: boolean;
 }
 
 /** The tensors block b hands on when `outputs` is set (see BlockGraphOptions.outputs). */
@@ -363,8 +393,6 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
   const outs: string[] = opts.outputs ? [...blockOutputs(plan, b)] : [];
   const targets = [...outs, ...(opts.stats ? sIn.map((s) => s.tensor) : [])];
   const { nodes: allNodes, leaves } = collect(plan, targets, (n) => plan.nodeBlock.get(n) === b);
-  const extra: NodeProto[] = [];
-  const statsOuts: ValueInfoProto[] = [];
   const gate = opts.gate === true && opts.stats;
   // Gated graphs: the block's tail (nodes only the handed-on outputs need, e.g. down_proj and the last residual Add)
   // goes into the else branch of the same If, so the statistics pass skips it as the output pass skips the statistics.
@@ -372,47 +400,7 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
   // and drops the Cast pairs between neighbours, which it cannot do across the If boundary (other bits).
   const tail = gate && outs.length > 0 && !sIn.some((s) => s.fp16) ? blockTail(plan, b, allNodes, sIn.map((s) => s.tensor), outs, storeTypes) : undefined;
   const nodes = tail ? allNodes.filter((n) => !tail.nodes.has(n)) : allNodes;
-  if (opts.stats) {
-    for (const s of sIn) {
-      const p = s.sqOutput;
-      let x = s.tensor;
-      if (s.fp16) {
-        extra.push(createNode({ op_type: 'Cast', name: `${p}/Cast`, input: [x], output: [`${p}/x32`], attribute: [{ name: 'to', type: 2, i: DataType.FLOAT }] }));
-        x = `${p}/x32`;
-      }
-      const shapeName = `${p}/shape`;
-      extra.push(constInt64(`${p}/ShapeConst`, shapeName, [-1, s.dIn]));
-      extra.push(createNode({ op_type: 'Reshape', name: `${p}/Reshape`, input: [x, shapeName], output: [`${p}/x2d`] }));
-      const x2d = `${p}/x2d`;
-      if (plan.opset >= 18) {
-        extra.push(constInt64(`${p}/AxesConst`, `${p}/axes`, [0]));
-        extra.push(createNode({ op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d, `${p}/axes`], output: [s.sqOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
-      } else {
-        extra.push(createNode({
-          op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d], output: [s.sqOutput],
-          attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
-        }));
-      }
-      statsOuts.push(valueInfo(s.sqOutput, DataType.FLOAT));
-      if (opts.sum) {
-        // ReduceSum takes its axes as an input from opset 13.
-        if (plan.opset >= 13) {
-          extra.push(constInt64(`${p}/SumAxesConst`, `${p}/sumAxes`, [0]));
-          extra.push(createNode({ op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d, `${p}/sumAxes`], output: [s.sumOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
-        } else {
-          extra.push(createNode({
-            op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d], output: [s.sumOutput],
-            attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
-          }));
-        }
-        statsOuts.push(valueInfo(s.sumOutput, DataType.FLOAT));
-      }
-      if (opts.gram) {
-        extra.push(...gramNodes(p, x2d, s.gramOutput, s.dIn, plan.opset));
-        statsOuts.push(valueInfo(s.gramOutput, DataType.FLOAT));
-      }
-    }
-  }
+  const { extra, statsOuts } = opts.stats ? statsNodes(plan, sIn, opts) : { extra: [] as NodeProto[], statsOuts: [] as ValueInfoProto[] };
   let body = extra;
   const extraInputs: ValueInfoProto[] = [];
   if (gate) {
@@ -463,7 +451,8 @@ export function buildBlock(plan: GraphPlan, b: number, opts: BlockGraphOptions, 
       if ((init.data_type === DataType.FLOAT || init.data_type === DataType.FLOAT16) && numel > 1) weightNames.add(t);
     }
   }
-  const spec = assemble(plan, opts.canonical ? 'block' : `block_${b}`, [...nodes, ...body], leaves, outs, statsOuts, weightNames, storeTypes, opts.canonical ?? false, extraInputs);
+  const exposed = opts.expose && opts.stats ? sIn.map((s) => valueInfo(s.exposeOutput, DataType.FLOAT)) : [];
+  const spec = assemble(plan, opts.canonical ? 'block' : `block_${b}`, [...nodes, ...body], leaves, outs, [...statsOuts, ...exposed], weightNames, storeTypes, opts.canonical ?? false, extraInputs);
   return gate ? { ...spec, gateInput: STATS_GATE } : spec;
 }
 
@@ -598,6 +587,64 @@ function gramNodes(p: string, x2d: string, out: string, dIn: number, opset: numb
   }
   nodes.push(createNode({ op_type: 'Concat', name: `${p}/GramRows`, input: rows, output: [out], attribute: [{ name: 'axis', type: 2, i: 0 }] }));
   return nodes;
+}
+
+/**
+ * Sub-graph of the head: what the last block hands on (its outputs in the store) → the input X of a linear outside
+ * the blocks (the lm_head reads the final norm's output), with X's statistics (Σx², XᵀX when `gram`) and, with
+ * `expose`, X itself. The nodes between (the final norm) are copied with their initializers.
+ */
+export function buildHead(plan: GraphPlan, head: StatsInput, opts: { gram: boolean; expose?: boolean }, storeTypes: Map<string, number>): SubgraphSpec {
+  const { nodes, leaves } = collect(plan, [head.tensor], (n) => plan.nodeBlock.get(n)! < 0);
+  const { extra, statsOuts } = statsNodes(plan, [head], opts);
+  const exposed = opts.expose ? [valueInfo(head.exposeOutput, DataType.FLOAT)] : [];
+  return assemble(plan, 'head', [...nodes, ...extra], leaves, [], [...statsOuts, ...exposed], new Set(), storeTypes, false);
+}
+
+/** Statistics nodes (Σx², optionally Σx and XᵀX) over each input of `sIn`, and the graph outputs they add. */
+function statsNodes(plan: GraphPlan, sIn: StatsInput[], opts: { gram: boolean; sum?: boolean }): { extra: NodeProto[]; statsOuts: ValueInfoProto[] } {
+  const extra: NodeProto[] = [];
+  const statsOuts: ValueInfoProto[] = [];
+  for (const s of sIn) {
+    const p = s.sqOutput;
+    let x = s.tensor;
+    if (s.fp16) {
+      extra.push(createNode({ op_type: 'Cast', name: `${p}/Cast`, input: [x], output: [`${p}/x32`], attribute: [{ name: 'to', type: 2, i: DataType.FLOAT }] }));
+      x = `${p}/x32`;
+    }
+    const shapeName = `${p}/shape`;
+    extra.push(constInt64(`${p}/ShapeConst`, shapeName, [-1, s.dIn]));
+    extra.push(createNode({ op_type: 'Reshape', name: `${p}/Reshape`, input: [x, shapeName], output: [`${p}/x2d`] }));
+    const x2d = `${p}/x2d`;
+    if (plan.opset >= 18) {
+      extra.push(constInt64(`${p}/AxesConst`, `${p}/axes`, [0]));
+      extra.push(createNode({ op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d, `${p}/axes`], output: [s.sqOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
+    } else {
+      extra.push(createNode({
+        op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d], output: [s.sqOutput],
+        attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
+      }));
+    }
+    statsOuts.push(valueInfo(s.sqOutput, DataType.FLOAT));
+    if (opts.sum) {
+      // ReduceSum takes its axes as an input from opset 13.
+      if (plan.opset >= 13) {
+        extra.push(constInt64(`${p}/SumAxesConst`, `${p}/sumAxes`, [0]));
+        extra.push(createNode({ op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d, `${p}/sumAxes`], output: [s.sumOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
+      } else {
+        extra.push(createNode({
+          op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d], output: [s.sumOutput],
+          attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
+        }));
+      }
+      statsOuts.push(valueInfo(s.sumOutput, DataType.FLOAT));
+    }
+    if (opts.gram) {
+      extra.push(...gramNodes(p, x2d, s.gramOutput, s.dIn, plan.opset));
+      statsOuts.push(valueInfo(s.gramOutput, DataType.FLOAT));
+    }
+  }
+  return { extra, statsOuts };
 }
 
 function constInt64(nodeName: string, out: string, values: number[]): NodeProto {

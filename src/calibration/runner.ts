@@ -13,9 +13,9 @@ import path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DsaPruneError, throwIfAborted } from '../errors.js';
 import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
-import { DataType, createTensor, decodeModel, encodeModel, float32ToFp16, pointAtExternal, type ModelProto } from '../model/onnx.js';
+import { DataType, createNode, createTensor, decodeModel, encodeModel, float32ToFp16, pointAtExternal, type ModelProto } from '../model/onnx.js';
 import { buildFeeds, type DecoderSession } from '../model/feeds.js';
-import { blockOutputs, buildBlock, buildPrefix, planGraph, type GraphPlan, type SubgraphSpec } from './graph.js';
+import { blockOutputs, buildBlock, buildHead, buildPrefix, headInput, planGraph, type GraphPlan, type StatsInput, type SubgraphSpec } from './graph.js';
 
 /**
  * What calibration needs from a model (PrunableModel from src/model satisfies it): the graph, its linears, and the
@@ -47,8 +47,21 @@ export interface CalibrationOptions {
    * `oneshot`: every statistic from the dense model, then `onBlock` for each block in order.
    */
   mode?: 'sequential' | 'oneshot';
-  /** Which statistics to compute: `sq` (per-feature Σx², Wanda) is always computed; `gram` (XᵀX, SparseGPT) on request. */
-  needs: { sq: boolean; gram: boolean; sum?: boolean };
+  /**
+   * Which statistics to compute: `sq` (per-feature Σx², Wanda) is always computed; `gram` (XᵀX, SparseGPT) on request.
+   * `cross` (sequential mode only): also carry a *reference stream* — the hidden states of the model as it was before
+   * any `onBlock` changed it (each block's reference outputs are computed before `onBlock(b)` runs) — and return
+   * `InputStats.cross` = Σ_t x̃_tᵀ x_t (x̃ the reference stream's input, x the current stream's), for asymmetric GPTQ.
+   * Costs one more hidden-state store (nsamples × seqlen × hidden float32, e.g. 67 MB at bench-12l 128 × 512) and
+   * one more block run per batch.
+   */
+  needs: { sq: boolean; gram: boolean; sum?: boolean; cross?: boolean };
+  /**
+   * A linear outside the blocks that reads what the last block hands on (the lm_head, from discoverLinears with
+   * includeLmHead): its input statistics (the final norm's output) are computed after the last block and passed to
+   * `onBlock(nBlocks, Map{ head.name → stats })`, after every block's callback.
+   */
+  head?: LinearInfo;
   /**
    * Progress: phase `statistics` / `output` (and `prefix`), the block, and `fraction` = share of the whole run done.
    */
@@ -174,6 +187,8 @@ class Runner {
   readonly nBatches: number;
   readonly stores: Store[] = [];
   readonly report: CalibrationReport;
+  /** The reference stream's stores (needs.cross): the hidden states of the model before onBlock changed it. */
+  readonly refStores: Store[] = [];
   private readonly t0 = now();
 
   constructor(readonly pm: CalibrationModel, readonly windows: Int32Array, readonly opts: CalibrationOptions) {
@@ -276,6 +291,7 @@ class Runner {
         const store: Store = new Map();
         for (const name of spec.storeOutputs) store.set(name, out[name]!);
         this.stores.push(store);
+        if (this.opts.needs.cross) this.refStores.push(new Map(store));
       }
     } finally {
       await s.release();
@@ -343,12 +359,12 @@ class Runner {
    * one is released first). With blockWeights 'initializers' every call builds a session holding the current weights,
    * owned by the pass that uses it (blockPass releases it).
    */
-  async openBlock(b: number, kind: GraphKind, gram: boolean): Promise<OpenBlock> {
+  async openBlock(b: number, kind: GraphKind, gram: boolean, expose = false): Promise<OpenBlock> {
     const stats = kind !== 'output';
     const outputs = kind !== 'statistics' && blockOutputs(this.plan, b).length > 0;
     const sum = stats && this.opts.needs.sum === true;
     gram = stats && gram;
-    const spec = buildBlock(this.plan, b, { stats, gram, sum, outputs, canonical: true, gate: kind === 'gated' }, this.storeTypes());
+    const spec = buildBlock(this.plan, b, { stats, gram, sum, outputs, canonical: true, gate: kind === 'gated', expose: stats && expose }, this.storeTypes());
     if (this.opts.blockWeights === 'initializers') {
       // A session of its own with the weights as they are now, released after the pass (blockPass).
       await this.release(kind);
@@ -412,8 +428,8 @@ class Runner {
    */
   async blockPass(b: number, open: OpenBlock, fetch: { stats: boolean; outputs: boolean }, phase: 'statistics' | 'output'): Promise<InputStats[]> {
     const { spec, session: s } = open;
-    // The last block computes its outputs only to share the other blocks' session; nothing reads them.
-    const outputs = fetch.outputs && b < this.plan.nBlocks - 1 && spec.storeOutputs.length > 0;
+    // The last block computes its outputs only to share the other blocks' session; nothing reads them (but the head).
+    const outputs = fetch.outputs && (b < this.plan.nBlocks - 1 || this.opts.head !== undefined) && spec.storeOutputs.length > 0;
     if (fetch.stats && open.kind === 'output') throw new DsaPruneError('calibration: internal error: statistics fetched from an outputs-only block graph');
     const gram = fetch.stats && open.gram;
     const sum = fetch.stats && open.sum;
@@ -475,6 +491,128 @@ class Runner {
     return acc;
   }
 
+  /** Cross-Gram sessions by width: Gemm(Reshape(a, [-1, k]), Reshape(b, [-1, k]), transA) = aᵀb, [k × k]. */
+  private readonly crossSessions = new Map<number, ort.InferenceSession>();
+
+  private async crossSession(k: number): Promise<ort.InferenceSession> {
+    const have = this.crossSessions.get(k);
+    if (have) return have;
+    const shape = createTensor({ name: 'shape', dims: [2], data_type: DataType.INT64, raw_data: new Uint8Array(BigInt64Array.from([-1n, BigInt(k)]).buffer) });
+    const io = (name: string) => ({ name, type: { tensor_type: { elem_type: DataType.FLOAT } } });
+    const bytes = encodeModel({
+      ir_version: 8, opset_import: [{ domain: '', version: 17 }], producer_name: 'dsa-prune calibration',
+      graph: {
+        name: 'cross_gram', initializer: [shape], input: [io('a'), io('b')], output: [io('c')], value_info: [],
+        node: [
+          createNode({ op_type: 'Reshape', name: 'ra', input: ['a', 'shape'], output: ['a2'] }),
+          createNode({ op_type: 'Reshape', name: 'rb', input: ['b', 'shape'], output: ['b2'] }),
+          createNode({ op_type: 'Gemm', name: 'gemm', input: ['a2', 'b2'], output: ['c'], attribute: [{ name: 'transA', type: 2, i: 1 }] }),
+        ],
+      },
+    } as ModelProto);
+    const s = await this.session({ bytes, storeInputs: [], graphInputs: [], weightInputs: [], storeOutputs: [], rename: new Map() });
+    this.crossSessions.set(k, s);
+    return s;
+  }
+
+  /** acc += x̃ᵀx over one batch (x̃ from the reference stream). */
+  private async addCross(acc: Float64Array, k: number, ref: ort.Tensor, cur: ort.Tensor): Promise<void> {
+    const s = await this.crossSession(k);
+    const out = await s.run({ a: ref, b: cur });
+    addInto(acc, out.c!.data as Float32Array);
+  }
+
+  async releaseCross(): Promise<void> {
+    for (const s of this.crossSessions.values()) await s.release();
+    this.crossSessions.clear();
+  }
+
+  /**
+   * needs.cross, sequential: the statistics pass of block b on the current stream (statistics + X) and on the
+   * reference stream (X̃, and the block's outputs with its weights as they are now, i.e. before onBlock(b) changes
+   * them), with Σ x̃ᵀx per distinct input. `open` is a gated graph built with `expose`.
+   */
+  async dualStatsPass(b: number, open: OpenBlock): Promise<InputStats[]> {
+    const { spec, session: s } = open;
+    const t = now();
+    const sIn = this.plan.statsInputs[b]!;
+    const tokens = this.opts.nsamples * this.opts.seqlen;
+    const gram = open.gram;
+    const acc: InputStats[] = sIn.map((x) => ({
+      sq: new Float64Array(x.dIn), gram: gram ? new Float64Array(x.dIn * x.dIn) : undefined, cross: new Float64Array(x.dIn * x.dIn),
+      ...(open.sum ? { sum: new Float64Array(x.dIn) } : {}), nsamples: this.opts.nsamples, tokens,
+    }));
+    const name = (t: string): string => spec.rename.get(t) ?? t;
+    const outputs = (b < this.plan.nBlocks - 1 || this.opts.head !== undefined) && spec.storeOutputs.length > 0;
+    const statsFetch = sIn.flatMap((x) => [x.sqOutput, ...(gram ? [x.gramOutput] : []), ...(open.sum ? [x.sumOutput] : []), x.exposeOutput]).map(name);
+    const refFetch = [...(outputs ? spec.storeOutputs : []), ...sIn.map((x) => x.exposeOutput)].map(name);
+    const weights = this.weightFeeds(spec);
+    for (let i = 0; i < this.nBatches; i++) {
+      checkAbort(this.opts.signal);
+      const run = async (store: Store, stats: boolean, fetches: string[]) => {
+        const feeds: Record<string, ort.Tensor> = { ...weights, ...this.graphFeeds(s, spec, i) };
+        for (const x of spec.storeInputs) feeds[name(x)] = store.get(x)!;
+        if (spec.gateInput) feeds[name(spec.gateInput)] = new ort.Tensor('bool', new Uint8Array([stats ? 1 : 0]), []);
+        return s.run(feeds, fetches);
+      };
+      const cur = await run(this.stores[i]!, true, statsFetch);
+      const ref = await run(this.refStores[i]!, false, refFetch);
+      for (let k = 0; k < sIn.length; k++) {
+        const x = sIn[k]!;
+        addInto(acc[k]!.sq, cur[name(x.sqOutput)]!.data as Float32Array);
+        if (gram) addInto(acc[k]!.gram!, cur[name(x.gramOutput)]!.data as Float32Array);
+        if (open.sum) addInto(acc[k]!.sum!, cur[name(x.sumOutput)]!.data as Float32Array);
+        await this.addCross(acc[k]!.cross!, x.dIn, ref[name(x.exposeOutput)]!, cur[name(x.exposeOutput)]!);
+      }
+      if (outputs) {
+        const store = this.refStores[i]!;
+        for (const x of spec.storeOutputs) store.set(x, ref[name(x)]!);
+        for (const x of spec.storeInputs) if ((this.plan.lastReader.get(x) ?? -1) <= b) store.delete(x);
+      }
+      this.progress('statistics', b);
+    }
+    const dt = now() - t;
+    this.report.seconds.statistics += dt;
+    this.report.blocks[b]!.statistics += dt;
+    this.sampleMemory();
+    return acc;
+  }
+
+  /** The head's input statistics (options.head), from the stores the last block's output pass filled. */
+  async headPass(head: StatsInput, gram: boolean, cross: boolean): Promise<InputStats> {
+    const t = now();
+    const spec = buildHead(this.plan, head, { gram, expose: cross }, this.storeTypes());
+    const s = await this.session(spec);
+    const acc: InputStats = {
+      sq: new Float64Array(head.dIn), gram: gram ? new Float64Array(head.dIn * head.dIn) : undefined,
+      ...(cross ? { cross: new Float64Array(head.dIn * head.dIn) } : {}), nsamples: this.opts.nsamples, tokens: this.opts.nsamples * this.opts.seqlen,
+    };
+    try {
+      const fetches = [head.sqOutput, ...(gram ? [head.gramOutput] : []), ...(cross ? [head.exposeOutput] : [])];
+      for (let i = 0; i < this.nBatches; i++) {
+        checkAbort(this.opts.signal);
+        const run = (store: Store, f: string[]) => {
+          const feeds: Record<string, ort.Tensor> = this.graphFeeds(s, spec, i);
+          for (const x of spec.storeInputs) feeds[x] = store.get(x)!;
+          return s.run(feeds, f);
+        };
+        const cur = await run(this.stores[i]!, fetches);
+        addInto(acc.sq, cur[head.sqOutput]!.data as Float32Array);
+        if (gram) addInto(acc.gram!, cur[head.gramOutput]!.data as Float32Array);
+        if (cross) {
+          const ref = await run(this.refStores[i]!, [head.exposeOutput]);
+          await this.addCross(acc.cross!, head.dIn, ref[head.exposeOutput]!, cur[head.exposeOutput]!);
+        }
+        this.progress('statistics', this.plan.nBlocks);
+      }
+    } finally {
+      await s.release();
+    }
+    this.report.seconds.statistics += now() - t;
+    this.sampleMemory();
+    return acc;
+  }
+
   /** Stats of block b keyed by linear name (linears sharing an input share one InputStats object). */
   byLinear(b: number, acc: InputStats[]): Map<string, InputStats> {
     const m = new Map<string, InputStats>();
@@ -492,7 +630,9 @@ class Runner {
     const c = this.sessionsCreated;
     this.report.blockSessions = c.statistics + c.output + c.combined + c.gated;
     this.report.blockSessionsByKind = { ...c };
+    await this.releaseCross();
     this.stores.length = 0;
+    this.refStores.length = 0;
     this.sampleMemory();
     this.report.seconds.total = now() - this.t0;
     return this.report;
@@ -515,11 +655,33 @@ export async function runCalibration(
   opts: CalibrationOptions,
   onBlock?: (block: number, stats: Map<string, InputStats>) => Promise<void> | void,
 ): Promise<CalibrationReport> {
+  const cross = opts.needs.cross === true;
+  if (cross && (opts.mode ?? 'sequential') === 'oneshot') {
+    throw new DsaPruneError('calibration: needs.cross needs sequential mode (in one-shot mode both streams are the same model)', {
+      hint: "use mode 'sequential', or leave cross out (one-shot: Σ x̃ᵀx = XᵀX)",
+    });
+  }
   const r = new Runner(pm, windows, opts);
   const L = r.plan.nBlocks;
   const gram = opts.needs.gram;
+  const head = opts.head ? headInput(r.plan, opts.head) : undefined;
+  const headUnits = head ? r.nBatches : 0;
+  const runHead = async (): Promise<Map<string, InputStats> | undefined> => {
+    if (!head) return undefined;
+    const st = await r.headPass(head, gram, cross);
+    r.stores.length = 0;
+    r.refStores.length = 0;
+    return new Map([[opts.head!.name, st]]);
+  };
+  const callHead = async (st: Map<string, InputStats> | undefined): Promise<void> => {
+    if (!st) return;
+    checkAbort(opts.signal);
+    const t = now();
+    await onBlock?.(L, st);
+    r.report.seconds.prune += now() - t;
+  };
   if ((opts.mode ?? 'sequential') === 'oneshot') {
-    r.setTotalUnits(1 + L * r.nBatches);
+    r.setTotalUnits(1 + L * r.nBatches + headUnits);
     await r.runPrefix();
     const all: Map<string, InputStats>[] = [];
     try {
@@ -531,6 +693,7 @@ export async function runCalibration(
     } finally {
       await r.releaseShared();
     }
+    const headStats = await runHead();
     r.stores.length = 0;
     for (let b = 0; b < L; b++) {
       checkAbort(opts.signal);
@@ -540,27 +703,36 @@ export async function runCalibration(
       r.report.blocks[b]!.prune = now() - t;
       r.report.seconds.prune += now() - t;
     }
+    await callHead(headStats);
     return r.finish();
   }
-  r.setTotalUnits(1 + L * r.nBatches + (L - 1) * r.nBatches);
-  // Weights as initializers: a session per pass, so each pass gets the graph with only what it needs.
-  const graphs = opts.blockWeights === 'initializers' ? 'split' : opts.blockGraphs ?? 'gated';
+  const outputBlocks = head ? L : L - 1;
+  r.setTotalUnits(1 + L * r.nBatches + outputBlocks * r.nBatches + headUnits);
+  // cross: one gated graph that also returns X serves the statistics pass of both streams. Weights as initializers: a
+  // session per pass, so each pass gets the graph with only what it needs.
+  const graphs = cross ? 'gated' : opts.blockWeights === 'initializers' ? 'split' : opts.blockGraphs ?? 'gated';
   await r.runPrefix();
   try {
-    for (let b = 0; b < L; b++) {
-      r.hiddenSums(b);
-      const open = await r.openBlock(b, graphs === 'split' ? 'statistics' : graphs, gram);
-      const stats = r.byLinear(b, await r.blockPass(b, open, { stats: true, outputs: false }, 'statistics'));
-      checkAbort(opts.signal);
-      const t = now();
-      await onBlock?.(b, stats);
-      r.report.blocks[b]!.prune = now() - t;
-      r.report.seconds.prune += now() - t;
-      // Weights are read again here, so what onBlock wrote is what the output pass uses.
-      if (b < L - 1) await r.blockPass(b, graphs === 'split' ? await r.openBlock(b, 'output', false) : open, { stats: false, outputs: true }, 'output');
+    try {
+      for (let b = 0; b < L; b++) {
+        r.hiddenSums(b);
+        const open = await r.openBlock(b, graphs === 'split' ? 'statistics' : graphs, gram, cross);
+        const acc = cross ? await r.dualStatsPass(b, open) : await r.blockPass(b, open, { stats: true, outputs: false }, 'statistics');
+        const stats = r.byLinear(b, acc);
+        checkAbort(opts.signal);
+        const t = now();
+        await onBlock?.(b, stats);
+        r.report.blocks[b]!.prune = now() - t;
+        r.report.seconds.prune += now() - t;
+        // Weights are read again here, so what onBlock wrote is what the output pass uses.
+        if (b < outputBlocks) await r.blockPass(b, graphs === 'split' ? await r.openBlock(b, 'output', false) : open, { stats: false, outputs: true }, 'output');
+      }
+    } finally {
+      await r.releaseShared();
     }
+    await callHead(await runHead());
   } finally {
-    await r.releaseShared();
+    await r.releaseCross();
   }
   return r.finish();
 }

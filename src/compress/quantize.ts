@@ -50,6 +50,12 @@ export interface QuantizeOptions {
    * written as they are instead of round-to-nearest. Must match the weight's K, N and `blockSize`.
    */
   q4Codes?: ReadonlyMap<string, Q4Packed>;
+  /**
+   * q4: an embedding table tied to a MatMul weight whose codes come from `q4Codes` (GPTQ on the lm_head) reads those
+   * codes too (default false: such a table gets its own round-to-nearest codes, as the precomputed ones were fitted
+   * to the lm_head's inputs, not to the embedding's use).
+   */
+  tiePrecomputed?: boolean;
 }
 
 export interface QuantizeReport {
@@ -257,8 +263,8 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
   };
 
   const embedding = kind === 'q4' ? opts.embedding ?? 'q4' : 'q8';
-  // q4: MatMul weight name → its MatMulNBits initializers (round-to-nearest codes only: GPTQ codes are fitted to the
-  // linear's inputs, not to the embedding's use).
+  // q4: MatMul weight name → its MatMulNBits initializers (round-to-nearest codes only unless tiePrecomputed: GPTQ
+  // codes are fitted to the linear's inputs, not to the embedding's use).
   const q4Written = new Map<string, { base: string; nBlocks: number; zpLen: number }>();
   // q4 embedding Gathers, resolved after the loop (the tied lm_head comes after the embedding in node order).
   const pendingGathers: { at: number; node: NodeProto; table: TensorProto }[] = [];
@@ -308,7 +314,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
             ],
           }));
           replaced.add(t.name!);
-          if (!pre && !q4Written.has(t.name!)) q4Written.set(t.name!, { base, nBlocks: p.nBlocks, zpLen: p.zeroPoints.length });
+          if ((!pre || opts.tiePrecomputed) && !q4Written.has(t.name!)) q4Written.set(t.name!, { base, nBlocks: p.nBlocks, zpLen: p.zeroPoints.length });
           report.matmuls.push({ weight: t.name!, k, n: nOut });
           continue;
         }

@@ -44,18 +44,40 @@ export async function referenceStats(
   m: CalibrationModel, windows: Int32Array, nsamples: number, seqlen: number, batch: number, gram: boolean,
   onlyBlock?: number,
 ): Promise<Map<string, { sq: Float64Array; gram?: Float64Array }>> {
-  const g = cloneGraph(m.proto.graph);
   const xs = new Map<string, number>();
   for (const l of m.linears) {
     if (l.block < 0 || (onlyBlock !== undefined && l.block !== onlyBlock)) continue;
-    const node = g.node.find((n) => n.name === l.node)!;
+    const node = m.proto.graph.node.find((n) => n.name === l.node)!;
     xs.set(node.input[0]!, l.dIn);
   }
-  for (const x of xs.keys()) g.output.push({ name: x });
-  const model: ModelProto = { ...m.proto, graph: g };
-  const s = await ort.InferenceSession.create(encodeModel(model), { intraOpNumThreads: 2, logSeverityLevel: 3 });
+  const acts = await referenceActivations(m, windows, nsamples, seqlen, batch, [...xs.keys()]);
   const out = new Map<string, { sq: Float64Array; gram?: Float64Array }>();
   for (const [x, d] of xs) out.set(x, { sq: new Float64Array(d), gram: gram ? new Float64Array(d * d) : undefined });
+  for (const [x, d] of xs) {
+    const acc = out.get(x)!;
+    for (const data of acts.get(x)!) {
+      const T = data.length / d;
+      for (let t = 0; t < T; t++) {
+        for (let j = 0; j < d; j++) {
+          const v = data[t * d + j]!;
+          acc.sq[j] += v * v;
+          if (acc.gram) for (let k = 0; k < d; k++) acc.gram[j * d + k] += v * data[t * d + k]!;
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The whole model as one graph with `tensors` exposed as extra outputs, run batch by batch: their values per batch. */
+export async function referenceActivations(
+  m: CalibrationModel, windows: Int32Array, nsamples: number, seqlen: number, batch: number, tensors: string[],
+): Promise<Map<string, Float32Array[]>> {
+  const g = cloneGraph(m.proto.graph);
+  for (const x of tensors) g.output.push({ name: x });
+  const model: ModelProto = { ...m.proto, graph: g };
+  const s = await ort.InferenceSession.create(encodeModel(model), { intraOpNumThreads: 2, logSeverityLevel: 3 });
+  const out = new Map<string, Float32Array[]>(tensors.map((x) => [x, []]));
   for (let i = 0; i * batch < nsamples; i++) {
     const rows = Math.min(batch, nsamples - i * batch);
     const n = rows * seqlen;
@@ -76,19 +98,8 @@ export async function referenceStats(
         feeds[name] = new ort.Tensor('float32', new Float32Array(0), [rows, kv, 0, hd]);
       }
     }
-    const res = await s.run(feeds, [...xs.keys()]);
-    for (const [x, d] of xs) {
-      const data = res[x]!.data as Float32Array;
-      const acc = out.get(x)!;
-      const T = data.length / d;
-      for (let t = 0; t < T; t++) {
-        for (let j = 0; j < d; j++) {
-          const v = data[t * d + j]!;
-          acc.sq[j] += v * v;
-          if (acc.gram) for (let k = 0; k < d; k++) acc.gram[j * d + k] += v * data[t * d + k]!;
-        }
-      }
-    }
+    const res = await s.run(feeds, tensors);
+    for (const x of tensors) out.get(x)!.push(Float32Array.from(res[x]!.data as Float32Array));
   }
   await s.release();
   return out;

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { gptqFromGram, gptqModel, gptqQuantizeLayer, packGptqQ4 } from '../../src/compress/gptq.js';
+import { asymmetricTarget, gptqFromGram, gptqModel, gptqQuantizeLayer, packGptqQ4 } from '../../src/compress/gptq.js';
 import { quantizeQ4 } from '../../src/compress/quantize.js';
 import { sparseGptHinv } from '../../src/methods/sparsegpt.js';
 import { readModelFile, tensorDims, tensorToFloat32, type ModelProto, type TensorProto } from '../../src/model/onnx.js';
@@ -88,8 +88,9 @@ function naiveHinv(gram: Float64Array, k: number, nsamples: number, percdamp = 0
 }
 
 /** Naive GPTQ, column by column; each group's scale / zero point from quantizeQ4 (the writer) on the current weights. */
-function naiveGptq(w: Float32Array, rows: number, k: number, u: Float64Array, gs: number) {
-  const W = Array.from({ length: rows }, (_, r) => Array.from(w.subarray(r * k, (r + 1) * k), Number));
+function naiveGptq(w: Float32Array, rows: number, k: number, u: Float64Array, gs: number, target?: Float64Array) {
+  // target (asymmetric GPTQ): the sweep starts from it; the pruning mask stays that of w
+  const W = Array.from({ length: rows }, (_, r) => Array.from((target ?? w).subarray(r * k, (r + 1) * k), Number));
   const mask = Array.from({ length: rows }, (_, r) => Array.from(w.subarray(r * k, (r + 1) * k), (v) => v === 0));
   const codes = new Uint8Array(rows * k);
   const nb = Math.ceil(k / gs);
@@ -353,6 +354,127 @@ describe('gptqQuantizeLayer', () => {
   });
 });
 
+/** Gauss–Jordan inverse of a dense [k × k] matrix (float64, partial pivoting). */
+function naiveInverse(a: number[][]): number[][] {
+  const k = a.length;
+  const h = a.map((r) => [...r]);
+  const inv = Array.from({ length: k }, (_, i) => Array.from({ length: k }, (_, j) => (i === j ? 1 : 0)));
+  for (let c = 0; c < k; c++) {
+    let p = c;
+    for (let r = c + 1; r < k; r++) if (Math.abs(h[r]![c]!) > Math.abs(h[p]![c]!)) p = r;
+    [h[c], h[p]] = [h[p]!, h[c]!];
+    [inv[c], inv[p]] = [inv[p]!, inv[c]!];
+    const d = h[c]![c]!;
+    for (let j = 0; j < k; j++) {
+      h[c]![j]! /= d;
+      inv[c]![j]! /= d;
+    }
+    for (let r = 0; r < k; r++) {
+      if (r === c) continue;
+      const f = h[r]![c]!;
+      if (f === 0) continue;
+      for (let j = 0; j < k; j++) {
+        h[r]![j]! -= f * h[c]![j]!;
+        inv[r]![j]! -= f * inv[c]![j]!;
+      }
+    }
+  }
+  return inv;
+}
+
+/**
+ * Asymmetric calibration, naive: inputs x (current) and x̃ = x + drift (reference) [tokens × k]; the minimiser of
+ * Σ‖Q·x_t − W·x̃_t‖²·(2/n) + λ‖Q − W‖² from its normal equations Q·H = (2/n)·W·C + λ·W, H = (2/n)·G + λ·I, solved with
+ * the Gauss–Jordan inverse (λ = percdamp · mean diag of (2/n)·G).
+ */
+function asymCase(rows: number, k: number, tokens: number, seed: number, drift: number, percdamp: number) {
+  const { w, x, gram } = layer(rows, k, tokens, seed);
+  const r = rng(seed + 1);
+  const xr = Float64Array.from(x, (v, i) => v + drift * (gauss(r) + 0.5 * x[(i + 1) % x.length]!));
+  const cross = new Float64Array(k * k);
+  for (let t = 0; t < tokens; t++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) cross[i * k + j] += xr[t * k + i]! * x[t * k + j]!;
+  const nsamples = 4;
+  const sc = 2 / nsamples;
+  let tr = 0;
+  for (let i = 0; i < k; i++) tr += sc * gram[i * k + i]!;
+  const lam = percdamp * (tr / k);
+  const H = Array.from({ length: k }, (_, i) => Array.from({ length: k }, (_, j) => sc * gram[i * k + j]! + (i === j ? lam : 0)));
+  const Hi = naiveInverse(H);
+  const want = new Float64Array(rows * k);
+  for (let row = 0; row < rows; row++) {
+    const rhs = new Array<number>(k).fill(0);
+    for (let j = 0; j < k; j++) {
+      let s2 = lam * w[row * k + j]!;
+      for (let i = 0; i < k; i++) s2 += sc * w[row * k + i]! * cross[i * k + j]!;
+      rhs[j] = s2;
+    }
+    for (let j = 0; j < k; j++) {
+      let s2 = 0;
+      for (let i = 0; i < k; i++) s2 += rhs[i]! * Hi[i]![j]!;
+      want[row * k + j] = s2;
+    }
+  }
+  return { w, x, xr, gram, cross, nsamples, want };
+}
+
+/** Σ_t ‖Q·x_t − W·x̃_t‖² (the asymmetric objective, undamped). */
+function asymError(w: Float32Array, q: ArrayLike<number>, x: Float64Array, xr: Float64Array, rows: number, k: number, tokens: number): number {
+  let e = 0;
+  for (let t = 0; t < tokens; t++) {
+    for (let row = 0; row < rows; row++) {
+      let s2 = 0;
+      for (let j = 0; j < k; j++) s2 += q[row * k + j]! * x[t * k + j]! - w[row * k + j]! * xr[t * k + j]!;
+      e += s2 * s2;
+    }
+  }
+  return e;
+}
+
+describe('asymmetric GPTQ (GPTAQ)', () => {
+  it('asymmetricTarget equals the naive float64 least-squares solution, and W when x̃ = x', () => {
+    const rows = 5, k = 40;
+    const c = asymCase(rows, k, 300, 77, 0.3, 0.1);
+    const { hinv } = sparseGptHinv(c.gram, c.nsamples, k, undefined, 0.1);
+    const got = asymmetricTarget(c.w, rows, k, c.gram, c.cross, c.nsamples, hinv);
+    let scale = 0;
+    for (const v of c.want) scale = Math.max(scale, Math.abs(v));
+    for (let i = 0; i < rows * k; i++) expect(Math.abs(got[i]! - c.want[i]!)).toBeLessThan(1e-9 * scale);
+    // the target moved (the drift matters), and pruned positions are not zero in W* (the sweep enforces the mask)
+    let moved = 0;
+    for (let i = 0; i < rows * k; i++) moved = Math.max(moved, Math.abs(got[i]! - c.w[i]!));
+    expect(moved).toBeGreaterThan(1e-3 * scale);
+    const same = asymmetricTarget(c.w, rows, k, c.gram, c.gram, c.nsamples, hinv);
+    for (let i = 0; i < rows * k; i++) expect(same[i]).toBe(c.w[i]);
+  });
+
+  it('gptqFromGram with cross = the naive GPTQ sweep of the naive W* (codes, scales, zero points exact); pruned weights +0; lower asymmetric error than plain GPTQ', () => {
+    const rows = 6, k = 160, tokens = 400;
+    const c = asymCase(rows, k, tokens, 91, 0.3, 0.1);
+    const u = naiveHinv(c.gram, k, c.nsamples, 0.1);
+    const ref = naiveGptq(c.w, rows, k, u, 32, c.want);
+    const res = gptqFromGram(c.w, rows, k, c.gram, c.nsamples, { blockSize: 32, percdamp: 0.1, cross: c.cross });
+    // float64 rounding of W* (two formulas) may flip a code exactly on a rounding boundary: allow none here
+    expect(Array.from(res.codes)).toEqual(Array.from(ref.codes));
+    expect(Array.from(res.scales)).toEqual(Array.from(ref.scales));
+    expect(Array.from(res.zeroPoints)).toEqual(Array.from(ref.zps));
+    for (let i = 0; i < rows * k; i++) if (c.w[i] === 0) expect(Object.is(res.weight[i], 0)).toBe(true);
+    const plain = gptqFromGram(c.w, rows, k, c.gram, c.nsamples, { blockSize: 32, percdamp: 0.1 });
+    expect(asymError(c.w, res.weight, c.x, c.xr, rows, k, tokens)).toBeLessThan(asymError(c.w, plain.weight, c.x, c.xr, rows, k, tokens));
+    // with x̃ = x it is plain GPTQ
+    const sym = gptqFromGram(c.w, rows, k, c.gram, c.nsamples, { blockSize: 32, percdamp: 0.1, cross: c.gram });
+    expect(Array.from(sym.codes)).toEqual(Array.from(plain.codes));
+  });
+
+  it('act_order with cross keeps pruned weights +0 and lowers the asymmetric error against act_order alone', () => {
+    const rows = 6, k = 96, tokens = 300;
+    const c = asymCase(rows, k, tokens, 5, 0.3, 0.1);
+    const a = gptqFromGram(c.w, rows, k, c.gram, c.nsamples, { blockSize: 32, percdamp: 0.1, actOrder: true, cross: c.cross });
+    const p = gptqFromGram(c.w, rows, k, c.gram, c.nsamples, { blockSize: 32, percdamp: 0.1, actOrder: true });
+    for (let i = 0; i < rows * k; i++) if (c.w[i] === 0) expect(Object.is(a.weight[i], 0)).toBe(true);
+    expect(asymError(c.w, a.weight, c.x, c.xr, rows, k, tokens)).toBeLessThan(asymError(c.w, p.weight, c.x, c.xr, rows, k, tokens));
+  });
+});
+
 function mainInits(m: ModelProto): Map<string, TensorProto> {
   return new Map(m.graph.initializer.map((t) => [t.name!, t]));
 }
@@ -376,6 +498,8 @@ describe('savePruned gptq: bad input', () => {
     await expect(savePruned(model, path.join(work, 'a'), { gptq: true })).rejects.toThrow(/gptq needs a quantized output/);
     await expect(savePruned(model, path.join(work, 'b'), { gptq: true, quantize: 'q8' })).rejects.toThrow(/q4 only/);
     await expect(savePruned(model, path.join(work, 'c'), { gptq: true, quantize: 'q4' })).rejects.toThrow(/needs calibration data/);
+    await expect(savePruned(model, path.join(work, 'c2'), { gptq: { asymmetric: true, mode: 'oneshot' }, quantize: 'q4' })).rejects.toThrow(/asymmetric needs mode 'sequential'/);
+    await expect(savePruned(model, path.join(work, 'c3'), { gptq: { lmHead: 'both' as 'tied' }, quantize: 'q4' })).rejects.toThrow(/lmHead must be/);
     expect(readdirSync(work)).toEqual([]);
     await (model as { dispose?: () => Promise<unknown> }).dispose?.();
   }, 60_000);
@@ -385,6 +509,9 @@ describe('savePruned gptq: bad input', () => {
     const { run } = await import('../../src/cli/commands/prune.js');
     await expect(run([stories, '--out', path.join(work, 'd'), '--method', 'magnitude', '--gptq'], memoryIo())).rejects.toThrow(/--gptq needs --quantize q4/);
     await expect(run([stories, '--out', path.join(work, 'e'), '--method', 'magnitude', '--gptq', '--quantize', 'q4'], memoryIo())).rejects.toThrow(/--gptq needs --calibration/);
+    await expect(run([stories, '--out', path.join(work, 'f'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-symmetric'], memoryIo())).rejects.toThrow(/--gptq-symmetric needs --gptq/);
+    await expect(run([stories, '--out', path.join(work, 'g'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-lm-head', 'tied'], memoryIo())).rejects.toThrow(/--gptq-lm-head needs --gptq/);
+    await expect(run([stories, '--out', path.join(work, 'h'), '--method', 'magnitude', '--quantize', 'q4', '--gptq', '--gptq-lm-head', 'both'], memoryIo())).rejects.toThrow(/tied|untied|choices|allowed/i);
     expect(readdirSync(work)).toEqual([]);
   });
 });
@@ -495,4 +622,77 @@ describe.skipIf(!existsSync(evalText) || !existsSync(calText))('stories260k GPTQ
     expect(Math.abs(pg - p0)).toBeLessThan(Math.abs(pr - p0));
     await (model as { dispose?: () => Promise<unknown> }).dispose?.();
   }, 300_000);
+
+  it('lmHead tied / untied and asymmetric: the lm_head codes are GPTQ on the final-norm Gram (below RTN\'s output error there), the table reads them only when tied, the model stays pruned fp32', async () => {
+    const { loadModelDir, attachModel, discoverLinears, transpose } = await import('../../src/model/index.js');
+    const { pruneModel, lastPruneCalibration } = await import('../../src/prune.js');
+    const { savePruned } = await import('../../src/save.js');
+    const { runCalibration } = await import('../../src/calibration/index.js');
+    const src = path.join(work, 'src-head');
+    cpSync(stories, src, { recursive: true });
+    const { model } = await loadModelDir(src);
+    await pruneModel(model, { method: 'wanda', sparsity: 0.5, calibration: { files: [calText] }, nsamples: 8, seqlen: 128 });
+    const pm = await attachModel(model);
+    const before = new Map(pm.linears.map((l) => [l.name, Float32Array.from(pm.readWeight(l))]));
+    const cal = lastPruneCalibration(model as object)!;
+    const head = discoverLinears(pm.proto.graph, { includeLmHead: true, config: pm.config }).linears.find((l) => l.role === 'lm_head')!;
+    const wHead = transpose(pm.readInitializer(head.weight), head.dIn, head.dOut);
+
+    const direct = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true, asymmetric: false });
+    const asym = await gptqModel(model, { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true, asymmetric: true });
+    for (const l of pm.linears) expect(Array.from(pm.readWeight(l))).toEqual(Array.from(before.get(l.name)!));
+    expect(direct.linears.length).toBe(pm.linears.length + 1);
+    // independent: the final norm's Gram on the model with every block replaced by its GPTQ weights (written here, by
+    // hand, from the decoded codes), then GPTQ of the lm_head on it — the same codes
+    const undo = pm.linears.map((l) => pm.snapshotWeight(l));
+    const decodeRows = (p: ReturnType<typeof quantizeQ4>) => decodeQ4Packed(p);
+    for (const l of pm.linears) pm.writeWeight(l, decodeRows(direct.codes.get(l.weight)!));
+    let gram: Float64Array | undefined;
+    let n = 0;
+    await runCalibration(pm, cal.ids, { nsamples: cal.nsamples, seqlen: cal.seqlen, needs: { sq: false, gram: true }, mode: 'oneshot', head }, (_b, st) => {
+      const s = st.get(head.name);
+      if (s) {
+        gram = s.gram;
+        n = s.nsamples;
+      }
+    });
+    for (const u of undo) u();
+    const mine = gptqFromGram(wHead, head.dOut, head.dIn, gram!, n, { blockSize: 32 });
+    expect(Buffer.compare(Buffer.from(packGptqQ4(mine).packed), Buffer.from(direct.codes.get(head.weight)!.packed))).toBe(0);
+    const quad = (q: ArrayLike<number>) => {
+      let e = 0;
+      const k = head.dIn;
+      for (let r = 0; r < head.dOut; r++) {
+        const d = Array.from({ length: k }, (_, j) => wHead[r * k + j]! - q[r * k + j]!);
+        for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) e += d[i]! * gram![i * k + j]! * d[j]!;
+      }
+      return e;
+    };
+    expect(quad(mine.weight)).toBeLessThan(quad(decodeQ4Packed(quantizeQ4(wHead, head.dOut, head.dIn, 32))));
+    // asymmetric changes codes (the streams differ after block 0) and keeps pruned weights 0
+    let differ = 0;
+    for (const l of pm.linears) {
+      const a = decodeQ4Packed(asym.codes.get(l.weight)!);
+      const w = before.get(l.name)!;
+      for (let i = 0; i < w.length; i++) if (w[i] === 0) expect(a[i]).toBe(0);
+      if (Buffer.compare(Buffer.from(asym.codes.get(l.weight)!.packed), Buffer.from(direct.codes.get(l.weight)!.packed)) !== 0) differ++;
+    }
+    expect(differ).toBeGreaterThan(0);
+
+    for (const [lmHead, format] of [['tied', 'q4-tied'], ['untied', 'q4']] as const) {
+      const dir = path.join(work, `head-${lmHead}`);
+      const res = await savePruned(model, dir, { quantize: 'q4', gptq: { lmHead } }); // asymmetric: the default
+      expect(res?.gptq?.lmHead).toBe(lmHead);
+      expect(res?.gptq?.asymmetric).toBe(true);
+      const q4 = readModelFile(path.join(dir, 'onnx/model_q4.onnx'));
+      const qi = mainInits(q4);
+      const node = q4.graph.node.find((x) => x.op_type === 'MatMulNBits' && x.name === `${head.node}_Q4`)!;
+      expect(Buffer.compare(Buffer.from(qi.get(node.input[1])!.raw_data!), Buffer.from(asym.codes.get(head.weight)!.packed))).toBe(0);
+      const gbq = q4.graph.node.find((x) => x.op_type === 'GatherBlockQuantized')!;
+      const reshaped = q4.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbq.input[0]);
+      expect(reshaped?.input[0] === node.input[1], `${lmHead}: table reads the lm_head codes`).toBe(format === 'q4-tied');
+    }
+    for (const l of pm.linears) expect(Array.from(pm.readWeight(l))).toEqual(Array.from(before.get(l.name)!));
+    await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+  }, 400_000);
 });

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { quantizeModel, sparseQ4Model } from '../../src/compress/index.js';
+import { quantizeModel, quantizeQ4, sparseQ4Model } from '../../src/compress/index.js';
 import {
   createNode, createTensor, DataType, decodeModel, encodeModel, readModelFile, tensorBytes, tensorDims, tensorToFloat32,
   type ModelProto, type NodeProto, type TensorProto,
@@ -171,6 +171,40 @@ describe('q4 embeddings (GatherBlockQuantized)', () => {
     for (const [j, id] of IDS.entries()) {
       for (let c = 0; c < 96; c++) expect(h[j * 96 + c]).toBe(Math.fround(table.w[id * 96 + c]));
     }
+  });
+
+  it('precomputed lm_head codes (GPTQ): the tied table reads them only with tiePrecomputed, else gets its own round-to-nearest codes', async () => {
+    // stand-in for GPTQ codes: round-to-nearest of the lm_head weight with every value shifted, so they differ from RTN's
+    const base = embedModel(true);
+    const V = 64, H = 96;
+    const Wkn = tensorToFloat32(base.graph.initializer[1]);
+    const shifted = new Float32Array(V * H);
+    for (let i = 0; i < H; i++) for (let j = 0; j < V; j++) shifted[j * H + i] = Wkn[i * V + j] + 0.02;
+    const pre = quantizeQ4(shifted, V, H, 32);
+    const codes = new Map([['W', pre]]);
+    const tied = quantizeModel(base, 'q4', { q4Codes: codes, tiePrecomputed: true });
+    expect(tied.report.embeddings).toEqual([{ weight: 'E', rows: 64, cols: 96, format: 'q4-tied', tiedTo: 'W' }]);
+    const lm = nbitsWeight(tied.model, tied.model.graph.node.find((n) => n.op_type === 'MatMulNBits')!);
+    const table = gbqTable(tied.model, tied.model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
+    expect(Array.from(table.w)).toEqual(Array.from(lm.w));
+    // the lm_head holds the precomputed codes (this test's decode of them, element by element)
+    const zpRow = Math.ceil(pre.nBlocks / 2);
+    for (let r = 0; r < V; r++) for (let j = 0; j < H; j++) {
+      const b = j >> 5;
+      const byte = pre.packed[(r * pre.nBlocks + b) * 16 + ((j % 32) >> 1)]!;
+      const zb = pre.zeroPoints[r * zpRow + (b >> 1)]!;
+      const want = Math.fround(((j % 2 ? byte >> 4 : byte & 15) - (b % 2 ? zb >> 4 : zb & 15)) * pre.scales[r * pre.nBlocks + b]!);
+      expect(lm.w[r * H + j]).toBe(want);
+    }
+    const h = await runIds(tied.model);
+    for (const [j, id] of IDS.entries()) for (let c = 0; c < 96; c++) expect(h[j * 96 + c]).toBe(Math.fround(table.w[id * 96 + c]));
+    // default: the table gets its own codes = round-to-nearest of the float table (what quantizeModel writes without q4Codes)
+    const untied = quantizeModel(base, 'q4', { q4Codes: codes });
+    expect(untied.report.embeddings).toEqual([{ weight: 'E', rows: 64, cols: 96, format: 'q4' }]);
+    const own = gbqTable(untied.model, untied.model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
+    const rtn = gbqTable(quantizeModel(base, 'q4').model, quantizeModel(base, 'q4').model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
+    expect(Array.from(own.w)).toEqual(Array.from(rtn.w));
+    expect(Array.from(own.w)).not.toEqual(Array.from(table.w));
   });
 
   it("embedding: 'q8' (and a width that is not a multiple of the block size) keeps the per-row int8 DequantizeLinear", () => {

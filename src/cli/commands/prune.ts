@@ -50,6 +50,8 @@ const spec = defineCommand({
     compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load); with --quantize q4 / q8 also model_q4.onnx (block mask + bitmask + non-zero 4-bit codes) / model_quantized.onnx (bitmask + non-zero int8), loaded with dtype q4 / q8' },
     'q4-embedding': { type: 'string', choices: ['q4', 'q8'], default: 'q4', description: 'with --quantize q4: the embedding table in 4 bits (GatherBlockQuantized; a tied lm_head\'s codes are stored once) or int8 per row' },
     gptq: { type: 'boolean', description: 'q4 with GPTQ error feedback on the surviving weights (Hessians from the calibration set; needs --quantize q4 and --calibration)' },
+    'gptq-lm-head': { type: 'string', choices: ['tied', 'untied'], description: 'with --gptq: GPTQ the lm_head too (final-norm Gram); tied: a tied 4-bit embedding reads its codes; untied: the table keeps its own codes (+bytes)' },
+    'gptq-symmetric': { type: 'boolean', description: 'with --gptq: plain sequential GPTQ (fit W·x on the quantized-prefix inputs) instead of the default asymmetric calibration (GPTAQ: fit the unquantized pruned model\'s outputs W·x̃)' },
     dtype: { type: 'string', valueName: '<d>', description: 'which onnx/model*.onnx to prune: fp32 | fp16 | … (default: fp32 if present, else fp16)' },
     'max-memory': { type: 'number', min: 0, minExclusive: true, valueName: '<GB>', description: 'memory the prune may use (default: the available memory); refused before any work when the estimate is above' },
     'allow-remote': { type: 'boolean', description: 'let <modelDir> be a hub id (org/name) downloaded by transformers.js from env.remoteHost (also DSA_PRUNE_ALLOW_REMOTE=1)' },
@@ -126,6 +128,9 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   if (v.gptq && !(v.quantize ?? []).includes('q4')) {
     throw new DsaPruneError('--gptq needs --quantize q4: GPTQ computes the 4-bit codes of model_q4.onnx', { hint: 'Add --quantize q4 (q8 is written with round-to-nearest, nearly lossless).' });
   }
+  if (!v.gptq && (v['gptq-lm-head'] !== undefined || v['gptq-symmetric'])) {
+    throw new DsaPruneError(`${v['gptq-symmetric'] ? '--gptq-symmetric' : '--gptq-lm-head'} needs --gptq`, { hint: 'Add --gptq (with --quantize q4 and --calibration).' });
+  }
   if (v.gptq && !(v.calibration && v.calibration.length)) {
     throw new DsaPruneError('--gptq needs --calibration <file>: GPTQ uses the Hessians of the calibration set', { hint: 'Pass the calibration text, e.g. --calibration calib.txt.' });
   }
@@ -191,7 +196,10 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
     quantizeOptions: { embedding: v['q4-embedding'] as 'q4' | 'q8' },
     ...(v.gptq
       ? {
-          gptq: { threads: args.common.threads, batchSize: v['batch-size'], onProgress: progress.callback, signal: io.signal },
+          gptq: {
+            threads: args.common.threads, batchSize: v['batch-size'], onProgress: progress.callback, signal: io.signal,
+            ...(v['gptq-lm-head'] ? { lmHead: v['gptq-lm-head'] as 'tied' | 'untied' } : {}), ...(v['gptq-symmetric'] ? { asymmetric: false } : {}),
+          },
           // magnitude records no calibration windows: give GPTQ the same calibration options
           ...(lastPruneCalibration(model as object) ? {} : { calibration: options.calibration, nsamples: v.nsamples, seqlen: v.seqlen }),
         }
