@@ -7,7 +7,7 @@ import type { BudgetMode, InputStats, LinearInfo, LinearRole, Pattern } from './
 import { attachModel, type PrunableModel, type WeightSnapshot } from './model/index.js';
 import { checkMemory, estimatePeakMemory, type MemoryEstimate } from './model/memory.js';
 import { hasExternalData, initializerBytes } from './model/external.js';
-import type { PruningMethod } from './methods/index.js';
+import { zerosAreExact, type PruningMethod } from './methods/index.js';
 import { countZeros } from './methods/common.js';
 import { resolveLinearSparsity } from './allocators/resolve.js';
 import { atGranularity, checkGranularity } from './allocators/granularity.js';
@@ -186,9 +186,11 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
         signal: options.signal, name: l.name,
       });
       pm.writeWeight(l, weight);
+      // A built-in's count is countZeros(weight) already: a second pass over every weight was ~5 % of the method phase.
+      const zeros = zerosAreExact(method) ? res.zeros : countZeros(weight);
       reports.set(l.name, {
         name: l.name, block: l.block, role: l.role, params: l.dIn * l.dOut, target,
-        sparsity: countZeros(weight) / weight.length, ...(res.notes.length ? { notes: res.notes } : {}),
+        sparsity: zeros / weight.length, ...(res.notes.length ? { notes: res.notes } : {}),
       });
     }
     secondsPrune += (performance.now() - t) / 1000;
