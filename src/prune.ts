@@ -173,8 +173,10 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
   const undo: WeightSnapshot[] = [];
   const reports = new Map<string, LinearReport>();
   let secondsPrune = 0;
+  let cpuPrune = 0;
   const pruneBlock = async (block: number, stats?: Map<string, InputStats>) => {
     const t = performance.now();
+    const c = process.cpuUsage();
     for (const l of linears) {
       if (l.block !== block) continue;
       checkAborted(options.signal);
@@ -194,6 +196,8 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
       });
     }
     secondsPrune += (performance.now() - t) / 1000;
+    const dc = process.cpuUsage(c);
+    cpuPrune += (dc.user + dc.system) / 1e6;
   };
 
   const tCal = performance.now();
@@ -259,7 +263,7 @@ export async function pruneModel(model: unknown, options: PruneOptions): Promise
     ...(cal ? { calibration: { nsamples: cal.nsamples, seqlen: cal.seqlen, tokens: cal.ids.length, sha256: cal.sha256, source: cal.source } } : {}),
     seconds: {
       total: (performance.now() - t0) / 1000, allocation: secondsAllocation, prune: secondsPrune,
-      calibration: Math.max(0, secondsCalibration), commit: secondsCommit, ...calSplit,
+      calibration: Math.max(0, secondsCalibration), commit: secondsCommit, ...calSplit, pruneCpu: cpuPrune,
     },
     notes,
   };
