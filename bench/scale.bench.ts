@@ -126,6 +126,7 @@ async function main(): Promise<void> {
     ratio(`${tag}: method / pruneModel`, rows.method, rows.total);
     value(`${tag}: pruneModel CPU / forward CPU`, pruneCpu / fwd.cpuSeconds, '×', `CPU s (user + system) ${pruneCpu.toFixed(1)} / ${fwd.cpuSeconds.toFixed(1)}`);
     const sec = report.seconds;
+    if (sec.pruneCpu !== undefined) value(`${tag}: method CPU / pruneModel CPU`, sec.pruneCpu / pruneCpu, '×', `CPU s (user + system) ${sec.pruneCpu.toFixed(1)} / ${pruneCpu.toFixed(1)}; method CPU / forward CPU ${(sec.pruneCpu / fwd.cpuSeconds).toFixed(3)}`);
     if (sec.calibrationStatistics !== undefined) {
       value(`${tag}: calibration statistics / output passes`, sec.calibrationStatistics, 's', `output passes ${sec.calibrationOutput!.toFixed(1)} s, prefix ${sec.calibrationPrefix!.toFixed(1)} s, session builds ${sec.calibrationBuild!.toFixed(2)} s`);
     }

@@ -124,6 +124,8 @@ export interface PruneReport {
   seconds: {
     total: number; allocation: number; prune: number; calibration: number; commit: number;
     calibrationPrefix?: number; calibrationBuild?: number; calibrationStatistics?: number; calibrationOutput?: number;
+    /** CPU seconds (user + system, every thread of the process) spent in the method phase (`prune`). */
+    pruneCpu?: number;
   };
   notes: string[];
   /** method `structured`: what was kept per block, and the model's parameters before / after. */

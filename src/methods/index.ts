@@ -14,7 +14,7 @@ export {
   SPARSEGPT_DAMP_RETRIES,
 } from './sparsegpt.js';
 export type { HinvResult } from './sparsegpt.js';
-export { getMethod, registerMethod, methodNames, validateMethodRequest } from './registry.js';
+export { getMethod, registerMethod, methodNames, validateMethodRequest, zerosAreExact } from './registry.js';
 export type { MethodRequest } from './registry.js';
 export { validateSparsityAndPattern, nmNotes } from './patterns.js';
 export { wandaMetric } from './metrics.js';

@@ -19,6 +19,14 @@ const registry: Map<string, PruningMethod> = (holder[KEY] ??= new Map<string, Pr
 for (const m of [magnitude, wanda, sparsegpt]) if (!registry.has(m.name)) registry.set(m.name, m);
 const BUILT_INS = new Set([magnitude.name, wanda.name, sparsegpt.name]);
 
+/**
+ * True for this copy's built-in method objects, whose `MethodResult.zeros` is `countZeros` of the pruned weight
+ * itself: a caller may use it instead of counting again. A user method's count is not trusted (count it yourself).
+ */
+export function zerosAreExact(m: PruningMethod): boolean {
+  return m === magnitude || m === wanda || m === sparsegpt;
+}
+
 /** Names of every registered method, built-ins first. */
 export function methodNames(): string[] {
   return [...registry.keys()];

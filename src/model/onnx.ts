@@ -270,10 +270,13 @@ export function externalSliceReader(baseDir: string): (file: string, offset: num
 
 /** A float tensor's values as float32 (fp16 and bf16 converted). External data is read slice by slice when `baseDir` is given. */
 export function tensorToFloat32(t: TensorProto, baseDir?: string): Float32Array {
-  const bytes = tensorBytes(t, baseDir, baseDir && isExternal(t) ? externalSliceReader(baseDir) : undefined);
+  const sliced = Boolean(baseDir) && isExternal(t);
+  const bytes = tensorBytes(t, baseDir, sliced ? externalSliceReader(baseDir!) : undefined);
+  // A slice read from an external file is a fresh buffer of its own: used as is (no second copy of the weight).
+  const own = sliced && bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.byteLength % 4 === 0;
   switch (t.data_type) {
     case DataType.FLOAT:
-      return new Float32Array(aligned(bytes));
+      return new Float32Array(own ? (bytes.buffer as ArrayBuffer) : aligned(bytes));
     case DataType.FLOAT16:
       return fp16ToFloat32(new Uint16Array(aligned(bytes)));
     case DataType.BFLOAT16: {

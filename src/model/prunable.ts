@@ -323,11 +323,15 @@ function makePrunable(
       if (!(w instanceof Float32Array) || w.length !== l.dIn * l.dOut) {
         throw new DsaPruneError(`writeWeight(${l.name}): expected a Float32Array of ${l.dOut}×${l.dIn} = ${l.dOut * l.dIn} values, got ${w?.length}`);
       }
-      const stored = lay === 'out_in' ? Float32Array.from(w) : transpose(w, l.dOut, l.dIn);
       const ts = copies(l.weight);
-      // External data stays external: the new bytes go to the scratch file, not the heap (spill.ts).
-      if (ts.every(isExternal)) spill.store(ts, float32ToTensorBytes(ts[0]!, stored));
-      else for (const t of ts) setTensorFloat32(t, stored); // every copy: both branches of a merged decoder
+      // External data stays external: the new bytes go to the scratch file, not the heap (spill.ts). The write is
+      // synchronous, so `w` itself (out_in) is written without the copy an inline tensor needs to own its bytes.
+      if (ts.every(isExternal)) {
+        spill.store(ts, float32ToTensorBytes(ts[0]!, lay === 'out_in' ? w : transpose(w, l.dOut, l.dIn)));
+        return;
+      }
+      const stored = lay === 'out_in' ? Float32Array.from(w) : transpose(w, l.dOut, l.dIn);
+      for (const t of ts) setTensorFloat32(t, stored); // every copy: both branches of a merged decoder
     },
     async commit(copts = {}) {
       const old = model.sessions[sessionKey];
