@@ -616,27 +616,10 @@ function statsNodes(plan: GraphPlan, sIn: StatsInput[], opts: { gram: boolean; s
     extra.push(constInt64(`${p}/ShapeConst`, shapeName, [-1, s.dIn]));
     extra.push(createNode({ op_type: 'Reshape', name: `${p}/Reshape`, input: [x, shapeName], output: [`${p}/x2d`] }));
     const x2d = `${p}/x2d`;
-    if (plan.opset >= 18) {
-      extra.push(constInt64(`${p}/AxesConst`, `${p}/axes`, [0]));
-      extra.push(createNode({ op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d, `${p}/axes`], output: [s.sqOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
-    } else {
-      extra.push(createNode({
-        op_type: 'ReduceSumSquare', name: `${p}/ReduceSumSquare`, input: [x2d], output: [s.sqOutput],
-        attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
-      }));
-    }
+    extra.push(...reduceRows('ReduceSumSquare', p, 'AxesConst', 'axes', x2d, s.sqOutput, plan.opset >= 18));
     statsOuts.push(valueInfo(s.sqOutput, DataType.FLOAT));
     if (opts.sum) {
-      // ReduceSum takes its axes as an input from opset 13.
-      if (plan.opset >= 13) {
-        extra.push(constInt64(`${p}/SumAxesConst`, `${p}/sumAxes`, [0]));
-        extra.push(createNode({ op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d, `${p}/sumAxes`], output: [s.sumOutput], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }));
-      } else {
-        extra.push(createNode({
-          op_type: 'ReduceSum', name: `${p}/ReduceSum`, input: [x2d], output: [s.sumOutput],
-          attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
-        }));
-      }
+      extra.push(...reduceRows('ReduceSum', p, 'SumAxesConst', 'sumAxes', x2d, s.sumOutput, plan.opset >= 13));
       statsOuts.push(valueInfo(s.sumOutput, DataType.FLOAT));
     }
     if (opts.gram) {
@@ -645,6 +628,24 @@ function statsNodes(plan: GraphPlan, sIn: StatsInput[], opts: { gram: boolean; s
     }
   }
   return { extra, statsOuts };
+}
+
+/**
+ * `op` (ReduceSumSquare / ReduceSum) of x2d over axis 0, without keepdims. The axes become an input from opset 18
+ * (ReduceSumSquare) or 13 (ReduceSum): `axesAsInput` says which form; before that they are an attribute. Node names
+ * `<p>/<op>` and `<p>/<constName>` → `<p>/<axesName>` as the graphs have always had them.
+ */
+function reduceRows(op: string, p: string, constName: string, axesName: string, x2d: string, out: string, axesAsInput: boolean): NodeProto[] {
+  if (axesAsInput) {
+    return [
+      constInt64(`${p}/${constName}`, `${p}/${axesName}`, [0]),
+      createNode({ op_type: op, name: `${p}/${op}`, input: [x2d, `${p}/${axesName}`], output: [out], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }),
+    ];
+  }
+  return [createNode({
+    op_type: op, name: `${p}/${op}`, input: [x2d], output: [out],
+    attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
+  })];
 }
 
 function constInt64(nodeName: string, out: string, values: number[]): NodeProto {
