@@ -19,6 +19,17 @@ export interface FixtureModel extends CalibrationModel {
   writeInitializer(name: string, v: Float32Array): void;
 }
 
+/** Deterministic pseudo-random token ids in [3, vocab) (a 32-bit LCG from `seed`), for calibration windows. */
+export function tokens(n: number, vocab: number, seed: number): Int32Array {
+  const out = new Int32Array(n);
+  let a = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    out[i] = 3 + (a % (vocab - 3));
+  }
+  return out;
+}
+
 /** The model in `dir`/onnx/`file` (default model.onnx; e.g. model_fp16.onnx) as a CalibrationModel. */
 export function loadFixture(dir: string, file = 'model.onnx'): FixtureModel {
   const proto = readModelFile(path.join(dir, 'onnx', file));

@@ -14,23 +14,13 @@ import { buildBlock, configureGramSlicing, gramSlices, planGraph, runCalibration
 import { DataType, decodeModel } from '../../src/model/onnx.js';
 import type { InputStats } from '../../src/types.js';
 import { buildCommunityModel, COMMUNITY_SHAPES, type CommunityShape } from '../fixtures/community.js';
-import { hasShared, loadFixture, repoRoot, shared, type FixtureModel } from './fixture.js';
-
-function tokens(n: number, vocab: number): Int32Array {
-  const out = new Int32Array(n);
-  let a = 777;
-  for (let i = 0; i < n; i++) {
-    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
-    out[i] = 3 + (a % (vocab - 3));
-  }
-  return out;
-}
+import { hasShared, loadFixture, repoRoot, shared, type FixtureModel, tokens } from './fixture.js';
 
 async function stats(m: FixtureModel, n: number, t: number, width: number, blockGraphs: CalibrationOptions['blockGraphs'] = 'gated'): Promise<Map<string, InputStats>> {
   const prev = configureGramSlicing({ width });
   try {
     const out = new Map<string, InputStats>();
-    await runCalibration(m, tokens(n * t, Number(m.config?.vocab_size ?? 512)), {
+    await runCalibration(m, tokens(n * t, Number(m.config?.vocab_size ?? 512), 777), {
       nsamples: n, seqlen: t, batchSize: 2, threads: 2, needs: { sq: true, gram: true }, blockGraphs,
     }, (_b, s) => {
       for (const [k, v] of s) out.set(k, v);

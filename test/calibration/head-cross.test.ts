@@ -9,19 +9,9 @@ import { describe, expect, it } from 'vitest';
 import { runCalibration } from '../../src/calibration/index.js';
 import { discoverLinears } from '../../src/model/discover.js';
 import type { InputStats, LinearInfo } from '../../src/types.js';
-import { loadFixture, referenceActivations, repoRoot, type FixtureModel } from './fixture.js';
+import { loadFixture, referenceActivations, repoRoot, type FixtureModel, tokens } from './fixture.js';
 
 const stories = path.join(repoRoot, 'models/stories260k');
-
-function tokens(n: number, vocab: number, seed: number): Int32Array {
-  const out = new Int32Array(n);
-  let a = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
-    out[i] = 3 + (a % (vocab - 3));
-  }
-  return out;
-}
 
 function inputOf(m: FixtureModel, l: LinearInfo): string {
   return m.proto.graph.node.find((n) => n.name === l.node)!.input.find((i) => i !== l.weight)!;

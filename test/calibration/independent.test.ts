@@ -9,18 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { planGraph, runCalibration } from '../../src/calibration/index.js';
 import type { InputStats } from '../../src/types.js';
-import { hasShared, loadFixture, referenceStats, repoRoot, shared, type FixtureModel } from './fixture.js';
-
-/** Deterministic pseudo-random token windows. */
-function tokens(n: number, vocab: number, seed: number): Int32Array {
-  const out = new Int32Array(n);
-  let a = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
-    out[i] = 3 + (a % (vocab - 3));
-  }
-  return out;
-}
+import { hasShared, loadFixture, referenceStats, repoRoot, shared, type FixtureModel, tokens } from './fixture.js';
 
 function activation(m: FixtureModel, linear: string): string {
   const l = m.linears.find((x) => x.name === linear)!;

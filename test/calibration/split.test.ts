@@ -17,20 +17,10 @@ import { buildBlock, planGraph, runCalibration, type CalibrationOptions, type Ca
 import { DataType, decodeModel, fp16ToFloat32 } from '../../src/model/onnx.js';
 import type { InputStats } from '../../src/types.js';
 import { buildCommunityModel, COMMUNITY_SHAPES, type CommunityShape } from '../fixtures/community.js';
-import { hasShared, loadFixture, repoRoot, shared, type FixtureModel } from './fixture.js';
+import { hasShared, loadFixture, repoRoot, shared, type FixtureModel, tokens } from './fixture.js';
 
 const N = 5;
 const T = 24;
-
-function tokens(n: number, vocab: number): Int32Array {
-  const out = new Int32Array(n);
-  let a = 12345;
-  for (let i = 0; i < n; i++) {
-    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
-    out[i] = 3 + (a % (vocab - 3));
-  }
-  return out;
-}
 
 /** Zero the smaller-magnitude half of each linear of block b (the same weights in both runs). */
 function pruneHalf(m: FixtureModel, b: number): void {
@@ -53,7 +43,7 @@ async function run(load: () => FixtureModel, blockGraphs: CalibrationOptions['bl
   const vocab = Number(m.config?.vocab_size ?? 512);
   const stats = new Map<string, InputStats>();
   const carried: Run['carried'] = new Map();
-  const report = await runCalibration(m, tokens(N * T, vocab), {
+  const report = await runCalibration(m, tokens(N * T, vocab, 12345), {
     nsamples: N, seqlen: T, batchSize: 2, threads: 2, needs: { sq: true, gram: true, sum: true }, blockGraphs, blockWeights,
     onCarried: (b, i, tensors) => {
       for (const [name, t] of Object.entries(tensors)) {
