@@ -1,11 +1,11 @@
 /**
  * A memory trace for the benches: `mark(label)` records /proc/self/status (VmRSS, VmHWM, RssAnon, RssFile) and
- * process.memoryUsage() (rss, heapUsed, external, arrayBuffers) at a phase change; a sampler (every `intervalMs`,
+ * process.memoryUsage() (rss, heapTotal, heapUsed, external, arrayBuffers) at a phase change; a sampler (every `intervalMs`,
  * whenever the event loop turns, e.g. while onnxruntime runs) keeps the highest VmRSS seen in each phase with its
  * composition. VmHWM only grows, so the phase in which it last grew is the phase of the peak; the sampler says what
  * the resident set was made of near it. MiB throughout. Linux only (elsewhere the /proc fields are 0).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 
 export interface MemSample {
   /** Seconds since the trace started. */
@@ -16,6 +16,8 @@ export interface MemSample {
   rssAnon: number;
   rssFile: number;
   rss: number;
+  /** V8 heap committed (heapTotal) and used. */
+  heapTotal: number;
   heapUsed: number;
   external: number;
   arrayBuffers: number;
@@ -39,7 +41,7 @@ export function sample(label: string, t0: number): MemSample {
   const m = process.memoryUsage();
   return {
     t: (performance.now() - t0) / 1000, label, ...procStatus(),
-    rss: m.rss / MiB, heapUsed: m.heapUsed / MiB, external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB,
+    rss: m.rss / MiB, heapTotal: m.heapTotal / MiB, heapUsed: m.heapUsed / MiB, external: m.external / MiB, arrayBuffers: m.arrayBuffers / MiB,
   };
 }
 
@@ -51,7 +53,8 @@ export class MemTrace {
   private phase = 'start';
   private timer?: NodeJS.Timeout;
 
-  constructor(intervalMs = 20) {
+  /** `live`: a file each mark is appended to as a JSON line when it is made (for a run that may not finish). */
+  constructor(intervalMs = 20, private readonly live?: string) {
     if (intervalMs > 0) {
       this.timer = setInterval(() => this.keep(sample(this.phase, this.t0)), intervalMs);
       this.timer.unref();
@@ -68,6 +71,7 @@ export class MemTrace {
     this.keep(sample(this.phase, this.t0));
     const s = sample(label, this.t0);
     this.marks.push(s);
+    if (this.live) appendFileSync(this.live, JSON.stringify({ ...s, highestOfPrevious: this.highest.get(this.phase) }) + '\n');
     this.phase = label;
     this.keep(s);
     return s;

@@ -10,7 +10,8 @@
  *                          [--block-weights inputs|initializers] [--no-forward] [--trace <file.json>]
  *   --no-forward: skip the plain forward (and the rows that divide by it), for repeated peak-RSS runs.
  *   --trace: a memory trace (bench/memtrace.ts) with a mark at load, plan, every calibration batch, every linear's
- *   method call, commit and save; written as JSON, the phases that raised the high-water mark printed to stderr.
+ *   method call, commit and save; written as JSON (and each mark as it is made to <file.json>l, JSON lines), the
+ *   phases that raised the high-water mark printed to stderr.
  *   npx tsx bench/scale.bench.ts --shape smollm2-135m                       # the same, directly
  *
  * Timings are wall seconds; on a shared machine read the ratios (same run), not the absolute numbers.
@@ -104,7 +105,7 @@ async function main(): Promise<void> {
     const weightBytes = params * 4;
 
     const runtimeMB = process.memoryUsage().rss / 2 ** 20; // node + onnxruntime + transformers.js, before the model
-    const trace = typeof opt.trace === 'string' ? new MemTrace() : undefined;
+    const trace = typeof opt.trace === 'string' ? new MemTrace(20, `${String(opt.trace)}l`) : undefined;
     trace?.mark('runtime');
     const t0 = performance.now();
     const { model, prunable } = await loadModelDir(dir, { dtype: 'fp32' });
@@ -156,7 +157,7 @@ async function main(): Promise<void> {
       const f = (x: number): string => x.toFixed(0);
       for (const r of trace.rises().slice(0, 12)) {
         const a = r.at;
-        console.error(`HWM ${f(r.from)} → ${f(r.to)} MiB in "${r.phase}"${a ? ` (highest sample: VmRSS ${f(a.vmRSS)}, anon ${f(a.rssAnon)}, file ${f(a.rssFile)}, heap ${f(a.heapUsed)}, external ${f(a.external)}, arrayBuffers ${f(a.arrayBuffers)})` : ''}`);
+        console.error(`HWM ${f(r.from)} → ${f(r.to)} MiB in "${r.phase}"${a ? ` (highest sample: VmRSS ${f(a.vmRSS)}, anon ${f(a.rssAnon)}, file ${f(a.rssFile)}, heap ${f(a.heapUsed)} of ${f(a.heapTotal ?? 0)}, external ${f(a.external)}, arrayBuffers ${f(a.arrayBuffers)})` : ''}`);
       }
     }
 
