@@ -45,7 +45,7 @@ export interface GptqRequest {
   nsamples?: number;
   seqlen?: number;
   quantize?: QuantizeKind | QuantizeKind[];
-  quantizeOptions?: { blockSize?: number; rangeSearch?: number; headBlockSize?: number; headRangeSearch?: number; embedding?: 'q4' | 'q8' };
+  quantizeOptions?: { blockSize?: number; rangeSearch?: number; headBlockSize?: number; embedding?: 'q4' | 'q8' };
   overwrite?: boolean;
 }
 
@@ -104,7 +104,7 @@ export async function runGptqForSave(
   const asymmetric = g.asymmetric ?? mode === 'sequential';
   const res = await gptqModel(model, {
     windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, blockSize, rangeSearch: g.rangeSearch ?? o.quantizeOptions?.rangeSearch, percdamp: g.percdamp, actOrder: g.actOrder,
-    lmHead: lmHead !== undefined, asymmetric, headBlockSize, headRangeSearch: o.quantizeOptions?.headRangeSearch ?? g.rangeSearch ?? o.quantizeOptions?.rangeSearch,
+    lmHead: lmHead !== undefined, asymmetric, headBlockSize,
     mode, threads: g.threads ?? cal.threads, batchSize: g.batchSize ?? cal.batchSize, onProgress: g.onProgress, signal: g.signal,
   });
   return {

@@ -416,8 +416,6 @@ export interface GptqModelOptions extends GptqLayerOptions {
    * file's block for every linear.
    */
   headBlockSize?: number;
-  /** Shrunken ranges for the lm_head (the writer's `headRangeSearch`; default `rangeSearch`). */
-  headRangeSearch?: number;
   threads?: number;
   batchSize?: number;
   onProgress?: ProgressCallback;
@@ -459,9 +457,7 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
   if (headBlockSize !== blockSize) checkQ4BlockSize(headBlockSize, 'GPTQ: lm_head block size');
   const pm = await attachModel(model);
   // the writer's lm_head rule (read before the pass writes quantized weights into the graph)
-  const heads = headBlockSize !== blockSize || (opts.headRangeSearch ?? opts.rangeSearch) !== opts.rangeSearch
-    ? q4HeadWeights(pm.proto.graph, (t) => pm.readInitializer(t.name!))
-    : new Set<string>();
+  const heads = headBlockSize !== blockSize ? q4HeadWeights(pm.proto.graph, (t) => pm.readInitializer(t.name!)) : new Set<string>();
   const targets = pm.linears.filter((l) => l.block >= 0 && pm.layout.get(l.name) === 'in_out');
   if (targets.length === 0) {
     throw new DsaPruneError('GPTQ: the model has no block linear stored as a MatMul weight [K × N], nothing the q4 writer quantizes', {
@@ -505,7 +501,7 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
         const w = l === head ? transpose(pm.readInitializer(l.weight), l.dIn, l.dOut) : pm.readWeight(l);
         const isHead = heads.has(l.weight);
         const res = gptqFromGram(w, l.dOut, l.dIn, s.gram, s.nsamples, {
-          blockSize: isHead ? headBlockSize : blockSize, rangeSearch: isHead ? opts.headRangeSearch ?? opts.rangeSearch : opts.rangeSearch, percdamp: opts.percdamp, actOrder: opts.actOrder, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
+          blockSize: isHead ? headBlockSize : blockSize, rangeSearch: opts.rangeSearch, percdamp: opts.percdamp, actOrder: opts.actOrder, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
           cross: asymmetric ? s.cross : undefined,
         });
         codes.set(l.weight, packGptqQ4(res));

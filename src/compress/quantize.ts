@@ -34,8 +34,6 @@ export interface QuantizeOptions {
    * points (block 16: +0.125 bytes per weight of that matrix), less rounding error.
    */
   headBlockSize?: number;
-  /** q4: shrunken ranges tried per block for the lm_head / embedding pair only. Default `rangeSearch`. */
-  headRangeSearch?: number;
   /** Also quantize embedding tables read by Gather. Default true. */
   embeddings?: boolean;
   /**
@@ -205,7 +203,7 @@ function embeddingTable(n: NodeProto, inits: ReadonlyMap<string, TensorProto>, g
 }
 
 /**
- * The MatMul weights the q4 writer treats as the lm_head (quantizeOptions.headBlockSize / headRangeSearch): a MatMul
+ * The MatMul weights the q4 writer treats as the lm_head (quantizeOptions.headBlockSize): a MatMul
  * on a 2-D float initializer whose node / weight name contains `lm_head` or `embed_out`, the last such MatMul in node
  * order when its output is a graph output (the logits; discoverLinears' rule), and every MatMul weight that is bit for bit the transpose of an embedding table read by Gather (a tied
  * lm_head). `values` reads an initializer's float values (default: tensorToFloat32 of the inline tensor); GPTQ calls
@@ -327,9 +325,8 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
   if (kind === 'q4') checkQ4Options(g, opts);
   const headBlockSize = opts.headBlockSize ?? blockSize;
   const rangeSearch = opts.rangeSearch ?? 6;
-  const headRangeSearch = opts.headRangeSearch ?? rangeSearch;
-  // the lm_head (and a tied one) uses the pair's block size and range search; found only when they differ
-  const heads = kind === 'q4' && (headBlockSize !== blockSize || headRangeSearch !== rangeSearch) ? q4HeadWeights(g) : new Set<string>();
+  // the lm_head (and a tied one) uses the pair's block size; found only when it differs
+  const heads = kind === 'q4' && headBlockSize !== blockSize ? q4HeadWeights(g) : new Set<string>();
   const inits = new Map<string, TensorProto>();
   for (const t of g.initializer) if (t.name) inits.set(t.name, t);
   const graphInputs = new Set(g.input.map((i) => i.name));
@@ -404,7 +401,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
               hint: 'Compute the codes (GPTQ) with the same q4 block size as the writer (quantizeOptions.blockSize; the lm_head: headBlockSize).',
             });
           }
-          const p = pre ?? quantizeQ4(wt, nOut, k, bs, head ? headRangeSearch : rangeSearch);
+          const p = pre ?? quantizeQ4(wt, nOut, k, bs, rangeSearch);
           const base = `${prefix}/${n.name || t.name}`;
           newInits.push(createTensor({ name: `${base}/B`, dims: [nOut, p.nBlocks, bs / 2], data_type: DataType.UINT8, raw_data: p.packed }));
           newInits.push(floatTensor(`${base}/scales`, [nOut * p.nBlocks], p.scales, t.data_type!));
@@ -479,7 +476,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
       preNodes.push(createNode({ op_type: 'Reshape', name: `${scales}/Reshape`, input: [`${src.base}/scales`, shape(`${scales}/shape`, [rows, nb])], output: [scales] }));
       preNodes.push(createNode({ op_type: 'Reshape', name: `${zps}/Reshape`, input: [`${src.base}/zero_points`, shape(`${zps}/shape`, [rows, Math.ceil(nb / 2)])], output: [zps] }));
     } else {
-      const p = quantizeQ4(tensorToFloat32(t), rows, cols, headBlockSize, headRangeSearch);
+      const p = quantizeQ4(tensorToFloat32(t), rows, cols, headBlockSize, rangeSearch);
       data = `${base}/data`;
       scales = `${base}/scales`;
       zps = `${base}/zero_points`;
