@@ -3,7 +3,8 @@
  *   npx tsx bench/gptq-variant.bench.ts <prunedDir> --calibration <file> --eval <file> [--nsamples 128] [--seqlen 512]
  *     [--eval-seqlen 512] [--windows 64] [--percdamp 0.01] [--range-search 6] [--mode sequential] [--q4-embedding q4|q8]
  *     [--act-order] [--asymmetric | --symmetric] [--lm-head tied|untied] [--rtn] [--min-elements N] [--exclude <weight,…>] [--no-embeddings]
- *     [--out <dir>] [--keep]
+ *     [--head-block N] [--out <dir>] [--keep]
+ * --head-block: quantizeOptions.headBlockSize (q4 block of the lm_head and the 4-bit embedding table only; default 32).
  * --eval takes a comma-separated list of texts (each measured on its first `windows` windows); --keep leaves the
  * written folder in place (default: removed after the measurement).
  * Loads the pruned fp32 folder, rebuilds the calibration windows (their sha256 is printed: compare with pruning.json),
@@ -46,12 +47,17 @@ const lmHead = lmHeadOpt === 'tied' || lmHeadOpt === 'untied' ? lmHeadOpt : unde
 const minElements = Number(opt('min-elements', '0'));
 const exclude = opt('exclude')?.split(',') ?? [];
 const embedding = opt('q4-embedding', 'q4') as 'q4' | 'q8';
+const headBlockOpt = opt('head-block');
+const headBlockSize = headBlockOpt === undefined ? undefined : Number(headBlockOpt);
 const out = opt('out', path.join(os.tmpdir(), `dsa-gptq-variant-${process.pid}`))!;
 const dir = args[0]!;
 
 const { model } = await loadModelDir(dir);
 rmSync(out, { recursive: true, force: true });
-const quantizeOptions = { embedding, minElements, exclude, ...(noEmbeddings ? { embeddings: false } : {}) };
+const quantizeOptions = {
+  embedding, minElements, exclude, ...(noEmbeddings ? { embeddings: false } : {}),
+  ...(headBlockSize !== undefined ? { headBlockSize } : {}),
+};
 const g = await savePruned(model, out, rtn
   ? { quantize: 'q4', quantizeOptions }
   : { quantize: 'q4', quantizeOptions, gptq: { percdamp, rangeSearch, mode, actOrder, asymmetric, lmHead }, calibration: { files: [calibration] }, nsamples, seqlen });
@@ -67,7 +73,7 @@ for (const f of evalFile.split(',')) {
 }
 await (m as { dispose?: () => Promise<unknown> }).dispose?.();
 const what = rtn ? 'RTN q4' : `GPTQ q4 percdamp ${percdamp}${actOrder ? ' act_order' : ''}${asymmetric === undefined ? ' (default calibration)' : asymmetric ? ' asymmetric' : ' symmetric'}${lmHead ? ` lm_head ${lmHead}` : ''} rangeSearch ${rangeSearch} ${mode}`;
-const scope = `${noEmbeddings ? 'fp32 embedding' : `${embedding} embedding`}${minElements ? `, only weights ≥ ${minElements} elements` : ''}${exclude.length ? `, float: ${exclude.join(' ')}` : ''}`;
+const scope = `${noEmbeddings ? 'fp32 embedding' : `${embedding} embedding`}${headBlockSize !== undefined ? `, head block ${headBlockSize}` : ''}${minElements ? `, only weights ≥ ${minElements} elements` : ''}${exclude.length ? `, float: ${exclude.join(' ')}` : ''}`;
 const bytes = onnxFileSize(path.join(out, 'onnx/model_q4.onnx'));
 const cpu = process.cpuUsage();
 console.log(`${what}, ${scope}: ${bytes} bytes; ${ppls.join('; ')} on ${windows} × ${evalSeqlen} (calibration sha256 ${g?.gptq?.calibration.sha256}, GPTQ ${g?.gptq?.seconds.toFixed(0)} s wall; process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(0)} s)`);

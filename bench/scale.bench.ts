@@ -7,7 +7,11 @@
  *
  *   npm run bench -- scale [--shape smollm2-135m|qwen2.5-0.5b|llama3.2-1b|llama3.2-3b] [--nsamples 32] [--seqlen 512]
  *                          [--method wanda|sparsegpt|magnitude] [--blocks n] [--dir <fixture dir, kept>]
- *                          [--block-weights inputs|initializers]
+ *                          [--block-weights inputs|initializers] [--no-forward] [--trace <file.json>]
+ *   --no-forward: skip the plain forward (and the rows that divide by it), for repeated peak-RSS runs.
+ *   --trace: a memory trace (bench/memtrace.ts) with a mark at load, plan, every calibration batch, every linear's
+ *   method call, commit and save; written as JSON (and each mark as it is made to <file.json>l, JSON lines), the
+ *   phases that raised the high-water mark printed to stderr.
  *   npx tsx bench/scale.bench.ts --shape smollm2-135m                       # the same, directly
  *
  * Timings are wall seconds; on a shared machine read the ratios (same run), not the absolute numbers.
@@ -26,6 +30,8 @@ import { savePruned } from '../src/save.js';
 import { COMMUNITY_SHAPES } from '../test/fixtures/community.js';
 import { ratio, record, value } from './harness.js';
 import { tokenIds } from '../test/kernels/rng.js';
+import { getMethod } from '../src/methods/index.js';
+import { MemTrace } from './memtrace.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { values: opt } = parseArgs({
@@ -39,6 +45,8 @@ const { values: opt } = parseArgs({
     'block-weights': { type: 'string', default: 'inputs' },
     case: { type: 'string' },
     json: { type: 'boolean' },
+    'no-forward': { type: 'boolean' },
+    trace: { type: 'string' },
   },
   strict: false,
 });
@@ -89,7 +97,7 @@ async function main(): Promise<void> {
       child([path.join(here, '../test/fixtures/community.ts'), shapeName, dir, '--no-fp16', ...blocksArg]);
       console.error(`built ${shapeName} in ${((performance.now() - t) / 1000).toFixed(1)} s at ${dir}`);
     }
-    const fwd = JSON.parse(child([fileURLToPath(import.meta.url), '--case', 'forward', '--dir', dir, '--shape', shapeName, '--nsamples', String(nsamples), '--seqlen', String(seqlen)]).trim().split('\n').pop()!) as { seconds: number; cpuSeconds: number; batch: number; peakMB: number };
+    const fwd = opt['no-forward'] ? { seconds: NaN, cpuSeconds: NaN, batch: 0, peakMB: NaN } : JSON.parse(child([fileURLToPath(import.meta.url), '--case', 'forward', '--dir', dir, '--shape', shapeName, '--nsamples', String(nsamples), '--seqlen', String(seqlen)]).trim().split('\n').pop()!) as { seconds: number; cpuSeconds: number; batch: number; peakMB: number };
     const cfg = JSON.parse(readFileSync(path.join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     const blocks = Number(cfg.num_hidden_layers);
     const h = shape!.hidden, qd = shape!.heads * shape!.headDim, kvd = shape!.kvHeads * shape!.headDim;
@@ -97,20 +105,61 @@ async function main(): Promise<void> {
     const weightBytes = params * 4;
 
     const runtimeMB = process.memoryUsage().rss / 2 ** 20; // node + onnxruntime + transformers.js, before the model
+    const trace = typeof opt.trace === 'string' ? new MemTrace(20, `${String(opt.trace)}l`) : undefined;
+    trace?.mark('runtime');
     const t0 = performance.now();
-    const { model } = await loadModelDir(dir, { dtype: 'fp32' });
+    const { model, prunable } = await loadModelDir(dir, { dtype: 'fp32' });
     const load = (performance.now() - t0) / 1000;
-    const pruneOptions = { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH, blockWeights };
+    trace?.mark('loaded');
+    let onProgress: ((p: { phase: string; block?: number }) => void) | undefined;
+    if (trace) {
+      // Marks inside the prune: every calibration batch (onProgress), every linear's method call, the commit.
+      let batch = 0;
+      let last = '';
+      onProgress = (p) => {
+        const key = `${p.phase} b${p.block ?? '-'}`;
+        batch = key === last ? batch + 1 : 0;
+        last = key;
+        trace.mark(`${key} #${batch}`);
+      };
+      const m = getMethod(method);
+      const prune = m.prune.bind(m);
+      m.prune = async (ctx) => {
+        trace.mark(`method ${ctx.name ?? '?'}`);
+        const r = await prune(ctx);
+        trace.mark(`after method ${ctx.name ?? '?'}`);
+        return r;
+      };
+      const commit = prunable.commit.bind(prunable);
+      prunable.commit = async (o) => {
+        trace.mark('commit');
+        await commit(o);
+        trace.mark('after commit');
+      };
+    }
+    const pruneOptions = { method, sparsity: 0.5, calibration: { ids: tokenIds(nsamples * seqlen, shape!.vocab) }, nsamples, seqlen, batchSize: BATCH, blockWeights, onProgress };
     const estimateMB = (await planPrune(model, pruneOptions)).memory.peakBytes / 2 ** 20;
+    trace?.mark('planned');
     const c0 = process.cpuUsage();
     const report = await pruneModel(model, pruneOptions);
     const pruneCpu = cpuSince(c0);
+    trace?.mark('pruned');
     const out = path.join(path.dirname(dir), 'pruned');
     rmSync(out, { recursive: true, force: true });
     const t1 = performance.now();
     await savePruned(model, out);
     const save = (performance.now() - t1) / 1000;
-    rmSync(out, { recursive: true, force: true });
+    trace?.mark('saved');
+    if (process.env.DSA_BENCH_KEEP_PRUNED !== '1') rmSync(out, { recursive: true, force: true });
+    if (trace) {
+      trace.stop();
+      trace.write(String(opt.trace));
+      const f = (x: number): string => x.toFixed(0);
+      for (const r of trace.rises().slice(0, 12)) {
+        const a = r.at;
+        console.error(`HWM ${f(r.from)} → ${f(r.to)} MiB in "${r.phase}"${a ? ` (highest sample: VmRSS ${f(a.vmRSS)}, anon ${f(a.rssAnon)}, file ${f(a.rssFile)}, heap ${f(a.heapUsed)} of ${f(a.heapTotal ?? 0)}, external ${f(a.external)}, arrayBuffers ${f(a.arrayBuffers)})` : ''}`);
+      }
+    }
 
     const tag = `${shapeName}${opt.blocks ? `@${String(opt.blocks)}b` : ''} ${method} ${nsamples}×${seqlen}${blockWeights === 'inputs' ? '' : ` (block weights as ${blockWeights})`}`;
     const forward = record({ name: `${tag}: one plain forward`, seconds: fwd.seconds, peakRssMB: fwd.peakMB, maxRssMB: fwd.peakMB, notes: `batch ${fwd.batch}, logits fetched` });

@@ -45,7 +45,7 @@ export interface GptqRequest {
   nsamples?: number;
   seqlen?: number;
   quantize?: QuantizeKind | QuantizeKind[];
-  quantizeOptions?: { blockSize?: number; rangeSearch?: number; embedding?: 'q4' | 'q8' };
+  quantizeOptions?: { blockSize?: number; rangeSearch?: number; headBlockSize?: number; embedding?: 'q4' | 'q8' };
   overwrite?: boolean;
 }
 
@@ -53,6 +53,8 @@ export interface GptqRequest {
 export interface GptqSaveSummary {
   method: 'gptq';
   blockSize: number;
+  /** The lm_head / embedding pair's block size, when it differs from `blockSize` (quantizeOptions.headBlockSize). */
+  headBlockSize?: number;
   linears: number;
   seconds: number;
   /** lm_head GPTQ (absent: round-to-nearest lm_head) and whether the calibration was asymmetric. */
@@ -97,18 +99,19 @@ export async function runGptqForSave(
     });
   }
   const blockSize = o.quantizeOptions?.blockSize ?? 32;
+  const headBlockSize = o.quantizeOptions?.headBlockSize ?? blockSize;
   const mode = g.asymmetric === true ? 'sequential' : g.mode ?? cal.mode ?? 'sequential';
   const asymmetric = g.asymmetric ?? mode === 'sequential';
   const res = await gptqModel(model, {
     windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, blockSize, rangeSearch: g.rangeSearch ?? o.quantizeOptions?.rangeSearch, percdamp: g.percdamp, actOrder: g.actOrder,
-    lmHead: lmHead !== undefined, asymmetric,
+    lmHead: lmHead !== undefined, asymmetric, headBlockSize,
     mode, threads: g.threads ?? cal.threads, batchSize: g.batchSize ?? cal.batchSize, onProgress: g.onProgress, signal: g.signal,
   });
   return {
     codes: res.codes,
     tieCodes: lmHead === 'tied',
     summary: {
-      method: 'gptq', blockSize, linears: res.linears.length, seconds: res.seconds,
+      method: 'gptq', blockSize, ...(headBlockSize !== blockSize ? { headBlockSize } : {}), linears: res.linears.length, seconds: res.seconds,
       ...(lmHead ? { lmHead } : {}), asymmetric,
       calibration: { nsamples: cal.nsamples, seqlen: cal.seqlen, sha256: cal.sha256, reused },
     },

@@ -616,7 +616,7 @@ function statsNodes(plan: GraphPlan, sIn: StatsInput[], opts: { gram: boolean; s
     extra.push(constInt64(`${p}/ShapeConst`, shapeName, [-1, s.dIn]));
     extra.push(createNode({ op_type: 'Reshape', name: `${p}/Reshape`, input: [x, shapeName], output: [`${p}/x2d`] }));
     const x2d = `${p}/x2d`;
-    extra.push(...reduceRows('ReduceSumSquare', p, 'AxesConst', 'axes', x2d, s.sqOutput, plan.opset >= 18));
+    extra.push(...sumOfSquares(p, x2d, s.sqOutput, plan.opset));
     statsOuts.push(valueInfo(s.sqOutput, DataType.FLOAT));
     if (opts.sum) {
       extra.push(...reduceRows('ReduceSum', p, 'SumAxesConst', 'sumAxes', x2d, s.sumOutput, plan.opset >= 13));
@@ -631,19 +631,50 @@ function statsNodes(plan: GraphPlan, sIn: StatsInput[], opts: { gram: boolean; s
 }
 
 /**
+ * How Σx² over the rows of x2d is computed. `mul-sum` (default): Mul(x, x) then ReduceSum over axis 0. `sum-square`:
+ * one ReduceSumSquare (before session 7). Both sum each column in row order in float32 from the same float32 squares,
+ * so they give the same bits (test/calibration/sq-reduce.test.ts checks both against a JS loop and each other), but
+ * onnxruntime's CPU ReduceSumSquare has no fast path for a reduction over the leading axis: it walks each column with
+ * the row stride, 5–10 × slower than ReduceSum's row-wise vector adds at 4096 × 1536 (17.6 % of a SmolLM2-135M
+ * statistics run, docs/scale.md). `DSA_PRUNE_SQ_REDUCE=sum-square` in the environment selects the old node.
+ */
+export type SqReduction = 'mul-sum' | 'sum-square';
+let sqReduction: SqReduction = process.env.DSA_PRUNE_SQ_REDUCE === 'sum-square' ? 'sum-square' : 'mul-sum';
+
+/** Set how Σx² is computed (see SqReduction); returns the previous setting. For tests and benches. */
+export function configureSqReduction(r: SqReduction): SqReduction {
+  if (r !== 'mul-sum' && r !== 'sum-square') throw new DsaPruneError(`calibration: sq reduction must be 'mul-sum' or 'sum-square', got ${String(r)}`);
+  const prev = sqReduction;
+  sqReduction = r;
+  return prev;
+}
+
+/** Nodes computing Σ_rows x2d² ([dIn] float32) into `out` (see SqReduction). */
+function sumOfSquares(p: string, x2d: string, out: string, opset: number): NodeProto[] {
+  if (sqReduction === 'sum-square') return reduceRows('ReduceSumSquare', p, 'AxesConst', 'axes', x2d, out, opset >= 18);
+  const sq = `${p}/x2d_sq`;
+  return [
+    createNode({ op_type: 'Mul', name: `${p}/Square`, input: [x2d, x2d], output: [sq] }),
+    ...reduceRows('ReduceSum', p, 'AxesConst', 'axes', sq, out, opset >= 13, `${p}/SumSquares`),
+  ];
+}
+
+/**
  * `op` (ReduceSumSquare / ReduceSum) of x2d over axis 0, without keepdims. The axes become an input from opset 18
  * (ReduceSumSquare) or 13 (ReduceSum): `axesAsInput` says which form; before that they are an attribute. Node names
  * `<p>/<op>` and `<p>/<constName>` → `<p>/<axesName>` as the graphs have always had them.
  */
-function reduceRows(op: string, p: string, constName: string, axesName: string, x2d: string, out: string, axesAsInput: boolean): NodeProto[] {
+function reduceRows(
+  op: string, p: string, constName: string, axesName: string, x2d: string, out: string, axesAsInput: boolean, nodeName = `${p}/${op}`,
+): NodeProto[] {
   if (axesAsInput) {
     return [
       constInt64(`${p}/${constName}`, `${p}/${axesName}`, [0]),
-      createNode({ op_type: op, name: `${p}/${op}`, input: [x2d, `${p}/${axesName}`], output: [out], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }),
+      createNode({ op_type: op, name: nodeName, input: [x2d, `${p}/${axesName}`], output: [out], attribute: [{ name: 'keepdims', type: 2, i: 0 }] }),
     ];
   }
   return [createNode({
-    op_type: op, name: `${p}/${op}`, input: [x2d], output: [out],
+    op_type: op, name: nodeName, input: [x2d], output: [out],
     attribute: [{ name: 'axes', type: 7, ints: [0] }, { name: 'keepdims', type: 2, i: 0 }],
   })];
 }

@@ -10,4 +10,4 @@ export {
   type CalibrationReport,
   type BlockReport,
 } from './runner.js';
-export { planGraph, buildPrefix, buildBlock, blockOfNode, configureGramSlicing, gramSlices, type GraphPlan, type StatsInput, type SubgraphSpec, type BlockGraphOptions } from './graph.js';
+export { planGraph, buildPrefix, buildBlock, blockOfNode, configureGramSlicing, configureSqReduction, gramSlices, type GraphPlan, type StatsInput, type SubgraphSpec, type BlockGraphOptions, type SqReduction } from './graph.js';

@@ -15,6 +15,7 @@ import { DsaPruneError, throwIfAborted } from '../errors.js';
 import type { InputStats, LinearInfo, ProgressCallback } from '../types.js';
 import { DataType, createNode, createTensor, decodeModel, encodeModel, float32ToFp16, pointAtExternal, type ModelProto } from '../model/onnx.js';
 import { buildFeeds, type DecoderSession } from '../model/feeds.js';
+import { releaseBuffers } from '../model/release.js';
 import { blockOutputs, buildBlock, buildHead, buildPrefix, headInput, planGraph, type GraphPlan, type StatsInput, type SubgraphSpec } from './graph.js';
 
 /**
@@ -26,6 +27,11 @@ export interface CalibrationModel {
   linears: LinearInfo[];
   /** Current values of an initializer, ONNX layout, float32. */
   readInitializer(name: string): Float32Array;
+  /**
+   * Free the memory of readInitializer results that are no longer used now rather than at the next GC (PrunableModel:
+   * src/model/release.ts). Optional: without it they are left to the GC.
+   */
+  releaseReads?(values: Iterable<Float32Array>): Promise<void>;
   /** Where the graph came from: external data files are resolved next to `onnxPath` (PrunableModel.source). */
   source?: { dir: string; onnxPath?: string };
   /** config.json (KV-cache shapes when the graph leaves them symbolic). */
@@ -270,21 +276,48 @@ class Runner {
     return out;
   }
 
+  /** The arrays behind the weight feeds of a pass (readInitializer results, float16 conversions), by feeds object. */
+  private readonly feedArrays = new WeakMap<object, { reads: Float32Array[]; own: ArrayBuffer[] }>();
+
   weightFeeds(spec: SubgraphSpec): Record<string, ort.Tensor> {
     const feeds: Record<string, ort.Tensor> = {};
+    const arrays = { reads: [] as Float32Array[], own: [] as ArrayBuffer[] };
     for (const w of spec.weightInputs) {
       const v = this.pm.readInitializer(w.name);
-      feeds[spec.rename.get(w.name) ?? w.name] = w.fp16 ? new ort.Tensor('float16', float32ToFp16(v), w.dims) : new ort.Tensor('float32', v, w.dims);
+      arrays.reads.push(v);
+      let t: ort.Tensor;
+      if (w.fp16) {
+        const h = float32ToFp16(v);
+        arrays.own.push(h.buffer as ArrayBuffer);
+        t = new ort.Tensor('float16', h, w.dims);
+      } else {
+        t = new ort.Tensor('float32', v, w.dims);
+      }
+      feeds[spec.rename.get(w.name) ?? w.name] = t;
     }
+    this.feedArrays.set(feeds, arrays);
     return feeds;
+  }
+
+  /**
+   * Free the arrays behind `feeds` (weightFeeds) once the pass no longer runs with them: now, not at the next GC. The
+   * prefix's embedding table (108 MiB at SmolLM2-135M) left as garbage was resident while the first block session
+   * was created and ran, the peak of the prune (docs/scale.md). The feeds are unusable afterwards.
+   */
+  async releaseFeeds(feeds: Record<string, ort.Tensor>): Promise<void> {
+    const arrays = this.feedArrays.get(feeds);
+    if (!arrays) return;
+    this.feedArrays.delete(feeds);
+    await releaseBuffers(arrays.own);
+    await this.pm.releaseReads?.(arrays.reads);
   }
 
   async runPrefix(): Promise<void> {
     const t = now();
     const spec = buildPrefix(this.plan);
     const s = await this.session(spec);
+    const weights = this.weightFeeds(spec);
     try {
-      const weights = this.weightFeeds(spec);
       for (let i = 0; i < this.nBatches; i++) {
         checkAbort(this.opts.signal);
         const out = await s.run({ ...weights, ...this.graphFeeds(s, spec, i) });
@@ -295,6 +328,7 @@ class Runner {
       }
     } finally {
       await s.release();
+      await this.releaseFeeds(weights);
     }
     this.report.seconds.prefix += now() - t;
     this.progress('prefix', undefined);
@@ -478,6 +512,7 @@ class Runner {
       }
     } finally {
       if (open.owned) await s.release();
+      await this.releaseFeeds(weights);
     }
     const dt = now() - t;
     if (phase === 'statistics') {
@@ -571,6 +606,7 @@ class Runner {
       }
       this.progress('statistics', b);
     }
+    await this.releaseFeeds(weights);
     const dt = now() - t;
     this.report.seconds.statistics += dt;
     this.report.blocks[b]!.statistics += dt;

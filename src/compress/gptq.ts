@@ -17,7 +17,7 @@ import { DsaPruneError } from '../errors.js';
 import { subtractProduct } from '../kernels/gemm.js';
 import { sparseGptHinv } from '../methods/sparsegpt.js';
 import { float32ToFp16, fp16ToFloat32 } from '../model/onnx.js';
-import { halfPrecision, type Q4Packed } from './quantize.js';
+import { checkQ4BlockSize, halfPrecision, q4HeadWeights, type Q4Packed } from './quantize.js';
 import { runCalibration } from '../calibration/index.js';
 import { attachModel, discoverLinears, transpose } from '../model/index.js';
 import type { LinearInfo, ProgressCallback } from '../types.js';
@@ -410,6 +410,12 @@ export interface GptqModelOptions extends GptqLayerOptions {
    * both SOTU and WikiText-2 for bench-12l Wanda 50 %, docs/compression.md), false in one-shot mode.
    */
   asymmetric?: boolean;
+  /**
+   * Group size of the lm_head / embedding pair (the q4 writer's `headBlockSize`; default `blockSize`): a linear the
+   * writer treats as the lm_head (q4HeadWeights) is grouped by it, every other by `blockSize`, so the codes match the
+   * file's block for every linear.
+   */
+  headBlockSize?: number;
   threads?: number;
   batchSize?: number;
   onProgress?: ProgressCallback;
@@ -447,7 +453,11 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
   if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
     throw new DsaPruneError(`GPTQ: block size ${blockSize} is not a power of two ≥ 16`, { hint: 'Use 16, 32, 64 or 128 (default 32), the q4 block size.' });
   }
+  const headBlockSize = opts.headBlockSize ?? blockSize;
+  if (headBlockSize !== blockSize) checkQ4BlockSize(headBlockSize, 'GPTQ: lm_head block size');
   const pm = await attachModel(model);
+  // the writer's lm_head rule (read before the pass writes quantized weights into the graph)
+  const heads = headBlockSize !== blockSize ? q4HeadWeights(pm.proto.graph, (t) => pm.readInitializer(t.name!)) : new Set<string>();
   const targets = pm.linears.filter((l) => l.block >= 0 && pm.layout.get(l.name) === 'in_out');
   if (targets.length === 0) {
     throw new DsaPruneError('GPTQ: the model has no block linear stored as a MatMul weight [K × N], nothing the q4 writer quantizes', {
@@ -489,8 +499,9 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
         if (asymmetric && !s.cross) throw new DsaPruneError(`GPTQ: no cross Gram matrix for ${l.name}`, { hint: 'Save without asymmetric.' });
         // the lm_head is not a PrunableModel linear: its initializer is [K × N], GPTQ wants [N × K]
         const w = l === head ? transpose(pm.readInitializer(l.weight), l.dIn, l.dOut) : pm.readWeight(l);
+        const isHead = heads.has(l.weight);
         const res = gptqFromGram(w, l.dOut, l.dIn, s.gram, s.nsamples, {
-          blockSize, rangeSearch: opts.rangeSearch, percdamp: opts.percdamp, actOrder: opts.actOrder, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
+          blockSize: isHead ? headBlockSize : blockSize, rangeSearch: opts.rangeSearch, percdamp: opts.percdamp, actOrder: opts.actOrder, scaleDtype: l.dtype === 'float16' ? 'float16' : 'float32', name: l.name,
           cross: asymmetric ? s.cross : undefined,
         });
         codes.set(l.weight, packGptqQ4(res));

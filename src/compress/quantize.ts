@@ -26,6 +26,14 @@ export type QuantizeKind = 'q8' | 'q4';
 export interface QuantizeOptions {
   /** q4 block size along the input dimension (power of two ≥ 16). Default 32. */
   blockSize?: number;
+  /**
+   * q4: block size of the lm_head / embedding pair only (power of two ≥ 16; default `blockSize`): the lm_head's
+   * MatMulNBits (see q4HeadWeights) and every 4-bit embedding table (GatherBlockQuantized) use it, so a tied table
+   * still reads the lm_head's codes, stored once. Given explicitly, it must divide the width of every table written
+   * in 4 bits (else an error; without it such a table silently stays int8). Smaller blocks: more scales and zero
+   * points (block 16: +0.125 bytes per weight of that matrix), less rounding error.
+   */
+  headBlockSize?: number;
   /** Also quantize embedding tables read by Gather. Default true. */
   embeddings?: boolean;
   /**
@@ -102,9 +110,7 @@ export function halfPrecision(x: number): number {
  */
 export function quantizeQ4(w: Float32Array, n: number, k: number, blockSize = 32, rangeSearch = 6): Q4Packed {
   if (w.length !== n * k) throw new DsaPruneError(`quantizeQ4: expected ${n}×${k} values, got ${w.length}`);
-  if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
-    throw new DsaPruneError(`q4 block size ${blockSize} is not a power of two ≥ 16`, { hint: 'Use 16, 32, 64 or 128 (default 32).' });
-  }
+  checkQ4BlockSize(blockSize);
   const nBlocks = Math.ceil(k / blockSize);
   const blob = blockSize / 2;
   const zpRow = Math.ceil(nBlocks / 2);
@@ -179,6 +185,96 @@ export function quantizeQ4(w: Float32Array, n: number, k: number, blockSize = 32
   return { n, k, blockSize, nBlocks, packed, scales, zeroPoints };
 }
 
+/** Throws unless `bs` is a q4 block size MatMulNBits / GatherBlockQuantized take: a power of two ≥ 16. */
+export function checkQ4BlockSize(bs: number, what = 'q4 block size'): void {
+  if (!Number.isInteger(bs) || bs < 16 || (bs & (bs - 1)) !== 0) {
+    throw new DsaPruneError(`${what} ${bs} is not a power of two ≥ 16`, { hint: 'Use 16, 32, 64 or 128 (default 32).' });
+  }
+}
+
+/** A Gather on an embedding table the q4 writer quantizes (axis 0, 2-D float initializer, not a graph input). */
+function embeddingTable(n: NodeProto, inits: ReadonlyMap<string, TensorProto>, graphInputs: ReadonlySet<string | undefined>, minElements: number): TensorProto | undefined {
+  if ((n.domain ?? '') !== '' || n.op_type !== 'Gather') return undefined;
+  const t = inits.get(n.input[0]);
+  const axis = n.attribute.find((a) => a.name === 'axis');
+  if (!isFloatInit(t) || graphInputs.has(t.name!) || (axis && Number(axis.i ?? 0) !== 0)) return undefined;
+  const [rows, cols] = tensorDims(t);
+  return rows * cols >= Math.max(minElements, 1024) ? t : undefined;
+}
+
+/**
+ * The MatMul weights the q4 writer treats as the lm_head (quantizeOptions.headBlockSize): a MatMul
+ * on a 2-D float initializer whose node / weight name contains `lm_head` or `embed_out`, the last such MatMul in node
+ * order when its output is a graph output (the logits; discoverLinears' rule), and every MatMul weight that is bit for bit the transpose of an embedding table read by Gather (a tied
+ * lm_head). `values` reads an initializer's float values (default: tensorToFloat32 of the inline tensor); GPTQ calls
+ * this on its model so its codes use the writer's block for every linear.
+ */
+export function q4HeadWeights(graph: GraphProto, values: (t: TensorProto) => Float32Array = tensorToFloat32): Set<string> {
+  const inits = new Map<string, TensorProto>();
+  for (const t of graph.initializer) if (t.name) inits.set(t.name, t);
+  const graphInputs = new Set(graph.input.map((i) => i.name!));
+  const outputs = new Set((graph.output ?? []).map((o) => o.name));
+  const heads = new Set<string>();
+  const matmuls: TensorProto[] = [];
+  const tables: TensorProto[] = [];
+  let last: { n: NodeProto; t: TensorProto } | undefined;
+  for (const n of graph.node) {
+    if ((n.domain ?? '') === '' && n.op_type === 'MatMul' && n.input.length === 2) {
+      const t = inits.get(n.input[1]);
+      if (!isFloatInit(t) || graphInputs.has(t.name!)) continue;
+      matmuls.push(t);
+      last = { n, t };
+      const s = `${n.name ?? ''} ${t.name}`.toLowerCase();
+      if (s.includes('lm_head') || s.includes('embed_out')) heads.add(t.name!);
+    } else {
+      const t = embeddingTable(n, inits, graphInputs, 0);
+      if (t) tables.push(t);
+    }
+  }
+  if (last && last.n.output.some((o) => outputs.has(o))) heads.add(last.t.name!);
+  for (const t of tables) {
+    const [rows, cols] = tensorDims(t);
+    let tv: Float32Array | undefined;
+    for (const m of matmuls) {
+      const [k, nOut] = tensorDims(m);
+      if (heads.has(m.name!) || k !== cols || nOut !== rows) continue;
+      tv ??= values(t);
+      const a = new Uint32Array(tv.buffer, tv.byteOffset, tv.length);
+      const mv = values(m);
+      const b = new Uint32Array(mv.buffer, mv.byteOffset, mv.length);
+      let same = true;
+      for (let i = 0; i < rows && same; i++) for (let j = 0; j < cols; j++) if (a[i * cols + j] !== b[j * rows + i]) { same = false; break; }
+      if (same) heads.add(m.name!);
+    }
+  }
+  return heads;
+}
+
+/**
+ * Validate q4 writer options against a graph before any work: block sizes are powers of two ≥ 16, and an explicit
+ * `headBlockSize` divides the width of every embedding table written in 4 bits (the tied table reads the lm_head's
+ * codes in blocks of that size). savePruned calls this before GPTQ and before anything is written.
+ */
+export function checkQ4Options(graph: GraphProto, opts: QuantizeOptions = {}): void {
+  checkQ4BlockSize(opts.blockSize ?? 32, 'q4 block size (quantizeOptions.blockSize)');
+  if (opts.headBlockSize === undefined) return;
+  checkQ4BlockSize(opts.headBlockSize, 'q4 lm_head / embedding block size (quantizeOptions.headBlockSize)');
+  if ((opts.embedding ?? 'q4') !== 'q4' || opts.embeddings === false) return;
+  const inits = new Map<string, TensorProto>();
+  for (const t of graph.initializer) if (t.name) inits.set(t.name, t);
+  const graphInputs = new Set(graph.input.map((i) => i.name!));
+  for (const n of graph.node) {
+    const t = embeddingTable(n, inits, graphInputs, opts.minElements ?? 0);
+    if (!t) continue;
+    const cols = tensorDims(t)[1];
+    if (cols % opts.headBlockSize !== 0) {
+      throw new DsaPruneError(`q4 lm_head / embedding block size ${opts.headBlockSize} does not divide the width ${cols} of the embedding table ${t.name}`, {
+        hint: `Use a power of two ≥ 16 that divides ${cols}, leave headBlockSize out (CLI: --q4-head-block), or write the table in int8 (--q4-embedding q8).`,
+      });
+    }
+  }
+}
+
 /** Per-channel symmetric int8: `channels` scales over a [rows × cols] matrix, channel = column (axis 1) or row (axis 0). */
 export function quantizeInt8(w: Float32Array, rows: number, cols: number, axis: 0 | 1): { q: Int8Array; scales: Float32Array } {
   const nch = axis === 1 ? cols : rows;
@@ -226,6 +322,11 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
   const blockSize = opts.blockSize ?? 32;
   const minElements = opts.minElements ?? 0;
   const g = model.graph;
+  if (kind === 'q4') checkQ4Options(g, opts);
+  const headBlockSize = opts.headBlockSize ?? blockSize;
+  const rangeSearch = opts.rangeSearch ?? 6;
+  // the lm_head (and a tied one) uses the pair's block size; found only when it differs
+  const heads = kind === 'q4' && headBlockSize !== blockSize ? q4HeadWeights(g) : new Set<string>();
   const inits = new Map<string, TensorProto>();
   for (const t of g.initializer) if (t.name) inits.set(t.name, t);
   const graphInputs = new Set(g.input.map((i) => i.name));
@@ -265,7 +366,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
   const embedding = kind === 'q4' ? opts.embedding ?? 'q4' : 'q8';
   // q4: MatMul weight name → its MatMulNBits initializers (round-to-nearest codes only unless tiePrecomputed: GPTQ
   // codes are fitted to the linear's inputs, not to the embedding's use).
-  const q4Written = new Map<string, { base: string; nBlocks: number; zpLen: number }>();
+  const q4Written = new Map<string, { base: string; nBlocks: number; zpLen: number; blockSize: number }>();
   // q4 embedding Gathers, resolved after the loop (the tied lm_head comes after the embedding in node order).
   const pendingGathers: { at: number; node: NodeProto; table: TensorProto }[] = [];
   const gbqAttrs = (bs: number): NodeProto['attribute'] => [
@@ -292,15 +393,17 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
           const w = tensorToFloat32(t); // [K × N]
           const wt = new Float32Array(k * nOut); // [N × K]
           for (let i = 0; i < k; i++) for (let j = 0; j < nOut; j++) wt[j * k + i] = w[i * nOut + j];
+          const head = heads.has(t.name!);
+          const bs = head ? headBlockSize : blockSize;
           const pre = opts.q4Codes?.get(t.name!);
-          if (pre && (pre.k !== k || pre.n !== nOut || pre.blockSize !== blockSize)) {
-            throw new DsaPruneError(`precomputed q4 codes of ${t.name} are ${pre.n}×${pre.k} in blocks of ${pre.blockSize}, the weight is ${nOut}×${k} in blocks of ${blockSize}`, {
-              hint: 'Compute the codes (GPTQ) with the same q4 block size as the writer (quantizeOptions.blockSize).',
+          if (pre && (pre.k !== k || pre.n !== nOut || pre.blockSize !== bs)) {
+            throw new DsaPruneError(`precomputed q4 codes of ${t.name} are ${pre.n}×${pre.k} in blocks of ${pre.blockSize}, the weight is ${nOut}×${k} in blocks of ${bs}`, {
+              hint: 'Compute the codes (GPTQ) with the same q4 block size as the writer (quantizeOptions.blockSize; the lm_head: headBlockSize).',
             });
           }
-          const p = pre ?? quantizeQ4(wt, nOut, k, blockSize, opts.rangeSearch ?? 6);
+          const p = pre ?? quantizeQ4(wt, nOut, k, bs, rangeSearch);
           const base = `${prefix}/${n.name || t.name}`;
-          newInits.push(createTensor({ name: `${base}/B`, dims: [nOut, p.nBlocks, blockSize / 2], data_type: DataType.UINT8, raw_data: p.packed }));
+          newInits.push(createTensor({ name: `${base}/B`, dims: [nOut, p.nBlocks, bs / 2], data_type: DataType.UINT8, raw_data: p.packed }));
           newInits.push(floatTensor(`${base}/scales`, [nOut * p.nBlocks], p.scales, t.data_type!));
           newInits.push(createTensor({ name: `${base}/zero_points`, dims: [p.zeroPoints.length], data_type: DataType.UINT8, raw_data: p.zeroPoints }));
           nodes.push(createNode({
@@ -310,31 +413,28 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
               { name: 'K', type: 2, i: k },
               { name: 'N', type: 2, i: nOut },
               { name: 'bits', type: 2, i: 4 },
-              { name: 'block_size', type: 2, i: blockSize },
+              { name: 'block_size', type: 2, i: bs },
             ],
           }));
           replaced.add(t.name!);
-          if ((!pre || opts.tiePrecomputed) && !q4Written.has(t.name!)) q4Written.set(t.name!, { base, nBlocks: p.nBlocks, zpLen: p.zeroPoints.length });
+          if ((!pre || opts.tiePrecomputed) && !q4Written.has(t.name!)) q4Written.set(t.name!, { base, nBlocks: p.nBlocks, zpLen: p.zeroPoints.length, blockSize: bs });
           report.matmuls.push({ weight: t.name!, k, n: nOut });
           continue;
         }
       }
     } else if (domain === '' && n.op_type === 'Gather' && (opts.embeddings ?? true)) {
-      const t = inits.get(n.input[0]);
-      const axis = n.attribute.find((a) => a.name === 'axis');
-      if (isFloatInit(t) && !graphInputs.has(t.name) && (!axis || Number(axis.i ?? 0) === 0)) {
+      const t = embeddingTable(n, inits, graphInputs, minElements);
+      if (t) {
         const [rows, cols] = tensorDims(t);
-        if (rows * cols >= Math.max(minElements, 1024)) {
-          if (embedding === 'q4' && cols % blockSize === 0) {
-            pendingGathers.push({ at: nodes.length, node: n, table: t });
-            nodes.push(n); // replaced below
-            continue;
-          }
-          const dq = dequantInt8(t, 0);
-          nodes.push(createNode({ ...n, op_type: n.op_type!, input: [dq, n.input[1]] }));
-          report.embeddings.push({ weight: t.name!, rows, cols, format: 'int8' });
+        if (embedding === 'q4' && cols % headBlockSize === 0) {
+          pendingGathers.push({ at: nodes.length, node: n, table: t });
+          nodes.push(n); // replaced below
           continue;
         }
+        const dq = dequantInt8(t, 0);
+        nodes.push(createNode({ ...n, op_type: n.op_type!, input: [dq, n.input[1]] }));
+        report.embeddings.push({ weight: t.name!, rows, cols, format: 'int8' });
+        continue;
       }
     }
     nodes.push(n);
@@ -345,7 +445,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
   // tied lm_head's initializers are read through Reshapes (constant-folded by onnxruntime) instead of stored twice.
   for (const { at, node: n, table: t } of pendingGathers) {
     const [rows, cols] = tensorDims(t);
-    const nb = cols / blockSize;
+    const nb = cols / headBlockSize;
     const zpLen = rows * Math.ceil(nb / 2);
     let tiedTo: string | undefined;
     let src: { base: string } | undefined;
@@ -353,7 +453,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
     for (const [wname, w] of q4Written) {
       const wt = inits.get(wname)!;
       const [k, nOut] = tensorDims(wt);
-      if (k !== cols || nOut !== rows || w.nBlocks !== nb || w.zpLen !== zpLen || wt.data_type !== t.data_type) continue;
+      if (k !== cols || nOut !== rows || w.blockSize !== headBlockSize || w.nBlocks !== nb || w.zpLen !== zpLen || wt.data_type !== t.data_type) continue;
       if (transposedEqual(tensorBytes(t), [rows, cols], tensorBytes(wt), [k, nOut], eb)) {
         tiedTo = wname;
         src = w;
@@ -376,7 +476,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
       preNodes.push(createNode({ op_type: 'Reshape', name: `${scales}/Reshape`, input: [`${src.base}/scales`, shape(`${scales}/shape`, [rows, nb])], output: [scales] }));
       preNodes.push(createNode({ op_type: 'Reshape', name: `${zps}/Reshape`, input: [`${src.base}/zero_points`, shape(`${zps}/shape`, [rows, Math.ceil(nb / 2)])], output: [zps] }));
     } else {
-      const p = quantizeQ4(tensorToFloat32(t), rows, cols, blockSize, opts.rangeSearch ?? 6);
+      const p = quantizeQ4(tensorToFloat32(t), rows, cols, headBlockSize, rangeSearch);
       data = `${base}/data`;
       scales = `${base}/scales`;
       zps = `${base}/zero_points`;
@@ -386,7 +486,7 @@ export function quantizeModel(model: ModelProto, kind: QuantizeKind, opts: Quant
     }
     nodes[at] = createNode({
       op_type: 'GatherBlockQuantized', domain: 'com.microsoft', name: `${n.name || base}_Q4`,
-      input: [data, n.input[1], scales, zps], output: [...n.output], attribute: gbqAttrs(blockSize),
+      input: [data, n.input[1], scales, zps], output: [...n.output], attribute: gbqAttrs(headBlockSize),
     });
     replaced.add(t.name!);
     report.embeddings.push({ weight: t.name!, rows, cols, format: tiedTo ? 'q4-tied' : 'q4', ...(tiedTo ? { tiedTo } : {}) });

@@ -3,12 +3,15 @@
  *
  * The estimate (bytes) = runtime + weights at rest + max(session build, calibration working set):
  * - runtime: node + onnxruntime + transformers.js before a model is loaded (≈ 256 MiB measured);
- * - weights at rest: a model with external data holds ONE onnxruntime copy (0.9 × the weight bytes measured on the
- *   SmolLM2-135M shape): the decoded graph holds references only, pruned weights are spilled to a scratch file
- *   (src/model/spill.ts). An inline model (no external data) also holds the graph's copy: 2 ×;
- * - session build (at load and at commit, when no calibration buffer is alive): external data 0.15 × more (the commit
- *   frees the old session first and builds the new one from files; measured 1.04 × at load); inline 2 × more (the
- *   encoded bytes and the old session next to the new one; counted, not measured);
+ * - weights at rest: a model with external data holds ONE onnxruntime copy (1.0 × the weight bytes: measured 0.99 ×
+ *   on the SmolLM2-135M shape, RSS after loading 876 MiB − 260 MiB before; session 7 — it was 0.9 ×, which put the
+ *   resident set before calibration 61 MiB below the measured one): the decoded graph holds references only, pruned
+ *   weights are spilled to a scratch file (src/model/spill.ts). An inline model (no external data) also holds the
+ *   graph's copy: 2 ×;
+ * - session build (at load and at commit, when no calibration buffer is alive): external data 0.18 × more (the commit
+ *   frees the old session first and builds the new one from files; measured 0.17 × at load: high-water mark 984 MiB
+ *   against 876 after it); inline 2 × more (the encoded bytes and the old session next to the new one; counted, not
+ *   measured);
  * - calibration working set: the hidden states of all nsamples in and out of one block (2 × nsamples × seqlen × hidden
  *   × 4; sized by the calibration set, never by the model's context length), the activations of one onnxruntime run
  *   of a block (batch × seqlen × (2 × heads × seqlen + 3 × ffn) × 4: attention scores and softmax, gate, up and their
@@ -89,8 +92,8 @@ export const SPARSEGPT_SLACK = { fixed: 32 * 2 ** 20, factor: 0.35 } as const;
  * with or without pre-packing; docs/calibration.md). One such session is alive at a time.
  */
 export const BLOCK_SESSION_COPIES = 1.45;
-/** Weight copies: held at rest, and added while a session is built (external: measured; inline: counted). */
-export const WEIGHT_COPIES = { external: { rest: 0.9, build: 0.15 }, inline: { rest: 2, build: 2 } } as const;
+/** Weight copies: held at rest, and added while a session is built (external: measured, docs/scale.md; inline: counted). */
+export const WEIGHT_COPIES = { external: { rest: 1, build: 0.18 }, inline: { rest: 2, build: 2 } } as const;
 
 export function estimatePeakMemory(m: MemoryInputs): MemoryEstimate {
   const external = m.external ?? true;

@@ -15,6 +15,7 @@ import type { LinearInfo } from '../types.js';
 import { discoverLinears, type WeightLayout } from './discover.js';
 import { hasExternalData, externalFiles, initializerBytes, inlinedModel, PROTOBUF_LIMIT, writeWithExternalData } from './external.js';
 import { sessionFolder, WeightSpill } from './spill.js';
+import { releaseBuffers } from './release.js';
 import { originalCreate, recordSource, sourceFromPath, sourceOfSession, type ModelSource } from './hook.js';
 import {
   decodeModel, encodeModel, float32ToTensorBytes, isExternal, readModelFile, setTensorFloat32, tensorToFloat32,
@@ -47,6 +48,11 @@ export interface PrunableModel {
   writeWeight(l: LinearInfo, w: Float32Array): void;
   /** An initializer's values as float32, in its raw ONNX layout. */
   readInitializer(name: string): Float32Array;
+  /**
+   * Free now (not at the next GC) the memory of arrays readInitializer returned that the caller no longer uses (each
+   * is a copy of its own); they are then empty (length 0). Other arrays are left alone. src/model/release.ts says why.
+   */
+  releaseReads(values: Iterable<Float32Array>): Promise<void>;
   /**
    * Remember l's current weight; the returned function puts it back. Holds no copy: writeWeight replaces the tensor's
    * data fields and never mutates them, so keeping the current fields (an external-data reference or the old bytes)
@@ -269,6 +275,12 @@ function makePrunable(
   };
   const tensor = (name: string): TensorProto => copies(name)[0];
   const floats = (t: TensorProto): Float32Array => readFloats(t, baseDir, source.onnxPath);
+  /**
+   * Buffers of readInitializer results not yet released. tensorToFloat32 returns a copy of its own in every case (an
+   * external read is a fresh buffer, inline bytes are copied by aligned(), other dtypes converted), so no graph bytes
+   * are among them; only arrays handed out here can be released.
+   */
+  const ownReads = new WeakSet<ArrayBufferLike>();
   // A weight copied into several subgraphs is pruned once and written to every copy — only right if they are equal.
   for (const l of linears) {
     const [first, ...rest] = inits.get(l.weight) ?? [];
@@ -296,7 +308,18 @@ function makePrunable(
     layout,
     sessionKey,
     readInitializer(name) {
-      return floats(tensor(name));
+      const v = floats(tensor(name));
+      ownReads.add(v.buffer);
+      return v;
+    },
+    async releaseReads(values) {
+      const own: ArrayBuffer[] = [];
+      for (const v of values) {
+        if (!ownReads.has(v.buffer)) continue;
+        ownReads.delete(v.buffer);
+        own.push(v.buffer as ArrayBuffer);
+      }
+      await releaseBuffers(own);
     },
     snapshotWeight(l) {
       check(l);

@@ -500,6 +500,10 @@ describe('savePruned gptq: bad input', () => {
     await expect(savePruned(model, path.join(work, 'c'), { gptq: true, quantize: 'q4' })).rejects.toThrow(/needs calibration data/);
     await expect(savePruned(model, path.join(work, 'c2'), { gptq: { asymmetric: true, mode: 'oneshot' }, quantize: 'q4' })).rejects.toThrow(/asymmetric needs mode 'sequential'/);
     await expect(savePruned(model, path.join(work, 'c3'), { gptq: { lmHead: 'both' as 'tied' }, quantize: 'q4' })).rejects.toThrow(/lmHead must be/);
+    // q4 lm_head / embedding block: not a power of two ≥ 16, or not dividing the hidden size 64 of the tied table
+    await expect(savePruned(model, path.join(work, 'c4'), { quantize: 'q4', quantizeOptions: { headBlockSize: 24 } })).rejects.toThrow(/headBlockSize\) 24 is not a power of two ≥ 16/);
+    await expect(savePruned(model, path.join(work, 'c5'), { quantize: 'q4', quantizeOptions: { headBlockSize: 128 } })).rejects.toThrow(/block size 128 does not divide the width 64 of the embedding table/);
+    await expect(savePruned(model, path.join(work, 'c6'), { quantize: 'q4', quantizeOptions: { headBlockSize: 128 }, gptq: true, calibration: { files: [calText] }, nsamples: 2, seqlen: 32 })).rejects.toThrow(/does not divide the width 64/);
     expect(readdirSync(work)).toEqual([]);
     await (model as { dispose?: () => Promise<unknown> }).dispose?.();
   }, 60_000);
@@ -512,6 +516,12 @@ describe('savePruned gptq: bad input', () => {
     await expect(run([stories, '--out', path.join(work, 'f'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-symmetric'], memoryIo())).rejects.toThrow(/--gptq-symmetric needs --gptq/);
     await expect(run([stories, '--out', path.join(work, 'g'), '--method', 'magnitude', '--quantize', 'q4', '--gptq-lm-head', 'tied'], memoryIo())).rejects.toThrow(/--gptq-lm-head needs --gptq/);
     await expect(run([stories, '--out', path.join(work, 'h'), '--method', 'magnitude', '--quantize', 'q4', '--gptq', '--gptq-lm-head', 'both'], memoryIo())).rejects.toThrow(/tied|untied|choices|allowed/i);
+    // --q4-head-block: refused before the model is read (the folder does not exist) when not a power of two or without q4,
+    // and after loading but before pruning when it does not divide the tied table's width (64)
+    const missing = path.join(work, 'no-such-model');
+    await expect(run([missing, '--out', path.join(work, 'i'), '--method', 'magnitude', '--quantize', 'q4', '--q4-head-block', '48'], memoryIo())).rejects.toThrow(/--q4-head-block 48 is not a power of two ≥ 16/);
+    await expect(run([missing, '--out', path.join(work, 'j'), '--method', 'magnitude', '--q4-head-block', '16'], memoryIo())).rejects.toThrow(/--q4-head-block needs --quantize q4/);
+    await expect(run([stories, '--out', path.join(work, 'k'), '--method', 'magnitude', '--quantize', 'q4', '--q4-head-block', '128'], memoryIo())).rejects.toThrow(/128 does not divide the width 64/);
     expect(readdirSync(work)).toEqual([]);
   });
 });
@@ -622,6 +632,57 @@ describe.skipIf(!existsSync(evalText) || !existsSync(calText))('stories260k GPTQ
     expect(Math.abs(pg - p0)).toBeLessThan(Math.abs(pr - p0));
     await (model as { dispose?: () => Promise<unknown> }).dispose?.();
   }, 300_000);
+
+  it('headBlockSize 16: GPTQ groups the lm_head in 16 and every block linear in 32 (block codes identical to the default run); the file holds them and the tied table reads the lm_head\'s codes', async () => {
+    const { loadModelDir, attachModel, transpose } = await import('../../src/model/index.js');
+    const { pruneModel, lastPruneCalibration } = await import('../../src/prune.js');
+    const { savePruned } = await import('../../src/save.js');
+    const src = path.join(work, 'src-hb');
+    cpSync(stories, src, { recursive: true });
+    const { model } = await loadModelDir(src);
+    await pruneModel(model, { method: 'wanda', sparsity: 0.5, calibration: { files: [calText] }, nsamples: 8, seqlen: 128 });
+    const pm = await attachModel(model);
+    const cal = lastPruneCalibration(model as object)!;
+    const opts = { windows: cal.ids, nsamples: cal.nsamples, seqlen: cal.seqlen, lmHead: true };
+    const d32 = await gptqModel(model, opts);
+    const d16 = await gptqModel(model, { ...opts, headBlockSize: 16 });
+    const headW = d16.linears.at(-1)!.weight;
+    expect(d16.codes.get(headW)!.blockSize).toBe(16);
+    expect(d32.codes.get(headW)!.blockSize).toBe(32);
+    for (const l of pm.linears) {
+      expect(d16.codes.get(l.weight)!.blockSize).toBe(32);
+      expect(Buffer.compare(Buffer.from(d16.codes.get(l.weight)!.packed), Buffer.from(d32.codes.get(l.weight)!.packed))).toBe(0);
+    }
+    const q4Of = (dir: string) => readModelFile(path.join(dir, 'onnx/model_q4.onnx'));
+    const attr = (n: ModelProto['graph']['node'][number], a: string) => Number(n.attribute.find((x) => x.name === a)!.i);
+    // GPTQ lm_head, tied: the file's lm_head B are d16's codes in blocks of 16, and the table reads them
+    const tiedDir = path.join(work, 'hb-tied');
+    const res = await savePruned(model, tiedDir, { quantize: 'q4', quantizeOptions: { headBlockSize: 16 }, gptq: { lmHead: 'tied' } });
+    expect(res?.gptq?.headBlockSize).toBe(16);
+    const asym = await gptqModel(model, { ...opts, headBlockSize: 16, asymmetric: true });
+    let q4 = q4Of(tiedDir);
+    let qi = mainInits(q4);
+    const nbits = q4.graph.node.filter((x) => x.op_type === 'MatMulNBits');
+    const head = nbits.find((x) => x.output.includes('logits'))!;
+    expect(attr(head, 'block_size')).toBe(16);
+    expect(nbits.filter((x) => x !== head).every((x) => attr(x, 'block_size') === 32)).toBe(true);
+    expect(Buffer.compare(Buffer.from(qi.get(head.input[1])!.raw_data!), Buffer.from(asym.codes.get(headW)!.packed))).toBe(0);
+    let gbq = q4.graph.node.find((x) => x.op_type === 'GatherBlockQuantized')!;
+    expect(attr(gbq, 'block_size')).toBe(16);
+    expect(q4.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbq.input[0])!.input[0]).toBe(head.input[1]);
+    // default (RTN lm_head): the lm_head is the writer's round-to-nearest in blocks of 16, still tied
+    const rtnDir = path.join(work, 'hb-rtn');
+    await savePruned(model, rtnDir, { quantize: 'q4', quantizeOptions: { headBlockSize: 16 }, gptq: true });
+    q4 = q4Of(rtnDir);
+    qi = mainInits(q4);
+    const h2 = q4.graph.node.find((x) => x.op_type === 'MatMulNBits' && x.output.includes('logits'))!;
+    const [k, n] = tensorDims(mainInits(readModelFile(path.join(rtnDir, 'onnx/model.onnx'))).get(headW)!);
+    const rtn = quantizeQ4(transpose(pm.readInitializer(headW), k, n), n, k, 16);
+    expect(Buffer.compare(Buffer.from(qi.get(h2.input[1])!.raw_data!), Buffer.from(rtn.packed))).toBe(0);
+    gbq = q4.graph.node.find((x) => x.op_type === 'GatherBlockQuantized')!;
+    expect(q4.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbq.input[0])!.input[0]).toBe(h2.input[1]);
+    await (model as { dispose?: () => Promise<unknown> }).dispose?.();
+  }, 400_000);
 
   it('lmHead tied / untied and asymmetric: the lm_head codes are GPTQ on the final-norm Gram (below RTN\'s output error there), the table reads them only when tied, the model stays pruned fp32', async () => {
     const { loadModelDir, attachModel, discoverLinears, transpose } = await import('../../src/model/index.js');

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as ort from 'onnxruntime-node';
-import { quantizeModel, quantizeQ4, sparseQ4Model } from '../../src/compress/index.js';
+import { checkQ4Options, q4HeadWeights, quantizeModel, quantizeQ4, sparseQ4Model } from '../../src/compress/index.js';
 import {
   createNode, createTensor, DataType, decodeModel, encodeModel, readModelFile, tensorBytes, tensorDims, tensorToFloat32,
   type ModelProto, type NodeProto, type TensorProto,
@@ -251,6 +251,101 @@ describe('q4 embeddings (GatherBlockQuantized)', () => {
   });
 });
 
+describe('q4 head block size (quantizeOptions.headBlockSize): the lm_head / embedding pair in its own blocks', () => {
+  it('block 16 for the tied pair, 32 for the rest: this test\'s decode of the file = the float weights on a 16-wide grid; the table reads the lm_head\'s codes, stored once; onnxruntime returns exactly the decode', async () => {
+    const m = embedModel(true);
+    const H = 96, V = 64;
+    const P = new Float32Array(H * H).map((_, i) => Math.sin(i * 0.7) * 0.1);
+    // a block linear before the lm_head (its output is a graph output too, but the lm_head is the last MatMul)
+    m.graph.node.splice(1, 0, createNode({ op_type: 'MatMul', name: 'proj', input: ['h', 'P'], output: ['p'] }));
+    m.graph.initializer.push(createTensor({ name: 'P', dims: [H, H], data_type: DataType.FLOAT, raw_data: new Uint8Array(P.buffer) }));
+    m.graph.output.push(vi('p', DataType.FLOAT, [5, H]));
+    expect([...q4HeadWeights(m.graph)]).toEqual(['W']);
+    const { model, report } = quantizeModel(m, 'q4', { headBlockSize: 16 });
+    expect(report.embeddings).toEqual([{ weight: 'E', rows: V, cols: H, format: 'q4-tied', tiedTo: 'W' }]);
+    const nbits = model.graph.node.filter((n) => n.op_type === 'MatMulNBits');
+    expect(Object.fromEntries(nbits.map((n) => [n.name, attr(n, 'block_size')]))).toEqual({ lm_head_Q4: 16, proj_Q4: 32 });
+    const gbq = model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!;
+    expect(attr(gbq, 'block_size')).toBe(16);
+    // stored once: uint8 payloads are the two MatMulNBits' B and zero points only (lm_head: 6 blocks of 16 per row)
+    const u8 = model.graph.initializer.filter((t) => t.data_type === DataType.UINT8).map((t) => tensorBytes(t).length);
+    expect(u8.sort((a, b) => a - b)).toEqual([V * 3, H * 2, V * H / 2, H * H / 2].sort((a, b) => a - b));
+    const lmNode = nbits.find((n) => n.name === 'lm_head_Q4')!;
+    const reshaped = model.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbq.input[0])!;
+    expect(reshaped.input[0]).toBe(lmNode.input[1]);
+    const lm = nbitsWeight(model, lmNode);
+    const table = gbqTable(model, gbq);
+    expect(Array.from(table.w)).toEqual(Array.from(lm.w));
+    // independent check of the grid: every 16-wide block of a row of E decodes within half a step of its own range
+    // (the range search shrinks it by at most 20 %), and the block-16 table is closer to E than the block-32 one
+    const E = tensorToFloat32(m.graph.initializer.find((t) => t.name === 'E')!);
+    const sq = (w: Float64Array) => w.reduce((a, v, i) => a + (v - E[i]) ** 2, 0);
+    for (let r = 0; r < V; r++) for (let b = 0; b < H / 16; b++) {
+      let lo = 0, hi = 0;
+      for (let j = b * 16; j < b * 16 + 16; j++) { lo = Math.min(lo, E[r * H + j]); hi = Math.max(hi, E[r * H + j]); }
+      const step = (hi - lo) / 15;
+      for (let j = b * 16; j < b * 16 + 16; j++) expect(Math.abs(table.w[r * H + j] - E[r * H + j])).toBeLessThanOrEqual(0.2 * Math.max(-lo, hi) + step / 2 + 1e-7);
+    }
+    const t32 = gbqTable(quantizeModel(m, 'q4').model, quantizeModel(m, 'q4').model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
+    expect(sq(table.w)).toBeLessThan(sq(t32.w));
+    // the block-32 linear is exactly what the default writer produces
+    const d32 = quantizeModel(m, 'q4').model;
+    const pOf = (mm: ModelProto) => nbitsWeight(mm, mm.graph.node.find((n) => n.name === 'proj_Q4')!).w;
+    expect(Array.from(pOf(model))).toEqual(Array.from(pOf(d32)));
+    // onnxruntime: the table rows and the logits of the file equal those of a float model built from this decode
+    const h = await runIds(model);
+    for (const [j, id] of IDS.entries()) for (let c = 0; c < H; c++) expect(h[j * H + c]).toBe(Math.fround(table.w[id * H + c]));
+    const runAll = async (mm: ModelProto) => {
+      const s = await ort.InferenceSession.create(encodeModel(mm));
+      const r = await s.run({ ids: new ort.Tensor('int64', BigInt64Array.from(IDS.map(BigInt)), [IDS.length]) });
+      await s.release();
+      return [r.logits.data as Float32Array, r.p.data as Float32Array];
+    };
+    const [la, pa] = await runAll(model);
+    const [lb, pb] = await runAll(decodedFloatModel(model));
+    for (const [a, b] of [[la, lb], [pa, pb]]) {
+      const maxAbs = b.reduce((x, v) => Math.max(x, Math.abs(v)), 0);
+      expect(maxAbs).toBeGreaterThan(0.01);
+      for (let i = 0; i < a.length; i++) expect(Math.abs(a[i] - b[i])).toBeLessThan(1e-5 * maxAbs + 1e-7);
+    }
+  });
+
+  it('untied pair: the lm_head and the table each get their own block-16 codes', () => {
+    const m = embedModel(false);
+    const { model } = quantizeModel(m, 'q4', { headBlockSize: 16 });
+    const lmNode = model.graph.node.find((n) => n.op_type === 'MatMulNBits')!;
+    const gbq = model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!;
+    expect([attr(lmNode, 'block_size'), attr(gbq, 'block_size')]).toEqual([16, 16]);
+    expect(gbq.input[0]).not.toBe(lmNode.input[1]);
+    // the table's codes are the writer's rule on E in blocks of 16 (quantizeQ4), byte for byte
+    const E = tensorToFloat32(m.graph.initializer.find((t) => t.name === 'E')!);
+    const want = quantizeQ4(E, 64, 96, 16);
+    expect(Buffer.from(resolve(model, gbq.input[0]).bytes).equals(Buffer.from(want.packed))).toBe(true);
+  });
+
+  it('precomputed codes (GPTQ) must use the pair\'s block for the lm_head; bad block sizes and a head block that does not divide the table width are refused before writing', () => {
+    const base = embedModel(true);
+    const Wkn = tensorToFloat32(base.graph.initializer[1]);
+    const wt = new Float32Array(64 * 96);
+    for (let i = 0; i < 96; i++) for (let j = 0; j < 64; j++) wt[j * 96 + i] = Wkn[i * 64 + j];
+    const c32 = new Map([['W', quantizeQ4(wt, 64, 96, 32)]]);
+    expect(() => quantizeModel(base, 'q4', { headBlockSize: 16, q4Codes: c32 })).toThrow(/in blocks of 32, the weight is 64×96 in blocks of 16/);
+    const c16 = new Map([['W', quantizeQ4(wt, 64, 96, 16)]]);
+    expect(quantizeModel(base, 'q4', { headBlockSize: 16, q4Codes: c16, tiePrecomputed: true }).report.embeddings[0].format).toBe('q4-tied');
+    for (const bad of [8, 24, 0, 17.5]) {
+      expect(() => quantizeModel(base, 'q4', { headBlockSize: bad })).toThrow(/headBlockSize\) .* is not a power of two ≥ 16/);
+      expect(() => checkQ4Options(base.graph, { headBlockSize: bad })).toThrow(/not a power of two/);
+    }
+    expect(() => quantizeModel(base, 'q4', { blockSize: 48 })).toThrow(/blockSize\) 48 is not a power of two/);
+    // 64 does not divide the hidden size 96: the tied table could not read the lm_head's codes
+    expect(() => quantizeModel(base, 'q4', { headBlockSize: 64 })).toThrow(/block size 64 does not divide the width 96 of the embedding table E/);
+    expect(() => checkQ4Options(base.graph, { headBlockSize: 64 })).toThrow(/does not divide the width 96/);
+    // …unless the table is written in int8 (then only the lm_head uses the block; MatMulNBits pads K)
+    const q8 = quantizeModel(base, 'q4', { headBlockSize: 64, embedding: 'q8' });
+    expect(attr(q8.model.graph.node.find((n) => n.op_type === 'MatMulNBits')!, 'block_size')).toBe(64);
+  });
+});
+
 /** A float model computing what the q4 file's weights decode to (this test's decoder): MatMul / Gather on floats. */
 function decodedFloatModel(m: ModelProto): ModelProto {
   const added: TensorProto[] = [];
@@ -282,10 +377,17 @@ describe('stories260k: q4 file with a 4-bit tied embedding', () => {
   });
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  it('logits equal (to float rounding) those of a float model built from this test\'s decode of the file', async () => {
+  it.each([undefined, 16])('logits equal (to float rounding) those of a float model built from this test\'s decode of the file (head block %s)', async (headBlockSize) => {
     const fp = readModelFile(path.join(work, 'm/onnx/model.onnx'));
-    const { model: q4, report } = quantizeModel(fp, 'q4');
+    const { model: q4, report } = quantizeModel(fp, 'q4', headBlockSize ? { headBlockSize } : {});
     expect(report.embeddings.map((e) => e.format)).toEqual(['q4-tied']);
+    const gbqNode = q4.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!;
+    const lmNode = q4.graph.node.find((n) => n.op_type === 'MatMulNBits' && n.output.includes('logits'))!;
+    expect([attr(gbqNode, 'block_size'), attr(lmNode, 'block_size')]).toEqual([headBlockSize ?? 32, headBlockSize ?? 32]);
+    expect(q4.graph.node.filter((n) => n.op_type === 'MatMulNBits' && n !== lmNode).every((n) => attr(n, 'block_size') === 32)).toBe(true);
+    // the tie: the table's codes are the lm_head's B (through a Reshape), and no other initializer holds a 512 × 64 code table
+    expect(q4.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbqNode.input[0])!.input[0]).toBe(lmNode.input[1]);
+    expect(q4.graph.initializer.filter((t) => t.data_type === DataType.UINT8 && tensorBytes(t).length === 512 * 64 / 2).length).toBe(1);
     const dec = decodedFloatModel(q4);
     expect(dec.graph.node.some((n) => n.domain === 'com.microsoft')).toBe(false);
     const run = async (m: ModelProto): Promise<Float32Array> => {

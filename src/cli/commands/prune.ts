@@ -7,6 +7,7 @@ import { createProgress } from '../progress.js';
 import { isStructuredResult, structuredResultAllocator } from '../../search/structured-fitness.js';
 import { DsaPruneError, EXIT } from '../../errors.js';
 import { attachModel, loadModelDir } from '../../model/index.js';
+import { checkQ4BlockSize, checkQ4Options } from '../../compress/index.js';
 import { parseAllocatorSpec, dsa, atGranularity, checkGranularity, type Allocator } from '../../allocators/index.js';
 import { lastPruneCalibration, planPrune, pruneModel, type PruneOptions } from '../../prune.js';
 import { onnxFileBytes, savePruned } from '../../save.js';
@@ -49,6 +50,7 @@ const spec = defineCommand({
     quantize: { type: 'string', multiple: true, choices: ['q8', 'q4'], valueName: '<q>', description: 'also write onnx/model_quantized.onnx (q8) or onnx/model_q4.onnx (q4, MatMulNBits); pruned zeros stay exact' },
     compress: { type: 'boolean', description: 'store onnx/model.onnx as bitmask + non-zero values (plain ONNX, bit-identical weights at load); with --quantize q4 / q8 also model_q4.onnx (block mask + bitmask + non-zero 4-bit codes) / model_quantized.onnx (bitmask + non-zero int8), loaded with dtype q4 / q8' },
     'q4-embedding': { type: 'string', choices: ['q4', 'q8'], default: 'q4', description: 'with --quantize q4: the embedding table in 4 bits (GatherBlockQuantized; a tied lm_head\'s codes are stored once) or int8 per row' },
+    'q4-head-block': { type: 'integer', min: 16, valueName: '<n>', description: 'with --quantize q4: q4 block size of the lm_head and the 4-bit embedding table only (power of two ≥ 16 dividing the hidden size; default: the block size 32); a tied table still reads the lm_head\'s codes' },
     gptq: { type: 'boolean', description: 'q4 with GPTQ error feedback on the surviving weights (Hessians from the calibration set; needs --quantize q4 and --calibration)' },
     'gptq-lm-head': { type: 'string', choices: ['tied', 'untied'], description: 'with --gptq: GPTQ the lm_head too (final-norm Gram); tied: a tied 4-bit embedding reads its codes; untied: the table keeps its own codes (+bytes)' },
     'gptq-symmetric': { type: 'boolean', description: 'with --gptq: plain sequential GPTQ (fit W·x on the quantized-prefix inputs) instead of the default asymmetric calibration (GPTAQ: fit the unquantized pruned model\'s outputs W·x̃)' },
@@ -131,6 +133,12 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   if (!v.gptq && (v['gptq-lm-head'] !== undefined || v['gptq-symmetric'])) {
     throw new DsaPruneError(`${v['gptq-symmetric'] ? '--gptq-symmetric' : '--gptq-lm-head'} needs --gptq`, { hint: 'Add --gptq (with --quantize q4 and --calibration).' });
   }
+  const headBlock = v['q4-head-block'] as number | undefined;
+  if (headBlock !== undefined) {
+    if (!(v.quantize ?? []).includes('q4')) throw new DsaPruneError('--q4-head-block needs --quantize q4', { hint: 'Add --quantize q4, or drop --q4-head-block.' });
+    checkQ4BlockSize(headBlock, '--q4-head-block');
+  }
+  const quantizeOptions = { embedding: v['q4-embedding'] as 'q4' | 'q8', ...(headBlock !== undefined ? { headBlockSize: headBlock } : {}) };
   if (v.gptq && !(v.calibration && v.calibration.length)) {
     throw new DsaPruneError('--gptq needs --calibration <file>: GPTQ uses the Hessians of the calibration set', { hint: 'Pass the calibration text, e.g. --calibration calib.txt.' });
   }
@@ -141,6 +149,8 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const { model, prunable } = await loadModelDir(modelDir, {
     threads: args.common.threads, ...(v.dtype ? { dtype: v.dtype } : {}), ...(v['allow-remote'] ? { allowRemote: true } : {}),
   });
+  // q4 options against the model (the head block must divide the embedding table's width), before any work.
+  if ((v.quantize ?? []).includes('q4')) checkQ4Options((await attachModel(model)).proto.graph, quantizeOptions);
   // A levels result is checked against the model it was found on as soon as the model is loaded, before any work.
   const allocator = typeof allocatorOrLevels === 'function' ? allocatorOrLevels(prunable.modelHash()) : allocatorOrLevels;
   const progress = createProgress(io, args.common);
@@ -193,7 +203,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
   const sourceOnnx = report.structured ? (await attachModel(model)).source.onnxPath : undefined;
   const saved = await savePruned(model, v.out!, {
     overwrite: v.overwrite, quantize: v.quantize as ('q8' | 'q4')[] | undefined, compress: v.compress,
-    quantizeOptions: { embedding: v['q4-embedding'] as 'q4' | 'q8' },
+    quantizeOptions,
     ...(v.gptq
       ? {
           gptq: {
