@@ -3,7 +3,7 @@
  * and 18, on 8 shapes: mismatches of each against a JS loop summing the float32 squares row after row, and CPU ms
  * per run (same process, alternated). docs/scale.md, "Where the passes' time goes".
  *
- *   npx tsx bench/rss-probe.ts [threads, default 2]
+ *   npx tsx bench/sq-reduce-probe.ts [threads, default 2]
  */
 import * as ort from 'onnxruntime-node';
 import { DataType, createNode, createTensor, encodeModel, type ModelProto } from '../src/model/onnx.js';
