@@ -5,6 +5,7 @@
 import { DsaPruneError } from './errors.js';
 import { gptqModel, type GptqModelResult } from './compress/gptq.js';
 import type { QuantizeKind } from './compress/quantize.js';
+import { quantizeKinds } from './compress/files.js';
 import { attachModel, checkOutDir } from './model/index.js';
 import { calibrationFor, lastPruneCalibration, type CalibrationSource, type PruneCalibration } from './prune.js';
 import type { ProgressCallback } from './types.js';
@@ -68,7 +69,7 @@ export async function runGptqForSave(
   model: unknown, outDir: string, o: GptqRequest,
 ): Promise<{ codes: GptqModelResult['codes']; tieCodes: boolean; summary: GptqSaveSummary } | undefined> {
   if (!o.gptq) return undefined;
-  const kinds = o.quantize === undefined ? [] : Array.isArray(o.quantize) ? o.quantize : [o.quantize];
+  const kinds = quantizeKinds(o.quantize);
   if (!kinds.includes('q4')) {
     throw new DsaPruneError(
       kinds.length ? `gptq applies to q4 only; this save asks for ${kinds.join(', ')}` : 'gptq needs a quantized output: nothing was asked to be quantized',

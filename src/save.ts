@@ -2,7 +2,7 @@ import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { attachModel, savePruned as saveModel } from './model/index.js';
 import { lastPruneReport } from './prune.js';
-import { checkQ4Options, postProcessSaved, type PostSaveOptions, type PostSaveResult } from './compress/index.js';
+import { checkQ4Options, postProcessSaved, quantizeKinds, type PostSaveOptions, type PostSaveResult } from './compress/index.js';
 import { runGptqForSave, type GptqRequest, type GptqSaveSummary } from './save-gptq.js';
 
 /**
@@ -18,8 +18,7 @@ export async function savePruned(
 ): Promise<(PostSaveResult & { gptq?: GptqSaveSummary }) | undefined> {
   // q4 writer options (block sizes, the lm_head / embedding block against the table width): checked before GPTQ and
   // before anything is written.
-  const kinds = opts.quantize === undefined ? [] : Array.isArray(opts.quantize) ? opts.quantize : [opts.quantize];
-  if (kinds.includes('q4') && opts.quantizeOptions) checkQ4Options((await attachModel(model)).proto.graph, opts.quantizeOptions);
+  if (quantizeKinds(opts.quantize).includes('q4') && opts.quantizeOptions) checkQ4Options((await attachModel(model)).proto.graph, opts.quantizeOptions);
   // gptq (joint prune + quantize): validated and run before anything is written; the q4 writer then stores its codes.
   const gptq = await runGptqForSave(model, outDir, opts);
   const report = lastPruneReport(model as object);

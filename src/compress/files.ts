@@ -162,12 +162,17 @@ export interface PostSaveResult {
   files: (FileSize & { kind: 'fp32' | 'compressed' | QuantizeKind | 'sparse-q4' | 'sparse-q8'; ratio: number })[];
 }
 
+/** The `quantize` option (one kind or a list, possibly absent) as a list: one reading for the save, GPTQ and the writer. */
+export function quantizeKinds(q: QuantizeKind | QuantizeKind[] | undefined): QuantizeKind[] {
+  return q === undefined ? [] : Array.isArray(q) ? q : [q];
+}
+
 /** Apply the options to a folder savePruned just wrote. */
 export function postProcessSaved(dir: string, opts: PostSaveOptions): PostSaveResult {
   const src = floatOnnxFile(dir);
   const dense = { file: path.relative(dir, src), bytes: onnxFileSize(src) };
   const files: PostSaveResult['files'] = [];
-  const kinds = opts.quantize === undefined ? [] : Array.isArray(opts.quantize) ? opts.quantize : [opts.quantize];
+  const kinds = quantizeKinds(opts.quantize);
   for (const k of kinds) if (k !== 'q4' && k !== 'q8') throw new DsaPruneError(`unknown quantize option '${String(k)}'`, { hint: "Use 'q8' or 'q4'." });
   // Build every quantized model before writing any, so a refused layout (sparse q4) leaves the folder untouched.
   const built = kinds.map((k) => ({ k, b: buildQuantized(dir, k, opts.quantizeOptions ?? {}, !!opts.compress) }));

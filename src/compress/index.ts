@@ -6,7 +6,7 @@ export { quantizeModel, quantizeQ4, checkQ4BlockSize, checkQ4Options, q4HeadWeig
 export { sparseQ4Model, encodeSparseQ4, decodeSparseQ4, unpackZeroPoints, isSparseQuantized, SPARSE_Q_PREFIX, type SparseQ4Encoded, type SparseQuantOptions, type SparseQuantReport } from './sparse-q4.js';
 export { compressModel, densifyModel, isCompressed, encodeSparse, decodeSparse, SPARSE_PREFIX, type CompressOptions, type CompressReport } from './sparse.js';
 export {
-  writeQuantized, compressFolder, postProcessSaved, floatOnnxFile, onnxFileSize, writeModelAtomic, QUANT_SUFFIX,
+  writeQuantized, compressFolder, postProcessSaved, quantizeKinds, floatOnnxFile, onnxFileSize, writeModelAtomic, QUANT_SUFFIX,
   type FileSize, type PostSaveOptions, type PostSaveResult,
 } from './files.js';
 export {
