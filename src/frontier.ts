@@ -17,7 +17,7 @@ import { DsaPruneError } from './errors.js';
 import { loadModelDir, loadModelVariant } from './model/index.js';
 import { pruneModel, type PruneOptions } from './prune.js';
 import { savePruned } from './save.js';
-import { sparseQ4Model, writeModelAtomic } from './compress/index.js';
+import { checkQ4BlockSize, sparseQ4Model, writeModelAtomic } from './compress/index.js';
 import { readModelFile } from './model/onnx.js';
 import { readTextFile, tokenizeText } from './data/text.js';
 import { perplexity } from './eval/perplexity.js';
@@ -65,6 +65,8 @@ export interface FrontierOptions {
   gptq?: boolean;
   /** How q4 files store the embedding table (QuantizeOptions.embedding). Default 'q4' (4-bit, tied to the lm_head). */
   q4Embedding?: 'q4' | 'q8';
+  /** q4 block of the lm_head / embedding pair (QuantizeOptions.headBlockSize; default the writer's, q4HeadBlockSize). */
+  q4HeadBlock?: number;
   /** "What to ship": the smallest file whose ppl is within this fraction of the dense fp32 ppl. Default 0.05. */
   tolerance?: number;
   threads?: number;
@@ -180,7 +182,8 @@ export async function frontier(modelDir: string, opts: FrontierOptions): Promise
   if (gptq && !opts.calibration?.length) {
     throw new DsaPruneError('GPTQ points need calibration text', { hint: 'Pass --calibration <file>, or --no-gptq to leave the GPTQ q4 points out.' });
   }
-  const quantizeOptions = { embedding: opts.q4Embedding ?? 'q4' } as const;
+  if (opts.q4HeadBlock !== undefined) checkQ4BlockSize(opts.q4HeadBlock, 'q4 lm_head / embedding block size (--q4-head-block)');
+  const quantizeOptions = { embedding: opts.q4Embedding ?? 'q4', ...(opts.q4HeadBlock !== undefined ? { headBlockSize: opts.q4HeadBlock } : {}) } as const;
   const texts = await Promise.all(pplFiles.map((f) => readTextFile(f)));
   const pplSeqlen = opts.pplSeqlen ?? Math.min(512, opts.seqlen ?? 512);
   const variantsDir = path.join(opts.out, 'variants');

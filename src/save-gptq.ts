@@ -4,7 +4,7 @@
  */
 import { DsaPruneError } from './errors.js';
 import { gptqModel, type GptqModelResult } from './compress/gptq.js';
-import type { QuantizeKind } from './compress/quantize.js';
+import { q4HeadBlockSize, type QuantizeKind } from './compress/quantize.js';
 import { quantizeKinds } from './compress/files.js';
 import { attachModel, checkOutDir } from './model/index.js';
 import { calibrationFor, lastPruneCalibration, type CalibrationSource, type PruneCalibration } from './prune.js';
@@ -100,7 +100,8 @@ export async function runGptqForSave(
     });
   }
   const blockSize = o.quantizeOptions?.blockSize ?? 32;
-  const headBlockSize = o.quantizeOptions?.headBlockSize ?? blockSize;
+  // resolved with the writer's own options, so GPTQ's groups match the file the writer makes
+  const headBlockSize = q4HeadBlockSize(pm.proto.graph, o.quantizeOptions ?? {});
   const mode = g.asymmetric === true ? 'sequential' : g.mode ?? cal.mode ?? 'sequential';
   const asymmetric = g.asymmetric ?? mode === 'sequential';
   const res = await gptqModel(model, {

@@ -17,7 +17,7 @@ import { DsaPruneError } from '../errors.js';
 import { subtractProduct } from '../kernels/gemm.js';
 import { sparseGptHinv } from '../methods/sparsegpt.js';
 import { float32ToFp16, fp16ToFloat32 } from '../model/onnx.js';
-import { checkQ4BlockSize, halfPrecision, q4HeadWeights, type Q4Packed } from './quantize.js';
+import { checkQ4BlockSize, halfPrecision, q4HeadBlockSize, q4HeadWeights, type Q4Packed } from './quantize.js';
 import { runCalibration } from '../calibration/index.js';
 import { attachModel, discoverLinears, transpose } from '../model/index.js';
 import type { LinearInfo, ProgressCallback } from '../types.js';
@@ -411,7 +411,8 @@ export interface GptqModelOptions extends GptqLayerOptions {
    */
   asymmetric?: boolean;
   /**
-   * Group size of the lm_head / embedding pair (the q4 writer's `headBlockSize`; default `blockSize`): a linear the
+   * Group size of the lm_head / embedding pair (the q4 writer's `headBlockSize`; default: the writer's default for
+   * this graph, `q4HeadBlockSize`, i.e. 16 when it divides every embedding table): a linear the
    * writer treats as the lm_head (q4HeadWeights) is grouped by it, every other by `blockSize`, so the codes match the
    * file's block for every linear.
    */
@@ -453,9 +454,10 @@ export async function gptqModel(model: unknown, opts: GptqModelOptions): Promise
   if (blockSize < 16 || (blockSize & (blockSize - 1)) !== 0) {
     throw new DsaPruneError(`GPTQ: block size ${blockSize} is not a power of two ≥ 16`, { hint: 'Use 16, 32, 64 or 128 (default 32), the q4 block size.' });
   }
-  const headBlockSize = opts.headBlockSize ?? blockSize;
-  if (headBlockSize !== blockSize) checkQ4BlockSize(headBlockSize, 'GPTQ: lm_head block size');
   const pm = await attachModel(model);
+  // the writer's rule for the lm_head's group (its default writer options unless the caller resolved it)
+  const headBlockSize = opts.headBlockSize ?? q4HeadBlockSize(pm.proto.graph, { blockSize });
+  if (headBlockSize !== blockSize) checkQ4BlockSize(headBlockSize, 'GPTQ: lm_head block size');
   // the writer's lm_head rule (read before the pass writes quantized weights into the graph)
   const heads = headBlockSize !== blockSize ? q4HeadWeights(pm.proto.graph, (t) => pm.readInitializer(t.name!)) : new Set<string>();
   const targets = pm.linears.filter((l) => l.block >= 0 && pm.layout.get(l.name) === 'in_out');

@@ -129,6 +129,8 @@ async function runIds(m: ModelProto, optimized?: string): Promise<Float32Array> 
 }
 
 describe('q4 embeddings (GatherBlockQuantized)', () => {
+  // the uniform block-32 layout the exporters write (the pair's default block is 16 since session 8: q4HeadBlockSize)
+  const B32 = { headBlockSize: 32 } as const;
   let tmp: string;
   beforeAll(() => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'dsa-q4emb-'));
@@ -136,7 +138,7 @@ describe('q4 embeddings (GatherBlockQuantized)', () => {
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
   it('tied table: codes stored once (the lm_head MatMulNBits\' initializers via Reshape); onnxruntime returns exactly this test\'s decode; Reshapes folded', async () => {
-    const { model, report } = quantizeModel(embedModel(true), 'q4');
+    const { model, report } = quantizeModel(embedModel(true), 'q4', B32);
     expect(report.embeddings).toEqual([{ weight: 'E', rows: 64, cols: 96, format: 'q4-tied', tiedTo: 'W' }]);
     // No table of its own: the only uint8 payloads are the lm_head's B and zero points.
     const u8 = model.graph.initializer.filter((t) => t.data_type === DataType.UINT8).map((t) => tensorBytes(t).length);
@@ -162,7 +164,7 @@ describe('q4 embeddings (GatherBlockQuantized)', () => {
   });
 
   it('untied table: its own 4-bit codes; onnxruntime returns exactly this test\'s decode', async () => {
-    const { model, report } = quantizeModel(embedModel(false), 'q4');
+    const { model, report } = quantizeModel(embedModel(false), 'q4', B32);
     expect(report.embeddings).toEqual([{ weight: 'E', rows: 64, cols: 96, format: 'q4' }]);
     const gbq = model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!;
     expect(gbq.input[0]).not.toBe(model.graph.node.find((n) => n.op_type === 'MatMulNBits')!.input[1]);
@@ -182,7 +184,7 @@ describe('q4 embeddings (GatherBlockQuantized)', () => {
     for (let i = 0; i < H; i++) for (let j = 0; j < V; j++) shifted[j * H + i] = Wkn[i * V + j] + 0.02;
     const pre = quantizeQ4(shifted, V, H, 32);
     const codes = new Map([['W', pre]]);
-    const tied = quantizeModel(base, 'q4', { q4Codes: codes, tiePrecomputed: true });
+    const tied = quantizeModel(base, 'q4', { ...B32, q4Codes: codes, tiePrecomputed: true });
     expect(tied.report.embeddings).toEqual([{ weight: 'E', rows: 64, cols: 96, format: 'q4-tied', tiedTo: 'W' }]);
     const lm = nbitsWeight(tied.model, tied.model.graph.node.find((n) => n.op_type === 'MatMulNBits')!);
     const table = gbqTable(tied.model, tied.model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
@@ -199,20 +201,26 @@ describe('q4 embeddings (GatherBlockQuantized)', () => {
     const h = await runIds(tied.model);
     for (const [j, id] of IDS.entries()) for (let c = 0; c < 96; c++) expect(h[j * 96 + c]).toBe(Math.fround(table.w[id * 96 + c]));
     // default: the table gets its own codes = round-to-nearest of the float table (what quantizeModel writes without q4Codes)
-    const untied = quantizeModel(base, 'q4', { q4Codes: codes });
+    const untied = quantizeModel(base, 'q4', { ...B32, q4Codes: codes });
     expect(untied.report.embeddings).toEqual([{ weight: 'E', rows: 64, cols: 96, format: 'q4' }]);
     const own = gbqTable(untied.model, untied.model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
-    const rtn = gbqTable(quantizeModel(base, 'q4').model, quantizeModel(base, 'q4').model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
+    const rtn = gbqTable(quantizeModel(base, 'q4', B32).model, quantizeModel(base, 'q4', B32).model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
     expect(Array.from(own.w)).toEqual(Array.from(rtn.w));
     expect(Array.from(own.w)).not.toEqual(Array.from(table.w));
   });
 
   it("embedding: 'q8' (and a width that is not a multiple of the block size) keeps the per-row int8 DequantizeLinear", () => {
-    const q8 = quantizeModel(embedModel(true), 'q4', { embedding: 'q8' });
+    const q8 = quantizeModel(embedModel(true), 'q4', { ...B32, embedding: 'q8' });
     expect(q8.report.embeddings[0].format).toBe('int8');
     expect(q8.model.graph.node.some((n) => n.op_type === 'GatherBlockQuantized')).toBe(false);
-    const odd = quantizeModel(embedModel(true, 64, 80), 'q4');
+    const odd = quantizeModel(embedModel(true, 64, 80), 'q4', B32);
     expect(odd.report.embeddings[0].format).toBe('int8');
+    // by default a width 16 divides (80) gets the 16-wide pair block and a 4-bit table; one it does not (72) keeps
+    // the uniform block 32 for the pair, so the table stays int8 as before
+    expect(quantizeModel(embedModel(true, 64, 80), 'q4').report.embeddings[0].format).toBe('q4-tied');
+    const odd72 = quantizeModel(embedModel(true, 64, 72), 'q4');
+    expect(odd72.report.embeddings[0].format).toBe('int8');
+    expect(attr(odd72.model.graph.node.find((n) => n.op_type === 'MatMulNBits')!, 'block_size')).toBe(32);
     // q8 files never use GatherBlockQuantized.
     expect(quantizeModel(embedModel(true), 'q8').report.embeddings[0].format).toBe('int8');
   });
@@ -286,10 +294,13 @@ describe('q4 head block size (quantizeOptions.headBlockSize): the lm_head / embe
       const step = (hi - lo) / 15;
       for (let j = b * 16; j < b * 16 + 16; j++) expect(Math.abs(table.w[r * H + j] - E[r * H + j])).toBeLessThanOrEqual(0.2 * Math.max(-lo, hi) + step / 2 + 1e-7);
     }
-    const t32 = gbqTable(quantizeModel(m, 'q4').model, quantizeModel(m, 'q4').model.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
+    const b32 = quantizeModel(m, 'q4', { headBlockSize: 32 }).model;
+    const t32 = gbqTable(b32, b32.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!);
     expect(sq(table.w)).toBeLessThan(sq(t32.w));
-    // the block-32 linear is exactly what the default writer produces
-    const d32 = quantizeModel(m, 'q4').model;
+    // the default (no headBlockSize) is this 16-wide pair, byte for byte
+    expect(encodeModel(quantizeModel(m, 'q4').model)).toEqual(encodeModel(model));
+    // the block-32 linear is exactly what the uniform block-32 writer produces
+    const d32 = b32;
     const pOf = (mm: ModelProto) => nbitsWeight(mm, mm.graph.node.find((n) => n.name === 'proj_Q4')!).w;
     expect(Array.from(pOf(model))).toEqual(Array.from(pOf(d32)));
     // onnxruntime: the table rows and the logits of the file equal those of a float model built from this decode
@@ -377,13 +388,14 @@ describe('stories260k: q4 file with a 4-bit tied embedding', () => {
   });
   afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-  it.each([undefined, 16])('logits equal (to float rounding) those of a float model built from this test\'s decode of the file (head block %s)', async (headBlockSize) => {
+  // undefined = the default, which is 16 for stories260k's 64-wide table (q4HeadBlockSize); 32 = the exporters' uniform layout
+  it.each([undefined, 16, 32])('logits equal (to float rounding) those of a float model built from this test\'s decode of the file (head block %s)', async (headBlockSize) => {
     const fp = readModelFile(path.join(work, 'm/onnx/model.onnx'));
     const { model: q4, report } = quantizeModel(fp, 'q4', headBlockSize ? { headBlockSize } : {});
     expect(report.embeddings.map((e) => e.format)).toEqual(['q4-tied']);
     const gbqNode = q4.graph.node.find((n) => n.op_type === 'GatherBlockQuantized')!;
     const lmNode = q4.graph.node.find((n) => n.op_type === 'MatMulNBits' && n.output.includes('logits'))!;
-    expect([attr(gbqNode, 'block_size'), attr(lmNode, 'block_size')]).toEqual([headBlockSize ?? 32, headBlockSize ?? 32]);
+    expect([attr(gbqNode, 'block_size'), attr(lmNode, 'block_size')]).toEqual([headBlockSize ?? 16, headBlockSize ?? 16]);
     expect(q4.graph.node.filter((n) => n.op_type === 'MatMulNBits' && n !== lmNode).every((n) => attr(n, 'block_size') === 32)).toBe(true);
     // the tie: the table's codes are the lm_head's B (through a Reshape), and no other initializer holds a 512 × 64 code table
     expect(q4.graph.node.find((x) => x.op_type === 'Reshape' && x.output[0] === gbqNode.input[0])!.input[0]).toBe(lmNode.input[1]);

@@ -35,6 +35,7 @@ const spec = defineCommand({
     out: { type: 'string', valueName: '<dir>', description: 'folder for the variants, frontier.json and frontier.html (default frontier-<model>)' },
     'no-gptq': { type: 'boolean', description: 'leave out the GPTQ q4 points (one calibration pass per sparsity less)' },
     'q4-embedding': { type: 'string', choices: ['q4', 'q8'], default: 'q4', description: 'q4 files: embedding table in 4 bits (tied lm_head: codes stored once) or int8' },
+    'q4-head-block': { type: 'integer', min: 16, valueName: '<n>', description: 'q4 files: block size of the lm_head and the 4-bit embedding table only (power of two ≥ 16; default 16 when it divides the table, else 32; 32 = the exporters\' uniform layout)' },
   },
 });
 
@@ -117,7 +118,7 @@ export async function run(argv: string[], io: CliIo): Promise<number> {
       allocator: chosen,
       nsamples: v.nsamples, seqlen: v.seqlen, pplSeqlen: v['ppl-seqlen'], pplWindows: v.windows, tolerance: v.tolerance,
       structured,
-      gptq: v['no-gptq'] ? false : undefined, q4Embedding: v['q4-embedding'] as 'q4' | 'q8',
+      gptq: v['no-gptq'] ? false : undefined, q4Embedding: v['q4-embedding'] as 'q4' | 'q8', ...(v['q4-head-block'] !== undefined ? { q4HeadBlock: v['q4-head-block'] as number } : {}),
       out, threads: args.common.threads, onProgress: progress.callback, signal: io.signal,
     });
   } finally {
